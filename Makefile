@@ -1,0 +1,51 @@
+# labmail — the two commands of the README, and a few helpers.
+#   make lab    set everything up, start the embedded lab and JupyterLab on notebooks/
+#   make test   set everything up and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8888
+JUPYTER_FLAGS := --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) --ServerApp.root_dir=notebooks
+ifeq ($(shell id -u),0)
+JUPYTER_FLAGS += --allow-root
+endif
+
+.PHONY: lab test install install-test sysdeps stop status bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+sysdeps:
+	bash scripts/system-deps.sh
+
+lab: install
+	$(BIN)/labmail lab start
+	@echo "JupyterLab démarre : ouvrez l'adresse http://127.0.0.1:$(PORT)/lab?token=… affichée ci-dessous (Ctrl-C pour arrêter JupyterLab ; 'make stop' arrête le lab)."
+	$(BIN)/jupyter lab $(JUPYTER_FLAGS)
+
+test: install-test sysdeps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test sysdeps
+	$(BIN)/python bench/run.py
+
+status: install
+	$(BIN)/labmail lab status
+
+stop: install
+	$(BIN)/labmail lab stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

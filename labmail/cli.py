@@ -1,0 +1,89 @@
+"""The ``labmail`` command line.
+
+::
+
+    labmail lab start|status|stop|reset     the embedded lab
+    labmail config [--prenom "Jean-Émile"]  show or set the configuration
+    labmail lookup NAME [TYPE] [--auth]     ask the world's DNS
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config as _config
+from .errors import LabmailError
+from .i18n import set_language, tr
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from . import lab
+
+    cfg = _config.load()
+    action = {"start": lab.start, "status": lab.status, "stop": lab.stop, "reset": lab.reset}[args.action]
+    result = action(cfg)
+    print(result)
+    if args.action == "status" and result.running and cfg.prenom:
+        try:
+            print(tr("  Clé TSIG de votre zone (pour nsupdate -k) : ", "  Your zone's TSIG key (for nsupdate -k): ")
+                  + str(lab.student_key_file(cfg)))
+        except LabmailError:
+            pass
+    return 0 if (result.running or args.action == "stop") else 1
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    changes = {k: v for k, v in (("prenom", args.prenom), ("world", args.world), ("parent_domain", args.parent_domain),
+                                  ("mail_host", args.mail_host), ("lang", args.set_lang)) if v is not None}
+    cfg = _config.save(**changes) if changes else _config.load()
+    print(tr(f"# fichier : {_config.user_config_path()}", f"# file: {_config.user_config_path()}"))
+    for key, value in cfg.public_dict().items():
+        print(f"{key} = {value}")
+    if cfg.prenom:
+        print(tr(f"# votre domaine : {cfg.domain}", f"# your domain: {cfg.domain}"))
+    return 0
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    from .dns import lookup
+
+    result = lookup(args.name, args.type, authoritative=args.auth)
+    print(result)
+    return 0 if result.outcome.value in ("answer", "NXDOMAIN", "NODATA") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labmail", description="labmail — les mécanismes de la messagerie")
+    parser.add_argument("--lang", choices=["fr", "en"], help="langue des messages / message language")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="le lab intégré / the embedded lab")
+    lab.add_argument("action", choices=["start", "status", "stop", "reset"])
+    lab.set_defaults(func=_lab)
+
+    cfg = sub.add_parser("config", help="afficher ou modifier la configuration / show or set the configuration")
+    cfg.add_argument("--prenom", help="votre prénom, ex. \"Jean-Émile\"")
+    cfg.add_argument("--world", choices=["local", "live"])
+    cfg.add_argument("--parent-domain")
+    cfg.add_argument("--mail-host")
+    cfg.add_argument("--set-lang", choices=["fr", "en"])
+    cfg.set_defaults(func=_show_config)
+
+    look = sub.add_parser("lookup", help="interroger le DNS / query the DNS")
+    look.add_argument("name")
+    look.add_argument("type", nargs="?", default="A")
+    look.add_argument("--auth", action="store_true", help="interroger directement les serveurs de la zone")
+    look.set_defaults(func=_lookup)
+
+    args = parser.parse_args(argv)
+    set_language(args.lang)
+    try:
+        return args.func(args)
+    except LabmailError as exc:
+        print(tr("Erreur : ", "Error: ") + str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The embedded *lab in a box*: start, inspect, stop and reset it.
+
+The lab is one background process per user (no root needed) that serves
+the local world on loopback: for now the authoritative DNS of every zone
+(root, ``cloud``, ``labmail.cloud``, the students' zones, ``gmail.test``,
+``outlook.test``, the spoofer's ``arnaque.test``, a DNSBL, reverse zones).
+
+From a notebook::
+
+    import labmail
+    status = labmail.lab.ensure()     # starts it if needed, provisions the student
+    status.dns_port
+
+From a terminal: ``labmail lab start|status|stop|reset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config, load
+from ..errors import LabError
+from ..i18n import tr
+
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file"]
+
+_children: dict[int, subprocess.Popen] = {}
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """What :func:`status` reports about the lab of a state folder."""
+
+    running: bool
+    state_dir: Path
+    pid: int | None = None
+    host: str = "127.0.0.1"
+    dns_port: int | None = None
+    parent_domain: str | None = None
+    mail_host: str | None = None
+    students: tuple[str, ...] = ()
+    zones: tuple[str, ...] = field(default=(), repr=False)
+    started: str | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "lab.log"
+
+    def ports(self) -> dict[str, tuple[str, int]]:
+        """The port map: service → (loopback host, local port) for real clients (dig, nsupdate…)."""
+        return {"dns": (self.host, self.dns_port)} if self.running and self.dns_port else {}
+
+    def __str__(self) -> str:
+        if not self.running:
+            return tr(
+                f"Lab arrêté (dossier d'état {self.state_dir}). Démarrez-le avec « labmail lab start ».",
+                f"Lab stopped (state folder {self.state_dir}). Start it with \"labmail lab start\".",
+            )
+        students = ", ".join(f"{s}.{self.parent_domain}" for s in self.students) or tr("aucun", "none")
+        example = f"{self.students[0]}.{self.parent_domain}" if self.students else self.parent_domain
+        return "\n".join([
+            tr(f"Lab démarré (pid {self.pid}, depuis {self.started})", f"Lab running (pid {self.pid}, since {self.started})"),
+            tr(f"  DNS autoritatif : {self.host} port {self.dns_port} (UDP et TCP)",
+               f"  Authoritative DNS: {self.host} port {self.dns_port} (UDP and TCP)"),
+            tr(f"  Domaines d'étudiant : {students}", f"  Student domains: {students}"),
+            tr(f"  Dossier d'état : {self.state_dir}", f"  State folder: {self.state_dir}"),
+            tr(f"  Journal : {self.log_path}", f"  Log: {self.log_path}"),
+            tr("  Essayez :", "  Try:") + f" dig @{self.host} -p {self.dns_port} {example} SOA",
+        ])
+
+
+def _cfg(config: Config | None) -> Config:
+    return config if config is not None else load()
+
+
+def _request(path: Path, payload: dict, timeout: float = 10.0) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def _control_path(state_dir: Path) -> Path:
+    """The running lab's control socket, as recorded in ``run.json`` (OSError/KeyError if none)."""
+    return Path(json.loads((state_dir / "run.json").read_text(encoding="utf-8"))["control"])
+
+
+def _status_from(state_dir: Path, info: dict) -> LabStatus:
+    return LabStatus(
+        running=True,
+        state_dir=state_dir,
+        pid=info["pid"],
+        host=info["host"],
+        dns_port=info["dns_port"],
+        parent_domain=info["parent_domain"],
+        mail_host=info["mail_host"],
+        students=tuple(info["students"]),
+        zones=tuple(info["zones"]),
+        started=info["started"],
+    )
+
+
+def status(config: Config | None = None) -> LabStatus:
+    """Is the lab of this configuration's state folder running, and where does it listen?"""
+    state_dir = _cfg(config).state_dir
+    try:
+        reply = _request(_control_path(state_dir), {"op": "status"}, timeout=5)
+    except (OSError, ValueError, KeyError):
+        return LabStatus(running=False, state_dir=state_dir)
+    if not reply.get("ok"):
+        return LabStatus(running=False, state_dir=state_dir)
+    return _status_from(state_dir, reply["status"])
+
+
+def _log_tail(state_dir: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join((state_dir / "lab.log").read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
+    """Start the lab in the background (if it is not running) and return its status.
+
+    The student of the configuration (if set) is provisioned: delegated zone
+    ``prenom.labmail.cloud`` with SOA and NS only, its TSIG key, its DKIM key.
+    """
+    cfg = _cfg(config)
+    current = status(cfg)
+    if current.running:
+        return provision(cfg) if cfg.prenom and cfg.prenom not in current.students else current
+    if cfg.world != "local":
+        raise LabError(
+            "La configuration indique le monde « live » (serveurs de la classe) : il n'y a pas de lab à démarrer. "
+            "Pour utiliser le lab intégré, mettez world = \"local\".",
+            "The configuration selects the \"live\" world (the class servers): there is no lab to start. "
+            "To use the embedded lab, set world = \"local\".",
+        )
+    state_dir = cfg.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    cmd = [sys.executable, "-m", "labmail.lab", "serve", "--state", str(state_dir),
+           "--parent-domain", cfg.parent_domain, "--mail-host", cfg.mail_host, "--dns-port", str(cfg.dns_port)]
+    if cfg.prenom:
+        cmd += ["--student", cfg.prenom]
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    with open(state_dir / "lab.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                start_new_session=True, close_fds=True)
+    _children[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _children.pop(proc.pid, None)
+            if proc.returncode == 3:  # another process won the race: use it
+                current = status(cfg)
+                if current.running:
+                    return current
+            raise LabError(
+                f"Le lab n'a pas pu démarrer (code {proc.returncode}). Fin du journal {state_dir / 'lab.log'} :\n"
+                f"{_log_tail(state_dir)}",
+                f"The lab could not start (exit code {proc.returncode}). End of the log {state_dir / 'lab.log'}:\n"
+                f"{_log_tail(state_dir)}",
+            )
+        current = status(cfg)
+        if current.running and current.pid == proc.pid:
+            return current
+        time.sleep(0.02)
+    proc.kill()
+    raise LabError(
+        f"Le lab n'a pas répondu en {timeout:.0f} s. Consultez {state_dir / 'lab.log'}.",
+        f"The lab did not answer within {timeout:.0f} s. See {state_dir / 'lab.log'}.",
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    proc = _children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop(config: Config | None = None, *, timeout: float = 10.0) -> LabStatus:
+    """Stop the lab (gracefully, then by signal). State is kept: the next start finds it all again."""
+    cfg = _cfg(config)
+    current = status(cfg)
+    if not current.running or current.pid is None:
+        return current
+    try:
+        _request(_control_path(cfg.state_dir), {"op": "stop"}, timeout=5)
+    except (OSError, ValueError, KeyError):
+        pass
+    pid = current.pid
+    for sig, wait in ((None, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if sig is not None:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.02)
+        if not _pid_alive(pid):
+            break
+    _children.pop(pid, None)
+    return status(cfg)
+
+
+def reset(config: Config | None = None) -> LabStatus:
+    """Return the lab to its step-0 state: stop it, delete its state folder, start it again.
+
+    Everything the students did (records, keys) is lost; new keys are generated.
+    """
+    cfg = _cfg(config)
+    stop(cfg)
+    state_dir = cfg.state_dir
+    if (state_dir / "world.json").exists() or (state_dir / "zones").exists():
+        shutil.rmtree(state_dir)
+    elif state_dir.exists() and any(state_dir.iterdir()):
+        raise LabError(
+            f"{state_dir} ne ressemble pas à un dossier de lab (pas de world.json) : je ne l'efface pas.",
+            f"{state_dir} does not look like a lab folder (no world.json): not deleting it.",
+        )
+    return start(cfg)
+
+
+def provision(config: Config | None = None, students: list[str] | None = None) -> LabStatus:
+    """Make sure the running lab has a zone, TSIG key and DKIM key for each student."""
+    cfg = _cfg(config)
+    labels = list(students) if students is not None else ([cfg.prenom] if cfg.prenom else [])
+    current = status(cfg)
+    if not current.running:
+        raise LabError("Le lab n'est pas démarré : labmail.lab.ensure() ou « labmail lab start ».",
+                       "The lab is not running: labmail.lab.ensure() or \"labmail lab start\".")
+    reply = _request(_control_path(cfg.state_dir), {"op": "provision", "students": labels}, timeout=60)
+    if not reply.get("ok"):
+        err = reply.get("error", {})
+        raise LabError(err.get("fr", "erreur"), err.get("en"))
+    return _status_from(cfg.state_dir, reply["status"])
+
+
+def ensure(config: Config | None = None) -> LabStatus | None:
+    """For notebooks: start the lab if needed and provision the configured student.
+
+    In the live world there is nothing to start: returns ``None``.
+    """
+    cfg = _cfg(config)
+    if cfg.world != "local":
+        return None
+    return start(cfg)
+
+
+def student_key_file(config: Config | None = None) -> Path:
+    """The student's TSIG key in BIND syntax (for ``nsupdate -k`` and ``dig -k``)."""
+    cfg = _cfg(config)
+    path = cfg.state_dir / "keys" / f"{cfg.domain}.key"
+    if not path.exists():
+        raise LabError(
+            f"Pas de clé pour {cfg.domain} : démarrez le lab (labmail.lab.ensure()) après avoir configuré votre prénom.",
+            f"No key for {cfg.domain}: start the lab (labmail.lab.ensure()) after setting your first name.",
+        )
+    return path

@@ -1,0 +1,523 @@
+"""The lab's authoritative DNS server, built on dnspython.
+
+It behaves like BIND or Knot would for the zones of the local world:
+
+* authoritative answers (AA) from the hosted zone with the longest origin;
+  NXDOMAIN and NODATA carry the zone's SOA in the authority section with the
+  negative-caching TTL min(SOA TTL, MINIMUM) (RFC 2308); empty non-terminals
+  are NODATA; wildcards (RFC 4592); CNAME chains followed across hosted
+  zones (at most 8 links, loops stopped); referrals with glue (AA cleared)
+  for delegations whose child is not hosted here; A/AAAA of MX, SRV and NS
+  targets in the additional section;
+* UDP answers limited to 512 bytes or the client's EDNS payload size, else
+  TC=1 and the client retries over TCP (RFC 1035, RFC 6891); EDNS version
+  above 0 gets BADVERS;
+* RFC 2136 UPDATE with TSIG (RFC 8945): a key may change only the zones it
+  is given; unknown key or bad signature → NOTAUTH (BADKEY/BADSIG), another
+  zone → REFUSED, no key → REFUSED; all prerequisite forms; apex SOA and NS
+  protected; CNAME-and-other-data refused; the serial is bumped and the zone
+  saved atomically *before* the reply, so an acknowledged change survives a
+  crash;
+* AXFR over TCP with the zone's key (``dig axfr -k``);
+* malformed packets get FORMERR (or are dropped when not even a header can
+  be read), unknown opcodes NOTIMP, other classes REFUSED; the server never
+  dies on input.
+
+Answers to plain queries are cached as wire bytes (keyed by the query bytes
+after the ID) and the cache is emptied on every zone change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.renderer
+import dns.rrset
+import dns.tsig
+import dns.update
+import dns.zone
+
+from .zones import KeyStore, ZoneStore
+
+log = logging.getLogger("labmail.lab.dns")
+
+IN = dns.rdataclass.IN
+A, AAAA, NS, SOA, CNAME, MX, SRV, DS, ANY = (
+    dns.rdatatype.A,
+    dns.rdatatype.AAAA,
+    dns.rdatatype.NS,
+    dns.rdatatype.SOA,
+    dns.rdatatype.CNAME,
+    dns.rdatatype.MX,
+    dns.rdatatype.SRV,
+    dns.rdatatype.DS,
+    dns.rdatatype.ANY,
+)
+OUR_PAYLOAD = 1232  # the DNS Flag Day 2020 value: no IP fragmentation
+MAX_CNAME_CHAIN = 8
+CACHE_LIMIT = 20_000
+_TSIG_ERRORS = {dns.rcode.BADSIG: "BADSIG", dns.rcode.BADKEY: "BADKEY", dns.rcode.BADTIME: "BADTIME"}
+_FORBIDDEN_UPDATE_TYPES = {
+    dns.rdatatype.ANY, dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA,
+    dns.rdatatype.MAILB, dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY,
+}
+
+
+class _Refuse(Exception):
+    """Stop processing an UPDATE with this rcode (the reason goes to the log)."""
+
+    def __init__(self, rcode: int, reason: str) -> None:
+        super().__init__(reason)
+        self.rcode = rcode
+        self.reason = reason
+
+
+def _header_only_reply(wire: bytes, rcode: int) -> bytes:
+    """A reply built from the query header alone (when the rest cannot be parsed)."""
+    qid, flags = struct.unpack("!HH", wire[:4])
+    opcode_bits = flags & 0x7800
+    rd = flags & 0x0100
+    return struct.pack("!HHHHHH", qid, 0x8000 | opcode_bits | rd | (rcode & 0xF), 0, 0, 0, 0)
+
+
+class DNSEngine:
+    """Turns query bytes into reply bytes. Transport-free, so tests call it directly."""
+
+    def __init__(self, zones: ZoneStore, keys: KeyStore, on_change: Callable[[dns.name.Name], None] | None = None) -> None:
+        self.zones = zones
+        self.keys = keys
+        self.on_change = on_change
+        self._cache: dict[bool, dict[bytes, bytes]] = {False: {}, True: {}}
+        self._cache_generation = zones.generation
+
+    # -- entry point --------------------------------------------------------
+    def handle(self, wire: bytes, *, tcp: bool = False, peer: object = None) -> list[bytes]:
+        """Answer one DNS message; returns the reply messages (none = drop)."""
+        if len(wire) < 12:
+            return []
+        if self._cache_generation != self.zones.generation:
+            self._cache[False].clear()
+            self._cache[True].clear()
+            self._cache_generation = self.zones.generation
+        cache = self._cache[tcp]
+        hit = cache.get(wire[2:])
+        if hit is not None:
+            return [wire[:2] + hit]
+        if wire[2] & 0x80:  # QR set: a response, never answer it (no reflection loops)
+            return []
+        try:
+            return self._handle(wire, tcp, cache, peer)
+        except Exception:  # never die on input
+            log.exception("internal error on a DNS message from %s", peer)
+            return [_header_only_reply(wire, dns.rcode.SERVFAIL)]
+
+    def _handle(self, wire: bytes, tcp: bool, cache: dict[bytes, bytes], peer: object) -> list[bytes]:
+        opcode = (wire[2] >> 3) & 0xF
+        if opcode not in (dns.opcode.QUERY, dns.opcode.UPDATE):
+            return [_header_only_reply(wire, dns.rcode.NOTIMP)]
+        try:
+            msg = dns.message.from_wire(wire, keyring=self.keys.keyring)
+        except dns.message.UnknownTSIGKey:
+            return self._tsig_error(wire, dns.rcode.BADKEY, peer)
+        except dns.tsig.BadSignature:
+            return self._tsig_error(wire, dns.rcode.BADSIG, peer)
+        except dns.tsig.BadTime:
+            return self._tsig_error(wire, dns.rcode.BADTIME, peer)
+        except Exception:  # FormError, ShortHeader, TrailingJunk, bad rdata, bad names...
+            return [_header_only_reply(wire, dns.rcode.FORMERR)]
+
+        if msg.edns > 0:
+            response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD)
+            response.use_edns(0, 0, OUR_PAYLOAD)
+            response.set_rcode(dns.rcode.BADVERS)
+            return [response.to_wire()]
+        if opcode == dns.opcode.UPDATE:
+            return [self._update(msg, peer)]
+        if len(msg.question) != 1 or msg.answer or msg.authority:
+            return [_header_only_reply(wire, dns.rcode.FORMERR)]
+        question = msg.question[0]
+        response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD)
+        if question.rdclass != IN:
+            response.set_rcode(dns.rcode.REFUSED)
+            return [response.to_wire()]
+        qtype = question.rdtype
+        if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            if not tcp:
+                response.set_rcode(dns.rcode.FORMERR)
+                return [response.to_wire()]
+            return self._axfr(msg, response, peer)
+        if dns.rdatatype.is_metatype(qtype) and qtype != ANY:
+            response.set_rcode(dns.rcode.NOTIMP if qtype in (dns.rdatatype.MAILA, dns.rdatatype.MAILB) else dns.rcode.FORMERR)
+            return [response.to_wire()]
+
+        self._answer(response, question.name, qtype)
+        out = response.to_wire(max_size=65535)
+        limit = 65535 if tcp else (max(512, msg.payload) if msg.edns >= 0 else 512)
+        if len(out) > limit:
+            response.answer, response.authority, response.additional = [], [], []
+            response.flags |= dns.flags.TC
+            out = response.to_wire()
+        if not msg.had_tsig:
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            cache[wire[2:]] = out[2:]
+        return [out]
+
+    # -- queries ------------------------------------------------------------
+    def _answer(self, response: dns.message.Message, qname: dns.name.Name, qtype: int) -> None:
+        zones = self.zones
+        zone = zones.find_zone(qname)
+        if zone is None:  # not possible while the root zone is hosted
+            response.set_rcode(dns.rcode.REFUSED)
+            return
+        cut = self._delegation(zone, qname)
+        if cut is not None and not (qtype == DS and cut == qname):
+            self._referral(response, zone, cut)
+            return
+        response.flags |= dns.flags.AA
+        current, seen = qname, set()
+        for _ in range(MAX_CNAME_CHAIN + 1):
+            seen.add(current)
+            node = zone.nodes.get(current)
+            owner = current
+            if node is None and current not in zones.existing[zone.origin]:
+                node = self._wildcard(zone, current)
+            if node is None:
+                if current in zones.existing[zone.origin]:
+                    self._negative(response, zone, dns.rcode.NOERROR)  # empty non-terminal
+                else:
+                    self._negative(response, zone, dns.rcode.NXDOMAIN)
+                return
+            if qtype == ANY:
+                for rds in node.rdatasets:
+                    self._add(response.answer, owner, rds)
+                return
+            rds = node.get_rdataset(IN, qtype)
+            if rds is not None:
+                self._add(response.answer, owner, rds)
+                self._additional(response, rds)
+                return
+            cname = node.get_rdataset(IN, CNAME)
+            if cname is None or qtype == CNAME:
+                self._negative(response, zone, dns.rcode.NOERROR)
+                return
+            self._add(response.answer, owner, cname)
+            target = cname[0].target
+            if target in seen:
+                return  # a CNAME loop: give the chain, the resolver reports the loop
+            next_zone = zones.find_zone(target)
+            if next_zone is None or self._delegation(next_zone, target) is not None:
+                return  # outside what we serve: the resolver continues from here
+            current, zone = target, next_zone
+
+    @staticmethod
+    def _add(section: list, owner: dns.name.Name, rds: dns.rdataset.Rdataset) -> None:
+        rrset = dns.rrset.RRset(owner, rds.rdclass, rds.rdtype, rds.covers)
+        rrset.update(rds)
+        section.append(rrset)
+
+    def _wildcard(self, zone: dns.zone.Zone, name: dns.name.Name):
+        existing = self.zones.existing[zone.origin]
+        encloser = name.parent()
+        while encloser not in existing and len(encloser) > len(zone.origin):
+            encloser = encloser.parent()
+        return zone.nodes.get(dns.name.Name((b"*",) + encloser.labels))
+
+    def _delegation(self, zone: dns.zone.Zone, name: dns.name.Name) -> dns.name.Name | None:
+        origin_len = len(zone.origin)
+        for depth in range(origin_len + 1, len(name) + 1):
+            candidate = name if depth == len(name) else name.split(depth)[1]
+            node = zone.nodes.get(candidate)
+            if node is not None and node.get_rdataset(IN, NS) is not None:
+                return candidate
+        return None
+
+    def _referral(self, response: dns.message.Message, zone: dns.zone.Zone, cut: dns.name.Name) -> None:
+        ns = zone.nodes[cut].get_rdataset(IN, NS)
+        self._add(response.authority, cut, ns)
+        for rdata in ns:
+            self._glue(response, rdata.target, zone)
+
+    def _glue(self, response: dns.message.Message, target: dns.name.Name, zone: dns.zone.Zone | None = None) -> None:
+        zone = zone or self.zones.find_zone(target)
+        if zone is None or not target.is_subdomain(zone.origin):
+            return
+        node = zone.nodes.get(target)
+        if node is None:
+            return
+        for rdtype in (A, AAAA):
+            rds = node.get_rdataset(IN, rdtype)
+            if rds is not None and not any(r.name == target and r.rdtype == rdtype for r in response.additional):
+                self._add(response.additional, target, rds)
+
+    def _additional(self, response: dns.message.Message, rds: dns.rdataset.Rdataset) -> None:
+        if rds.rdtype == MX:
+            targets = [r.exchange for r in rds]
+        elif rds.rdtype in (SRV, NS):
+            targets = [r.target for r in rds]
+        else:
+            return
+        for target in targets:
+            if target != dns.name.root:
+                self._glue(response, target)
+
+    @staticmethod
+    def _negative(response: dns.message.Message, zone: dns.zone.Zone, rcode: int) -> None:
+        soa_rds = zone.nodes[zone.origin].get_rdataset(IN, SOA)
+        soa = dns.rrset.RRset(zone.origin, IN, SOA)
+        soa.update(soa_rds)
+        soa.ttl = min(soa_rds.ttl, soa_rds[0].minimum)
+        response.authority.append(soa)
+        response.set_rcode(rcode)
+
+    # -- zone transfer ------------------------------------------------------
+    def _axfr(self, msg: dns.message.Message, response: dns.message.Message, peer: object) -> list[bytes]:
+        qname = msg.question[0].name
+        zone = self.zones.zones.get(qname)
+        if zone is None:
+            response.set_rcode(dns.rcode.NOTAUTH)
+            return [response.to_wire()]
+        if not self.keys.may_change(msg.keyname if msg.had_tsig else None, zone.origin):
+            log.warning("AXFR of %s refused to %s (key %s)", qname, peer, msg.keyname)
+            response.set_rcode(dns.rcode.REFUSED)
+            return [response.to_wire()]
+        response.flags |= dns.flags.AA
+        soa = zone.nodes[zone.origin].get_rdataset(IN, SOA)
+        self._add(response.answer, zone.origin, soa)
+        for name, rds in zone.iterate_rdatasets():
+            if not (name == zone.origin and rds.rdtype == SOA):
+                self._add(response.answer, name, rds)
+        self._add(response.answer, zone.origin, soa)
+        log.info("AXFR of %s to %s (key %s)", qname, peer, msg.keyname)
+        return [response.to_wire(max_size=65535)]
+
+    # -- dynamic update (RFC 2136) ------------------------------------------
+    def _update(self, msg: dns.update.UpdateMessage, peer: object) -> bytes:
+        response = dns.message.make_response(msg)
+        try:
+            origin = self._apply_update(msg)
+        except _Refuse as refusal:
+            log.warning("UPDATE refused (%s) from %s key %s: %s", dns.rcode.to_text(refusal.rcode), peer,
+                        msg.keyname, refusal.reason)
+            response.set_rcode(refusal.rcode)
+            return response.to_wire()
+        except OSError as exc:
+            log.error("UPDATE could not be saved: %s", exc)
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
+        if origin is not None and self.on_change:
+            self.on_change(origin)
+        return response.to_wire()
+
+    def _apply_update(self, msg: dns.update.UpdateMessage) -> dns.name.Name | None:
+        if len(msg.zone) != 1 or msg.zone[0].rdtype != SOA:
+            raise _Refuse(dns.rcode.FORMERR, "zone section must hold exactly one SOA question")
+        origin = msg.zone[0].name
+        zone = self.zones.zones.get(origin)
+        if zone is None or msg.zone[0].rdclass != IN:
+            raise _Refuse(dns.rcode.NOTAUTH, f"not authoritative for {origin}")
+        if not msg.had_tsig:
+            raise _Refuse(dns.rcode.REFUSED, "unsigned update")
+        if not self.keys.may_change(msg.keyname, origin):
+            raise _Refuse(dns.rcode.REFUSED, f"key {msg.keyname} may not change {origin}")
+
+        with zone.writer() as txn:
+            self._check_prerequisites(txn, origin, msg.prerequisite)
+            self._prescan(origin, msg.update)
+            changes = [self._apply_one(txn, origin, rrset) for rrset in msg.update]
+            if not any(changes):
+                txn.rollback()
+                return None
+            txn.update_serial(name=origin)
+            descr = "; ".join(c for c in changes if c)
+        self.zones.committed(origin)
+        log.info("UPDATE %s by key %s: %s", origin, msg.keyname, descr)
+        return origin
+
+    @staticmethod
+    def _check_prerequisites(txn, origin: dns.name.Name, prerequisites: list[dns.rrset.RRset]) -> None:
+        wanted: dict[tuple[dns.name.Name, int], set] = {}
+        for rr in prerequisites:
+            if not rr.name.is_subdomain(origin):
+                raise _Refuse(dns.rcode.NOTZONE, f"prerequisite {rr.name} outside {origin}")
+            if rr.deleting == dns.rdataclass.ANY:
+                if rr.rdtype == ANY:
+                    if not txn.name_exists(rr.name):
+                        raise _Refuse(dns.rcode.NXDOMAIN, f"prerequisite: {rr.name} not in use")
+                elif txn.get(rr.name, rr.rdtype) is None:
+                    raise _Refuse(dns.rcode.NXRRSET, f"prerequisite: no {dns.rdatatype.to_text(rr.rdtype)} at {rr.name}")
+            elif rr.deleting == dns.rdataclass.NONE:
+                if rr.rdtype == ANY:
+                    if txn.name_exists(rr.name):
+                        raise _Refuse(dns.rcode.YXDOMAIN, f"prerequisite: {rr.name} in use")
+                elif txn.get(rr.name, rr.rdtype) is not None:
+                    raise _Refuse(dns.rcode.YXRRSET, f"prerequisite: {dns.rdatatype.to_text(rr.rdtype)} at {rr.name} exists")
+            elif rr.rdclass == IN and rr.ttl == 0 and rr.rdtype != ANY:
+                wanted.setdefault((rr.name, rr.rdtype), set()).update(rr)
+            else:
+                raise _Refuse(dns.rcode.FORMERR, f"malformed prerequisite {rr.name}")
+        for (name, rdtype), rdatas in wanted.items():
+            current = txn.get(name, rdtype)
+            if current is None or set(current) != rdatas:
+                raise _Refuse(dns.rcode.NXRRSET, f"prerequisite: {dns.rdatatype.to_text(rdtype)} at {name} differs")
+
+    @staticmethod
+    def _prescan(origin: dns.name.Name, updates: list[dns.rrset.RRset]) -> None:
+        for rr in updates:
+            if not rr.name.is_subdomain(origin):
+                raise _Refuse(dns.rcode.NOTZONE, f"{rr.name} is outside the zone {origin}")
+            if rr.deleting is None and (rr.rdclass != IN or rr.rdtype in _FORBIDDEN_UPDATE_TYPES):
+                raise _Refuse(dns.rcode.FORMERR, f"cannot add type {dns.rdatatype.to_text(rr.rdtype)}")
+            if rr.deleting == dns.rdataclass.NONE and rr.rdtype in _FORBIDDEN_UPDATE_TYPES:
+                raise _Refuse(dns.rcode.FORMERR, f"cannot delete type {dns.rdatatype.to_text(rr.rdtype)}")
+            if rr.deleting == dns.rdataclass.ANY and rr.rdtype in _FORBIDDEN_UPDATE_TYPES - {ANY}:
+                raise _Refuse(dns.rcode.FORMERR, f"cannot delete type {dns.rdatatype.to_text(rr.rdtype)}")
+            if rr.rdtype == SOA or (rr.name == origin and rr.rdtype == NS):
+                raise _Refuse(dns.rcode.REFUSED, f"the zone's SOA and apex NS are managed by the lab ({rr.name})")
+
+    @staticmethod
+    def _apply_one(txn, origin: dns.name.Name, rr: dns.rrset.RRset) -> str:
+        name, rdtype = rr.name, rr.rdtype
+        label = f"{name} {dns.rdatatype.to_text(rdtype)}"
+        if rr.deleting is None:
+            node = txn.get_node(name)
+            if node is not None:
+                has_cname = node.get_rdataset(IN, CNAME) is not None
+                has_other = any(r.rdtype not in (CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC) for r in node.rdatasets)
+                if rdtype == CNAME and has_other:
+                    raise _Refuse(dns.rcode.REFUSED, f"CNAME at {name}, which has other data (RFC 1034 §3.6.2)")
+                if rdtype != CNAME and has_cname:
+                    raise _Refuse(dns.rcode.REFUSED, f"{label} at a name that has a CNAME (RFC 1034 §3.6.2)")
+            if rdtype == CNAME and name == origin:
+                raise _Refuse(dns.rcode.REFUSED, "CNAME at the zone apex (RFC 1034 §3.6.2)")
+            existing = txn.get(name, rdtype)
+            if existing is not None and all(r in existing for r in rr) and existing.ttl == rr.ttl:
+                return ""
+            merged = dns.rdataset.Rdataset(IN, rdtype)
+            if existing is not None and rdtype != CNAME:
+                merged.update(existing)
+            merged.update(rr)
+            merged.ttl = rr.ttl  # as BIND does: the TTL of the last added record wins
+            txn.replace(name, merged)
+            return "+" + " ".join(f"{label} {r}" for r in rr)
+        if rr.deleting == dns.rdataclass.ANY:
+            if rdtype == ANY:
+                node = txn.get_node(name)
+                if node is None:
+                    return ""
+                removed = []
+                for rds in list(node.rdatasets):
+                    if name == origin and rds.rdtype in (SOA, NS):
+                        continue
+                    txn.delete(name, rds.rdtype, rds.covers)
+                    removed.append(dns.rdatatype.to_text(rds.rdtype))
+                return f"-{name} ({', '.join(removed)})" if removed else ""
+            if txn.get(name, rdtype) is None:
+                return ""
+            txn.delete(name, rdtype)
+            return f"-{label}"
+        # deleting NONE: remove the given records
+        existing = txn.get(name, rdtype)
+        if existing is None:
+            return ""
+        gone = [r for r in rr if r in existing]
+        if not gone:
+            return ""
+        remaining = dns.rdataset.Rdataset(IN, rdtype)
+        remaining.update(existing)
+        for r in gone:
+            remaining.discard(r)
+        if len(remaining):
+            txn.replace(name, remaining)
+        else:
+            txn.delete(name, rdtype)
+        return "-" + " ".join(f"{label} {r}" for r in gone)
+
+    # -- TSIG errors ----------------------------------------------------------
+    def _tsig_error(self, wire: bytes, error: int, peer: object) -> list[bytes]:
+        try:
+            msg = dns.message.from_wire(wire, keyring=False)
+        except Exception:
+            return [_header_only_reply(wire, dns.rcode.FORMERR)]
+        log.warning("TSIG %s from %s for key %s", _TSIG_ERRORS.get(error, error), peer, msg.keyname)
+        response = dns.message.make_response(msg)
+        response.set_rcode(dns.rcode.NOTAUTH)
+        if msg.tsig:
+            tsig = msg.tsig[0]
+            response.tsig = dns.message.Message._make_tsig(
+                msg.keyname, tsig.algorithm, int(time.time()), tsig.fudge, b"", msg.id, error, b""
+            )
+        return [response.to_wire()]
+
+
+# ---------------------------------------------------------------------------
+# Transports
+# ---------------------------------------------------------------------------
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, engine: DNSEngine) -> None:
+        self.engine = engine
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        for reply in self.engine.handle(data, tcp=False, peer=addr):
+            self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors from gone clients
+        pass
+
+
+async def _serve_tcp_client(engine: DNSEngine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    peer = writer.get_extra_info("peername")
+    try:
+        while True:
+            try:
+                head = await asyncio.wait_for(reader.readexactly(2), timeout=10)
+                (length,) = struct.unpack("!H", head)
+                data = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                break
+            for reply in engine.handle(data, tcp=True, peer=peer):
+                writer.write(struct.pack("!H", len(reply)) + reply)
+            await writer.drain()
+    except Exception:
+        log.exception("TCP client %s", peer)
+    finally:
+        writer.close()
+
+
+async def start_transports(engine: DNSEngine, host: str, port: int) -> tuple[list, int]:
+    """Bind UDP and TCP on the same ``port`` (0 = pick a free one); returns (servers, port)."""
+    loop = asyncio.get_running_loop()
+    attempts = 20 if port == 0 else 1
+    last_error: OSError | None = None
+    for _ in range(attempts):
+        try:
+            udp, _proto = await loop.create_datagram_endpoint(lambda: _UDP(engine), local_addr=(host, port))
+        except OSError as exc:
+            last_error = exc
+            continue
+        chosen = udp.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(lambda r, w: _serve_tcp_client(engine, r, w), host, chosen, reuse_address=True)
+        except OSError as exc:
+            udp.close()
+            last_error = exc
+            continue
+        return [udp, tcp], chosen
+    raise last_error or OSError("no port")

@@ -1,0 +1,305 @@
+"""The lab process: one background process per user, holding the whole local world.
+
+Started by ``labmail lab start`` (or :func:`labmail.lab.ensure`) as
+``python -m labmail.lab serve --state DIR``. It owns the state folder:
+
+=====================  ==========================================================
+``world.json``         parent domain, mail host, students, chosen ports
+``zones/*.zone``       the DNS zones (BIND master files, atomic writes)
+``keys/tsig.json``     TSIG keys and the zone each one may change (0600)
+``keys/<zone>.key``    the student's key in BIND syntax, for ``nsupdate -k``
+``keys/dkim/*.pem``    DKIM private keys (school domains and providers)
+``run.json``           pid, ports and control socket of the running process
+``lab.lock``           held (flock) by the running process: one lab per folder
+``lab.log``            what the lab did (changes, refusals); never a secret
+=====================  ==========================================================
+
+Requests from the CLI and notebooks (status, provision a student, stop)
+come over a Unix socket that only the user can open. This module must start
+fast: it imports no pandas, matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import dns.name
+import dns.rdata
+
+from .. import __version__
+from .._files import atomic_write_bytes, atomic_write_text
+from ..errors import LabError
+from . import world as _world
+from .dnsserver import DNSEngine, start_transports
+from .zones import KeyStore, ZoneStore, bind_key_file
+
+log = logging.getLogger("labmail.lab")
+
+LISTEN_HOST = "127.0.0.1"
+
+
+def control_socket_path(state_dir: Path) -> Path:
+    """Where the control socket lives (in the state folder unless its path is too long for AF_UNIX)."""
+    path = Path(state_dir) / "control.sock"
+    if len(str(path)) < 100:
+        return path
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"labmail-{os.getuid()}-{digest}.sock"
+
+
+class Lab:
+    """The state folder and what lives in it (zones, keys, world description)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.world_path = self.state_dir / "world.json"
+        self.zones = ZoneStore(self.state_dir / "zones")
+        self.keys = KeyStore(self.state_dir / "keys" / "tsig.json")
+        self.world: dict = {}
+
+    @property
+    def spec(self) -> _world.WorldSpec:
+        return _world.WorldSpec(self.world["parent_domain"], self.world["mail_host"], tuple(self.world["students"]))
+
+    def open(self, parent_domain: str, mail_host: str) -> None:
+        """Load the state folder, creating the step-0 world on first use."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        if self.world_path.exists():
+            self.world = json.loads(self.world_path.read_text(encoding="utf-8"))
+            self.zones.load()
+            self.keys.load()
+            return
+        self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "dns_port": 0,
+                      "created": _now()}
+        self._create_world()
+
+    def _save_world(self) -> None:
+        atomic_write_text(self.world_path, json.dumps(self.world, indent=2) + "\n", mode=0o600)
+
+    def _dkim_key(self, domain: str, selector: str) -> str:
+        """Create (once) a 2048-bit DKIM key for ``domain``; return its record text."""
+        from ..dkim import generate_key
+
+        key = generate_key(2048)
+        atomic_write_bytes(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.pem", key.private_pem)
+        atomic_write_text(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.txt", key.record + "\n", mode=0o644)
+        return key.record
+
+    def _create_world(self) -> None:
+        spec = self.spec
+        dkim = {
+            f"{_world.GMAIL_SELECTOR}._domainkey.gmail.test": self._dkim_key("gmail.test", _world.GMAIL_SELECTOR),
+            f"{_world.OUTLOOK_SELECTOR}._domainkey.outlook.test": self._dkim_key("outlook.test", _world.OUTLOOK_SELECTOR),
+        }
+        for origin, text in _world.build_zones(spec, _serial(), dkim).items():
+            self.zones.add_zone_text(origin, text)
+        self.keys.load()
+        self._save_world()
+
+    def provision(self, labels: list[str]) -> list[str]:
+        """Give each new student (DNS label) a delegated zone, a TSIG key and a DKIM key; return the new ones.
+
+        Idempotent: students already provisioned are left as they are.
+        """
+        from ..config import check_label
+
+        new = []
+        for label in labels:
+            check_label(label)
+            if label in self.world["students"]:
+                continue
+            spec = self.spec
+            origin = spec.student_zone(label)
+            domain = origin.rstrip(".")
+            self.zones.add_zone_text(origin, _world.student_zone_text(spec, label, _serial()))
+            entry = self.keys.create(origin, [origin])
+            atomic_write_text(self.state_dir / "keys" / f"{domain}.key", bind_key_file(entry), mode=0o600)
+            self._dkim_key(domain, _world.SCHOOL_SELECTOR)
+            self._delegate(origin)
+            self.world["students"].append(label)
+            self._save_world()
+            new.append(label)
+            log.info("provisioned student zone %s", origin)
+        return new
+
+    def _delegate(self, origin: str) -> None:
+        parent = dns.name.from_text(self.world["parent_domain"])
+        zone = self.zones.zones[parent]
+        child = dns.name.from_text(origin)
+        with zone.writer() as txn:
+            txn.replace(child, 3600, dns.rdata.from_text("IN", "NS", self.spec.ns_host + "."))
+            txn.update_serial(name=parent)
+        self.zones.committed(parent)
+
+
+def _serial() -> int:
+    return int(_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d") + "01")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class LabProcess:
+    """The running lab: DNS transports, control socket, lifecycle."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.engine = DNSEngine(lab.zones, lab.keys)
+        self.stopping = asyncio.Event()
+        self.dns_port = 0
+        self.servers: list = []
+        self.control_path = control_socket_path(lab.state_dir)
+        self.started = _now()
+
+    async def run(self, preferred_port: int) -> None:
+        port = preferred_port or int(self.lab.world.get("dns_port") or 0)
+        try:
+            self.servers, self.dns_port = await start_transports(self.engine, LISTEN_HOST, port)
+        except OSError as exc:
+            if preferred_port or not port:
+                raise LabError(
+                    f"Le port DNS {port} est déjà pris ({exc}). Choisissez-en un autre (dns_port dans la configuration) "
+                    "ou mettez dns_port = 0 pour un port automatique.",
+                    f"DNS port {port} is already in use ({exc}). Choose another (dns_port in the configuration) "
+                    "or set dns_port = 0 for an automatic port.",
+                ) from None
+            self.servers, self.dns_port = await start_transports(self.engine, LISTEN_HOST, 0)
+        if self.lab.world.get("dns_port") != self.dns_port:
+            self.lab.world["dns_port"] = self.dns_port
+            self.lab._save_world()
+        try:
+            self.control_path.unlink()
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o077)
+        try:
+            control = await asyncio.start_unix_server(self._control_client, path=str(self.control_path))
+        finally:
+            os.umask(old_umask)
+        self.servers.append(control)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        atomic_write_text(self.lab.state_dir / "run.json", json.dumps(self.status(), indent=2) + "\n", mode=0o600)
+        log.info("lab started: DNS on %s:%d (UDP+TCP), pid %d", LISTEN_HOST, self.dns_port, os.getpid())
+        await self.stopping.wait()
+        log.info("lab stopping")
+        for server in self.servers:
+            server.close()
+        for name in ("run.json",):
+            try:
+                (self.lab.state_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            self.control_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": self.started,
+            "host": LISTEN_HOST,
+            "dns_port": self.dns_port,
+            "control": str(self.control_path),
+            "parent_domain": self.lab.world["parent_domain"],
+            "mail_host": self.lab.world["mail_host"],
+            "students": list(self.lab.world["students"]),
+            "zones": sorted(o.to_text() for o in self.lab.zones.zones),
+        }
+
+    async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=10)
+            request = json.loads(line or b"{}")
+            reply = self._control(request)
+        except LabError as exc:
+            reply = {"ok": False, "error": {"fr": exc.text.fr, "en": exc.text.en}}
+        except Exception as exc:  # bad JSON, bad field types…
+            log.warning("bad control request: %s", exc)
+            reply = {"ok": False, "error": {"fr": f"requête invalide : {exc}", "en": f"invalid request: {exc}"}}
+        try:
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def _control(self, request: dict) -> dict:
+        op = request.get("op")
+        if op in ("ping", "status"):
+            return {"ok": True, "status": self.status()}
+        if op == "provision":
+            from ..errors import LabmailError
+
+            try:
+                new = self.lab.provision([str(s) for s in request.get("students", [])])
+            except LabmailError as exc:
+                return {"ok": False, "error": {"fr": exc.text.fr, "en": exc.text.en}}
+            return {"ok": True, "new": new, "status": self.status()}
+        if op == "stop":
+            asyncio.get_running_loop().call_soon(self.stopping.set)
+            return {"ok": True}
+        return {"ok": False, "error": {"fr": f"opération inconnue {op!r}", "en": f"unknown operation {op!r}"}}
+
+
+def _acquire_lock(state_dir: Path):
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(state_dir / "lab.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int) -> int:
+    """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    lock = _acquire_lock(state_dir)
+    if lock is None:
+        log.error("another lab is already running on %s", state_dir)
+        return 3
+    try:
+        lab = Lab(state_dir)
+        lab.open(parent_domain, mail_host)
+        if students:
+            lab.provision(students)
+        asyncio.run(LabProcess(lab).run(dns_port))
+    except LabError as exc:
+        log.error("%s", exc.message("en"))
+        print(exc.message("fr"), file=sys.stderr)
+        return 2
+    finally:
+        lock.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labmail.lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="run the lab in the foreground")
+    run.add_argument("--state", required=True, type=Path)
+    run.add_argument("--parent-domain", default="labmail.cloud")
+    run.add_argument("--mail-host", default="mailcow.labmail.cloud")
+    run.add_argument("--student", action="append", default=[])
+    run.add_argument("--dns-port", type=int, default=0)
+    args = parser.parse_args(argv)
+    return serve(args.state, parent_domain=args.parent_domain, mail_host=args.mail_host,
+                 students=args.student, dns_port=args.dns_port)

@@ -1,0 +1,176 @@
+"""The world labmail talks to: the embedded lab (``local``) or the class servers (``live``).
+
+Every helper reaches DNS (and later mail servers) through one :class:`World`
+built from the configuration; nothing else branches on the world.
+
+>>> w = current()              # doctest: +SKIP
+>>> w.dns_server               # doctest: +SKIP
+('127.0.0.1', 37405)
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.nameserver
+import dns.resolver
+import dns.tsig
+
+from .config import Config, load, parse_hostport
+from .errors import ConfigError, LabError
+
+
+@dataclass(frozen=True)
+class World:
+    """Endpoints and credentials of one world, resolved from the configuration."""
+
+    kind: str
+    config: Config
+    dns_server: tuple[str, int]
+    resolvers: tuple[tuple[str, int], ...]
+
+    # -- addressing -----------------------------------------------------------
+    def endpoint(self, address: str, port: int) -> tuple[str, int]:
+        """Where to connect to reach (``address``, ``port``) of this world.
+
+        In the local world every simulated public address is served on
+        loopback: DNS (port 53) of any lab host is the lab's DNS port.
+        """
+        if self.kind == "live":
+            return address, port
+        if port == 53:
+            return self.dns_server
+        raise LabError(
+            f"Le lab ne sert pas encore le port {port} de {address}.",
+            f"The lab does not serve port {port} of {address} yet.",
+        )
+
+    def resolver(self, *, timeout: float = 2.0) -> dns.resolver.Resolver:
+        """A dnspython resolver that asks this world's DNS (no cache, bounded waits)."""
+        res = dns.resolver.Resolver(configure=False)
+        res.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in self.resolvers]
+        res.timeout = min(timeout, 1.0)
+        res.lifetime = timeout
+        res.use_edns(0, 0, 1232)
+        return res
+
+    # -- credentials ---------------------------------------------------------
+    def tsig_key(self) -> dns.tsig.Key:
+        """The student's TSIG key for RFC 2136 updates of their zone (never printed)."""
+        if self.kind == "local":
+            path = self.config.state_dir / "keys" / "tsig.json"
+            try:
+                keys = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                keys = {}
+            entry = keys.get(self.config.domain + ".")
+            if entry is None:
+                raise LabError(
+                    f"Le lab n'a pas encore de clé pour {self.config.domain} : lancez labmail.lab.ensure().",
+                    f"The lab has no key for {self.config.domain} yet: run labmail.lab.ensure().",
+                )
+            return dns.tsig.Key(entry["name"], base64.b64decode(entry["secret"]), entry["algorithm"])
+        name = self.config.tsig_key_name or (self.config.domain + ".")
+        secret = os.environ.get("LABMAIL_TSIG_SECRET")
+        if not secret and self.config.tsig_secret_file:
+            try:
+                secret = _read_secret_file(self.config.tsig_secret_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Impossible de lire le secret TSIG dans {self.config.tsig_secret_file} ({exc.strerror}).",
+                    f"Cannot read the TSIG secret from {self.config.tsig_secret_file} ({exc.strerror}).",
+                ) from None
+        if not secret:
+            raise ConfigError(
+                "Pas de secret TSIG pour modifier votre zone : indiquez tsig_secret_file dans la configuration "
+                "(fichier donné par l'enseignant) ou la variable LABMAIL_TSIG_SECRET. Ne le collez jamais dans un notebook.",
+                "No TSIG secret to change your zone: set tsig_secret_file in the configuration (file from your "
+                "instructor) or the LABMAIL_TSIG_SECRET variable. Never paste it into a notebook.",
+            )
+        try:
+            return dns.tsig.Key(name, base64.b64decode(secret, validate=True), self.config.tsig_algorithm)
+        except Exception:
+            raise ConfigError(
+                "Le secret TSIG n'est pas du base64 valide : recopiez-le exactement depuis le fichier de clé.",
+                "The TSIG secret is not valid base64: copy it exactly from the key file.",
+            ) from None
+
+
+def _read_secret_file(path: Path) -> str:
+    """Read a secret: a bare base64 line, or a BIND key file (``secret "…";``)."""
+    text = Path(path).expanduser().read_text(encoding="utf-8")
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("secret"):
+            return line.split('"')[1]
+    return text.strip()
+
+
+def _system_resolvers() -> tuple[tuple[str, int], ...]:
+    res = dns.resolver.Resolver(configure=True)
+    return tuple((str(ns), 53) for ns in res.nameservers)
+
+
+def current(config: Config | None = None) -> World:
+    """The world of the configuration; in the local world the lab must be running."""
+    cfg = config if config is not None else load()
+    if cfg.world == "local":
+        try:
+            run = json.loads((cfg.state_dir / "run.json").read_text(encoding="utf-8"))
+            server = (run["host"], int(run["dns_port"]))
+        except (OSError, ValueError, KeyError):
+            raise LabError(
+                "Le lab n'est pas démarré. Dans un notebook : labmail.lab.ensure() ; "
+                "dans un terminal : labmail lab start.",
+                "The lab is not running. In a notebook: labmail.lab.ensure(); in a terminal: labmail lab start.",
+            ) from None
+        return World("local", cfg, server, (server,))
+    if not cfg.dns_server:
+        raise ConfigError(
+            "Monde « live » : indiquez dns_server (le serveur DNS autoritatif de la classe, qui accepte les mises à jour).",
+            "\"live\" world: set dns_server (the class's authoritative DNS server, which accepts updates).",
+        )
+    host, port = parse_hostport(cfg.dns_server)
+    if not _is_ip(host):
+        host = str(dns.resolver.resolve(host, "A", lifetime=3)[0])
+    resolvers = (parse_hostport(cfg.resolver),) if cfg.resolver else _system_resolvers()
+    return World("live", cfg, (host, port), resolvers)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class use_world_resolver:
+    """Point every DNS-using library (dnspython's default resolver, hence dkimpy, pyspf,
+    checkdmarc, authheaders) at the world's DNS. Works as a call or a ``with`` block.
+
+    >>> with use_world_resolver():        # doctest: +SKIP
+    ...     import dkim; dkim.verify(msg)  # dkimpy now asks the lab DNS
+    """
+
+    def __init__(self, world: World | None = None) -> None:
+        self.previous = dns.resolver.default_resolver
+        dns.resolver.default_resolver = (world or current()).resolver()
+
+    def __enter__(self) -> "use_world_resolver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the resolver that was there before."""
+        dns.resolver.default_resolver = self.previous
+
+
+__all__ = ["World", "current", "use_world_resolver"]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: dig, nsupdate (bind9-dnsutils), named and named-checkzone (bind9),
+# dnsperf for the DNS benchmark. Installed only when missing, only as root; BIND's service is never started.
+set -euo pipefail
+need=()
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
+[ -x /usr/sbin/named ] || need+=(bind9)
+command -v named-checkzone >/dev/null 2>&1 || need+=(bind9-utils)
+command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: missing Debian packages: ${need[*]} (install them as root; the tests that need them are skipped)" >&2
+    exit 0
+fi
+# Keep apt from starting BIND as a service (no systemd here; the tests start their own named).
+created_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+exit 0

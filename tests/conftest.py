@@ -1,0 +1,153 @@
+"""Shared fixtures: a network guard, an isolated configuration, a DNS engine and a running lab."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------
+# No traffic beyond loopback: any connect/sendto to another address fails the test.
+# ---------------------------------------------------------------------------
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_sendto = socket.socket.sendto
+
+
+class NetworkGuardError(RuntimeError):
+    """A test tried to reach an address outside loopback."""
+
+
+def _check_address(sock: socket.socket, address) -> None:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        raise NetworkGuardError(f"tests may only use numeric loopback addresses, not {host!r}") from None
+    if not ip.is_loopback and not (ip.version == 6 and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback):
+        raise NetworkGuardError(f"a test tried to reach {host}: only loopback is allowed")
+
+
+def _guarded_connect(self, address):
+    _check_address(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check_address(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_sendto(self, data, *args):
+    _check_address(self, args[-1])
+    return _real_sendto(self, data, *args)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# Configuration isolated from the user's files and environment.
+# ---------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def isolated_config(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    for key in list(os.environ):
+        if key.startswith("LABMAIL_") or key == "COURSE_LANG":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("LABMAIL_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("LABMAIL_SYSTEM_CONFIG", str(home / "system.toml"))
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(home / "state"))
+    from labmail import i18n
+
+    i18n.set_language(None)
+    yield home
+    i18n.set_language(None)
+
+
+# ---------------------------------------------------------------------------
+# The DNS engine on a fresh world (no process, no socket).
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def world_lab(tmp_path):
+    """A freshly created state folder with students alice and bob (zones, keys)."""
+    from labmail.lab.server import Lab
+
+    lab = Lab(tmp_path / "state")
+    lab.open("labmail.cloud", "mailcow.labmail.cloud")
+    lab.provision(["alice", "bob"])
+    return lab
+
+
+@pytest.fixture
+def engine(world_lab):
+    from labmail.lab.dnsserver import DNSEngine
+
+    return DNSEngine(world_lab.zones, world_lab.keys)
+
+
+@pytest.fixture(scope="session")
+def world_template(tmp_path_factory):
+    """A world created once (key generation is the slow part); copied for each lab that needs one."""
+    from labmail.lab.server import Lab
+
+    path = tmp_path_factory.mktemp("template") / "state"
+    lab = Lab(path)
+    lab.open("labmail.cloud", "mailcow.labmail.cloud")
+    lab.provision(["jean-emile", "milou"])
+    return path
+
+
+# ---------------------------------------------------------------------------
+# A running lab process (one per session), with the student jean-emile.
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def running_lab(tmp_path_factory, world_template):
+    from labmail import config, lab
+
+    base = tmp_path_factory.mktemp("runlab")
+    state = base / "state"
+    shutil.copytree(world_template, state)
+    saved = {k: os.environ.get(k) for k in ("LABMAIL_STATE_DIR", "LABMAIL_CONFIG", "LABMAIL_PRENOM")}
+    os.environ.update({"LABMAIL_STATE_DIR": str(state), "LABMAIL_CONFIG": str(base / "config.toml"),
+                       "LABMAIL_PRENOM": "jean-emile"})
+    cfg = config.load()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    status = lab.start(cfg)
+    yield cfg, status
+    lab.stop(cfg)
+
+
+@pytest.fixture
+def lab_env(running_lab, monkeypatch):
+    """Point the configuration at the session's running lab (student jean-emile)."""
+    cfg, status = running_lab
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
+    return cfg, status
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``tools`` need Debian's dig/nsupdate/named: in CI they must run, elsewhere they may skip."""
+    missing = [t for t in ("dig", "nsupdate", "named", "named-checkzone") if shutil.which(t) is None
+               and not Path(f"/usr/sbin/{t}").exists()]
+    if not missing:
+        return
+    if os.environ.get("CI"):
+        return  # let them fail loudly: CI installs the tools (.ci/run → make test)
+    skip = pytest.mark.skip(reason=f"missing {', '.join(missing)}: run 'make test' as root to install them")
+    for item in items:
+        if "tools" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,226 @@
+"""The lab's authoritative DNS: what a resolver, dig or a student sees for each kind of query."""
+
+from __future__ import annotations
+
+import struct
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+def ask(engine, name, rdtype="A", *, tcp=False, edns=0, payload=1232, rdclass="IN", rd=True):
+    q = dns.message.make_query(name, rdtype, rdclass=rdclass, use_edns=edns, payload=payload)
+    if not rd:
+        q.flags &= ~dns.flags.RD
+    replies = engine.handle(q.to_wire(), tcp=tcp)
+    assert len(replies) == 1
+    return dns.message.from_wire(replies[0])
+
+
+def test_positive_answer_is_authoritative(engine):
+    r = ask(engine, "alice.labmail.cloud", "SOA")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.flags & dns.flags.AA
+    assert r.answer[0].rdtype == dns.rdatatype.SOA
+
+
+def test_nxdomain_carries_soa_with_negative_ttl(engine):
+    r = ask(engine, "nothing.alice.labmail.cloud", "A")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    soa = r.authority[0]
+    assert soa.rdtype == dns.rdatatype.SOA and soa.name == dns.name.from_text("alice.labmail.cloud")
+    assert soa.ttl == min(3600, soa[0].minimum) == 60  # RFC 2308: min(SOA TTL, MINIMUM)
+
+
+def test_nodata_carries_soa(engine):
+    r = ask(engine, "alice.labmail.cloud", "MX")  # step 0: the student's zone has no MX yet
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_every_name_of_the_world_gets_an_answer_never_refused(engine):
+    for name, rtype in [("_dmarc.cloud", "TXT"), ("cloud", "SOA"), ("com", "NS"), ("example.org", "A"),
+                        ("10.113.0.203.in-addr.arpa", "PTR"), ("4.3.2.1.in-addr.arpa", "PTR"), (".", "SOA"),
+                        ("_dmarc.labmail.cloud", "TXT"), ("x.y.z.test", "MX")]:
+        r = ask(engine, name, rtype)
+        assert r.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN), (name, dns.rcode.to_text(r.rcode()))
+        assert r.answer or r.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_world_addresses_and_fcrdns(engine):
+    a = ask(engine, "mailcow.labmail.cloud", "A").answer[0]
+    assert [r.address for r in a] == ["203.0.113.10"]
+    ptr = ask(engine, "10.113.0.203.in-addr.arpa", "PTR").answer[0]
+    assert ptr[0].target == dns.name.from_text("mailcow.labmail.cloud")
+    spoofer = ask(engine, "66.2.0.192.in-addr.arpa", "PTR").answer[0]
+    assert spoofer[0].target == dns.name.from_text("mx.arnaque.test")
+
+
+def test_providers_publish_mx_spf_dkim_dmarc(engine):
+    assert ask(engine, "gmail.test", "MX").answer
+    spf = ask(engine, "outlook.test", "TXT").answer[0]
+    assert b"".join(spf[0].strings).startswith(b"v=spf1 include:spf.protection.outlook.test")
+    dkim = ask(engine, "20230601._domainkey.gmail.test", "TXT").answer[0]
+    assert b"".join(dkim[0].strings).startswith(b"v=DKIM1; k=rsa; p=MII")
+    assert len(dkim[0].strings) > 1  # a 2048-bit key needs several 255-byte strings
+    assert ask(engine, "_dmarc.gmail.test", "TXT").answer
+
+
+def test_dnsbl_follows_rfc5782(engine):
+    listed = ask(engine, "2.0.0.127.dnsbl.test", "A")
+    assert listed.answer[0][0].address == "127.0.0.2"
+    assert ask(engine, "2.0.0.127.dnsbl.test", "TXT").answer
+    assert ask(engine, "1.0.0.127.dnsbl.test", "A").rcode() == dns.rcode.NXDOMAIN  # 127.0.0.1 never listed
+    assert ask(engine, "66.2.0.192.dnsbl.test", "A").answer  # the spoofer is listed
+
+
+def test_mx_answer_adds_target_addresses(engine):
+    r = ask(engine, "labmail.cloud", "MX")
+    additional = {(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype)) for rr in r.additional}
+    assert ("mailcow.labmail.cloud.", "A") in additional and ("mailcow.labmail.cloud.", "AAAA") in additional
+
+
+def test_empty_non_terminal_is_nodata(engine):
+    # _domainkey.gmail.test exists only as the parent of the DKIM selector
+    r = ask(engine, "_domainkey.gmail.test", "TXT")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+
+
+def _add_records(lab, origin, lines):
+    zone = lab.zones.zones[dns.name.from_text(origin)]
+    with zone.writer() as txn:
+        for line in lines:
+            name, ttl, rdtype, value = line.split(" ", 3)
+            txn.add(dns.name.from_text(name), int(ttl), dns.rdata.from_text("IN", rdtype, value))
+    lab.zones.committed(zone.origin)
+
+
+def test_cname_chain_followed_across_zones(world_lab, engine):
+    _add_records(world_lab, "alice.labmail.cloud", [
+        "www.alice.labmail.cloud. 300 CNAME web.alice.labmail.cloud.",
+        "web.alice.labmail.cloud. 300 CNAME mailcow.labmail.cloud.",
+    ])
+    r = ask(engine, "www.alice.labmail.cloud", "A")
+    types = [dns.rdatatype.to_text(rr.rdtype) for rr in r.answer]
+    assert types == ["CNAME", "CNAME", "A"]
+    assert r.answer[-1][0].address == "203.0.113.10"
+
+
+def test_cname_loop_terminates(world_lab, engine):
+    _add_records(world_lab, "alice.labmail.cloud", [
+        "a.alice.labmail.cloud. 300 CNAME b.alice.labmail.cloud.",
+        "b.alice.labmail.cloud. 300 CNAME a.alice.labmail.cloud.",
+    ])
+    r = ask(engine, "a.alice.labmail.cloud", "A")
+    assert len(r.answer) == 2 and all(rr.rdtype == dns.rdatatype.CNAME for rr in r.answer)
+
+
+def test_wildcard_synthesis(world_lab, engine):
+    _add_records(world_lab, "alice.labmail.cloud", ["*.w.alice.labmail.cloud. 300 TXT \"wild\""])
+    r = ask(engine, "anything.w.alice.labmail.cloud", "TXT")
+    assert r.answer[0].name == dns.name.from_text("anything.w.alice.labmail.cloud")
+    assert r.answer[0][0].strings == (b"wild",)
+    assert ask(engine, "anything.w.alice.labmail.cloud", "MX").rcode() == dns.rcode.NOERROR  # NODATA
+
+
+def test_referral_with_glue_for_a_delegation_not_hosted_here(world_lab, engine):
+    _add_records(world_lab, "labmail.cloud", [
+        "ailleurs.labmail.cloud. 3600 NS ns.ailleurs.labmail.cloud.",
+        "ns.ailleurs.labmail.cloud. 3600 A 203.0.113.99",
+    ])
+    r = ask(engine, "www.ailleurs.labmail.cloud", "A", rd=False)
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert not r.flags & dns.flags.AA
+    assert r.authority[0].rdtype == dns.rdatatype.NS
+    assert r.additional[0][0].address == "203.0.113.99"
+
+
+def test_students_zones_are_delegated_from_the_parent(engine):
+    r = ask(engine, "labmail.cloud", "AXFR", tcp=True)  # no key: refused
+    assert r.rcode() == dns.rcode.REFUSED
+    ns = ask(engine, "alice.labmail.cloud", "NS")
+    assert ns.answer[0][0].target == dns.name.from_text("ns1.labmail.cloud")
+
+
+def test_udp_truncation_and_tcp_fallback(world_lab, engine):
+    _add_records(world_lab, "alice.labmail.cloud",
+                 [f"big.alice.labmail.cloud. 300 TXT \"{'x' * 200}-{i}\"" for i in range(15)])
+    small = ask(engine, "big.alice.labmail.cloud", "TXT", edns=-1)
+    assert small.flags & dns.flags.TC and not small.answer
+    edns = ask(engine, "big.alice.labmail.cloud", "TXT", payload=4096)
+    assert not edns.flags & dns.flags.TC and len(edns.answer[0]) == 15  # EDNS payload honoured
+    tcp = ask(engine, "big.alice.labmail.cloud", "TXT", edns=-1, tcp=True)
+    assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == 15
+
+
+def test_edns_version_1_gets_badvers(engine):
+    q = dns.message.make_query("labmail.cloud", "A", use_edns=1)
+    r = dns.message.from_wire(engine.handle(q.to_wire())[0])
+    assert r.rcode() == dns.rcode.BADVERS
+
+
+def test_other_class_is_refused(engine):
+    assert ask(engine, "version.bind", "TXT", rdclass="CH").rcode() == dns.rcode.REFUSED
+
+
+def test_unknown_opcode_is_notimp(engine):
+    q = dns.message.make_query("labmail.cloud", "A")
+    q.set_opcode(dns.opcode.STATUS)
+    r = dns.message.from_wire(engine.handle(q.to_wire())[0])
+    assert r.rcode() == dns.rcode.NOTIMP and r.id == q.id
+
+
+def test_axfr_over_udp_is_formerr(engine):
+    assert ask(engine, "alice.labmail.cloud", "AXFR").rcode() == dns.rcode.FORMERR
+
+
+def test_malformed_packets(engine):
+    assert engine.handle(b"") == [] and engine.handle(b"\x01\x02") == []
+    garbage = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\xff\xff\xff"
+    r = engine.handle(garbage)
+    assert len(r) == 1 and r[0][:2] == b"\x12\x34" and (r[0][3] & 0xF) == dns.rcode.FORMERR
+    response = dns.message.make_response(dns.message.make_query("labmail.cloud", "A"))
+    assert engine.handle(response.to_wire()) == []  # never answer a response
+
+
+def test_answers_are_cached_and_cache_follows_changes(world_lab, engine):
+    q = dns.message.make_query("alice.labmail.cloud", "TXT")
+    first = dns.message.from_wire(engine.handle(q.to_wire())[0])
+    assert not first.answer
+    _add_records(world_lab, "alice.labmail.cloud", ["alice.labmail.cloud. 300 TXT \"v=spf1 -all\""])
+    q.id = (q.id + 1) % 65536
+    second = dns.message.from_wire(engine.handle(q.to_wire())[0])
+    assert second.id == q.id and second.answer  # same bytes but the zone changed: fresh answer
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=0, max_size=600))
+def test_random_bytes_never_kill_the_server(engine, data):
+    for tcp in (False, True):
+        replies = engine.handle(data, tcp=tcp)
+        for reply in replies:
+            assert reply[:2] == data[:2]  # every reply is addressed to the sender's id
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 65535), st.integers(0, 65535), st.binary(max_size=40), st.integers(0, 3))
+def test_mutated_valid_queries_get_a_parseable_reply(engine, flags, qtype, tail, extra):
+    q = dns.message.make_query("alice.labmail.cloud", "A").to_wire()
+    wire = q[:2] + struct.pack("!H", flags & 0x7FFF) + q[4:-4] + struct.pack("!HH", qtype, 1) + tail * extra
+    for reply in engine.handle(wire):
+        parsed = dns.message.from_wire(reply, ignore_trailing=True) if len(reply) > 12 else None
+        assert reply[:2] == wire[:2]
+        if parsed is not None:
+            assert parsed.flags & dns.flags.QR
+
+
+@pytest.mark.parametrize("name", ["ALICE.LabMail.Cloud", "alice.labmail.cloud."])
+def test_names_are_case_insensitive(engine, name):
+    assert ask(engine, name, "SOA").answer

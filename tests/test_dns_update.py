@@ -1,0 +1,251 @@
+"""RFC 2136 dynamic updates with TSIG, and AXFR, on the lab DNS: who may change what, and how it is kept."""
+
+from __future__ import annotations
+
+import base64
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+import dns.zone
+import pytest
+
+from labmail.lab.zones import ZoneStore
+
+
+def key_of(lab, label):
+    entry = lab.keys.entries[f"{label}.labmail.cloud."]
+    return dns.tsig.Key(entry.name, base64.b64decode(entry.secret), entry.algorithm)
+
+
+def send(engine, update, *, verify_key=None):
+    reply = engine.handle(update.to_wire(), tcp=True)[0]
+    keyring = {verify_key.name: verify_key} if verify_key else False
+    return dns.message.from_wire(reply, keyring=keyring, request_mac=update.mac if verify_key else b"")
+
+
+def make(zone, key=None):
+    if key is None:
+        return dns.update.UpdateMessage(zone)
+    return dns.update.UpdateMessage(zone, keyring={key.name: key}, keyname=key.name, keyalgorithm=key.algorithm)
+
+
+def serial(lab, origin):
+    zone = lab.zones.zones[dns.name.from_text(origin)]
+    return zone.get_rdataset(zone.origin, "SOA")[0].serial
+
+
+def test_own_key_adds_a_record_bumps_serial_and_saves(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    before = serial(world_lab, "alice.labmail.cloud")
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, "MX", "10 mailcow.labmail.cloud.")
+    r = send(engine, u, verify_key=key)  # the reply is TSIG-signed with the same key
+    assert r.rcode() == dns.rcode.NOERROR and r.had_tsig
+    assert serial(world_lab, "alice.labmail.cloud") == before + 1
+    reloaded = ZoneStore(world_lab.zones.directory)
+    reloaded.load()
+    zone = reloaded.zones[dns.name.from_text("alice.labmail.cloud")]
+    assert zone.get_rdataset(zone.origin, "MX")[0].exchange == dns.name.from_text("mailcow.labmail.cloud")
+
+
+def test_another_students_key_is_refused(world_lab, engine):
+    u = make("alice.labmail.cloud", key_of(world_lab, "bob"))
+    u.add("@", 300, "TXT", "pwned")
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")].get_rdataset("alice.labmail.cloud.", "TXT") is None
+
+
+def test_student_key_cannot_change_the_parent_zone(world_lab, engine):
+    u = make("labmail.cloud", key_of(world_lab, "alice"))
+    u.add("evil", 300, "A", "192.0.2.1")
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+
+
+def test_unsigned_update_is_refused(engine):
+    u = make("alice.labmail.cloud")
+    u.add("@", 300, "TXT", "hello")
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+
+
+def test_bad_signature_gets_notauth_badsig(world_lab, engine):
+    real = key_of(world_lab, "alice")
+    forged = dns.tsig.Key(real.name, b"\x00" * 32, real.algorithm)
+    u = make("alice.labmail.cloud", forged)
+    u.add("@", 300, "TXT", "hello")
+    r = send(engine, u)
+    assert r.rcode() == dns.rcode.NOTAUTH and r.tsig_error == dns.rcode.BADSIG
+
+
+def test_unknown_key_gets_notauth_badkey(engine):
+    stranger = dns.tsig.Key("stranger.", b"\x01" * 32, dns.tsig.HMAC_SHA256)
+    u = make("alice.labmail.cloud", stranger)
+    u.add("@", 300, "TXT", "hello")
+    r = send(engine, u)
+    assert r.rcode() == dns.rcode.NOTAUTH and r.tsig_error == dns.rcode.BADKEY
+
+
+def test_zone_not_hosted_gets_notauth(world_lab, engine):
+    u = make("example.org", key_of(world_lab, "alice"))
+    u.add("www", 300, "A", "192.0.2.1")
+    assert send(engine, u).rcode() == dns.rcode.NOTAUTH
+
+
+def test_name_outside_the_zone_gets_notzone(world_lab, engine):
+    u = make("alice.labmail.cloud", key_of(world_lab, "alice"))
+    u.add(dns.name.from_text("bob.labmail.cloud."), 300, "TXT", "x")
+    assert send(engine, u).rcode() == dns.rcode.NOTZONE
+
+
+@pytest.mark.parametrize("rdtype,value", [("SOA", "ns1.labmail.cloud. h.x. 99 1 1 1 1"), ("NS", "ns.evil.test.")])
+def test_apex_soa_and_ns_are_protected(world_lab, engine, rdtype, value):
+    key = key_of(world_lab, "alice")
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, rdtype, value)
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    u = make("alice.labmail.cloud", key)
+    u.delete("@", rdtype)
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+
+
+def test_deleting_the_apex_name_keeps_soa_and_ns(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, "TXT", "v=spf1 -all")
+    send(engine, u)
+    u = make("alice.labmail.cloud", key)
+    u.delete("@")
+    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
+    assert zone.get_rdataset(zone.origin, "SOA") and zone.get_rdataset(zone.origin, "NS")
+    assert zone.get_rdataset(zone.origin, "TXT") is None
+
+
+def test_cname_and_other_data_refused_both_ways(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    u = make("alice.labmail.cloud", key)
+    u.add("www", 300, "A", "203.0.113.80")
+    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    u = make("alice.labmail.cloud", key)
+    u.add("www", 300, "CNAME", "mailcow.labmail.cloud.")
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    u = make("alice.labmail.cloud", key)
+    u.add("autoconfig", 300, "CNAME", "mailcow.labmail.cloud.")
+    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    u = make("alice.labmail.cloud", key)
+    u.add("autoconfig", 300, "TXT", "x")
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+
+
+def test_update_is_all_or_nothing(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    before = serial(world_lab, "alice.labmail.cloud")
+    u = make("alice.labmail.cloud", key)
+    u.add("ok", 300, "A", "203.0.113.80")
+    u.add("@", 300, "NS", "ns.evil.test.")  # refused: the first change must not stay either
+    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
+    assert zone.get_node("ok.alice.labmail.cloud.") is None
+    assert serial(world_lab, "alice.labmail.cloud") == before
+
+
+class TestPrerequisites:
+    @pytest.fixture
+    def key(self, world_lab, engine):
+        key = key_of(world_lab, "alice")
+        u = make("alice.labmail.cloud", key)
+        u.add("www", 300, "A", "203.0.113.80")
+        assert send(engine, u).rcode() == dns.rcode.NOERROR
+        return key
+
+    def run(self, engine, key, prereq):
+        u = make("alice.labmail.cloud", key)
+        prereq(u)
+        u.add("marker", 300, "TXT", "done")
+        return send(engine, u).rcode()
+
+    def test_name_in_use(self, engine, key):
+        assert self.run(engine, key, lambda u: u.present("www")) == dns.rcode.NOERROR
+        assert self.run(engine, key, lambda u: u.present("nope")) == dns.rcode.NXDOMAIN
+
+    def test_name_not_in_use(self, engine, key):
+        assert self.run(engine, key, lambda u: u.absent("nope")) == dns.rcode.NOERROR
+        assert self.run(engine, key, lambda u: u.absent("www")) == dns.rcode.YXDOMAIN
+
+    def test_rrset_exists_value_independent(self, engine, key):
+        assert self.run(engine, key, lambda u: u.present("www", "A")) == dns.rcode.NOERROR
+        assert self.run(engine, key, lambda u: u.present("www", "AAAA")) == dns.rcode.NXRRSET
+
+    def test_rrset_does_not_exist(self, engine, key):
+        assert self.run(engine, key, lambda u: u.absent("www", "AAAA")) == dns.rcode.NOERROR
+        assert self.run(engine, key, lambda u: u.absent("www", "A")) == dns.rcode.YXRRSET
+
+    def test_rrset_exists_value_dependent(self, engine, key):
+        assert self.run(engine, key, lambda u: u.present("www", "A", "203.0.113.80")) == dns.rcode.NOERROR
+        assert self.run(engine, key, lambda u: u.present("www", "A", "203.0.113.81")) == dns.rcode.NXRRSET
+
+    def test_prerequisite_outside_zone(self, engine, key):
+        assert self.run(engine, key, lambda u: u.present(dns.name.from_text("bob.labmail.cloud."))) == dns.rcode.NOTZONE
+
+
+def test_delete_one_record_keeps_the_others(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, "MX", "10 mailcow.labmail.cloud.")
+    u.add("@", 300, "MX", "20 backup.labmail.cloud.")
+    send(engine, u)
+    u = make("alice.labmail.cloud", key)
+    u.delete("@", "MX", "20 backup.labmail.cloud.")
+    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
+    assert [r.preference for r in zone.get_rdataset(zone.origin, "MX")] == [10]
+
+
+def test_noop_update_does_not_bump_serial(world_lab, engine):
+    key = key_of(world_lab, "alice")
+    before = serial(world_lab, "alice.labmail.cloud")
+    u = make("alice.labmail.cloud", key)
+    u.delete("nothing-here", "TXT")
+    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert serial(world_lab, "alice.labmail.cloud") == before
+
+
+def axfr(engine, zone, key=None):
+    q = dns.message.make_query(zone, "AXFR")
+    if key is not None:
+        q.use_tsig({key.name: key}, keyname=key.name)
+    return dns.message.from_wire(engine.handle(q.to_wire(), tcp=True)[0], keyring=False, one_rr_per_rrset=True)
+
+
+def test_axfr_with_own_key(world_lab, engine):
+    r = axfr(engine, "alice.labmail.cloud", key_of(world_lab, "alice"))
+    assert r.rcode() == dns.rcode.NOERROR
+    types = [dns.rdatatype.to_text(rr.rdtype) for rr in r.answer]
+    assert types[0] == "SOA" and types[-1] == "SOA" and "NS" in types
+
+
+def test_axfr_of_another_zone_or_without_key_is_refused(world_lab, engine):
+    assert axfr(engine, "alice.labmail.cloud", key_of(world_lab, "bob")).rcode() == dns.rcode.REFUSED
+    assert axfr(engine, "alice.labmail.cloud").rcode() == dns.rcode.REFUSED
+    assert axfr(engine, "gmail.test").rcode() == dns.rcode.REFUSED
+
+
+def test_failed_save_keeps_old_zone_and_answers_servfail(world_lab, engine, monkeypatch):
+    key = key_of(world_lab, "alice")
+    before = serial(world_lab, "alice.labmail.cloud")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("labmail.lab.zones.atomic_write_text", disk_full)
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, "TXT", "v=spf1 -all")
+    assert send(engine, u).rcode() == dns.rcode.SERVFAIL
+    monkeypatch.undo()
+    zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
+    assert zone.get_rdataset(zone.origin, "TXT") is None  # in memory: rolled back to what is on disk
+    assert serial(world_lab, "alice.labmail.cloud") == before

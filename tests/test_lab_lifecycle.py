@@ -1,0 +1,217 @@
+"""The lab process: start, status, stop, reset, restart with state kept, crash safety, concurrency, CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.tsig
+import dns.update
+import dns.zone
+import pytest
+
+from labmail import config, lab
+from labmail.errors import LabError
+
+
+@pytest.fixture
+def own_lab(tmp_path, world_template, monkeypatch):
+    """A private lab (its own process) started from a copy of the template world."""
+    state = tmp_path / "state"
+    shutil.copytree(world_template, state)
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(state))
+    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
+    cfg = config.load()
+    yield cfg
+    lab.stop(cfg)
+
+
+def soa_serial(status, zone="jean-emile.labmail.cloud"):
+    q = dns.message.make_query(zone, "SOA")
+    r = dns.query.udp(q, status.host, port=status.dns_port, timeout=2)
+    return r.answer[0][0].serial
+
+
+def student_key(cfg, label="jean-emile"):
+    entry = json.loads((cfg.state_dir / "keys" / "tsig.json").read_text())[f"{label}.labmail.cloud."]
+    return dns.tsig.Key(entry["name"], base64.b64decode(entry["secret"]), entry["algorithm"])
+
+
+def add_txt(status, key, name, value, zone="jean-emile.labmail.cloud"):
+    u = dns.update.UpdateMessage(zone, keyring={key.name: key}, keyname=key.name)
+    u.add(name, 300, "TXT", value)
+    return dns.query.tcp(u, status.host, port=status.dns_port, timeout=5).rcode()
+
+
+def test_start_status_stop(own_lab):
+    assert not lab.status(own_lab).running
+    status = lab.start(own_lab)
+    assert status.running and status.dns_port and status.students == ("jean-emile", "milou")
+    assert "jean-emile.labmail.cloud." in status.zones and "." in status.zones
+    assert soa_serial(status) >= 1
+    again = lab.start(own_lab)  # idempotent: the same process
+    assert again.pid == status.pid
+    assert "dig @127.0.0.1 -p" in str(status)
+    stopped = lab.stop(own_lab)
+    assert not stopped.running
+    assert not (own_lab.state_dir / "run.json").exists()
+    with pytest.raises(dns.exception.Timeout):
+        dns.query.udp(dns.message.make_query("labmail.cloud", "SOA"), "127.0.0.1", port=status.dns_port, timeout=0.3)
+
+
+def test_state_survives_restart_on_the_same_port(own_lab):
+    status = lab.start(own_lab)
+    assert add_txt(status, student_key(own_lab), "persist", "kept") == dns.rcode.NOERROR
+    serial = soa_serial(status)
+    lab.stop(own_lab)
+    again = lab.start(own_lab)
+    assert again.dns_port == status.dns_port  # clients (and dig commands in notes) keep working
+    assert soa_serial(again) == serial
+    r = dns.query.udp(dns.message.make_query("persist.jean-emile.labmail.cloud", "TXT"), again.host, port=again.dns_port)
+    assert r.answer[0][0].strings == (b"kept",)
+
+
+def test_reset_returns_to_step_zero_with_new_keys(own_lab):
+    status = lab.start(own_lab)
+    old_key = student_key(own_lab)
+    add_txt(status, old_key, "gone", "soon")
+    fresh = lab.reset(own_lab)
+    assert fresh.running and fresh.students == ("jean-emile",)  # the configured student only
+    r = dns.query.udp(dns.message.make_query("gone.jean-emile.labmail.cloud", "TXT"), fresh.host, port=fresh.dns_port)
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert student_key(own_lab).secret != old_key.secret
+
+
+def test_reset_refuses_a_folder_that_is_not_a_lab(tmp_path, monkeypatch):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(precious))
+    with pytest.raises(LabError, match="world.json"):
+        lab.reset()
+    assert (precious / "thesis.txt").exists()
+
+
+def test_ensure_provisions_a_new_student_in_a_running_lab(own_lab, monkeypatch):
+    lab.start(own_lab)
+    monkeypatch.setenv("LABMAIL_PRENOM", "Zoë")
+    status = lab.ensure()
+    assert "zoe" in status.students
+    assert lab.student_key_file().name == "zoe.labmail.cloud.key"
+    q = dns.message.make_query("zoe.labmail.cloud", "NS")
+    r = dns.query.udp(q, status.host, port=status.dns_port)
+    assert r.answer and r.rcode() == dns.rcode.NOERROR
+    assert lab.ensure().pid == status.pid
+
+
+def test_ensure_in_live_world_starts_nothing(monkeypatch):
+    monkeypatch.setenv("LABMAIL_WORLD", "live")
+    assert lab.ensure() is None
+    with pytest.raises(LabError, match="live"):
+        lab.start()
+
+
+def test_only_one_lab_per_state_folder(own_lab):
+    status = lab.start(own_lab)
+    proc = subprocess.run([sys.executable, "-m", "labmail.lab", "serve", "--state", str(own_lab.state_dir)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert lab.status(own_lab).pid == status.pid
+
+
+def test_busy_configured_port_gives_a_clear_error(own_lab, monkeypatch):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("LABMAIL_DNS_PORT", str(busy.getsockname()[1]))
+        with pytest.raises(LabError, match="déjà pris"):
+            lab.start(config.load())
+
+
+def test_concurrent_updates_are_serialized(own_lab):
+    status = lab.start(own_lab)
+    key = student_key(own_lab)
+    before = soa_serial(status)
+    results = []
+
+    def worker(i):
+        for j in range(10):
+            results.append(add_txt(status, key, f"c{i}-{j}", f"v{i}-{j}"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [dns.rcode.NOERROR] * 80
+    assert soa_serial(status) == before + 80
+    zone = dns.zone.from_file(str(own_lab.state_dir / "zones" / "jean-emile.labmail.cloud.zone"),
+                              origin="jean-emile.labmail.cloud.", relativize=False)
+    assert sum(1 for name in zone.nodes if name.labels[0].startswith(b"c")) == 80
+
+
+def test_sigkill_during_updates_loses_no_acknowledged_change(own_lab):
+    """Kill -9 the lab in the middle of a burst of updates: every acknowledged change is on disk, no zone is torn."""
+    status = lab.start(own_lab)
+    key = student_key(own_lab)
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            name = f"k{i}"
+            try:
+                if add_txt(status, key, name, "x" * 200) == dns.rcode.NOERROR:
+                    acked.append(name)
+            except Exception:
+                return
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(status.pid, signal.SIGKILL)
+    stop.set()
+    thread.join(timeout=10)
+    assert len(acked) >= 30
+    for path in (own_lab.state_dir / "zones").glob("*.zone"):  # every zone file parses
+        origin = "." if path.stem == "root" else path.stem + "."
+        dns.zone.from_file(str(path), origin=origin, relativize=False)
+    again = lab.start(own_lab)
+    assert not list((own_lab.state_dir / "zones").glob(".*.tmp"))  # a write cut by the kill is cleaned at start
+    for name in acked:
+        r = dns.query.udp(dns.message.make_query(f"{name}.jean-emile.labmail.cloud", "TXT"), again.host,
+                          port=again.dns_port, timeout=2)
+        assert r.answer, f"acknowledged update {name} lost"
+
+
+def test_cli_lab_commands(own_lab):
+    env = dict(os.environ)
+    run = lambda *args: subprocess.run([sys.executable, "-m", "labmail.cli", *args], capture_output=True, text=True,
+                                       env=env, timeout=60)
+    started = run("lab", "start")
+    assert started.returncode == 0 and "DNS autoritatif" in started.stdout
+    status = run("--lang", "en", "lab", "status")
+    assert status.returncode == 0 and "Authoritative DNS" in status.stdout and "nsupdate -k" in status.stdout
+    looked = run("lookup", "jean-emile.labmail.cloud", "SOA", "--auth")
+    assert looked.returncode == 0 and "answer" in looked.stdout
+    stopped = run("lab", "stop")
+    assert stopped.returncode == 0 and "arrêté" in stopped.stdout
+    assert run("lab", "status").returncode == 1
+    bad = run("config", "--prenom", "a..b")
+    assert bad.returncode == 2 and "un seul mot" in bad.stderr and "Traceback" not in bad.stderr
