@@ -705,7 +705,7 @@ class ZonePanel:
                 "The zone's SOA is managed by the server: you cannot change it.",
             )
         try:
-            return dns.rdata.from_text(dns.rdataclass.IN, rdtype, value, origin=self.zone)
+            return dns.rdata.from_text(dns.rdataclass.IN, rdtype, value, origin=self.zone, relativize=False)
         except Exception as exc:
             raise RecordError(
                 f"Valeur {tname} invalide « {value} » ({exc}).", f"Invalid {tname} value \"{value}\" ({exc}).",

@@ -1,0 +1,192 @@
+"""DNS benchmark of the lab: process start to first answer, and UDP queries per second.
+
+Run: ``.venv/bin/python bench/dns_bench.py`` (or ``make bench``). Targets (issue 2): first answer
+≤ 0.3 s after the process starts; ≥ 3,000 UDP queries/s on 2 cores with several concurrent clients.
+
+Queries/s are measured with dnsperf (Debian package ``dnsperf``, the standard tool) when it is
+installed, else with Python clients in separate processes (slower clients: a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dns.message  # noqa: E402
+
+from labmail.lab.server import Lab  # noqa: E402
+
+QUERIES = [
+    ("bench.labmail.cloud", "SOA"), ("labmail.cloud", "MX"), ("mailcow.labmail.cloud", "A"),
+    ("mailcow.labmail.cloud", "AAAA"), ("gmail.test", "MX"), ("_dmarc.gmail.test", "TXT"),
+    ("20230601._domainkey.gmail.test", "TXT"), ("outlook.test", "TXT"), ("nothing.bench.labmail.cloud", "A"),
+    ("10.113.0.203.in-addr.arpa", "PTR"), ("2.0.0.127.dnsbl.test", "A"), ("bench.labmail.cloud", "MX"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_state(path: Path) -> float:
+    """Create a provisioned world; returns the seconds it took (keys generated here)."""
+    start = time.perf_counter()
+    lab = Lab(path)
+    lab.open("labmail.cloud", "mailcow.labmail.cloud")
+    lab.provision(["bench"])
+    return time.perf_counter() - start
+
+
+def start_lab(state: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "labmail.lab", "serve", "--state", str(state), "--dns-port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def time_to_first_answer(state: Path, port: int) -> float:
+    query = dns.message.make_query("bench.labmail.cloud", "SOA").to_wire()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.002)
+    t0 = time.perf_counter()
+    proc = start_lab(state, port)
+    try:
+        while True:
+            sock.sendto(query, ("127.0.0.1", port))
+            try:
+                reply = sock.recv(4096)
+            except (socket.timeout, ConnectionRefusedError):
+                if proc.poll() is not None:
+                    raise RuntimeError("lab exited")
+                continue
+            if reply[:2] == query[:2]:
+                return time.perf_counter() - t0
+    finally:
+        sock.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def _python_client(port: int, seconds: float, window: int, out) -> None:
+    wires = [dns.message.make_query(n, t).to_wire()[2:] for n, t in QUERIES]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(1.0)
+    answered, qid, outstanding = 0, 0, 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        while outstanding < window:
+            qid = (qid + 1) & 0xFFFF
+            sock.send(qid.to_bytes(2, "big") + wires[qid % len(wires)])
+            outstanding += 1
+        try:
+            sock.recv(4096)
+            answered += 1
+            outstanding -= 1
+        except socket.timeout:
+            outstanding = 0
+    out.put(answered)
+
+
+def qps_python(port: int, clients: int, seconds: float) -> float:
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_python_client, args=(port, seconds, 16, queue)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def _distinct_queries(count: int) -> list[tuple[str, str]]:
+    """Queries that never repeat within a run: every one goes through the full lookup path (no answer cache)."""
+    out = []
+    for i in range(count):
+        name, rtype = QUERIES[i % len(QUERIES)]
+        out.append((f"q{i}.{name}" if i % 2 else name.upper() if i % 4 == 0 else f"x{i}.bench.labmail.cloud", rtype))
+    return out
+
+
+def qps_dnsperf(port: int, clients: int, seconds: float, queries: list[tuple[str, str]] = QUERIES) -> tuple[float, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        for name, rtype in queries:
+            fh.write(f"{name} {rtype}\n")
+        path = fh.name
+    try:
+        out = subprocess.run(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", path, "-c", str(clients),
+                              "-l", str(seconds), "-q", "64"], capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        os.unlink(path)
+    qps = lost = None
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("Queries per second:"):
+            qps = float(line.split(":")[1])
+        if line.startswith("Queries lost:"):
+            lost = float(line.split("(")[1].split("%")[0])
+    if qps is None:
+        raise RuntimeError("dnsperf output not understood:\n" + out.stdout + out.stderr)
+    return qps, lost or 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        results["world_creation_s"] = round(make_state(state), 3)
+        port = _free_port()
+        times = [time_to_first_answer(state, port) for _ in range(args.runs)]
+        results["first_answer_s"] = {"median": round(statistics.median(times), 3), "min": round(min(times), 3),
+                                     "max": round(max(times), 3), "runs": args.runs}
+        proc = start_lab(state, port)
+        try:
+            time.sleep(0.5)
+            if shutil.which("dnsperf"):
+                qps, lost = qps_dnsperf(port, args.clients, args.seconds)
+                results["udp_qps"] = {"tool": "dnsperf", "clients": args.clients, "qps": round(qps), "lost_pct": lost}
+                qps, lost = qps_dnsperf(port, args.clients, args.seconds, _distinct_queries(2_000_000))
+                results["udp_qps_uncached"] = {"qps": round(qps), "lost_pct": lost}
+            else:
+                qps = qps_python(port, args.clients, args.seconds)
+                results["udp_qps"] = {"tool": "python clients", "clients": args.clients, "qps": round(qps)}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+    results["cores"] = os.cpu_count()
+    if args.json:
+        print(json.dumps(results))
+    else:
+        fa = results["first_answer_s"]
+        q = results["udp_qps"]
+        print(f"world creation (keys generated)  {results['world_creation_s']:.3f} s")
+        print(f"start → first answer             median {fa['median']:.3f} s (min {fa['min']:.3f}, max {fa['max']:.3f}, "
+              f"{fa['runs']} runs)   target ≤ 0.3 s")
+        print(f"UDP queries/s ({q['tool']}, {q['clients']} clients)  {q['qps']}   target ≥ 3000   on {results['cores']} cores")
+        if "udp_qps_uncached" in results:
+            u = results["udp_qps_uncached"]
+            print(f"UDP queries/s, every query distinct (no cache hit)  {u['qps']} (lost {u['lost_pct']} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Real DNS tools against the lab (dig, nsupdate), and the DNS panel against a real BIND (the live world)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+
+import dns.message
+import dns.query
+import dns.tsig
+import dns.zone
+import pytest
+
+from labmail import dns as ldns
+from labmail import lab
+from labmail.config import Config
+from labmail.errors import UpdateRefused
+from labmail.world import World
+
+pytestmark = pytest.mark.tools
+
+
+def run(cmd, **kwargs):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kwargs)
+
+
+def test_dig_answers_the_student_soa(lab_env):
+    _, status = lab_env
+    out = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "jean-emile.labmail.cloud", "SOA", "+norec"])
+    assert "status: NOERROR" in out.stdout and "flags: qr aa" in out.stdout
+    assert "ns1.labmail.cloud. hostmaster.jean-emile.labmail.cloud." in out.stdout
+    tcp = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+tcp", "+short", "gmail.test", "MX"])
+    assert tcp.stdout.strip() == "5 gmail-smtp-in.l.gmail.test."
+
+
+def nsupdate(status, key_file, commands):
+    script = f"server {status.host} {status.dns_port}\n" + commands + "send\n"
+    return run(["nsupdate", "-k", str(key_file)], input=script)
+
+
+def test_nsupdate_with_own_key_adds_mx_and_another_key_is_refused(lab_env):
+    cfg, status = lab_env
+    own = lab.student_key_file(cfg)
+    other = cfg.state_dir / "keys" / "milou.labmail.cloud.key"
+    try:
+        ok = nsupdate(status, own, "zone jean-emile.labmail.cloud\n"
+                                   "update add jean-emile.labmail.cloud. 300 MX 10 mailcow.labmail.cloud.\n")
+        assert ok.returncode == 0, ok.stderr
+        dig = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+short", "jean-emile.labmail.cloud", "MX"])
+        assert dig.stdout.strip() == "10 mailcow.labmail.cloud."
+        refused = nsupdate(status, other, "zone jean-emile.labmail.cloud\n"
+                                          "update add jean-emile.labmail.cloud. 300 TXT pwned\n")
+        assert refused.returncode != 0 and "REFUSED" in refused.stdout + refused.stderr
+        forged = subprocess.run(
+            ["nsupdate", "-y", "hmac-sha256:jean-emile.labmail.cloud.:" + base64.b64encode(b"x" * 32).decode()],
+            input=f"server {status.host} {status.dns_port}\nzone jean-emile.labmail.cloud\n"
+                  "update add jean-emile.labmail.cloud. 300 TXT forged\nsend\n",
+            capture_output=True, text=True, timeout=30)
+        assert "NOTAUTH(BADSIG)" in forged.stdout + forged.stderr
+        axfr = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "-k", str(own), "jean-emile.labmail.cloud", "AXFR"])
+        assert "MX\t10 mailcow.labmail.cloud." in axfr.stdout and "TSIG" in axfr.stdout
+        denied = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "-k", str(other), "jean-emile.labmail.cloud", "AXFR"])
+        assert "Transfer failed" in denied.stdout
+    finally:
+        nsupdate(status, own, "zone jean-emile.labmail.cloud\nupdate delete jean-emile.labmail.cloud. MX\n")
+
+
+def test_exported_zone_passes_named_checkzone(lab_env, tmp_path):
+    p = ldns.panel()
+    try:
+        p.add("@", "MX", "10 mailcow.labmail.cloud.")
+        p.add("@", "TXT", "v=spf1 ip4:203.0.113.10 -all")
+        p.add("dkim._domainkey", "TXT", "v=DKIM1; k=rsa; p=" + "A" * 392)
+        p.add("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+        p.add("autoconfig", "CNAME", "mailcow.labmail.cloud.")
+        p.add("_autodiscover._tcp", "SRV", "0 0 443 mailcow.labmail.cloud.")
+        path = tmp_path / "zone.db"
+        path.write_text(p.export())
+        check = run(["named-checkzone", "jean-emile.labmail.cloud", str(path)])
+        assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
+    finally:
+        for rec in p.list():
+            if rec.type not in ("SOA", "NS"):
+                p.delete(rec.name, rec.type)
+
+
+# --- a real BIND as the class's authoritative server (live world) -------------------------------
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def bind_server(tmp_path):
+    named = shutil.which("named") or "/usr/sbin/named"
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    port = _free_port()
+    work = tmp_path / "bind"
+    work.mkdir()
+    (work / "live.zone").write_text(
+        "$TTL 300\n@ IN SOA ns1.labmail.cloud. hostmaster.live.labmail.cloud. 1 3600 900 1209600 60\n"
+        "@ IN NS ns1.labmail.cloud.\n")
+    (work / "parent.zone").write_text(
+        "$TTL 300\n@ IN SOA ns1.labmail.cloud. hostmaster.labmail.cloud. 1 3600 900 1209600 60\n"
+        "@ IN NS ns1.labmail.cloud.\nns1 IN A 203.0.113.53\nmailcow IN A 203.0.113.10\n"
+        "live IN NS ns1.labmail.cloud.\n")
+    (work / "named.conf").write_text(f"""
+options {{
+    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
+    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no;
+}};
+controls {{ }};
+key "live.labmail.cloud." {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "labmail.cloud" {{ type primary; file "{work}/parent.zone"; }};
+zone "live.labmail.cloud" {{
+    type primary; file "{work}/live.zone";
+    update-policy {{ grant live.labmail.cloud. subdomain live.labmail.cloud. ANY; }};
+    allow-transfer {{ key live.labmail.cloud.; }};
+}};
+""")
+    log = open(work / "named.log", "w")
+    proc = subprocess.Popen([named, "-g", "-c", str(work / "named.conf")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            r = dns.query.udp(dns.message.make_query("live.labmail.cloud", "SOA"), "127.0.0.1", port=port, timeout=0.3)
+            if r.answer:
+                break
+        except Exception:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("named did not start: " + (work / "named.log").read_text())
+        time.sleep(0.1)
+    yield port, dns.tsig.Key("live.labmail.cloud.", base64.b64decode(secret), "hmac-sha256")
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def test_panel_drives_a_real_bind_server(bind_server, tmp_path):
+    port, key = bind_server
+    cfg = Config(prenom="live", world="live", state_dir=tmp_path / "unused")
+    world = World("live", cfg, ("127.0.0.1", port), (("127.0.0.1", port),))
+    p = ldns.ZonePanel(world=world, key=key)
+    p.add("@", "MX", "10 mailcow.labmail.cloud.")
+    long_spf = "v=spf1 " + " ".join(f"ip4:203.0.113.{i}" for i in range(1, 30)) + " -all"
+    change = p.add("@", "TXT", long_spf)
+    assert any("découpée" in n for n in change.notes)
+    p.replace("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+    p.replace("_dmarc", "TXT", "v=DMARC1; p=reject")
+    r = ldns.lookup("live.labmail.cloud", "TXT", world=world)
+    assert r.values == [long_spf]
+    assert ldns.lookup("_dmarc.live.labmail.cloud", "TXT", world=world).values == ["v=DMARC1; p=reject"]
+    listed = {(rec.name, rec.type, rec.value) for rec in p.list()}
+    assert ("live.labmail.cloud.", "MX", "10 mailcow.labmail.cloud.") in listed
+    p.delete("_dmarc")
+    assert ldns.lookup("_dmarc.live.labmail.cloud", "TXT", world=world).outcome.value == "NXDOMAIN"
+    zone = dns.zone.from_text(p.export(), relativize=False)
+    assert zone.get_rdataset("live.labmail.cloud.", "MX") is not None
+    wrong = ldns.ZonePanel(world=world, key=dns.tsig.Key("live.labmail.cloud.", b"\x00" * 32, "hmac-sha256"))
+    with pytest.raises(UpdateRefused, match="TSIG"):
+        wrong.add("@", "TXT", "forged")
+    parent = ldns.ZonePanel("labmail.cloud", world=world, key=key)
+    with pytest.raises(UpdateRefused, match="REFUSED"):
+        parent.add("evil", "A", "192.0.2.1")
