@@ -132,14 +132,19 @@ def qps_dnsperf(port: int, clients: int, seconds: float, queries: list[tuple[str
     finally:
         os.unlink(path)
     qps = lost = None
+    codes = ""
     for line in out.stdout.splitlines():
         line = line.strip()
+        if line.startswith("Response codes:"):
+            codes = line.split(":", 1)[1].strip()
         if line.startswith("Queries per second:"):
             qps = float(line.split(":")[1])
         if line.startswith("Queries lost:"):
             lost = float(line.split("(")[1].split("%")[0])
     if qps is None:
         raise RuntimeError("dnsperf output not understood:\n" + out.stdout + out.stderr)
+    if "SERVFAIL" in codes or "REFUSED" in codes or "FORMERR" in codes:
+        raise RuntimeError(f"unexpected response codes: {codes}")
     return qps, lost or 0.0
 
 

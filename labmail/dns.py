@@ -492,7 +492,8 @@ class ZonePanel:
         self.timeout = timeout
 
     @property
-    def key(self) -> dns.tsig.Key:
+    def _tsig(self) -> dns.tsig.Key:
+        """The zone's TSIG key (private: its repr shows the secret)."""
         if self._key is None:
             self._key = self.world.tsig_key()
         return self._key
@@ -503,8 +504,8 @@ class ZonePanel:
     # -- reading -------------------------------------------------------------
     def _transfer(self) -> dns.zone.Zone:
         try:
-            xfr = dns.query.xfr(self.server[0], self.zone, port=self.server[1], keyring={self.key.name: self.key},
-                                keyname=self.key.name, lifetime=self.timeout, relativize=False)
+            xfr = dns.query.xfr(self.server[0], self.zone, port=self.server[1], keyring={self._tsig.name: self._tsig},
+                                keyname=self._tsig.name, lifetime=self.timeout, relativize=False)
             return dns.zone.from_xfr(xfr, relativize=False, check_origin=False)
         except dns.xfr.TransferError as exc:
             raise UpdateRefused(
@@ -784,9 +785,9 @@ class ZonePanel:
             response = dns.query.tcp(update, self.server[0], port=self.server[1], timeout=self.timeout)
         except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerError):
             raise UpdateRefused(
-                f"Le serveur rejette la clé TSIG « {self.key.name} » (NOTAUTH) : nom ou secret faux. Reprenez la clé "
+                f"Le serveur rejette la clé TSIG « {self._tsig.name} » (NOTAUTH) : nom ou secret faux. Reprenez la clé "
                 "fournie pour votre zone.",
-                f"The server rejects the TSIG key \"{self.key.name}\" (NOTAUTH): wrong name or secret. Use the key "
+                f"The server rejects the TSIG key \"{self._tsig.name}\" (NOTAUTH): wrong name or secret. Use the key "
                 "given for your zone.",
                 rfc="RFC 8945 §5.2",
             ) from None
@@ -814,8 +815,8 @@ class ZonePanel:
         raise UpdateRefused(f"Mise à jour refusée ({name}) : {fr}.", f"Update refused ({name}): {en}.", rfc="RFC 2136", rcode=name)
 
     def _update(self) -> dns.update.UpdateMessage:
-        return dns.update.UpdateMessage(self.zone, keyring={self.key.name: self.key}, keyname=self.key.name,
-                                        keyalgorithm=self.key.algorithm)
+        return dns.update.UpdateMessage(self.zone, keyring={self._tsig.name: self._tsig}, keyname=self._tsig.name,
+                                        keyalgorithm=self._tsig.algorithm)
 
     # -- changing ------------------------------------------------------------
     def add(self, name: str, rdtype: str, value: str, ttl: int | None = None) -> Change:

@@ -14,7 +14,7 @@ import base64
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.nameserver
@@ -33,18 +33,20 @@ class World:
     config: Config
     dns_server: tuple[str, int]
     resolvers: tuple[tuple[str, int], ...]
+    dns_servers: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     # -- addressing -----------------------------------------------------------
     def endpoint(self, address: str, port: int) -> tuple[str, int]:
         """Where to connect to reach (``address``, ``port``) of this world.
 
         In the local world every simulated public address is served on
-        loopback: DNS (port 53) of any lab host is the lab's DNS port.
+        loopback: port 53 of ``ns1.labmail.cloud`` or ``dns.labmail.cloud``
+        (or a provider's nameserver) is one of the lab's DNS ports.
         """
         if self.kind == "live":
             return address, port
-        if port == 53:
-            return self.dns_server
+        if port == 53 and address in self.dns_servers:
+            return self.dns_servers[address]
         raise LabError(
             f"Le lab ne sert pas encore le port {port} de {address}.",
             f"The lab does not serve port {port} of {address} yet.",
@@ -122,14 +124,17 @@ def current(config: Config | None = None) -> World:
     if cfg.world == "local":
         try:
             run = json.loads((cfg.state_dir / "run.json").read_text(encoding="utf-8"))
-            server = (run["host"], int(run["dns_port"]))
+            host = run["host"]
+            resolver = (host, int(run["ports"]["resolver"]))
+            server = (host, int(run["ports"]["students"]))
+            servers = {addr: (host, int(port)) for addr, port in run["dns_servers"].items()}
         except (OSError, ValueError, KeyError):
             raise LabError(
                 "Le lab n'est pas démarré. Dans un notebook : labmail.lab.ensure() ; "
                 "dans un terminal : labmail lab start.",
                 "The lab is not running. In a notebook: labmail.lab.ensure(); in a terminal: labmail lab start.",
             ) from None
-        return World("local", cfg, server, (server,))
+        return World("local", cfg, server, (resolver,), servers)
     if not cfg.dns_server:
         raise ConfigError(
             "Monde « live » : indiquez dns_server (le serveur DNS autoritatif de la classe, qui accepte les mises à jour).",

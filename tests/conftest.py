@@ -89,9 +89,20 @@ def world_lab(tmp_path):
 
 @pytest.fixture
 def engine(world_lab):
-    from labmail.lab.dnsserver import DNSEngine
+    """The lab's resolver: every zone, recursion available, no AA."""
+    return world_lab.engine("resolver")
 
-    return DNSEngine(world_lab.zones, world_lab.keys)
+
+@pytest.fixture
+def registry(world_lab):
+    """ns1.labmail.cloud: root, TLDs, labmail.cloud (delegating the students' zones), providers."""
+    return world_lab.engine("registry")
+
+
+@pytest.fixture
+def students(world_lab):
+    """dns.labmail.cloud: the students' zones; the only server that takes UPDATE and AXFR."""
+    return world_lab.engine("students")
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,30 @@ def ask(engine, name, rdtype="A", *, tcp=False, edns=0, payload=1232, rdclass="I
     return dns.message.from_wire(replies[0])
 
 
-def test_positive_answer_is_authoritative(engine):
-    r = ask(engine, "alice.labmail.cloud", "SOA")
-    assert r.rcode() == dns.rcode.NOERROR
-    assert r.flags & dns.flags.AA
-    assert r.answer[0].rdtype == dns.rdatatype.SOA
+def test_authoritative_servers_set_aa_and_the_resolver_sets_ra(engine, students, registry):
+    r = ask(students, "alice.labmail.cloud", "SOA")
+    assert r.rcode() == dns.rcode.NOERROR and r.answer[0].rdtype == dns.rdatatype.SOA
+    assert r.flags & dns.flags.AA and not r.flags & dns.flags.RA
+    assert ask(registry, "gmail.test", "MX").flags & dns.flags.AA
+    resolved = ask(engine, "alice.labmail.cloud", "SOA")
+    assert resolved.answer and resolved.flags & dns.flags.RA and not resolved.flags & dns.flags.AA
+
+
+def test_the_registry_refers_to_the_students_server_with_glue(registry):
+    r = ask(registry, "alice.labmail.cloud", "SOA", rd=False)
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer and not r.flags & dns.flags.AA
+    ns = r.authority[0]
+    assert ns.rdtype == dns.rdatatype.NS and ns.name == dns.name.from_text("alice.labmail.cloud")
+    assert ns[0].target == dns.name.from_text("dns.labmail.cloud")
+    glue = {rr.rdtype: rr[0].address for rr in r.additional}
+    assert glue == {dns.rdatatype.A: "203.0.113.54", dns.rdatatype.AAAA: "2001:db8:113::54"}
+    deeper = ask(registry, "_dmarc.alice.labmail.cloud", "TXT", rd=False)
+    assert deeper.authority[0].name == dns.name.from_text("alice.labmail.cloud")  # referral, not NXDOMAIN
+
+
+def test_the_students_server_refuses_other_zones(students):
+    assert ask(students, "gmail.test", "MX").rcode() == dns.rcode.REFUSED
+    assert ask(students, "labmail.cloud", "SOA").rcode() == dns.rcode.REFUSED
 
 
 def test_nxdomain_carries_soa_with_negative_ttl(engine):
@@ -131,6 +150,7 @@ def test_wildcard_synthesis(world_lab, engine):
 
 
 def test_referral_with_glue_for_a_delegation_not_hosted_here(world_lab, engine):
+    # even the resolver can only refer: no server of the world hosts this child
     _add_records(world_lab, "labmail.cloud", [
         "ailleurs.labmail.cloud. 3600 NS ns.ailleurs.labmail.cloud.",
         "ns.ailleurs.labmail.cloud. 3600 A 203.0.113.99",
@@ -142,11 +162,10 @@ def test_referral_with_glue_for_a_delegation_not_hosted_here(world_lab, engine):
     assert r.additional[0][0].address == "203.0.113.99"
 
 
-def test_students_zones_are_delegated_from_the_parent(engine):
-    r = ask(engine, "labmail.cloud", "AXFR", tcp=True)  # no key: refused
-    assert r.rcode() == dns.rcode.REFUSED
+def test_students_zones_are_delegated_from_the_parent(engine, registry):
+    assert ask(registry, "labmail.cloud", "AXFR", tcp=True).rcode() == dns.rcode.REFUSED  # no transfer of the parent
     ns = ask(engine, "alice.labmail.cloud", "NS")
-    assert ns.answer[0][0].target == dns.name.from_text("ns1.labmail.cloud")
+    assert ns.answer[0][0].target == dns.name.from_text("dns.labmail.cloud")
 
 
 def test_udp_truncation_and_tcp_fallback(world_lab, engine):
@@ -177,8 +196,8 @@ def test_unknown_opcode_is_notimp(engine):
     assert r.rcode() == dns.rcode.NOTIMP and r.id == q.id
 
 
-def test_axfr_over_udp_is_formerr(engine):
-    assert ask(engine, "alice.labmail.cloud", "AXFR").rcode() == dns.rcode.FORMERR
+def test_axfr_over_udp_is_formerr(students):
+    assert ask(students, "alice.labmail.cloud", "AXFR").rcode() == dns.rcode.FORMERR
 
 
 def test_malformed_packets(engine):

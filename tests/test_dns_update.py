@@ -39,12 +39,12 @@ def serial(lab, origin):
     return zone.get_rdataset(zone.origin, "SOA")[0].serial
 
 
-def test_own_key_adds_a_record_bumps_serial_and_saves(world_lab, engine):
+def test_own_key_adds_a_record_bumps_serial_and_saves(world_lab, students):
     key = key_of(world_lab, "alice")
     before = serial(world_lab, "alice.labmail.cloud")
     u = make("alice.labmail.cloud", key)
     u.add("@", 300, "MX", "10 mailcow.labmail.cloud.")
-    r = send(engine, u, verify_key=key)  # the reply is TSIG-signed with the same key
+    r = send(students, u, verify_key=key)  # the reply is TSIG-signed with the same key
     assert r.rcode() == dns.rcode.NOERROR and r.had_tsig
     assert serial(world_lab, "alice.labmail.cloud") == before + 1
     reloaded = ZoneStore(world_lab.zones.directory)
@@ -53,101 +53,113 @@ def test_own_key_adds_a_record_bumps_serial_and_saves(world_lab, engine):
     assert zone.get_rdataset(zone.origin, "MX")[0].exchange == dns.name.from_text("mailcow.labmail.cloud")
 
 
-def test_another_students_key_is_refused(world_lab, engine):
+def test_another_students_key_is_refused(world_lab, students):
     u = make("alice.labmail.cloud", key_of(world_lab, "bob"))
     u.add("@", 300, "TXT", "pwned")
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
     assert world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")].get_rdataset("alice.labmail.cloud.", "TXT") is None
 
 
-def test_student_key_cannot_change_the_parent_zone(world_lab, engine):
+def test_student_key_cannot_change_the_parent_zone(world_lab, students, registry, engine):
     u = make("labmail.cloud", key_of(world_lab, "alice"))
     u.add("evil", 300, "A", "192.0.2.1")
+    assert send(students, u).rcode() == dns.rcode.NOTAUTH  # dns.labmail.cloud does not serve labmail.cloud
+    assert send(registry, u).rcode() == dns.rcode.REFUSED  # ns1 serves it but takes no updates
+    assert send(engine, u).rcode() == dns.rcode.REFUSED  # nor does the resolver
+
+
+def test_only_the_students_server_takes_updates_and_transfers(world_lab, registry, engine):
+    key = key_of(world_lab, "alice")
+    u = make("alice.labmail.cloud", key)
+    u.add("@", 300, "TXT", "x")
+    assert send(registry, u).rcode() == dns.rcode.REFUSED
     assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert axfr(registry, "alice.labmail.cloud", key).rcode() == dns.rcode.REFUSED
+    assert axfr(engine, "alice.labmail.cloud", key).rcode() == dns.rcode.REFUSED
 
 
-def test_unsigned_update_is_refused(engine):
+def test_unsigned_update_is_refused(students):
     u = make("alice.labmail.cloud")
     u.add("@", 300, "TXT", "hello")
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
 
 
-def test_bad_signature_gets_notauth_badsig(world_lab, engine):
+def test_bad_signature_gets_notauth_badsig(world_lab, students):
     real = key_of(world_lab, "alice")
     forged = dns.tsig.Key(real.name, b"\x00" * 32, real.algorithm)
     u = make("alice.labmail.cloud", forged)
     u.add("@", 300, "TXT", "hello")
-    r = send(engine, u)
+    r = send(students, u)
     assert r.rcode() == dns.rcode.NOTAUTH and r.tsig_error == dns.rcode.BADSIG
 
 
-def test_unknown_key_gets_notauth_badkey(engine):
+def test_unknown_key_gets_notauth_badkey(students):
     stranger = dns.tsig.Key("stranger.", b"\x01" * 32, dns.tsig.HMAC_SHA256)
     u = make("alice.labmail.cloud", stranger)
     u.add("@", 300, "TXT", "hello")
-    r = send(engine, u)
+    r = send(students, u)
     assert r.rcode() == dns.rcode.NOTAUTH and r.tsig_error == dns.rcode.BADKEY
 
 
-def test_zone_not_hosted_gets_notauth(world_lab, engine):
+def test_zone_not_hosted_gets_notauth(world_lab, students):
     u = make("example.org", key_of(world_lab, "alice"))
     u.add("www", 300, "A", "192.0.2.1")
-    assert send(engine, u).rcode() == dns.rcode.NOTAUTH
+    assert send(students, u).rcode() == dns.rcode.NOTAUTH
 
 
-def test_name_outside_the_zone_gets_notzone(world_lab, engine):
+def test_name_outside_the_zone_gets_notzone(world_lab, students):
     u = make("alice.labmail.cloud", key_of(world_lab, "alice"))
     u.add(dns.name.from_text("bob.labmail.cloud."), 300, "TXT", "x")
-    assert send(engine, u).rcode() == dns.rcode.NOTZONE
+    assert send(students, u).rcode() == dns.rcode.NOTZONE
 
 
 @pytest.mark.parametrize("rdtype,value", [("SOA", "ns1.labmail.cloud. h.x. 99 1 1 1 1"), ("NS", "ns.evil.test.")])
-def test_apex_soa_and_ns_are_protected(world_lab, engine, rdtype, value):
+def test_apex_soa_and_ns_are_protected(world_lab, students, rdtype, value):
     key = key_of(world_lab, "alice")
     u = make("alice.labmail.cloud", key)
     u.add("@", 300, rdtype, value)
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
     u = make("alice.labmail.cloud", key)
     u.delete("@", rdtype)
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
 
 
-def test_deleting_the_apex_name_keeps_soa_and_ns(world_lab, engine):
+def test_deleting_the_apex_name_keeps_soa_and_ns(world_lab, students):
     key = key_of(world_lab, "alice")
     u = make("alice.labmail.cloud", key)
     u.add("@", 300, "TXT", "v=spf1 -all")
-    send(engine, u)
+    send(students, u)
     u = make("alice.labmail.cloud", key)
     u.delete("@")
-    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert send(students, u).rcode() == dns.rcode.NOERROR
     zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
     assert zone.get_rdataset(zone.origin, "SOA") and zone.get_rdataset(zone.origin, "NS")
     assert zone.get_rdataset(zone.origin, "TXT") is None
 
 
-def test_cname_and_other_data_refused_both_ways(world_lab, engine):
+def test_cname_and_other_data_refused_both_ways(world_lab, students):
     key = key_of(world_lab, "alice")
     u = make("alice.labmail.cloud", key)
     u.add("www", 300, "A", "203.0.113.80")
-    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert send(students, u).rcode() == dns.rcode.NOERROR
     u = make("alice.labmail.cloud", key)
     u.add("www", 300, "CNAME", "mailcow.labmail.cloud.")
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
     u = make("alice.labmail.cloud", key)
     u.add("autoconfig", 300, "CNAME", "mailcow.labmail.cloud.")
-    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert send(students, u).rcode() == dns.rcode.NOERROR
     u = make("alice.labmail.cloud", key)
     u.add("autoconfig", 300, "TXT", "x")
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
 
 
-def test_update_is_all_or_nothing(world_lab, engine):
+def test_update_is_all_or_nothing(world_lab, students):
     key = key_of(world_lab, "alice")
     before = serial(world_lab, "alice.labmail.cloud")
     u = make("alice.labmail.cloud", key)
     u.add("ok", 300, "A", "203.0.113.80")
     u.add("@", 300, "NS", "ns.evil.test.")  # refused: the first change must not stay either
-    assert send(engine, u).rcode() == dns.rcode.REFUSED
+    assert send(students, u).rcode() == dns.rcode.REFUSED
     zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
     assert zone.get_node("ok.alice.labmail.cloud.") is None
     assert serial(world_lab, "alice.labmail.cloud") == before
@@ -155,62 +167,62 @@ def test_update_is_all_or_nothing(world_lab, engine):
 
 class TestPrerequisites:
     @pytest.fixture
-    def key(self, world_lab, engine):
+    def key(self, world_lab, students):
         key = key_of(world_lab, "alice")
         u = make("alice.labmail.cloud", key)
         u.add("www", 300, "A", "203.0.113.80")
-        assert send(engine, u).rcode() == dns.rcode.NOERROR
+        assert send(students, u).rcode() == dns.rcode.NOERROR
         return key
 
-    def run(self, engine, key, prereq):
+    def run(self, engine, key, prereq):  # engine: the students' server
         u = make("alice.labmail.cloud", key)
         prereq(u)
         u.add("marker", 300, "TXT", "done")
         return send(engine, u).rcode()
 
-    def test_name_in_use(self, engine, key):
-        assert self.run(engine, key, lambda u: u.present("www")) == dns.rcode.NOERROR
-        assert self.run(engine, key, lambda u: u.present("nope")) == dns.rcode.NXDOMAIN
+    def test_name_in_use(self, students, key):
+        assert self.run(students, key, lambda u: u.present("www")) == dns.rcode.NOERROR
+        assert self.run(students, key, lambda u: u.present("nope")) == dns.rcode.NXDOMAIN
 
-    def test_name_not_in_use(self, engine, key):
-        assert self.run(engine, key, lambda u: u.absent("nope")) == dns.rcode.NOERROR
-        assert self.run(engine, key, lambda u: u.absent("www")) == dns.rcode.YXDOMAIN
+    def test_name_not_in_use(self, students, key):
+        assert self.run(students, key, lambda u: u.absent("nope")) == dns.rcode.NOERROR
+        assert self.run(students, key, lambda u: u.absent("www")) == dns.rcode.YXDOMAIN
 
-    def test_rrset_exists_value_independent(self, engine, key):
-        assert self.run(engine, key, lambda u: u.present("www", "A")) == dns.rcode.NOERROR
-        assert self.run(engine, key, lambda u: u.present("www", "AAAA")) == dns.rcode.NXRRSET
+    def test_rrset_exists_value_independent(self, students, key):
+        assert self.run(students, key, lambda u: u.present("www", "A")) == dns.rcode.NOERROR
+        assert self.run(students, key, lambda u: u.present("www", "AAAA")) == dns.rcode.NXRRSET
 
-    def test_rrset_does_not_exist(self, engine, key):
-        assert self.run(engine, key, lambda u: u.absent("www", "AAAA")) == dns.rcode.NOERROR
-        assert self.run(engine, key, lambda u: u.absent("www", "A")) == dns.rcode.YXRRSET
+    def test_rrset_does_not_exist(self, students, key):
+        assert self.run(students, key, lambda u: u.absent("www", "AAAA")) == dns.rcode.NOERROR
+        assert self.run(students, key, lambda u: u.absent("www", "A")) == dns.rcode.YXRRSET
 
-    def test_rrset_exists_value_dependent(self, engine, key):
-        assert self.run(engine, key, lambda u: u.present("www", "A", "203.0.113.80")) == dns.rcode.NOERROR
-        assert self.run(engine, key, lambda u: u.present("www", "A", "203.0.113.81")) == dns.rcode.NXRRSET
+    def test_rrset_exists_value_dependent(self, students, key):
+        assert self.run(students, key, lambda u: u.present("www", "A", "203.0.113.80")) == dns.rcode.NOERROR
+        assert self.run(students, key, lambda u: u.present("www", "A", "203.0.113.81")) == dns.rcode.NXRRSET
 
-    def test_prerequisite_outside_zone(self, engine, key):
-        assert self.run(engine, key, lambda u: u.present(dns.name.from_text("bob.labmail.cloud."))) == dns.rcode.NOTZONE
+    def test_prerequisite_outside_zone(self, students, key):
+        assert self.run(students, key, lambda u: u.present(dns.name.from_text("bob.labmail.cloud."))) == dns.rcode.NOTZONE
 
 
-def test_delete_one_record_keeps_the_others(world_lab, engine):
+def test_delete_one_record_keeps_the_others(world_lab, students):
     key = key_of(world_lab, "alice")
     u = make("alice.labmail.cloud", key)
     u.add("@", 300, "MX", "10 mailcow.labmail.cloud.")
     u.add("@", 300, "MX", "20 backup.labmail.cloud.")
-    send(engine, u)
+    send(students, u)
     u = make("alice.labmail.cloud", key)
     u.delete("@", "MX", "20 backup.labmail.cloud.")
-    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert send(students, u).rcode() == dns.rcode.NOERROR
     zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
     assert [r.preference for r in zone.get_rdataset(zone.origin, "MX")] == [10]
 
 
-def test_noop_update_does_not_bump_serial(world_lab, engine):
+def test_noop_update_does_not_bump_serial(world_lab, students):
     key = key_of(world_lab, "alice")
     before = serial(world_lab, "alice.labmail.cloud")
     u = make("alice.labmail.cloud", key)
     u.delete("nothing-here", "TXT")
-    assert send(engine, u).rcode() == dns.rcode.NOERROR
+    assert send(students, u).rcode() == dns.rcode.NOERROR
     assert serial(world_lab, "alice.labmail.cloud") == before
 
 
@@ -221,20 +233,21 @@ def axfr(engine, zone, key=None):
     return dns.message.from_wire(engine.handle(q.to_wire(), tcp=True)[0], keyring=False, one_rr_per_rrset=True)
 
 
-def test_axfr_with_own_key(world_lab, engine):
-    r = axfr(engine, "alice.labmail.cloud", key_of(world_lab, "alice"))
+def test_axfr_with_own_key(world_lab, students):
+    r = axfr(students, "alice.labmail.cloud", key_of(world_lab, "alice"))
     assert r.rcode() == dns.rcode.NOERROR
     types = [dns.rdatatype.to_text(rr.rdtype) for rr in r.answer]
     assert types[0] == "SOA" and types[-1] == "SOA" and "NS" in types
 
 
-def test_axfr_of_another_zone_or_without_key_is_refused(world_lab, engine):
-    assert axfr(engine, "alice.labmail.cloud", key_of(world_lab, "bob")).rcode() == dns.rcode.REFUSED
-    assert axfr(engine, "alice.labmail.cloud").rcode() == dns.rcode.REFUSED
-    assert axfr(engine, "gmail.test").rcode() == dns.rcode.REFUSED
+def test_axfr_of_another_zone_or_without_key_is_refused(world_lab, students, registry):
+    assert axfr(students, "alice.labmail.cloud", key_of(world_lab, "bob")).rcode() == dns.rcode.REFUSED
+    assert axfr(students, "alice.labmail.cloud").rcode() == dns.rcode.REFUSED
+    assert axfr(students, "gmail.test").rcode() == dns.rcode.NOTAUTH  # not a zone of dns.labmail.cloud
+    assert axfr(registry, "gmail.test").rcode() == dns.rcode.REFUSED
 
 
-def test_failed_save_keeps_old_zone_and_answers_servfail(world_lab, engine, monkeypatch):
+def test_failed_save_keeps_old_zone_and_answers_servfail(world_lab, students, monkeypatch):
     key = key_of(world_lab, "alice")
     before = serial(world_lab, "alice.labmail.cloud")
 
@@ -244,7 +257,7 @@ def test_failed_save_keeps_old_zone_and_answers_servfail(world_lab, engine, monk
     monkeypatch.setattr("labmail.lab.zones.atomic_write_text", disk_full)
     u = make("alice.labmail.cloud", key)
     u.add("@", 300, "TXT", "v=spf1 -all")
-    assert send(engine, u).rcode() == dns.rcode.SERVFAIL
+    assert send(students, u).rcode() == dns.rcode.SERVFAIL
     monkeypatch.undo()
     zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
     assert zone.get_rdataset(zone.origin, "TXT") is None  # in memory: rolled back to what is on disk

@@ -51,7 +51,7 @@ def student_key(cfg, label="jean-emile"):
 def add_txt(status, key, name, value, zone="jean-emile.labmail.cloud"):
     u = dns.update.UpdateMessage(zone, keyring={key.name: key}, keyname=key.name)
     u.add(name, 300, "TXT", value)
-    return dns.query.tcp(u, status.host, port=status.dns_port, timeout=5).rcode()
+    return dns.query.tcp(u, status.host, port=status.auth_port, timeout=5).rcode()
 
 
 def test_start_status_stop(own_lab):
@@ -63,6 +63,8 @@ def test_start_status_stop(own_lab):
     again = lab.start(own_lab)  # idempotent: the same process
     assert again.pid == status.pid
     assert "dig @127.0.0.1 -p" in str(status)
+    assert len({status.dns_port, status.auth_port, status.registry_port}) == 3
+    assert set(status.ports()) == {"dns (résolveur / resolver)", "dns.labmail.cloud:53", "ns1.labmail.cloud:53"}
     stopped = lab.stop(own_lab)
     assert not stopped.running
     assert not (own_lab.state_dir / "run.json").exists()
@@ -76,7 +78,8 @@ def test_state_survives_restart_on_the_same_port(own_lab):
     serial = soa_serial(status)
     lab.stop(own_lab)
     again = lab.start(own_lab)
-    assert again.dns_port == status.dns_port  # clients (and dig commands in notes) keep working
+    assert (again.dns_port, again.auth_port, again.registry_port) == (status.dns_port, status.auth_port,
+                                                                      status.registry_port)  # dig commands keep working
     assert soa_serial(again) == serial
     r = dns.query.udp(dns.message.make_query("persist.jean-emile.labmail.cloud", "TXT"), again.host, port=again.dns_port)
     assert r.answer[0][0].strings == (b"kept",)
@@ -205,9 +208,9 @@ def test_cli_lab_commands(own_lab):
     run = lambda *args: subprocess.run([sys.executable, "-m", "labmail.cli", *args], capture_output=True, text=True,
                                        env=env, timeout=60)
     started = run("lab", "start")
-    assert started.returncode == 0 and "DNS autoritatif" in started.stdout
+    assert started.returncode == 0 and "Résolveur DNS du lab" in started.stdout and "nsupdate" in started.stdout
     status = run("--lang", "en", "lab", "status")
-    assert status.returncode == 0 and "Authoritative DNS" in status.stdout and "nsupdate -k" in status.stdout
+    assert status.returncode == 0 and "Lab DNS resolver" in status.stdout and "nsupdate -k" in status.stdout
     looked = run("lookup", "jean-emile.labmail.cloud", "SOA", "--auth")
     assert looked.returncode == 0 and "answer" in looked.stdout
     stopped = run("lab", "stop")

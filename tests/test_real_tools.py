@@ -30,15 +30,21 @@ def run(cmd, **kwargs):
 
 def test_dig_answers_the_student_soa(lab_env):
     _, status = lab_env
-    out = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "jean-emile.labmail.cloud", "SOA", "+norec"])
-    assert "status: NOERROR" in out.stdout and "flags: qr aa" in out.stdout
-    assert "ns1.labmail.cloud. hostmaster.jean-emile.labmail.cloud." in out.stdout
+    out = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "jean-emile.labmail.cloud", "SOA"])
+    assert "status: NOERROR" in out.stdout and "flags: qr rd ra;" in out.stdout  # the lab's resolver
+    assert "dns.labmail.cloud. hostmaster.jean-emile.labmail.cloud." in out.stdout
+    auth = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "jean-emile.labmail.cloud", "SOA", "+norec"])
+    assert "status: NOERROR" in auth.stdout and "flags: qr aa;" in auth.stdout  # the zone's own server
+    referral = run(["dig", f"@{status.host}", "-p", str(status.registry_port), "jean-emile.labmail.cloud", "SOA",
+                    "+norec"])
+    assert "AUTHORITY: 1" in referral.stdout and "IN\tNS\tdns.labmail.cloud." in referral.stdout
+    assert "203.0.113.54" in referral.stdout  # the glue
     tcp = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+tcp", "+short", "gmail.test", "MX"])
     assert tcp.stdout.strip() == "5 gmail-smtp-in.l.gmail.test."
 
 
 def nsupdate(status, key_file, commands):
-    script = f"server {status.host} {status.dns_port}\n" + commands + "send\n"
+    script = f"server {status.host} {status.auth_port}\n" + commands + "send\n"
     return run(["nsupdate", "-k", str(key_file)], input=script)
 
 
@@ -57,13 +63,13 @@ def test_nsupdate_with_own_key_adds_mx_and_another_key_is_refused(lab_env):
         assert refused.returncode != 0 and "REFUSED" in refused.stdout + refused.stderr
         forged = subprocess.run(
             ["nsupdate", "-y", "hmac-sha256:jean-emile.labmail.cloud.:" + base64.b64encode(b"x" * 32).decode()],
-            input=f"server {status.host} {status.dns_port}\nzone jean-emile.labmail.cloud\n"
+            input=f"server {status.host} {status.auth_port}\nzone jean-emile.labmail.cloud\n"
                   "update add jean-emile.labmail.cloud. 300 TXT forged\nsend\n",
             capture_output=True, text=True, timeout=30)
         assert "NOTAUTH(BADSIG)" in forged.stdout + forged.stderr
-        axfr = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "-k", str(own), "jean-emile.labmail.cloud", "AXFR"])
+        axfr = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "-k", str(own), "jean-emile.labmail.cloud", "AXFR"])
         assert "MX\t10 mailcow.labmail.cloud." in axfr.stdout and "TSIG" in axfr.stdout
-        denied = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "-k", str(other), "jean-emile.labmail.cloud", "AXFR"])
+        denied = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "-k", str(other), "jean-emile.labmail.cloud", "AXFR"])
         assert "Transfer failed" in denied.stdout
     finally:
         nsupdate(status, own, "zone jean-emile.labmail.cloud\nupdate delete jean-emile.labmail.cloud. MX\n")

@@ -45,6 +45,8 @@ class LabStatus:
     pid: int | None = None
     host: str = "127.0.0.1"
     dns_port: int | None = None
+    auth_port: int | None = None
+    registry_port: int | None = None
     parent_domain: str | None = None
     mail_host: str | None = None
     students: tuple[str, ...] = ()
@@ -57,7 +59,14 @@ class LabStatus:
 
     def ports(self) -> dict[str, tuple[str, int]]:
         """The port map: service → (loopback host, local port) for real clients (dig, nsupdate…)."""
-        return {"dns": (self.host, self.dns_port)} if self.running and self.dns_port else {}
+        if not self.running:
+            return {}
+        parent = self.parent_domain
+        return {
+            "dns (résolveur / resolver)": (self.host, self.dns_port),
+            f"dns.{parent}:53": (self.host, self.auth_port),
+            f"ns1.{parent}:53": (self.host, self.registry_port),
+        }
 
     def __str__(self) -> str:
         if not self.running:
@@ -69,8 +78,16 @@ class LabStatus:
         example = f"{self.students[0]}.{self.parent_domain}" if self.students else self.parent_domain
         return "\n".join([
             tr(f"Lab démarré (pid {self.pid}, depuis {self.started})", f"Lab running (pid {self.pid}, since {self.started})"),
-            tr(f"  DNS autoritatif : {self.host} port {self.dns_port} (UDP et TCP)",
-               f"  Authoritative DNS: {self.host} port {self.dns_port} (UDP and TCP)"),
+            tr(f"  Résolveur DNS du lab : {self.host} port {self.dns_port} (UDP et TCP)",
+               f"  Lab DNS resolver: {self.host} port {self.dns_port} (UDP and TCP)"),
+            tr(f"  Serveur autoritatif des zones d'étudiants (dns.{self.parent_domain}) : port {self.auth_port}"
+               " — mises à jour (nsupdate), AXFR",
+               f"  Authoritative server of the students' zones (dns.{self.parent_domain}): port {self.auth_port}"
+               " — updates (nsupdate), AXFR"),
+            tr(f"  Serveur du registre (ns1.{self.parent_domain} : racine, {self.parent_domain}, fournisseurs) : "
+               f"port {self.registry_port}",
+               f"  Registry server (ns1.{self.parent_domain}: root, {self.parent_domain}, providers): "
+               f"port {self.registry_port}"),
             tr(f"  Domaines d'étudiant : {students}", f"  Student domains: {students}"),
             tr(f"  Dossier d'état : {self.state_dir}", f"  State folder: {self.state_dir}"),
             tr(f"  Journal : {self.log_path}", f"  Log: {self.log_path}"),
@@ -107,7 +124,9 @@ def _status_from(state_dir: Path, info: dict) -> LabStatus:
         state_dir=state_dir,
         pid=info["pid"],
         host=info["host"],
-        dns_port=info["dns_port"],
+        dns_port=info["ports"]["resolver"],
+        auth_port=info["ports"]["students"],
+        registry_port=info["ports"]["registry"],
         parent_domain=info["parent_domain"],
         mail_host=info["mail_host"],
         students=tuple(info["students"]),

@@ -23,6 +23,12 @@ It behaves like BIND or Knot would for the zones of the local world:
   be read), unknown opcodes NOTIMP, other classes REFUSED; the server never
   dies on input.
 
+One engine serves one *view* of the zones (see :class:`View`): the lab
+runs three — the resolver students query, the registry's server
+``ns1.labmail.cloud`` (root, TLDs, ``labmail.cloud`` with its delegations,
+providers) and the students' server ``dns.labmail.cloud``, the only one
+that accepts UPDATE and AXFR.
+
 Answers to plain queries are cached as wire bytes (keyed by the query bytes
 after the ID) and the cache is emptied on every zone change.
 """
@@ -34,6 +40,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
@@ -76,6 +83,21 @@ _FORBIDDEN_UPDATE_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class View:
+    """Which zones an engine serves and how it behaves.
+
+    ``served`` picks the zones (``None``: all); ``authoritative`` sets AA on
+    answers (a resolver view sets RA instead); ``accepts_changes`` allows
+    UPDATE and AXFR.
+    """
+
+    name: str
+    served: Callable[[dns.name.Name], bool] | None = None
+    authoritative: bool = True
+    accepts_changes: bool = False
+
+
 class _Refuse(Exception):
     """Stop processing an UPDATE with this rcode (the reason goes to the log)."""
 
@@ -96,9 +118,11 @@ def _header_only_reply(wire: bytes, rcode: int) -> bytes:
 class DNSEngine:
     """Turns query bytes into reply bytes. Transport-free, so tests call it directly."""
 
-    def __init__(self, zones: ZoneStore, keys: KeyStore, on_change: Callable[[dns.name.Name], None] | None = None) -> None:
+    def __init__(self, zones: ZoneStore, keys: KeyStore, view: View,
+                 on_change: Callable[[dns.name.Name], None] | None = None) -> None:
         self.zones = zones
         self.keys = keys
+        self.view = view
         self.on_change = on_change
         self._cache: dict[bool, dict[bytes, bytes]] = {False: {}, True: {}}
         self._cache_generation = zones.generation
@@ -149,7 +173,8 @@ class DNSEngine:
         if len(msg.question) != 1 or msg.answer or msg.authority:
             return [_header_only_reply(wire, dns.rcode.FORMERR)]
         question = msg.question[0]
-        response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD)
+        response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD,
+                                             recursion_available=not self.view.authoritative)
         if question.rdclass != IN:
             response.set_rcode(dns.rcode.REFUSED)
             return [response.to_wire()]
@@ -176,18 +201,22 @@ class DNSEngine:
             cache[wire[2:]] = out[2:]
         return [out]
 
+    def _serves(self, origin: dns.name.Name) -> bool:
+        return self.view.served is None or self.view.served(origin)
+
     # -- queries ------------------------------------------------------------
     def _answer(self, response: dns.message.Message, qname: dns.name.Name, qtype: int) -> None:
-        zones = self.zones
-        zone = zones.find_zone(qname)
-        if zone is None:  # not possible while the root zone is hosted
+        zones, served = self.zones, self.view.served
+        zone = zones.find_zone(qname, served)
+        if zone is None:  # an authoritative server asked about a zone it does not serve
             response.set_rcode(dns.rcode.REFUSED)
             return
         cut = self._delegation(zone, qname)
         if cut is not None and not (qtype == DS and cut == qname):
             self._referral(response, zone, cut)
             return
-        response.flags |= dns.flags.AA
+        if self.view.authoritative:
+            response.flags |= dns.flags.AA
         current, seen = qname, set()
         for _ in range(MAX_CNAME_CHAIN + 1):
             seen.add(current)
@@ -218,7 +247,7 @@ class DNSEngine:
             target = cname[0].target
             if target in seen:
                 return  # a CNAME loop: give the chain, the resolver reports the loop
-            next_zone = zones.find_zone(target)
+            next_zone = zones.find_zone(target, served)
             if next_zone is None or self._delegation(next_zone, target) is not None:
                 return  # outside what we serve: the resolver continues from here
             current, zone = target, next_zone
@@ -252,7 +281,7 @@ class DNSEngine:
             self._glue(response, rdata.target, zone)
 
     def _glue(self, response: dns.message.Message, target: dns.name.Name, zone: dns.zone.Zone | None = None) -> None:
-        zone = zone or self.zones.find_zone(target)
+        zone = zone or self.zones.find_zone(target, self.view.served)
         if zone is None or not target.is_subdomain(zone.origin):
             return
         node = zone.nodes.get(target)
@@ -286,7 +315,10 @@ class DNSEngine:
     # -- zone transfer ------------------------------------------------------
     def _axfr(self, msg: dns.message.Message, response: dns.message.Message, peer: object) -> list[bytes]:
         qname = msg.question[0].name
-        zone = self.zones.zones.get(qname)
+        if not self.view.accepts_changes:
+            response.set_rcode(dns.rcode.REFUSED)
+            return [response.to_wire()]
+        zone = self.zones.zones.get(qname) if self._serves(qname) else None
         if zone is None:
             response.set_rcode(dns.rcode.NOTAUTH)
             return [response.to_wire()]
@@ -326,7 +358,9 @@ class DNSEngine:
         if len(msg.zone) != 1 or msg.zone[0].rdtype != SOA:
             raise _Refuse(dns.rcode.FORMERR, "zone section must hold exactly one SOA question")
         origin = msg.zone[0].name
-        zone = self.zones.zones.get(origin)
+        if not self.view.accepts_changes:
+            raise _Refuse(dns.rcode.REFUSED, f"the {self.view.name} server accepts no updates")
+        zone = self.zones.zones.get(origin) if self._serves(origin) else None
         if zone is None or msg.zone[0].rdclass != IN:
             raise _Refuse(dns.rcode.NOTAUTH, f"not authoritative for {origin}")
         if not msg.had_tsig:

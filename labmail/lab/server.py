@@ -41,7 +41,7 @@ from .. import __version__
 from .._files import atomic_write_bytes, atomic_write_text
 from ..errors import LabError
 from . import world as _world
-from .dnsserver import DNSEngine, start_transports
+from .dnsserver import DNSEngine, View, start_transports
 from .zones import KeyStore, ZoneStore, bind_key_file
 
 log = logging.getLogger("labmail.lab")
@@ -67,6 +67,19 @@ class Lab:
         self.zones = ZoneStore(self.state_dir / "zones")
         self.keys = KeyStore(self.state_dir / "keys" / "tsig.json")
         self.world: dict = {}
+        self.student_origins: set[dns.name.Name] = set()
+
+    def views(self) -> dict[str, View]:
+        """The three DNS servers of the lab: students' resolver, registry (ns1), students' zones (dns)."""
+        students = self.student_origins
+        return {
+            "resolver": View("resolver", None, authoritative=False),
+            "registry": View("registry", lambda origin: origin not in students),
+            "students": View("students", lambda origin: origin in students, accepts_changes=True),
+        }
+
+    def engine(self, role: str) -> DNSEngine:
+        return DNSEngine(self.zones, self.keys, self.views()[role])
 
     @property
     def spec(self) -> _world.WorldSpec:
@@ -80,10 +93,11 @@ class Lab:
             self.world = json.loads(self.world_path.read_text(encoding="utf-8"))
             self.zones.load()
             self.keys.load()
-            return
-        self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "dns_port": 0,
-                      "created": _now()}
-        self._create_world()
+        else:
+            self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "ports": {},
+                          "created": _now()}
+            self._create_world()
+        self.student_origins.update(dns.name.from_text(self.spec.student_zone(s)) for s in self.world["students"])
 
     def _save_world(self) -> None:
         atomic_write_text(self.world_path, json.dumps(self.world, indent=2) + "\n", mode=0o600)
@@ -128,6 +142,7 @@ class Lab:
             atomic_write_text(self.state_dir / "keys" / f"{domain}.key", bind_key_file(entry), mode=0o600)
             self._dkim_key(domain, _world.SCHOOL_SELECTOR)
             self._delegate(origin)
+            self.student_origins.add(dns.name.from_text(origin))
             self.world["students"].append(label)
             self._save_world()
             new.append(label)
@@ -139,7 +154,7 @@ class Lab:
         zone = self.zones.zones[parent]
         child = dns.name.from_text(origin)
         with zone.writer() as txn:
-            txn.replace(child, 3600, dns.rdata.from_text("IN", "NS", self.spec.ns_host + "."))
+            txn.replace(child, 3600, dns.rdata.from_text("IN", "NS", self.spec.student_ns_host + "."))
             txn.update_serial(name=parent)
         self.zones.committed(parent)
 
@@ -155,30 +170,38 @@ def _now() -> str:
 class LabProcess:
     """The running lab: DNS transports, control socket, lifecycle."""
 
+    ROLES = ("resolver", "registry", "students")
+
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.engine = DNSEngine(lab.zones, lab.keys)
+        self.engines = {role: lab.engine(role) for role in self.ROLES}
         self.stopping = asyncio.Event()
-        self.dns_port = 0
+        self.ports: dict[str, int] = {}
         self.servers: list = []
         self.control_path = control_socket_path(lab.state_dir)
         self.started = _now()
 
-    async def run(self, preferred_port: int) -> None:
-        port = preferred_port or int(self.lab.world.get("dns_port") or 0)
+    async def _bind(self, role: str, port: int, required: bool) -> None:
         try:
-            self.servers, self.dns_port = await start_transports(self.engine, LISTEN_HOST, port)
+            servers, self.ports[role] = await start_transports(self.engines[role], LISTEN_HOST, port)
         except OSError as exc:
-            if preferred_port or not port:
+            if required or not port:
                 raise LabError(
                     f"Le port DNS {port} est déjà pris ({exc}). Choisissez-en un autre (dns_port dans la configuration) "
                     "ou mettez dns_port = 0 pour un port automatique.",
                     f"DNS port {port} is already in use ({exc}). Choose another (dns_port in the configuration) "
                     "or set dns_port = 0 for an automatic port.",
                 ) from None
-            self.servers, self.dns_port = await start_transports(self.engine, LISTEN_HOST, 0)
-        if self.lab.world.get("dns_port") != self.dns_port:
-            self.lab.world["dns_port"] = self.dns_port
+            servers, self.ports[role] = await start_transports(self.engines[role], LISTEN_HOST, 0)
+        self.servers += servers
+
+    async def run(self, preferred_port: int) -> None:
+        previous = self.lab.world.get("ports", {})
+        for role in self.ROLES:
+            wanted = preferred_port if (role == "resolver" and preferred_port) else int(previous.get(role) or 0)
+            await self._bind(role, wanted, required=bool(role == "resolver" and preferred_port))
+        if previous != self.ports:
+            self.lab.world["ports"] = dict(self.ports)
             self.lab._save_world()
         try:
             self.control_path.unlink()
@@ -194,28 +217,27 @@ class LabProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         atomic_write_text(self.lab.state_dir / "run.json", json.dumps(self.status(), indent=2) + "\n", mode=0o600)
-        log.info("lab started: DNS on %s:%d (UDP+TCP), pid %d", LISTEN_HOST, self.dns_port, os.getpid())
+        log.info("lab started: DNS resolver %s:%d, registry %d, students %d (UDP+TCP), pid %d", LISTEN_HOST,
+                 self.ports["resolver"], self.ports["registry"], self.ports["students"], os.getpid())
         await self.stopping.wait()
         log.info("lab stopping")
         for server in self.servers:
             server.close()
-        for name in ("run.json",):
+        for path in (self.lab.state_dir / "run.json", self.control_path):
             try:
-                (self.lab.state_dir / name).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
-        try:
-            self.control_path.unlink()
-        except FileNotFoundError:
-            pass
 
     def status(self) -> dict:
+        roles = _world.dns_server_roles(self.lab.spec)
         return {
             "pid": os.getpid(),
             "version": __version__,
             "started": self.started,
             "host": LISTEN_HOST,
-            "dns_port": self.dns_port,
+            "ports": dict(self.ports),
+            "dns_servers": {addr: self.ports[role] for addr, role in roles.items()},
             "control": str(self.control_path),
             "parent_domain": self.lab.world["parent_domain"],
             "mail_host": self.lab.world["mail_host"],

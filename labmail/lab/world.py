@@ -7,14 +7,19 @@ Addresses come from the documentation ranges (RFC 5737, RFC 3849), so SPF
 host                        IPv4             IPv6
 ==========================  ===============  =======================
 mailcow.<parent>            203.0.113.10     2001:db8:113::10
-ns1.<parent> (lab DNS)      203.0.113.53     2001:db8:113::53
+ns1.<parent> (registry)    203.0.113.53     2001:db8:113::53
+dns.<parent> (students')    203.0.113.54     2001:db8:113::54
 gmail-smtp-in.l.gmail.test  198.51.100.25    2001:db8:5100::25
 outlook MX                  198.51.100.145   2001:db8:5100::145
 mx.arnaque.test (spoofer)   192.0.2.66       2001:db8:2::66
 ==========================  ===============  =======================
 
-The lab DNS is authoritative for every zone of this world, the root
-included, so every name gets NOERROR, NXDOMAIN or NODATA, never REFUSED.
+Two authoritative servers share the zones, as on the Internet:
+``ns1.<parent>`` serves the root, the TLDs, ``<parent>`` (which delegates
+each student's zone), the providers, the reverse zones and the DNSBL;
+``dns.<parent>`` — the course's "serveur DNS autoritatif" — serves the
+students' zones and accepts their updates. Between them, the world is
+complete: every name gets NOERROR, NXDOMAIN or NODATA, never REFUSED.
 This module only builds zone texts and names; it does no I/O.
 """
 
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 # Hosts of the world (name relative to its zone is computed from the parent domain).
 MAILCOW_V4, MAILCOW_V6 = "203.0.113.10", "2001:db8:113::10"
 NS_V4, NS_V6 = "203.0.113.53", "2001:db8:113::53"
+STUDENT_NS_V4, STUDENT_NS_V6 = "203.0.113.54", "2001:db8:113::54"
 WEB_V4 = "203.0.113.80"
 GMAIL_MX_V4, GMAIL_MX_V6 = "198.51.100.25", "2001:db8:5100::25"
 GMAIL_NS_V4 = "198.51.100.2"
@@ -67,7 +73,13 @@ class WorldSpec:
 
     @property
     def ns_host(self) -> str:
+        """The registry's server: root, TLDs, the parent domain, providers."""
         return f"ns1.{self.parent_domain}"
+
+    @property
+    def student_ns_host(self) -> str:
+        """The class's authoritative server for the students' zones (it accepts their updates)."""
+        return f"dns.{self.parent_domain}"
 
     def student_zone(self, label: str) -> str:
         return f"{label}.{self.parent_domain}."
@@ -77,6 +89,7 @@ class WorldSpec:
         return {
             self.mail_host: (MAILCOW_V4, MAILCOW_V6),
             self.ns_host: (NS_V4, NS_V6),
+            self.student_ns_host: (STUDENT_NS_V4, STUDENT_NS_V6),
             "gmail-smtp-in.l.gmail.test": (GMAIL_MX_V4, GMAIL_MX_V6),
             "ns1.gmail.test": (GMAIL_NS_V4,),
             "outlook-test.mail.protection.outlook.test": (OUTLOOK_MX_V4, OUTLOOK_MX_V6),
@@ -84,6 +97,16 @@ class WorldSpec:
             "mx.arnaque.test": (SPOOFER_V4, SPOOFER_V6),
             "ns1.arnaque.test": (SPOOFER_NS_V4,),
         }
+
+
+def dns_server_roles(spec: WorldSpec) -> dict[str, str]:
+    """Which lab DNS server answers at each simulated nameserver address: ``registry`` or ``students``."""
+    hosts = spec.hosts()
+    roles = {}
+    for host in (spec.ns_host, "ns1.gmail.test", "ns1.outlook.test", "ns1.arnaque.test"):
+        roles.update({addr: "registry" for addr in hosts[host]})
+    roles.update({addr: "students" for addr in hosts[spec.student_ns_host]})
+    return roles
 
 
 def _soa(origin: str, ns: str, serial: int, minimum: int | None = None) -> str:
@@ -156,14 +179,15 @@ def build_zones(spec: WorldSpec, serial: int, dkim_records: dict[str, str]) -> d
     lab += _address_records(parent, (WEB_V4,))
     lab += _address_records(spec.mail_host, hosts[spec.mail_host]) if _in_zone(spec.mail_host, parent) else []
     lab += _address_records(ns, hosts[ns])
+    lab += _address_records(spec.student_ns_host, hosts[spec.student_ns_host])
     lab.append(f"{parent}. 3600 IN MX 10 {spec.mail_host}.")
     lab.append(f"{parent}. 3600 IN TXT {_txt('v=spf1 mx -all')}")
     lab.append(f"_dmarc.{parent}. 3600 IN TXT {_txt('v=DMARC1; p=none')}")
     for label in spec.students:
-        lab.append(f"{label}.{parent}. 3600 IN NS {ns}.")
+        lab.append(f"{label}.{parent}. 3600 IN NS {spec.student_ns_host}.")
 
     for label in spec.students:
-        zone(spec.student_zone(label), minimum=STUDENT_SOA_MINIMUM)
+        zones[spec.student_zone(label)] = student_zone_text(spec, label, serial).splitlines()
 
     # The providers, modelled on the real ones.
     gmail = zone("gmail.test.", "ns1.gmail.test")
@@ -217,7 +241,8 @@ def build_zones(spec: WorldSpec, serial: int, dkim_records: dict[str, str]) -> d
 def student_zone_text(spec: WorldSpec, label: str, serial: int) -> str:
     """The student's delegated zone at step 0: SOA and NS only (the rest is the student's work)."""
     origin = spec.student_zone(label)
-    return "\n".join([_soa(origin, spec.ns_host, serial, STUDENT_SOA_MINIMUM), f"{origin} 3600 IN NS {spec.ns_host}."]) + "\n"
+    ns = spec.student_ns_host
+    return "\n".join([_soa(origin, ns, serial, STUDENT_SOA_MINIMUM), f"{origin} 3600 IN NS {ns}."]) + "\n"
 
 
 def _v4_reverse_labels(addr: str) -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.name
@@ -102,14 +103,14 @@ class ZoneStore:
         self._index(zone)
 
     # -- lookups ------------------------------------------------------------
-    def find_zone(self, name: dns.name.Name) -> dns.zone.Zone | None:
-        """The hosted zone with the longest origin that contains ``name``."""
+    def find_zone(self, name: dns.name.Name, served: Callable[[dns.name.Name], bool] | None = None) -> dns.zone.Zone | None:
+        """The hosted zone with the longest origin that contains ``name`` (among the ``served`` ones)."""
         zones = self.zones
         depth = min(len(name), self._max_depth)
         while depth > 0:
             candidate = name if depth == len(name) else name.split(depth)[1]
             zone = zones.get(candidate)
-            if zone is not None:
+            if zone is not None and (served is None or served(candidate)):
                 return zone
             depth -= 1
         return None
