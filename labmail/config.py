@@ -203,6 +203,15 @@ def check_domain(name: str, *, what: str = "domaine") -> str:
     return text
 
 
+def is_ip_address(text: str) -> bool:
+    """True if ``text`` is an IPv4 or IPv6 address (not a name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
     """Split ``"host"``, ``"host:port"``, ``"[2001:db8::1]:port"`` or a bare IPv6 address.
 
@@ -223,9 +232,7 @@ def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
             f"« {value} » : le port doit être un nombre entre 1 et 65535.",
             f"\"{value}\": the port must be a number from 1 to 65535.",
         )
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if not is_ip_address(host):
         host = check_domain(host, what="serveur")
     return host, int(port) if port else default_port
 

@@ -44,6 +44,7 @@ import dns.update
 import dns.xfr
 import dns.zone
 
+from .config import is_ip_address
 from .errors import DNSLookupFailed, RecordError, UpdateRefused
 from .i18n import Text, tr
 from .world import World, current, use_world_resolver
@@ -200,6 +201,9 @@ class LookupResult:
             lines.append(";; SOA " + self.soa.presentation)
         lines.append(";; " + self.explanation)
         return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's plain-text display
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
         color = "#1b7f3b" if self.ok else "#b26b00" if self.outcome in (Outcome.NXDOMAIN, Outcome.NODATA) else "#b00020"
@@ -673,7 +677,7 @@ class ZonePanel:
                     rfc="RFC 1035 §3.3.9",
                 )
             target = parts[1]
-            if _is_ip(target.rstrip(".")):
+            if is_ip_address(target.rstrip(".")):
                 raise RecordError(
                     f"Un MX doit pointer vers un nom d'hôte, pas vers une adresse IP ({target}). Utilisez le nom du "
                     "serveur, par exemple « mailcow.labmail.cloud. », qui a lui-même un enregistrement A.",
@@ -683,7 +687,7 @@ class ZonePanel:
                 )
             value = f"{parts[0]} {self._target(target, 'MX', notes)}"
         elif rdtype in (dns.rdatatype.CNAME, dns.rdatatype.NS, dns.rdatatype.PTR):
-            if _is_ip(value.rstrip(".")):
+            if is_ip_address(value.rstrip(".")):
                 raise RecordError(
                     f"Un {tname} pointe vers un nom, pas vers une adresse IP ({value}) : pour une adresse, utilisez A ou AAAA.",
                     f"A {tname} points to a name, not an IP address ({value}): for an address, use A or AAAA.",
@@ -862,14 +866,6 @@ class ZonePanel:
                 values = (_value_text(rdata),)
         self._send(update)
         return Change("delete", owner.to_text(), rdtype.upper() if rdtype else None, values, None, tuple(notes))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def panel(zone: str | None = None, *, world: World | None = None) -> ZonePanel:

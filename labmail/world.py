@@ -11,7 +11,6 @@ built from the configuration; nothing else branches on the world.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import dns.nameserver
 import dns.resolver
 import dns.tsig
 
-from .config import Config, load, parse_hostport
+from .config import Config, is_ip_address, load, parse_hostport
 from .errors import ConfigError, LabError
 
 
@@ -141,18 +140,10 @@ def current(config: Config | None = None) -> World:
             "\"live\" world: set dns_server (the class's authoritative DNS server, which accepts updates).",
         )
     host, port = parse_hostport(cfg.dns_server)
-    if not _is_ip(host):
+    if not is_ip_address(host):
         host = str(dns.resolver.resolve(host, "A", lifetime=3)[0])
     resolvers = (parse_hostport(cfg.resolver),) if cfg.resolver else _system_resolvers()
     return World("live", cfg, (host, port), resolvers)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class use_world_resolver:

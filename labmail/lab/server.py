@@ -99,7 +99,7 @@ class Lab:
             self._create_world()
         self.student_origins.update(dns.name.from_text(self.spec.student_zone(s)) for s in self.world["students"])
 
-    def _save_world(self) -> None:
+    def save_world(self) -> None:
         atomic_write_text(self.world_path, json.dumps(self.world, indent=2) + "\n", mode=0o600)
 
     def _dkim_key(self, domain: str, selector: str) -> str:
@@ -120,7 +120,7 @@ class Lab:
         for origin, text in _world.build_zones(spec, _serial(), dkim).items():
             self.zones.add_zone_text(origin, text)
         self.keys.load()
-        self._save_world()
+        self.save_world()
 
     def provision(self, labels: list[str]) -> list[str]:
         """Give each new student (DNS label) a delegated zone, a TSIG key and a DKIM key; return the new ones.
@@ -144,7 +144,7 @@ class Lab:
             self._delegate(origin)
             self.student_origins.add(dns.name.from_text(origin))
             self.world["students"].append(label)
-            self._save_world()
+            self.save_world()
             new.append(label)
             log.info("provisioned student zone %s", origin)
         return new
@@ -202,7 +202,7 @@ class LabProcess:
             await self._bind(role, wanted, required=bool(role == "resolver" and preferred_port))
         if previous != self.ports:
             self.lab.world["ports"] = dict(self.ports)
-            self.lab._save_world()
+            self.lab.save_world()
         try:
             self.control_path.unlink()
         except FileNotFoundError:
