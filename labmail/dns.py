@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 __all__ = [
-    "Outcome", "Record", "LookupResult", "lookup", "records", "mail_records", "MailRecord",
+    "Outcome", "Record", "LookupResult", "lookup", "Resolver", "records", "mail_records", "MailRecord",
     "ZonePanel", "Change", "panel", "export_zone", "use_world_resolver",
 ]
 
@@ -300,6 +300,47 @@ def _ask(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recursio
     except (OSError, dns.exception.DNSException) as exc:
         return LookupResult(qname.to_text(), dns.rdatatype.to_text(rdtype), Outcome.ERROR, server=label, rcode=type(exc).__name__)
     return _interpret(qname, rdtype, response, label, time.perf_counter() - start)
+
+
+class Resolver:
+    """A DNS client for the authentication engines (SPF, DKIM, DMARC): one world's resolver, bounded waits.
+
+    ``query()`` never raises for DNS outcomes: it returns a :class:`LookupResult` whose
+    ``outcome`` says NXDOMAIN, NODATA, TIMEOUT… ``exchange`` replaces the network (a function
+    from a query message to a response message), e.g. to ask the lab's DNS engine in-process.
+
+    >>> res = Resolver(world=current())            # doctest: +SKIP
+    >>> res.query("gmail.test", "MX").values       # doctest: +SKIP
+    ['5 gmail-smtp-in.l.gmail.test.']
+    """
+
+    def __init__(self, servers: list[tuple[str, int]] | None = None, *, world: World | None = None,
+                 timeout: float = 2.0, exchange=None) -> None:
+        if exchange is None and not servers:
+            servers = list((world or current()).resolvers)
+        self.servers = list(servers or [])
+        self.timeout = timeout
+        self.exchange = exchange
+        self.count = 0
+
+    def query(self, name: str | dns.name.Name, rdtype: str | int) -> LookupResult:
+        qtype = _check_type(rdtype)
+        try:
+            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name.rstrip(".") + ".")
+        except dns.exception.DNSException:
+            return LookupResult(str(name), dns.rdatatype.to_text(qtype), Outcome.ERROR, rcode="bad name")
+        self.count += 1
+        if self.exchange is not None:
+            start = time.perf_counter()
+            query = dns.message.make_query(qname, qtype)
+            return _interpret(qname, qtype, self.exchange(query), "lab", time.perf_counter() - start)
+        result = None
+        for server in self.servers:
+            result = _ask(qname, qtype, server, recursion=True, timeout=self.timeout)
+            if result.outcome not in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.SERVFAIL):
+                return result
+        assert result is not None
+        return result
 
 
 def lookup(name: str, rdtype: str | int = "A", *, authoritative: bool = False, world: World | None = None,

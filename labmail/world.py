@@ -121,8 +121,17 @@ def current(config: Config | None = None) -> World:
     """The world of the configuration; in the local world the lab must be running."""
     cfg = config if config is not None else load()
     if cfg.world == "local":
+        from .lab import PROTOCOL
+
         try:
             run = json.loads((cfg.state_dir / "run.json").read_text(encoding="utf-8"))
+            if run.get("protocol") != PROTOCOL:
+                raise LabError(
+                    "Le lab en marche vient d'une autre version de labmail : relancez-le (labmail lab stop puis "
+                    "labmail lab start, ou labmail.lab.ensure()).",
+                    "The running lab comes from another version of labmail: restart it (labmail lab stop then "
+                    "labmail lab start, or labmail.lab.ensure()).",
+                )
             host = run["host"]
             resolver = (host, int(run["ports"]["resolver"]))
             server = (host, int(run["ports"]["students"]))

@@ -85,6 +85,17 @@ def test_state_survives_restart_on_the_same_port(own_lab):
     assert r.answer[0][0].strings == (b"kept",)
 
 
+def test_a_lab_from_another_version_is_restarted(own_lab, monkeypatch):
+    old = lab.start(own_lab)
+    monkeypatch.setattr(lab, "PROTOCOL", lab.PROTOCOL + 1)  # this client is "newer" than the running lab
+    seen = lab.status(own_lab)
+    assert seen.running and not seen.compatible and "autre version" in str(seen)
+    with pytest.raises(LabError, match="autre version"):
+        lab.provision(own_lab)
+    new = lab.start(own_lab)
+    assert new.pid != old.pid
+
+
 def test_reset_returns_to_step_zero_with_new_keys(own_lab):
     status = lab.start(own_lab)
     old_key = student_key(own_lab)

@@ -34,6 +34,7 @@ from ..i18n import tr
 __all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file"]
 
 _children: dict[int, subprocess.Popen] = {}
+PROTOCOL = 2  # version of what the lab process reports (run.json, control replies)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class LabStatus:
     students: tuple[str, ...] = ()
     zones: tuple[str, ...] = field(default=(), repr=False)
     started: str | None = None
+    compatible: bool = True
 
     @property
     def log_path(self) -> Path:
@@ -69,6 +71,11 @@ class LabStatus:
         }
 
     def __str__(self) -> str:
+        if self.running and not self.compatible:
+            return tr(f"Lab démarré par une autre version de labmail (pid {self.pid}) : relancez-le avec "
+                      "« labmail lab stop » puis « labmail lab start ».",
+                      f"Lab started by another version of labmail (pid {self.pid}): restart it with "
+                      "\"labmail lab stop\" then \"labmail lab start\".")
         if not self.running:
             return tr(
                 f"Lab arrêté (dossier d'état {self.state_dir}). Démarrez-le avec « labmail lab start ».",
@@ -119,6 +126,8 @@ def _control_path(state_dir: Path) -> Path:
 
 
 def _status_from(state_dir: Path, info: dict) -> LabStatus:
+    if info.get("protocol") != PROTOCOL:  # a lab started by another version of labmail: restart it
+        return LabStatus(running=True, state_dir=state_dir, pid=info.get("pid"), compatible=False)
     return LabStatus(
         running=True,
         state_dir=state_dir,
@@ -162,6 +171,9 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
     """
     cfg = _cfg(config)
     current = status(cfg)
+    if current.running and not current.compatible:
+        stop(cfg)  # started by an older labmail: restart it on the same state
+        current = status(cfg)
     if current.running:
         return provision(cfg) if cfg.prenom and cfg.prenom not in current.students else current
     if cfg.world != "local":
@@ -271,7 +283,7 @@ def provision(config: Config | None = None, students: list[str] | None = None) -
     """Make sure the running lab has a zone, TSIG key and DKIM key for each student."""
     cfg = _cfg(config)
     labels = list(students) if students is not None else ([cfg.prenom] if cfg.prenom else [])
-    current = status(cfg)
+    current = _check_compatible(status(cfg))
     if not current.running:
         raise LabError("Le lab n'est pas démarré : labmail.lab.ensure() ou « labmail lab start ».",
                        "The lab is not running: labmail.lab.ensure() or \"labmail lab start\".")
@@ -280,6 +292,17 @@ def provision(config: Config | None = None, students: list[str] | None = None) -
         err = reply.get("error", {})
         raise LabError(err.get("fr", "erreur"), err.get("en"))
     return _status_from(cfg.state_dir, reply["status"])
+
+
+def _check_compatible(current: LabStatus) -> LabStatus:
+    if current.running and not current.compatible:
+        raise LabError(
+            "Le lab en marche a été démarré par une autre version de labmail : relancez-le (labmail lab stop, puis "
+            "labmail lab start, ou labmail.lab.ensure()).",
+            "The running lab was started by another version of labmail: restart it (labmail lab stop, then "
+            "labmail lab start, or labmail.lab.ensure()).",
+        )
+    return current
 
 
 def ensure(config: Config | None = None) -> LabStatus | None:

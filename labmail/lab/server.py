@@ -231,8 +231,11 @@ class LabProcess:
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)
+        from . import PROTOCOL
+
         return {
             "pid": os.getpid(),
+            "protocol": PROTOCOL,
             "version": __version__,
             "started": self.started,
             "host": LISTEN_HOST,
