@@ -1,0 +1,599 @@
+"""Header forensics: Authentication-Results, Received hops, ARC, and one :func:`analyze` that explains a message.
+
+* :func:`parse_authentication_results` is tolerant (RFC 8601): it keeps comments such as Gmail's
+  ``(p=QUARANTINE sp=QUARANTINE dis=NONE)``, accepts Microsoft 365's form without authserv-id, and keeps
+  unknown methods (``compauth``, ``bimi``…). :func:`make_authentication_results` writes the lab's headers.
+* :func:`parse_received` reads a ``Received`` line (from, by, via, with, id, for, date; TLS and
+  authentication from ``with`` ESMTPS/ESMTPSA); :func:`hops` lists a message's hops, oldest first, with
+  the delay between them and clock skew flagged.
+* :func:`analyze` gives one :class:`Report`: headers, SPF/DKIM/DMARC verdicts (recomputed when DNS and the
+  envelope are available, else read from the headers) and a diagnosis — what is wrong, why, how to fix it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes, policy
+from typing import TYPE_CHECKING
+
+from .errors import LabmailError
+from .i18n import Text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from .dns import Resolver
+
+__all__ = ["AuthResults", "MethodResult", "parse_authentication_results", "make_authentication_results", "Hop",
+           "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "verify_arc"]
+
+
+# ---------------------------------------------------------------------------
+# Authentication-Results (RFC 8601)
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodResult:
+    """One ``method=result`` of an Authentication-Results header, with its properties and comments."""
+
+    method: str
+    result: str
+    version: str | None = None
+    reason: str | None = None
+    properties: dict = field(default_factory=dict)
+    comments: tuple[str, ...] = ()
+
+    def get(self, prop: str, default: str | None = None) -> str | None:
+        return self.properties.get(prop, default)
+
+
+@dataclass(frozen=True)
+class AuthResults:
+    """A parsed Authentication-Results header."""
+
+    authserv_id: str | None
+    version: str | None
+    results: tuple[MethodResult, ...]
+    raw: str = ""
+
+    def get(self, method: str) -> MethodResult | None:
+        """The first result of ``method`` (``"spf"``, ``"dkim"``, ``"dmarc"``…)."""
+        return next((r for r in self.results if r.method == method.lower()), None)
+
+    def all(self, method: str) -> list[MethodResult]:
+        return [r for r in self.results if r.method == method.lower()]
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame([{"serveur": self.authserv_id, "méthode": r.method, "résultat": r.result, "raison": r.reason,
+                              "propriétés": " ".join(f"{k}={v}" for k, v in r.properties.items()),
+                              "commentaires": " ".join(r.comments)} for r in self.results],
+                            columns=["serveur", "méthode", "résultat", "raison", "propriétés", "commentaires"])
+
+
+def _split_cfws(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Split on ';' outside quotes and comments; return [(segment text without comments, comments)]."""
+    segments: list[tuple[str, list[str]]] = []
+    current, comments, comment = [], [], []
+    depth, quoted, escape = 0, False, False
+    for ch in text:
+        if escape:
+            (comment if depth else current).append(ch)
+            escape = False
+            continue
+        if ch == "\\" and (quoted or depth):
+            escape = True
+            (comment if depth else current).append(ch)
+            continue
+        if depth:
+            if ch == "(":
+                depth += 1
+                comment.append(ch)
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    comments.append("".join(comment).strip())
+                    comment = []
+                    current.append(" ")
+                else:
+                    comment.append(ch)
+            else:
+                comment.append(ch)
+            continue
+        if ch == '"':
+            quoted = not quoted
+            current.append(ch)
+        elif ch == "(" and not quoted:
+            depth = 1
+        elif ch == ";" and not quoted:
+            segments.append(("".join(current), comments))
+            current, comments = [], []
+        else:
+            current.append(ch)
+    if comment:
+        comments.append("".join(comment).strip())
+    segments.append(("".join(current), comments))
+    return segments, []
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r'[^\s"=]+="(?:[^"\\]|\\.)*"|"(?:[^"\\]|\\.)*"|[^\s]+', text)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def parse_authentication_results(value: str) -> AuthResults:
+    """Parse an Authentication-Results header value (or a whole ``Authentication-Results: …`` line), tolerantly."""
+    text = re.sub(r"\r?\n[ \t]+", " ", value or "").strip()
+    text = re.sub(r"(?i)^(arc-)?authentication-results:\s*", "", text)
+    text = re.sub(r"^i=\d+\s*;\s*", "", text)  # ARC-Authentication-Results instance
+    segments, _ = _split_cfws(text)
+    authserv, version = None, None
+    first, first_comments = segments[0]
+    rest = segments[1:]
+    first_tokens = _tokens(first)
+    if first_tokens and "=" not in first_tokens[0]:
+        authserv = first_tokens[0]
+        if len(first_tokens) > 1 and first_tokens[1].isdigit():
+            version = first_tokens[1]
+    else:  # Microsoft 365: no authserv-id, the first segment is already a result
+        rest = segments
+    results = []
+    for segment, comments in rest:
+        tokens = _tokens(segment)
+        if not tokens or tokens == ["none"]:
+            continue
+        head = tokens[0]
+        if "=" not in head:
+            continue
+        method, _, result = head.partition("=")
+        method_version = None
+        if "/" in method:
+            method, _, method_version = method.partition("/")
+        reason, props = None, {}
+        for token in tokens[1:]:
+            key, sep, val = token.partition("=")
+            if not sep:
+                continue
+            if key.lower() == "reason":
+                reason = _unquote(val)
+            else:
+                props[key.lower()] = _unquote(val)
+        results.append(MethodResult(method.lower(), _unquote(result).lower(), method_version, reason, props, tuple(comments)))
+    return AuthResults(authserv, version, tuple(results), text)
+
+
+def make_authentication_results(authserv_id: str, results: list[MethodResult]) -> str:
+    """Write an Authentication-Results value (RFC 8601) — ``authserv-id; method=result (comment) ptype.prop=value; …``."""
+    if not results:
+        return f"{authserv_id}; none"
+    parts = [authserv_id]
+    for r in results:
+        piece = f"{r.method}={r.result}"
+        for comment in r.comments:
+            piece += f" ({comment.replace('(', '[').replace(')', ']')})"
+        if r.reason:
+            piece += ' reason="' + r.reason.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for key, val in r.properties.items():
+            val = str(val)
+            if not re.fullmatch(r"[A-Za-z0-9@._+\-/=:]+", val):
+                val = '"' + val.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            piece += f" {key}={val}"
+        parts.append(piece)
+    return ";\r\n\t".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Received
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hop:
+    """One Received header: who handed the message to whom, how, and when."""
+
+    from_helo: str | None
+    from_rdns: str | None
+    from_ip: str | None
+    by: str | None
+    via: str | None
+    with_: str | None
+    id: str | None
+    for_: str | None
+    date: datetime | None
+    tls: bool
+    authenticated: bool
+    comments: tuple[str, ...]
+    raw: str
+
+
+_CLAUSES = ("from", "by", "via", "with", "id", "for")
+
+
+def parse_received(value: str) -> Hop:
+    """Parse one Received header value; missing parts are ``None``, never an exception."""
+    text = re.sub(r"\r?\n[ \t]+", " ", value or "").strip()
+    text = re.sub(r"(?i)^received:\s*", "", text)
+    head, date_text = text, None
+    if ";" in text:
+        head, date_text = text.rsplit(";", 1)
+    comments: list[str] = []
+
+    def strip_comments(s: str) -> str:
+        out, depth, buf = [], 0, []
+        for ch in s:
+            if ch == "(":
+                if depth:
+                    buf.append(ch)
+                depth += 1
+            elif ch == ")" and depth:
+                depth -= 1
+                if depth == 0:
+                    comments.append("".join(buf).strip())
+                    buf = []
+                    out.append(" \x00 ")
+                else:
+                    buf.append(ch)
+            elif depth:
+                buf.append(ch)
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    body = strip_comments(head)
+    tokens = body.split()
+    clauses: dict[str, list[str]] = {}
+    current = None
+    comment_index = 0
+    from_comment = None
+    for token in tokens:
+        if token == "\x00":
+            if current == "from" and from_comment is None and comment_index < len(comments):
+                from_comment = comments[comment_index]
+            comment_index += 1
+            continue
+        if token.lower() in _CLAUSES and token.lower() not in clauses:
+            current = token.lower()
+            clauses[current] = []
+            continue
+        if current:
+            clauses[current].append(token)
+    helo = clauses.get("from", [None])[0] if clauses.get("from") else None
+    rdns = ip = None
+    if from_comment:
+        m = re.search(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", from_comment)
+        if m:
+            ip = m.group(1)
+            before = from_comment[: m.start()].strip().split()
+            rdns = before[-1] if before else None
+            if rdns in ("unknown", "HELO"):
+                rdns = None
+    if ip is None and helo:
+        m = re.fullmatch(r"\[?(?:IPv6:)?([0-9A-Fa-f:.]+)\]?", helo)
+        if m and (":" in m.group(1) or m.group(1).count(".") == 3):
+            ip = m.group(1)
+    date = None
+    if date_text:
+        try:
+            date = email.utils.parsedate_to_datetime(date_text.strip())
+        except (TypeError, ValueError, IndexError):
+            date = None
+        if date is not None and date.tzinfo is None:
+            date = None
+    with_ = " ".join(clauses.get("with", [])) or None
+    proto = (with_ or "").upper().split()[0] if with_ else ""
+    joined = " ".join(comments).lower()
+    tls = proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS")) or "using tls" in joined or "tls" in proto
+    auth = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or "authenticated sender" in joined
+    by = clauses.get("by", [None])[0] if clauses.get("by") else None
+    for_ = " ".join(clauses.get("for", [])).strip("<>") or None
+    return Hop(helo, rdns, ip, by, " ".join(clauses.get("via", [])) or None, with_,
+               " ".join(clauses.get("id", [])) or None, for_, date, tls, auth, tuple(comments), text)
+
+
+def _message(raw: bytes | str):
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return message_from_bytes(data, policy=policy.compat32)
+
+
+def hops(raw: bytes | str) -> "pandas.DataFrame":
+    """The message's hops as a DataFrame, oldest first: from, IP, by, protocol, TLS, auth, date, delay, skew."""
+    import pandas as pd
+
+    rows = _hop_rows(raw)
+    return pd.DataFrame(rows, columns=["étape", "de", "ip", "par", "protocole", "tls", "authentifié", "date", "délai_s",
+                                       "décalage_horloge"])
+
+
+def _hop_rows(raw: bytes | str) -> list[dict]:
+    msg = _message(raw)
+    parsed = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
+    rows, previous = [], None
+    for index, hop in enumerate(parsed, 1):
+        delay = None
+        if hop.date is not None and previous is not None:
+            delay = (hop.date - previous).total_seconds()
+        rows.append({"étape": index, "de": hop.from_helo, "ip": hop.from_ip, "par": hop.by, "protocole": hop.with_,
+                     "tls": hop.tls, "authentifié": hop.authenticated, "date": hop.date, "délai_s": delay,
+                     "décalage_horloge": bool(delay is not None and delay < 0)})
+        if hop.date is not None:
+            previous = hop.date
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# ARC
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ARCResult:
+    """The ARC chain: ``cv`` (none, pass, fail) and one row per instance."""
+
+    cv: str
+    reason: str
+    instances: tuple[dict, ...]
+
+
+def verify_arc(raw: bytes | str, *, resolver: "Resolver | None" = None, world=None) -> ARCResult:
+    """Verify the ARC chain (RFC 8617) with dkimpy, keys fetched through the world's DNS."""
+    import dkim
+
+    from .dns import Resolver
+
+    resolver = resolver or Resolver(world=world)
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+
+    def dnsfunc(name, timeout=5):
+        answer = resolver.query(name.decode().rstrip("."), "TXT")
+        return answer.records[0].value.encode() if answer.records else None
+
+    try:
+        cv, results, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
+    except dkim.DKIMException as exc:
+        return ARCResult("fail", str(exc), ())
+    rows = tuple({k.decode() if isinstance(k, bytes) else k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.items()}
+                 for r in results)
+    return ARCResult(cv.decode() if isinstance(cv, bytes) else str(cv), str(reason), rows)
+
+
+# ---------------------------------------------------------------------------
+# analyze()
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Envelope:
+    """What the receiving server saw: client address, HELO, MAIL FROM."""
+
+    ip: str
+    mail_from: str
+    helo: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: severity, what is wrong, why it matters, how to fix it, and the RFC."""
+
+    severity: str  # error, warning, info, ok
+    what: Text
+    why: Text
+    fix: Text
+    rfc: str = ""
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.what} — {self.why} → {self.fix} [{self.rfc}]"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything :func:`analyze` found about one message."""
+
+    headers: list[tuple[str, str]] = field(repr=False)
+    from_domain: str | None
+    spf: str
+    spf_domain: str | None
+    dkim: tuple[tuple[str, str], ...]
+    dmarc: str
+    source: str  # "recomputed" or "headers"
+    authentication_results: tuple[AuthResults, ...]
+    findings: tuple[Finding, ...]
+    spf_detail: object = None
+    dkim_detail: tuple = ()
+    dmarc_detail: object = None
+    hop_rows: tuple[dict, ...] = ()
+
+    def headers_frame(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame([{"en-tête": k, "valeur": v} for k, v in self.headers], columns=["en-tête", "valeur"])
+
+    def hops_frame(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(list(self.hop_rows))
+
+    def findings_frame(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame([{"gravité": f.severity, "constat": str(f.what), "pourquoi": str(f.why), "correction": str(f.fix),
+                              "RFC": f.rfc} for f in self.findings], columns=["gravité", "constat", "pourquoi", "correction", "RFC"])
+
+    def __str__(self) -> str:
+        dkim_text = ", ".join(f"{d}:{r}" for d, r in self.dkim) or "none"
+        lines = [f"spf={self.spf} dkim={dkim_text} dmarc={self.dmarc} header.from={self.from_domain} ({self.source})"]
+        lines += [str(f) for f in self.findings]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        colors = {"error": "#b00020", "warning": "#b26b00", "info": "#555", "ok": "#1b7f3b"}
+        rows = "".join(f"<tr><td style='color:{colors.get(f.severity, '#555')}'>{f.severity}</td><td>{html.escape(str(f.what))}</td>"
+                       f"<td>{html.escape(str(f.why))}</td><td>{html.escape(str(f.fix))}</td><td>{f.rfc}</td></tr>" for f in self.findings)
+        dkim_text = ", ".join(f"{d}:{r}" for d, r in self.dkim) or "none"
+        return (f"<div><b>spf={self.spf} dkim={html.escape(dkim_text)} dmarc={self.dmarc}</b> header.from="
+                f"{html.escape(self.from_domain or '')} <small>({self.source})</small><table><tr><th></th><th>constat</th>"
+                f"<th>pourquoi</th><th>correction</th><th>RFC</th></tr>{rows}</table></div>")
+
+
+def _domain_of(address: str | None) -> str | None:
+    if not address:
+        return None
+    _name, addr = email.utils.parseaddr(address)
+    if "@" not in addr:
+        return None
+    return addr.rsplit("@", 1)[1].strip().rstrip(".").lower() or None
+
+
+def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Resolver | None" = None, world=None,
+            recompute: bool = True, authserv_id: str | None = None) -> Report:
+    """Analyse a received message: verdicts (recomputed if possible, else read from headers) and a diagnosis.
+
+    With an ``envelope`` (client IP, HELO, MAIL FROM) and a DNS, SPF is recomputed; DKIM needs only DNS;
+    DMARC is computed from both. Without DNS (``recompute=False``) the verdicts are read from the
+    Authentication-Results header (the topmost one, or the one of ``authserv_id``).
+    """
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if not data.strip():
+        raise LabmailError("Message vide : collez la source complète du message (en-têtes compris).",
+                           "Empty message: paste the full source of the message (headers included).")
+    msg = _message(data)
+    headers = [(k, re.sub(r"\r?\n[ \t]+", " ", str(v))) for k, v in msg.items()]
+    from_domain = _domain_of(msg.get("From"))
+    ars = tuple(parse_authentication_results(str(v)) for v in msg.get_all("Authentication-Results", []))
+    chosen = next((a for a in ars if authserv_id and a.authserv_id == authserv_id), ars[0] if ars else None)
+    findings: list[Finding] = []
+    spf_detail = dmarc_detail = None
+    dkim_detail: tuple = ()
+    if recompute and (resolver is not None or world is not None or _world_available()):
+        from . import dkim as _dkim
+        from . import dmarc as _dmarc
+        from . import spf as _spf
+        from .dns import Resolver
+
+        resolver = resolver or Resolver(world=world)
+        source = "recomputed"
+        if envelope is not None:
+            spf_detail = _spf.evaluate(envelope.ip, envelope.mail_from, envelope.helo, resolver=resolver)
+            spf, spf_domain = spf_detail.result.value, spf_detail.domain
+        else:
+            got = chosen.get("spf") if chosen else None
+            spf = got.result if got else "none"
+            spf_domain = (got.get("smtp.mailfrom") or "").rsplit("@", 1)[-1] or None if got else None
+        dkim_detail = tuple(_dkim.verify(data, resolver=resolver))
+        dkim_pairs = tuple((c.domain, c.result if c.counts_for_dmarc or c.result != "pass" else "pass (t=y)") for c in dkim_detail)
+        if from_domain:
+            dmarc_detail = _dmarc.evaluate(from_domain, spf_result=spf, spf_domain=spf_domain,
+                                           dkim=[(c.domain, "pass" if c.counts_for_dmarc else c.result) for c in dkim_detail],
+                                           resolver=resolver)
+            dmarc = dmarc_detail.result
+        else:
+            dmarc = "permerror"
+    else:
+        source = "headers"
+        spf_r = chosen.get("spf") if chosen else None
+        spf = spf_r.result if spf_r else "none"
+        spf_domain = ((spf_r.get("smtp.mailfrom") or spf_r.get("smtp.helo") or "").rsplit("@", 1)[-1] or None) if spf_r else None
+        dkim_pairs = tuple((r.get("header.d") or (r.get("header.i") or "").lstrip("@") or "?", r.result)
+                           for r in (chosen.all("dkim") if chosen else []))
+        dmarc_r = chosen.get("dmarc") if chosen else None
+        dmarc = dmarc_r.result if dmarc_r else "none"
+    findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope)
+    return Report(headers, from_domain, spf, spf_domain, dkim_pairs, dmarc, source, ars, tuple(findings), spf_detail,
+                  dkim_detail, dmarc_detail, tuple(_hop_rows(data)))
+
+
+def _world_available() -> bool:
+    try:
+        from .world import current
+
+        current()
+        return True
+    except LabmailError:
+        return False
+
+
+def _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope) -> list[Finding]:
+    out: list[Finding] = []
+    if spf == "pass":
+        out.append(Finding("ok", Text(f"SPF pass pour {spf_domain}", f"SPF pass for {spf_domain}"),
+                           Text("le serveur d'envoi est autorisé par le domaine", "the sending server is authorised by the domain"),
+                           Text("rien à faire", "nothing to do"), "RFC 7208 §2.6.3"))
+    elif spf in ("fail", "softfail"):
+        reason = spf_detail.reason if spf_detail is not None else Text("", "")
+        ip = envelope.ip if envelope else "ADRESSE_IP_SERVEUR"
+        out.append(Finding("error" if spf == "fail" else "warning",
+                           Text(f"SPF {spf} pour {spf_domain} : {reason.fr}", f"SPF {spf} for {spf_domain}: {reason.en}"),
+                           Text("le serveur qui a envoyé n'est pas dans l'enregistrement SPF du domaine",
+                                "the sending server is not in the domain's SPF record"),
+                           Text(f"ajoutez « ip4:{ip} » (ou « mx ») à l'enregistrement SPF de {spf_domain}",
+                                f"add \"ip4:{ip}\" (or \"mx\") to the SPF record of {spf_domain}"), "RFC 7208 §5"))
+    elif spf == "none":
+        out.append(Finding("warning", Text(f"pas de SPF pour {spf_domain}", f"no SPF for {spf_domain}"),
+                           Text("les destinataires ne peuvent pas savoir quels serveurs envoient pour ce domaine",
+                                "receivers cannot tell which servers send for this domain"),
+                           Text(f"publiez « v=spf1 ip4:ADRESSE_IP_SERVEUR -all » en TXT sur {spf_domain}",
+                                f"publish \"v=spf1 ip4:SERVER_IP -all\" as TXT on {spf_domain}"), "RFC 7208 §3"))
+    elif spf in ("permerror", "temperror"):
+        reason = spf_detail.reason if spf_detail is not None else Text("", "")
+        out.append(Finding("error", Text(f"SPF {spf} : {reason.fr}", f"SPF {spf}: {reason.en}"),
+                           Text("l'enregistrement SPF ne peut pas être évalué", "the SPF record cannot be evaluated"),
+                           Text("corrigez l'enregistrement (labmail.spf.lint)", "fix the record (labmail.spf.lint)"), "RFC 7208 §2.6"))
+    if not dkim_pairs:
+        out.append(Finding("warning", Text("message non signé (pas de DKIM-Signature)", "unsigned message (no DKIM-Signature)"),
+                           Text("sans DKIM, rien ne prouve que le message n'a pas été modifié ; DMARC ne peut s'appuyer que sur SPF",
+                                "without DKIM nothing proves the message was not altered; DMARC can only rely on SPF"),
+                           Text("activez la signature DKIM et publiez la clé à <sélecteur>._domainkey", "enable DKIM signing and publish "
+                                "the key at <selector>._domainkey"), "RFC 6376"))
+    for check in dkim_detail:
+        if check.result != "pass":
+            out.append(Finding("error", Text(f"DKIM {check.result} (d={check.domain}) : {check.reason.fr}",
+                                             f"DKIM {check.result} (d={check.domain}): {check.reason.en}"),
+                               Text("la signature ne peut pas être validée", "the signature cannot be validated"),
+                               Text({"key-not-found": "publiez la clé DKIM au nom indiqué",
+                                     "body-hash": "ne modifiez pas le message après la signature (pied de page ajouté ?)",
+                                     "key-invalid": "republiez la clé en une seule entrée TXT, chaînes de 255 caractères, sans guillemets"}
+                                    .get(check.code, "voir la raison"),
+                                    {"key-not-found": "publish the DKIM key at that name",
+                                     "body-hash": "do not change the message after signing (footer added?)",
+                                     "key-invalid": "publish the key again as one TXT record, 255-character strings, no quotes"}
+                                    .get(check.code, "see the reason")), check.rfc))
+        elif check.appended:
+            out.append(Finding("warning", Text(f"DKIM l= : du texte a été ajouté après la partie signée ({len(check.appended)} caractères)",
+                                               f"DKIM l=: text was added after the signed part ({len(check.appended)} characters)"),
+                               Text("n'importe qui peut ajouter du contenu sans casser la signature",
+                                    "anyone can add content without breaking the signature"),
+                               Text("ne signez pas avec l=", "do not sign with l="), "RFC 6376 §8.2"))
+    if dmarc == "pass":
+        out.append(Finding("ok", Text("DMARC pass", "DMARC pass"), Text("SPF ou DKIM passe et est aligné avec le From",
+                                                                         "SPF or DKIM passes and is aligned with From"),
+                           Text("rien à faire", "nothing to do"), "RFC 9989"))
+    elif dmarc == "fail":
+        disposition = dmarc_detail.disposition if dmarc_detail is not None else "?"
+        out.append(Finding("error", Text(f"DMARC fail (traitement : {disposition})", f"DMARC fail (disposition: {disposition})"),
+                           Text("ni SPF ni DKIM ne passent avec un domaine aligné sur le From",
+                                "neither SPF nor DKIM pass with a domain aligned with From"),
+                           Text(f"faites passer SPF ou DKIM pour {from_domain} (ou un domaine aligné)",
+                                f"make SPF or DKIM pass for {from_domain} (or an aligned domain)"), "RFC 9989"))
+    elif dmarc == "none" and from_domain:
+        out.append(Finding("warning", Text(f"pas de politique DMARC pour {from_domain}", f"no DMARC policy for {from_domain}"),
+                           Text("les destinataires ne savent pas quoi faire d'un message usurpant ce domaine",
+                                "receivers do not know what to do with mail forging this domain"),
+                           Text(f"publiez « v=DMARC1; p=quarantine » en TXT sur _dmarc.{from_domain}",
+                                f"publish \"v=DMARC1; p=quarantine\" as TXT on _dmarc.{from_domain}"), "RFC 9989 §4"))
+    if dmarc_detail is not None:
+        for verdict in (dmarc_detail.rfc9989,):
+            for note in verdict.notes:
+                out.append(Finding("info", note, Text("", ""), Text("", ""), "RFC 9989"))
+    for name in ("Message-ID", "Date"):
+        if msg.get(name) is None:
+            out.append(Finding("warning", Text(f"en-tête {name} absent", f"{name} header missing"),
+                               Text("les grands fournisseurs y voient un signe de spam", "large providers see it as a spam sign"),
+                               Text(f"ajoutez {name} (le MSA le fait d'habitude)", f"add {name} (the MSA usually does)"), "RFC 5322 §3.6"))
+    return out
+
+
