@@ -21,9 +21,11 @@
 from __future__ import annotations
 
 import enum
+import functools
 import html
 import ipaddress
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
@@ -134,8 +136,11 @@ class Record:
 
 
 def _value_text(rdata: dns.rdata.Rdata) -> str:
-    if rdata.rdtype in (dns.rdatatype.TXT, dns.rdatatype.SPF):
+    rdtype = rdata.rdtype
+    if rdtype in (dns.rdatatype.TXT, dns.rdatatype.SPF):
         return b"".join(rdata.strings).decode("utf-8", "replace")  # type: ignore[attr-defined]
+    if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        return rdata.address  # type: ignore[attr-defined]
     return rdata.to_text()
 
 
@@ -153,6 +158,7 @@ class LookupResult:
     authoritative: bool = False
     rcode: str = "NOERROR"
     elapsed_ms: float = 0.0
+    additional: tuple[Record, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -231,6 +237,7 @@ def _check_query_name(name: str) -> dns.name.Name:
     return qname
 
 
+@functools.lru_cache(maxsize=256)
 def _check_type(rdtype: str | int) -> int:
     try:
         value = dns.rdatatype.from_text(rdtype) if isinstance(rdtype, str) else dns.rdatatype.RdataType.make(rdtype)
@@ -253,22 +260,30 @@ def _query(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recurs
 def _interpret(qname: dns.name.Name, rdtype: int, response: dns.message.Message, server: str, elapsed: float) -> LookupResult:
     rcode = response.rcode()
     aa = bool(response.flags & dns.flags.AA)
+    answer = {}
+    for rr in response.answer:
+        answer.setdefault((rr.name, rr.rdtype), rr)
+
+    def rows(rrset) -> list[Record]:
+        name, rtype = rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype)
+        return [Record(name, rrset.ttl, rtype, _value_text(r), r) for r in rrset]
+
     records: list[Record] = []
     cnames: list[Record] = []
     current_name = qname
     for _ in range(10):
-        rrset = response.get_rrset(response.answer, current_name, dns.rdataclass.IN, rdtype)
+        rrset = answer.get((current_name, rdtype))
         if rrset is not None:
-            records += [Record.from_rdata(rrset.name, rrset.ttl, r) for r in rrset]
+            records += rows(rrset)
             break
-        cname = response.get_rrset(response.answer, current_name, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        cname = answer.get((current_name, dns.rdatatype.CNAME))
         if cname is None or rdtype == dns.rdatatype.CNAME:
             break
-        cnames.append(Record.from_rdata(cname.name, cname.ttl, cname[0]))
+        cnames += rows(cname)[:1]
         current_name = cname[0].target
     if rdtype == dns.rdatatype.ANY:
-        records = [Record.from_rdata(rr.name, rr.ttl, r) for rr in response.answer for r in rr]
-    soa = next((Record.from_rdata(rr.name, rr.ttl, rr[0]) for rr in response.authority if rr.rdtype == dns.rdatatype.SOA), None)
+        records = [rec for rr in response.answer for rec in rows(rr)]
+    soa = next((rows(rr)[0] for rr in response.authority if rr.rdtype == dns.rdatatype.SOA), None)
     if rcode == dns.rcode.NXDOMAIN:
         outcome = Outcome.NXDOMAIN
     elif rcode == dns.rcode.NOERROR:
@@ -284,8 +299,9 @@ def _interpret(qname: dns.name.Name, rdtype: int, response: dns.message.Message,
         outcome = Outcome.REFUSED
     else:
         outcome = Outcome.ERROR
+    additional = tuple(rec for rr in response.additional if rr.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rec in rows(rr))
     return LookupResult(qname.to_text(), dns.rdatatype.to_text(rdtype), outcome, tuple(records), tuple(cnames), soa,
-                        server, aa, dns.rcode.to_text(rcode), round(elapsed * 1000, 2))
+                        server, aa, dns.rcode.to_text(rcode), round(elapsed * 1000, 2), additional)
 
 
 def _ask(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recursion: bool, timeout: float) -> LookupResult:
@@ -322,6 +338,7 @@ class Resolver:
         self.timeout = timeout
         self.exchange = exchange
         self.count = 0
+        self._sockets: dict[int, socket.socket] = {}
 
     def query(self, name: str | dns.name.Name, rdtype: str | int) -> LookupResult:
         qtype = _check_type(rdtype)
@@ -336,11 +353,51 @@ class Resolver:
             return _interpret(qname, qtype, self.exchange(query), "lab", time.perf_counter() - start)
         result = None
         for server in self.servers:
-            result = _ask(qname, qtype, server, recursion=True, timeout=self.timeout)
+            result = self._ask(qname, qtype, server)
             if result.outcome not in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.SERVFAIL):
                 return result
         assert result is not None
         return result
+
+    def _ask(self, qname: dns.name.Name, qtype: int, server: tuple[str, int]) -> LookupResult:
+        """One query over a UDP socket kept open by this resolver (TCP when the answer is truncated)."""
+        label = f"{server[0]}#{server[1]}"
+        start = time.perf_counter()
+        query = dns.message.make_query(qname, qtype)  # no EDNS, as dnspython's resolver: truncated answers go to TCP
+        try:
+            sock = self._socket(server[0])
+            response = dns.query.udp(query, server[0], timeout=self.timeout, port=server[1], sock=sock,
+                                     ignore_unexpected=True, raise_on_truncation=False)
+            if response.flags & dns.flags.TC:
+                response = dns.query.tcp(query, server[0], timeout=self.timeout, port=server[1])
+        except dns.exception.Timeout:
+            return LookupResult(qname.to_text(), dns.rdatatype.to_text(qtype), Outcome.TIMEOUT, server=label, rcode="-")
+        except ConnectionRefusedError:
+            return LookupResult(qname.to_text(), dns.rdatatype.to_text(qtype), Outcome.UNREACHABLE, server=label, rcode="-")
+        except (OSError, dns.exception.DNSException) as exc:
+            self._close()
+            return LookupResult(qname.to_text(), dns.rdatatype.to_text(qtype), Outcome.ERROR, server=label, rcode=type(exc).__name__)
+        return _interpret(qname, qtype, response, label, time.perf_counter() - start)
+
+    def _socket(self, host: str) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = self._sockets.get(family)
+        if sock is None:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sockets[family] = sock
+        return sock
+
+    def _close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    def __del__(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            pass
 
 
 def lookup(name: str, rdtype: str | int = "A", *, authoritative: bool = False, world: World | None = None,

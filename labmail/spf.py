@@ -19,6 +19,7 @@ where pyspf departs from the RFC the difference is documented there.
 from __future__ import annotations
 
 import enum
+import functools
 import html
 import ipaddress
 import re
@@ -264,6 +265,12 @@ def parse(record: str) -> list[Term]:
     return terms
 
 
+@functools.lru_cache(maxsize=2048)
+def _parsed(record: str) -> tuple[Term, ...]:
+    """parse() memoized: a receiving server sees the same few records again and again (terms are immutable)."""
+    return tuple(parse(record))
+
+
 # ---------------------------------------------------------------------------
 # Macros (RFC 7208 §7)
 # ---------------------------------------------------------------------------
@@ -418,12 +425,24 @@ class _Context:
                              f"DNS error on {name} {rdtype} ({result.outcome.value})"))
         if rdatas:
             self.cache[key] = result
+            if rdtype == "MX":  # addresses of the MX hosts from the additional section: no extra query (as pyspf)
+                self._cache_additional(result)
         elif count_void:
             self.voids += 1
             if self.voids > MAX_VOID_LOOKUPS:
                 raise _Perm(Text(f"plus de {MAX_VOID_LOOKUPS} requêtes DNS sans réponse (« void lookups »)",
                                  f"more than {MAX_VOID_LOOKUPS} DNS queries with no answer (void lookups)"), "RFC 7208 §4.6.4")
         return rdatas
+
+    def _cache_additional(self, result: LookupResult) -> None:
+        from .dns import Record
+
+        grouped: dict[tuple[str, str], list[Record]] = {}
+        for rec in result.additional:
+            grouped.setdefault((rec.name.rstrip(".").lower(), rec.type), []).append(rec)
+        for (name, rtype), recs in grouped.items():
+            if (name, rtype) not in self.cache:
+                self.cache[(name, rtype)] = LookupResult(name, rtype, Outcome.ANSWER, tuple(recs), server=result.server)
 
     def count_lookup(self, term: str) -> None:
         self.lookups += 1
@@ -571,7 +590,7 @@ def _check_host(ctx: _Context, domain: str, depth: int, why: str) -> tuple[SPFRe
     if record is None:
         return SPFResult.NONE, None, None, None
     try:
-        terms = parse(record)
+        terms = _parsed(record)
     except SPFSyntaxError as exc:
         ctx.step(depth, domain, "v=spf1 …", Text(exc.text.fr, exc.text.en), False, "RFC 7208 §4.6")
         raise _Perm(Text(f"erreur de syntaxe dans l'enregistrement de {domain} : {exc.text.fr}",
