@@ -10,12 +10,10 @@ Run: ``.venv/bin/python bench/auth_bench.py``.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +24,7 @@ import dns.resolver  # noqa: E402
 
 from labmail import headers, spf  # noqa: E402
 from labmail.dns import Resolver  # noqa: E402
-from labmail.lab.dnsserver import start_transports  # noqa: E402
+from labmail.lab.dnsserver import ThreadedDNS  # noqa: E402
 from labmail.lab.server import Lab  # noqa: E402
 
 
@@ -74,26 +72,6 @@ RECORDS = [
 ]
 
 
-def serve(lab: Lab):
-    engine = lab.engine("resolver")
-    loop = asyncio.new_event_loop()
-    box: dict = {}
-    ready = threading.Event()
-
-    async def start():
-        box["servers"], box["port"] = await start_transports(engine, "127.0.0.1", 0)
-        ready.set()
-
-    def run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    ready.wait(10)
-    return box["port"]
-
-
 def bench_spf(rounds: int = 300) -> dict:
     import spf as pyspf
 
@@ -109,7 +87,7 @@ def bench_spf(rounds: int = 300) -> dict:
         zone.append(f"d{i}.bench.test. 300 IN MX 10 h1.bench.test.")
         zone.append(f"d{i}.bench.test. 300 IN A 192.0.2.10")
     lab.zones.add_zone_text("bench.test.", "\n".join(zone) + "\n")
-    port = serve(lab)
+    _host, port = ThreadedDNS(lab.engine("resolver")).start()
     dns.resolver.default_resolver = dns.resolver.make_resolver_at("127.0.0.1", port=port)
     resolver = Resolver([("127.0.0.1", port)])
     cases = [("192.0.2.11", f"u@d{i}.bench.test", "h1.bench.test") for i in range(len(RECORDS))]

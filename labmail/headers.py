@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dns import Resolver
 
 __all__ = ["AuthResults", "MethodResult", "parse_authentication_results", "make_authentication_results", "Hop",
-           "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "verify_arc"]
+           "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "verify_arc", "arc_sign", "ARCResult"]
 
 
 # ---------------------------------------------------------------------------
@@ -332,11 +332,45 @@ def _hop_rows(raw: bytes | str) -> list[dict]:
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ARCResult:
-    """The ARC chain: ``cv`` (none, pass, fail) and one row per instance."""
+    """The ARC chain: ``cv`` (none, pass, fail) and one row per instance (newest first)."""
 
     cv: str
     reason: str
     instances: tuple[dict, ...]
+
+    def __str__(self) -> str:
+        lines = [f"arc={self.cv} ({self.reason})"]
+        for inst in self.instances:
+            lines.append(f"  i={inst.get('instance')}: AMS d={inst.get('ams-domain')} {'✔' if inst.get('ams-valid') else '✘'}, "
+                         f"AS d={inst.get('as-domain')} cv={inst.get('cv')} {'✔' if inst.get('as-valid') else '✘'} — "
+                         f"{(inst.get('aar-value') or '').strip()}")
+        return "\n".join(lines)
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame([{"instance": i.get("instance"), "scellé par": i.get("as-domain"), "cv": i.get("cv"),
+                              "sceau valide": i.get("as-valid"), "signature AMS valide": i.get("ams-valid"),
+                              "résultats vus (AAR)": (i.get("aar-value") or "").strip()} for i in self.instances])
+
+
+def arc_sign(raw: bytes | str, domain: str, selector: str, private_pem: bytes, authserv_id: str) -> bytes:
+    """Add an ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) as a forwarder does (RFC 8617).
+
+    The message must carry an ``Authentication-Results: <authserv_id>; …`` header: it is what the set seals.
+    """
+    import dkim
+
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    try:
+        lines = dkim.arc_sign(data, selector.encode(), domain.encode(), private_pem, authserv_id.encode())
+    except dkim.DKIMException as exc:
+        raise LabmailError(f"Scellement ARC impossible : {exc}", f"Cannot ARC-seal: {exc}", rfc="RFC 8617") from None
+    if not lines:
+        raise LabmailError(
+            f"Scellement ARC impossible : pas d'en-tête « Authentication-Results: {authserv_id}; … » à sceller.",
+            f"Cannot ARC-seal: no \"Authentication-Results: {authserv_id}; …\" header to seal.", rfc="RFC 8617 §5.1")
+    return b"".join(lines) + data
 
 
 def verify_arc(raw: bytes | str, *, resolver: "Resolver | None" = None, world=None) -> ARCResult:

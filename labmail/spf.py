@@ -397,6 +397,7 @@ class _Context:
     receiver: str = "unknown"
     record_override: str | None = None
     top_record: str | None = None
+    records: dict = field(default_factory=dict)
 
     @property
     def v6(self) -> bool:
@@ -589,6 +590,7 @@ def _check_host(ctx: _Context, domain: str, depth: int, why: str) -> tuple[SPFRe
     record, _status = _record_of(ctx, domain, depth, why)
     if record is None:
         return SPFResult.NONE, None, None, None
+    ctx.records[domain] = record
     try:
         terms = _parsed(record)
     except SPFSyntaxError as exc:
@@ -758,7 +760,7 @@ def evaluate(ip: str, mail_from: str, helo: str, *, identity: str | None = None,
     matched = matched_domain = explanation = None
     try:
         result, matched, matched_domain, explanation = _check_host(ctx, domain, 0, "check_host")
-        reason = _reason(result, matched, matched_domain, addr, domain)
+        reason = _reason(result, matched, matched_domain, addr, domain, ctx.records.get(matched_domain or ""))
         rfc = "RFC 7208 §4.7" if matched is None else "RFC 7208 §4.6.2"
     except _Perm as exc:
         result, reason, rfc = SPFResult.PERMERROR, exc.text, exc.rfc
@@ -770,13 +772,17 @@ def evaluate(ip: str, mail_from: str, helo: str, *, identity: str | None = None,
                          ctx.lookups, ctx.voids, tuple(ctx.trace), rfc, round((time.perf_counter() - start) * 1000, 2))
 
 
-def _reason(result: SPFResult, matched: str | None, where: str | None, ip, domain: str) -> Text:
+def _reason(result: SPFResult, matched: str | None, where: str | None, ip, domain: str, record: str | None = None) -> Text:
     if result is SPFResult.NONE:
         return Text(f"{domain} ne publie pas d'enregistrement SPF", f"{domain} publishes no SPF record")
     if matched is None:
         return Text(f"aucun mécanisme de {domain} ne correspond à {ip} : neutral", f"no mechanism of {domain} matches {ip}: neutral")
-    fr = f"{ip} correspond à « {matched} » de {where} : {_MEANINGS[result].fr}"
-    en = f"{ip} matches \"{matched}\" of {where}: {_MEANINGS[result].en}"
+    if result in (SPFResult.FAIL, SPFResult.SOFTFAIL) and record:
+        fr = f"{ip} n'est pas autorisée par « {record} » ({where}, terme « {matched} ») : {_MEANINGS[result].fr}"
+        en = f"{ip} is not authorised by \"{record}\" ({where}, term \"{matched}\"): {_MEANINGS[result].en}"
+    else:
+        fr = f"{ip} correspond à « {matched} » de {where} : {_MEANINGS[result].fr}"
+        en = f"{ip} matches \"{matched}\" of {where}: {_MEANINGS[result].en}"
     if result in (SPFResult.FAIL, SPFResult.SOFTFAIL) and isinstance(ip, ipaddress.IPv4Address):
         fr += f". Si ce serveur est légitime, ajoutez « ip4:{ip} » à l'enregistrement de {domain}"
         en += f". If this server is legitimate, add \"ip4:{ip}\" to the record of {domain}"

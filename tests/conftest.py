@@ -170,38 +170,7 @@ def dns_thread(world_lab):
 
     Yields ``(host, port)``. Zones added to ``world_lab.zones`` are visible at once.
     """
-    import asyncio
-    import threading
+    from labmail.lab.dnsserver import ThreadedDNS
 
-    from labmail.lab.dnsserver import start_transports
-
-    engine = world_lab.engine("resolver")
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict = {}
-
-    async def serve():
-        box["servers"], box["port"] = await start_transports(engine, "127.0.0.1", 0)
-        ready.set()
-
-    def run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve())
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield ("127.0.0.1", box["port"])
-
-    async def close():
-        for server in box["servers"]:
-            server.close()
-            if hasattr(server, "wait_closed"):
-                await server.wait_closed()
-        await asyncio.sleep(0.01)
-
-    asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    with ThreadedDNS(world_lab.engine("resolver")) as address:
+        yield address

@@ -9,7 +9,7 @@ import dns.name
 import dns.rdata
 import dns.zone
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labmail import dkim, dmarc, headers
@@ -300,3 +300,56 @@ def test_analyze_any_bytes_without_dns(data):
         headers.analyze(data, recompute=False)
     except LabmailError:
         pass
+
+
+# --- ARC -------------------------------------------------------------------------------------------
+def test_arc_seal_verify_and_break(zone, keys):
+    with_ar = b"Authentication-Results: mx.forward.test; spf=pass smtp.mailfrom=tintin@alice.labmail.cloud\r\n" + signed(keys)
+    sealed = headers.arc_sign(with_ar, "alice.labmail.cloud", "dkim", keys["main"].private_pem, "mx.forward.test")
+    chain = headers.verify_arc(sealed, resolver=zone)
+    assert chain.cv == "pass" and chain.instances[0]["instance"] == 1 and chain.instances[0]["as-valid"]
+    assert "arc=pass" in str(chain) and list(chain.to_dataframe()["cv"]) == ["none"]
+    broken = headers.verify_arc(sealed.replace(b"Subject: Bonjour", b"Subject: Gagnez"), resolver=zone)
+    assert broken.cv == "fail"
+    assert headers.verify_arc(MSG, resolver=zone).cv == "none"
+    with pytest.raises(LabmailError, match="Authentication-Results"):
+        headers.arc_sign(MSG, "alice.labmail.cloud", "dkim", keys["main"].private_pem, "mx.forward.test")
+
+
+def test_spf_failure_reason_names_the_record(zone):
+    from labmail import spf
+
+    result = spf.evaluate("192.0.2.66", "x@alice.labmail.cloud", "mx.arnaque.test", resolver=zone)
+    assert result.result.value == "fail"
+    assert "n'est pas autorisée par « v=spf1 ip4:203.0.113.10 -all »" in str(result.reason)
+    assert "ajoutez « ip4:192.0.2.66 »" in str(result.reason)
+
+
+# --- hostile input to the engines ------------------------------------------------------------------
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=80), st.text(max_size=40), st.sampled_from(["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"]))
+def test_spf_any_sender_and_helo_gives_a_result(zone, sender, helo, ip):
+    from labmail import spf
+
+    result = spf.evaluate(ip, sender, helo, resolver=zone)
+    assert result.result in spf.SPFResult
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_dkim_verify_any_bytes(zone, data):
+    try:
+        checks = dkim.verify(b"DKIM-Signature: " + data + b"\r\nFrom: a@b.test\r\n\r\nx\r\n", resolver=zone)
+    except LabmailError:
+        return
+    assert all(c.result in ("pass", "fail", "permerror", "temperror", "neutral") for c in checks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_tag_tables_any_text(text):
+    for function in (dkim.signature_tags, dkim.key_tags):
+        try:
+            function(text)
+        except LabmailError:
+            pass

@@ -555,3 +555,59 @@ async def start_transports(engine: DNSEngine, host: str, port: int) -> tuple[lis
             continue
         return [udp, tcp], chosen
     raise last_error or OSError("no port")
+
+
+class ThreadedDNS:
+    """Serve one engine on loopback from a background thread (tests, benchmarks, notebooks without a lab process).
+
+    >>> with ThreadedDNS(engine) as (host, port):   # doctest: +SKIP
+    ...     dns.query.udp(query, host, port=port)
+    """
+
+    def __init__(self, engine: DNSEngine, host: str = "127.0.0.1", port: int = 0) -> None:
+        import threading
+
+        self.engine, self.host, self.port = engine, host, port
+        self._loop = asyncio.new_event_loop()
+        self._servers: list = []
+        self._thread = threading.Thread(target=self._run, name="labmail-dns", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._servers, self.port = self._loop.run_until_complete(start_transports(self.engine, self.host, self.port))
+        except BaseException as exc:  # report the bind error to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> tuple[str, int]:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self.host, self.port
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for server in self._servers:
+                server.close()
+                if hasattr(server, "wait_closed"):
+                    await server.wait_closed()
+            await asyncio.sleep(0.01)
+
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> tuple[str, int]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
