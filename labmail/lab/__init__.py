@@ -170,6 +170,9 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
     ``prenom.labmail.cloud`` with SOA and NS only, its TSIG key, its DKIM key.
     """
     cfg = _cfg(config)
+    for pid, child in list(_children.items()):  # reap labs of this process that have exited (killed, crashed)
+        if child.poll() is not None:
+            del _children[pid]
     current = status(cfg)
     if current.running and not current.compatible:
         stop(cfg)  # started by an older labmail: restart it on the same state
