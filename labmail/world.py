@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class World:
     dns_server: tuple[str, int]
     resolvers: tuple[tuple[str, int], ...]
     dns_servers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    services: dict[str, tuple[str, int]] = field(default_factory=dict)
+    ca_file: str | None = None
 
     # -- addressing -----------------------------------------------------------
     def endpoint(self, address: str, port: int) -> tuple[str, int]:
@@ -46,10 +49,25 @@ class World:
             return address, port
         if port == 53 and address in self.dns_servers:
             return self.dns_servers[address]
+        if f"{address}:{port}" in self.services:
+            return self.services[f"{address}:{port}"]
         raise LabError(
             f"Le lab ne sert pas encore le port {port} de {address}.",
             f"The lab does not serve port {port} of {address} yet.",
         )
+
+    def connect_address(self, host: str, port: int) -> tuple[str, int]:
+        """Where a client connects to reach ``host:port``: the lab's port map (local) or the host itself (live)."""
+        if self.kind == "live" or is_ip_address(host) and f"{host}:{port}" not in self.services:
+            return host, port
+        if is_ip_address(host):
+            return self.endpoint(host, port)
+        answer = self.resolver().resolve(host, "A")
+        return self.endpoint(answer[0].address, port)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts this world's servers (the lab CA, or the system's CAs)."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
 
     def resolver(self, *, timeout: float = 2.0) -> dns.resolver.Resolver:
         """A dnspython resolver that asks this world's DNS (no cache, bounded waits)."""
@@ -136,13 +154,14 @@ def current(config: Config | None = None) -> World:
             resolver = (host, int(run["ports"]["resolver"]))
             server = (host, int(run["ports"]["students"]))
             servers = {addr: (host, int(port)) for addr, port in run["dns_servers"].items()}
+            services = {key: (host, int(port)) for key, port in run.get("endpoints", {}).items()}
         except (OSError, ValueError, KeyError):
             raise LabError(
                 "Le lab n'est pas démarré. Dans un notebook : labmail.lab.ensure() ; "
                 "dans un terminal : labmail lab start.",
                 "The lab is not running. In a notebook: labmail.lab.ensure(); in a terminal: labmail lab start.",
             ) from None
-        return World("local", cfg, server, (resolver,), servers)
+        return World("local", cfg, server, (resolver,), servers, services, run.get("ca"))
     if not cfg.dns_server:
         raise ConfigError(
             "Monde « live » : indiquez dns_server (le serveur DNS autoritatif de la classe, qui accepte les mises à jour).",

@@ -8,6 +8,8 @@ command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 [ -x /usr/sbin/named ] || need+=(bind9)
 command -v named-checkzone >/dev/null 2>&1 || need+=(bind9-utils)
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: missing Debian packages: ${need[*]} (install them as root; the tests that need them are skipped)" >&2

@@ -147,8 +147,9 @@ def test_parse_record_under_both_standards():
 def test_organizational_domain_both_ways(zone):
     assert dmarc.organizational_domain("alice.labmail.cloud", standard="7489") == "labmail.cloud"  # cloud is a public suffix
     assert dmarc.organizational_domain("a.b.example.co.uk", standard="7489") == "example.co.uk"
-    # RFC 9989: _dmarc.labmail.cloud exists, the record with fewest labels wins
-    assert dmarc.organizational_domain("alice.labmail.cloud", resolver=zone) == "labmail.cloud"
+    # RFC 9989: labmail.cloud publishes no DMARC record: the walk finds only _dmarc.alice.labmail.cloud
+    assert dmarc.organizational_domain("alice.labmail.cloud", resolver=zone) == "alice.labmail.cloud"
+    assert dmarc.organizational_domain("x.alice.labmail.cloud", resolver=zone) == "alice.labmail.cloud"
 
 
 def test_tree_walk_jumps_for_long_names():
@@ -178,8 +179,10 @@ def test_alignment_and_dispositions(zone):
                            dkim=[("arnaque.test", "pass")], resolver=zone)
     assert (spoof.result, spoof.disposition) == ("fail", "quarantine")
     cross = dmarc.evaluate("alice.labmail.cloud", spf_result="pass", spf_domain="bob.labmail.cloud", resolver=zone)
-    assert cross.result == "pass"  # relaxed alignment across students: the lesson
-    assert any("labmail.cloud" in str(n) for n in cross.rfc9989.notes)
+    assert cross.rfc7489.result == "pass"  # PSL: both under labmail.cloud, relaxed alignment crosses students
+    assert any("labmail.cloud" in str(n) for n in cross.rfc7489.notes)
+    assert cross.rfc9989.result == "fail"  # tree walk: each student is its own organization
+    assert any("labmail.cloud" in str(d) for d in cross.differences)
     none = dmarc.evaluate("gmail.test", spf_result="fail", spf_domain="gmail.test", resolver=zone)
     assert (none.result, none.disposition) == ("fail", "none")
     unknown = dmarc.evaluate("nowhere.test", spf_result="none", resolver=zone)

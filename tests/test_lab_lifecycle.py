@@ -64,7 +64,9 @@ def test_start_status_stop(own_lab):
     assert again.pid == status.pid
     assert "dig @127.0.0.1 -p" in str(status)
     assert len({status.dns_port, status.auth_port, status.registry_port}) == 3
-    assert set(status.ports()) == {"dns (résolveur / resolver)", "dns.labmail.cloud:53", "ns1.labmail.cloud:53"}
+    assert {"dns (résolveur / resolver)", "dns.labmail.cloud:53", "ns1.labmail.cloud:53",
+            "mailcow.labmail.cloud:587 (submission, STARTTLS)", "gmail.test MX:25"} <= set(status.ports())
+    assert status.ca_path is not None and status.ca_path.read_text().startswith("-----BEGIN CERTIFICATE-----")
     stopped = lab.stop(own_lab)
     assert not stopped.running
     assert not (own_lab.state_dir / "run.json").exists()

@@ -31,10 +31,10 @@ from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof"]
 
 _children: dict[int, subprocess.Popen] = {}
-PROTOCOL = 2  # version of what the lab process reports (run.json, control replies)
+PROTOCOL = 3  # version of what the lab process reports (run.json, control replies)
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,18 @@ class LabStatus:
     zones: tuple[str, ...] = field(default=(), repr=False)
     started: str | None = None
     compatible: bool = True
+    endpoints: dict = field(default_factory=dict, repr=False)
+    ca_path: Path | None = None
 
     @property
     def log_path(self) -> Path:
         return self.state_dir / "lab.log"
+
+    def _smtp_ports(self) -> dict[str, int]:
+        names = {"203.0.113.10:25": f"{self.mail_host}:25 (MX)", "203.0.113.10:587": f"{self.mail_host}:587 (submission, STARTTLS)",
+                 "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)", "198.51.100.25:25": "gmail.test MX:25",
+                 "198.51.100.145:25": "outlook.test MX:25"}
+        return {names.get(k, k): v for k, v in self.endpoints.items()}
 
     def ports(self) -> dict[str, tuple[str, int]]:
         """The port map: service → (loopback host, local port) for real clients (dig, nsupdate…)."""
@@ -68,6 +76,7 @@ class LabStatus:
             "dns (résolveur / resolver)": (self.host, self.dns_port),
             f"dns.{parent}:53": (self.host, self.auth_port),
             f"ns1.{parent}:53": (self.host, self.registry_port),
+            **{name: (self.host, port) for name, port in self._smtp_ports().items()},
         }
 
     def __str__(self) -> str:
@@ -96,6 +105,9 @@ class LabStatus:
                f"  Registry server (ns1.{self.parent_domain}: root, {self.parent_domain}, providers): "
                f"port {self.registry_port}"),
             tr(f"  Domaines d'étudiant : {students}", f"  Student domains: {students}"),
+            *[f"  SMTP {name}: {self.host} port {port}" for name, port in self._smtp_ports().items()],
+            tr(f"  Autorité de certification du lab (à importer dans Thunderbird) : {self.ca_path}",
+               f"  Lab certificate authority (import it into Thunderbird): {self.ca_path}"),
             tr(f"  Dossier d'état : {self.state_dir}", f"  State folder: {self.state_dir}"),
             tr(f"  Journal : {self.log_path}", f"  Log: {self.log_path}"),
             tr("  Essayez :", "  Try:") + f" dig @{self.host} -p {self.dns_port} {example} SOA",
@@ -141,6 +153,8 @@ def _status_from(state_dir: Path, info: dict) -> LabStatus:
         students=tuple(info["students"]),
         zones=tuple(info["zones"]),
         started=info["started"],
+        endpoints=dict(info.get("endpoints", {})),
+        ca_path=Path(info["ca"]) if info.get("ca") else None,
     )
 
 
@@ -317,6 +331,36 @@ def ensure(config: Config | None = None) -> LabStatus | None:
     if cfg.world != "local":
         return None
     return start(cfg)
+
+
+def _control_request(cfg: Config, payload: dict, timeout: float = 60) -> dict:
+    _check_compatible(status(cfg))
+    try:
+        reply = _request(_control_path(cfg.state_dir), payload, timeout=timeout)
+    except (OSError, ValueError, KeyError):
+        raise LabError("Le lab n'est pas démarré : labmail.lab.ensure() ou « labmail lab start ».",
+                       "The lab is not running: labmail.lab.ensure() or \"labmail lab start\".") from None
+    if not reply.get("ok"):
+        err = reply.get("error", {})
+        raise LabError(err.get("fr", "erreur"), err.get("en"))
+    return reply
+
+
+def add_mailbox(address: str, password: str, *, name: str = "", config: Config | None = None) -> dict:
+    """Create a mailbox on the school's server (what step 5 does in Mailcow's interface)."""
+    return _control_request(_cfg(config), {"op": "add_mailbox", "address": address, "password": password, "name": name})["mailbox"]
+
+
+def spoof(header_from: str, rcpt: str, *, mail_from: str | None = None, subject: str = "Urgent", body: str = "",
+          config: Config | None = None) -> tuple[str, str]:
+    """Make the spoofer (mx.arnaque.test, 192.0.2.66) send a message forging ``header_from`` to ``rcpt``.
+
+    Returns (status, text): ``("ok", mx)`` when accepted, ``("perm", reply)`` when refused (e.g. DMARC reject).
+    """
+    reply = _control_request(_cfg(config), {"op": "spoof", "header_from": header_from, "rcpt": rcpt,
+                                            "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
+                                            "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
+    return reply["status"], reply["reply"]
 
 
 def student_key_file(config: Config | None = None) -> Path:

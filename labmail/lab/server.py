@@ -68,6 +68,10 @@ class Lab:
         self.keys = KeyStore(self.state_dir / "keys" / "tsig.json")
         self.world: dict = {}
         self.student_origins: set[dns.name.Name] = set()
+        from .mailstore import MailStore
+
+        self.store = MailStore(self.state_dir / "mail")
+        self.on_student = None  # called with each new student's domain (the mail services listen to it)
 
     def views(self) -> dict[str, View]:
         """The three DNS servers of the lab: students' resolver, registry (ns1), students' zones (dns)."""
@@ -97,6 +101,7 @@ class Lab:
             self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "ports": {},
                           "created": _now()}
             self._create_world()
+        self.store.load()
         self.student_origins.update(dns.name.from_text(self.spec.student_zone(s)) for s in self.world["students"])
 
     def save_world(self) -> None:
@@ -143,11 +148,35 @@ class Lab:
             self._dkim_key(domain, _world.SCHOOL_SELECTOR)
             self._delegate(origin)
             self.student_origins.add(dns.name.from_text(origin))
+            self._provider_mailboxes(label)
             self.world["students"].append(label)
             self.save_world()
+            if self.on_student is not None:
+                self.on_student(domain)
             new.append(label)
             log.info("provisioned student zone %s", origin)
         return new
+
+    def _provider_mailboxes(self, label: str) -> None:
+        """The student's own mailboxes at the providers (``prenom@gmail.test``, ``prenom@outlook.test``).
+
+        Their passwords are generated here and kept in ``keys/provider-passwords.json`` (0600), never logged.
+        """
+        import secrets
+
+        path = self.state_dir / "keys" / "provider-passwords.json"
+        try:
+            passwords = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            passwords = {}
+        for domain in ("gmail.test", "outlook.test"):
+            address = f"{label}@{domain}"
+            if address in self.store.accounts:
+                continue
+            password = secrets.token_urlsafe(12)
+            self.store.add_mailbox(address, password, name=label)
+            passwords[address] = password
+        atomic_write_text(path, json.dumps(passwords, indent=2) + "\n", mode=0o600)
 
     def _delegate(self, origin: str) -> None:
         parent = dns.name.from_text(self.world["parent_domain"])
@@ -180,6 +209,9 @@ class LabProcess:
         self.servers: list = []
         self.control_path = control_socket_path(lab.state_dir)
         self.started = _now()
+        self.mail = None
+        self.ca = None
+        self.executor = None
 
     async def _bind(self, role: str, port: int, required: bool) -> None:
         try:
@@ -200,6 +232,7 @@ class LabProcess:
         for role in self.ROLES:
             wanted = preferred_port if (role == "resolver" and preferred_port) else int(previous.get(role) or 0)
             await self._bind(role, wanted, required=bool(role == "resolver" and preferred_port))
+        await self._start_mail()
         if previous != self.ports:
             self.lab.world["ports"] = dict(self.ports)
             self.lab.save_world()
@@ -221,13 +254,39 @@ class LabProcess:
                  self.ports["resolver"], self.ports["registry"], self.ports["students"], os.getpid())
         await self.stopping.wait()
         log.info("lab stopping")
+        if self.mail is not None:
+            await self.mail.stop()
         for server in self.servers:
             server.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         for path in (self.lab.state_dir / "run.json", self.control_path):
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
+
+    async def _start_mail(self) -> None:
+        """The SMTP services (after DNS, so that DNS answers from the first instant)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labmail-mail")
+        loop = asyncio.get_running_loop()
+
+        def prepare():  # the slow part (imports, certificates) off the loop: DNS keeps answering meanwhile
+            from .smtp import MailServices
+            from .tls import LabCA
+
+            ca = LabCA(self.lab.state_dir).load_or_create()
+            mail = MailServices(self.lab, ca, self.lab.store, (LISTEN_HOST, self.ports["resolver"]), self.executor)
+            mail.prepare_tls()
+            return ca, mail
+
+        self.ca, self.mail = await loop.run_in_executor(self.executor, prepare)
+        self.lab.on_student = lambda domain: self.mail.hosts["school"].domains.add(domain)
+        previous = {k[5:]: v for k, v in self.lab.world.get("ports", {}).items() if k.startswith("mail:")}
+        for key, port in (await self.mail.start(previous)).items():
+            self.ports["mail:" + key] = port
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)
@@ -241,6 +300,8 @@ class LabProcess:
             "host": LISTEN_HOST,
             "ports": dict(self.ports),
             "dns_servers": {addr: self.ports[role] for addr, role in roles.items()},
+            "endpoints": self.mail.endpoints() if self.mail is not None else {},
+            "ca": str(self.ca.ca_path) if self.ca is not None else None,
             "control": str(self.control_path),
             "parent_domain": self.lab.world["parent_domain"],
             "mail_host": self.lab.world["mail_host"],
@@ -252,7 +313,7 @@ class LabProcess:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
             request = json.loads(line or b"{}")
-            reply = self._control(request)
+            reply = await self._control(request)
         except LabError as exc:
             reply = {"ok": False, "error": {"fr": exc.text.fr, "en": exc.text.en}}
         except Exception as exc:  # bad JSON, bad field types…
@@ -264,8 +325,9 @@ class LabProcess:
         finally:
             writer.close()
 
-    def _control(self, request: dict) -> dict:
+    async def _control(self, request: dict) -> dict:
         op = request.get("op")
+        loop = asyncio.get_running_loop()
         if op in ("ping", "status"):
             return {"ok": True, "status": self.status()}
         if op == "provision":
@@ -277,8 +339,22 @@ class LabProcess:
                 return {"ok": False, "error": {"fr": exc.text.fr, "en": exc.text.en}}
             return {"ok": True, "new": new, "status": self.status()}
         if op == "stop":
-            asyncio.get_running_loop().call_soon(self.stopping.set)
+            loop.call_soon(self.stopping.set)
             return {"ok": True}
+        if op == "add_mailbox":
+            address = str(request.get("address", "")).lower()
+            if address.rpartition("@")[2] not in self.mail.hosts["school"].domains:
+                raise LabError(f"Le domaine de {address} n'est pas hébergé par {self.lab.world['mail_host']}.",
+                               f"The domain of {address} is not hosted by {self.lab.world['mail_host']}.")
+            account = await loop.run_in_executor(self.executor, lambda: self.lab.store.add_mailbox(
+                address, str(request.get("password", "")), name=str(request.get("name", ""))))
+            log.info("mailbox %s created", account.address)
+            return {"ok": True, "mailbox": account.public()}
+        if op == "spoof":
+            status, text = await loop.run_in_executor(self.executor, lambda: self.mail.spoof(
+                str(request["mail_from"]), str(request["header_from"]), str(request["rcpt"]),
+                str(request.get("subject", "")), str(request.get("body", ""))))
+            return {"ok": True, "status": status, "reply": text}
         return {"ok": False, "error": {"fr": f"opération inconnue {op!r}", "en": f"unknown operation {op!r}"}}
 
 

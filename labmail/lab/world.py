@@ -182,7 +182,6 @@ def build_zones(spec: WorldSpec, serial: int, dkim_records: dict[str, str]) -> d
     lab += _address_records(spec.student_ns_host, hosts[spec.student_ns_host])
     lab.append(f"{parent}. 3600 IN MX 10 {spec.mail_host}.")
     lab.append(f"{parent}. 3600 IN TXT {_txt('v=spf1 mx -all')}")
-    lab.append(f"_dmarc.{parent}. 3600 IN TXT {_txt('v=DMARC1; p=none')}")
     for label in spec.students:
         lab.append(f"{label}.{parent}. 3600 IN NS {spec.student_ns_host}.")
 

@@ -1,0 +1,159 @@
+"""Mailboxes of the lab: accounts with hashed passwords, Maildir++ folders, atomic delivery.
+
+Layout under ``<state>/mail/``::
+
+    accounts.json                         address → name, domain, scrypt hash (0600, atomic writes)
+    <domain>/<local>/Maildir/             INBOX (cur/new/tmp) and .Sent .Junk .Trash (Maildir++)
+    <domain>/<local>/records/<key>.json   how the receiving server saw each delivered message
+
+A delivered message is never altered by its record: the record (SMTP dialogue, client address and PTR,
+each check with its trace) sits beside it, keyed by the Maildir key, for later replays.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import mailbox
+import os
+import re
+import secrets
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .._files import atomic_write_text
+from ..errors import LabError
+
+FOLDERS = ("Sent", "Junk", "Trash")
+_LOCAL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    """scrypt hash in a self-describing string (never the password itself)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt${n}${r}${p}$".format(**_SCRYPT) + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        computed = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    domain: str
+    name: str
+    password: str  # scrypt hash
+    active: bool = True
+    quota_mib: int = 3072
+
+    def public(self) -> dict:
+        data = asdict(self)
+        data.pop("password")
+        return data
+
+
+class MailStore:
+    """Accounts and Maildirs; safe to use from several threads (one lock around account changes)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / "accounts.json"
+        self._lock = threading.RLock()
+        self.accounts: dict[str, Account] = {}
+
+    def load(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        self.accounts = {a: Account(**v) for a, v in data.items()}
+
+    def _save(self) -> None:
+        payload = {a: asdict(acc) for a, acc in sorted(self.accounts.items())}
+        atomic_write_text(self.path, json.dumps(payload, indent=2) + "\n", mode=0o600)
+
+    # -- accounts -------------------------------------------------------------
+    def add_mailbox(self, address: str, password: str, *, name: str = "", quota_mib: int = 3072) -> Account:
+        address = address.strip().lower()
+        local, _, domain = address.partition("@")
+        if not _LOCAL_RE.match(local) or not domain:
+            raise LabError(f"Adresse « {address} » invalide : partie locale en lettres, chiffres, . _ + - (ex. tintin@…).",
+                           f"Invalid address \"{address}\": local part of letters, digits, . _ + - (e.g. tintin@…).")
+        if len(password) < 8:
+            raise LabError("Mot de passe trop court : 8 caractères au moins.", "Password too short: at least 8 characters.")
+        with self._lock:
+            if address in self.accounts:
+                raise LabError(f"La boîte {address} existe déjà.", f"Mailbox {address} already exists.")
+            account = Account(address, domain, name or local, hash_password(password), True, quota_mib)
+            self.accounts[address] = account
+            self._save()
+        self.maildir(address)
+        return account
+
+    def delete_mailbox(self, address: str) -> None:
+        with self._lock:
+            if self.accounts.pop(address.lower(), None) is None:
+                raise LabError(f"Pas de boîte {address}.", f"No mailbox {address}.")
+            self._save()
+
+    def authenticate(self, address: str, password: str) -> Account | None:
+        account = self.accounts.get(address.strip().lower())
+        if account is None or not account.active:
+            check_password(password, hash_password("decoy-password"))  # same time either way
+            return None
+        return account if check_password(password, account.password) else None
+
+    def mailboxes(self, domain: str | None = None) -> list[Account]:
+        return [a for a in self.accounts.values() if domain is None or a.domain == domain.lower()]
+
+    # -- Maildir --------------------------------------------------------------
+    def _base(self, address: str) -> Path:
+        local, _, domain = address.lower().partition("@")
+        return self.root / domain / local
+
+    def maildir(self, address: str, folder: str = "INBOX") -> mailbox.Maildir:
+        base = self._base(address)
+        base.mkdir(parents=True, exist_ok=True)
+        inbox = mailbox.Maildir(base / "Maildir", create=True)
+        for name in FOLDERS:
+            if name not in inbox.list_folders():
+                inbox.add_folder(name)
+        return inbox if folder == "INBOX" else inbox.get_folder(folder)
+
+    def deliver(self, address: str, data: bytes, *, folder: str = "INBOX", record: dict | None = None) -> str:
+        """Store ``data`` for ``address`` atomically (Maildir tmp → new) and its record beside it; return the key."""
+        box = self.maildir(address, folder)
+        key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
+        if record is not None:
+            record = dict(record, key=key, folder=folder, mailbox=address)
+            atomic_write_text(self._base(address) / "records" / f"{key}.json", json.dumps(record, indent=1, default=str) + "\n")
+        return key
+
+    def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:
+        """(key, raw bytes) of every message in a folder, oldest first."""
+        box = self.maildir(address, folder)
+        items = []
+        for key in box.keys():
+            path = Path(box._path) / box._lookup(key)  # noqa: SLF001  (mailbox has no public path accessor)
+            items.append((os.stat(path).st_mtime_ns, key, path.read_bytes()))
+        return [(key, data) for _t, key, data in sorted(items)]
+
+    def record(self, address: str, key: str) -> dict | None:
+        try:
+            return json.loads((self._base(address) / "records" / f"{key}.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None

@@ -1,0 +1,585 @@
+"""The lab's SMTP world: the school's server (MSA and MX, like Mailcow's Postfix + rspamd) and the providers.
+
+Every host of the world has public listeners (what real clients such as swaks or Thunderbird use) and,
+for the receiving MTAs, an internal *relay* listener that accepts the PROXY protocol (v1) so that the
+receiver sees the sending MTA's simulated address (203.0.113.10 for the school, 192.0.2.66 for the
+spoofer…). PROXY is accepted nowhere else.
+
+Receiving servers judge mail with labmail's engine (SPF for MAIL FROM and HELO, every DKIM signature,
+DMARC, iprev), stamp ``Authentication-Results`` and ``Received-SPF`` in their provider's style, then
+deliver to Inbox or Junk, or reject at SMTP time, following the provider's published rules
+(:mod:`labmail.lab.providers`). Each delivered message has a record of how the server saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import secrets
+import smtplib
+import socket
+import time
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+
+from .._files import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("labmail.lab.smtp")
+logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
+
+MAX_SIZE = 25 * 1024 * 1024
+
+
+def queue_id() -> str:
+    return secrets.token_hex(5).upper()
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+@dataclass
+class Host:
+    """A mail host of the world: its name, simulated address, the domains it receives for."""
+
+    name: str
+    ip: str
+    role: str  # "school", "gmail", "outlook", "spoofer"
+    domains: set[str] = field(default_factory=set)
+
+
+# ---------------------------------------------------------------------------
+# Received header, Postfix style
+# ---------------------------------------------------------------------------
+def received_header(helo: str, ip: str, rdns: str | None, by: str, proto: str, qid: str, rcpt: str | None,
+                    tls: tuple | None, auth_user: str | None) -> bytes:
+    lines = [f"Received: from {helo or 'unknown'} ({rdns or 'unknown'} [{ip}])"]
+    if tls:
+        lines.append(f"\t(using {tls[1]} with cipher {tls[0]} ({tls[2]}/{tls[2]} bits))")
+    if auth_user:
+        lines.append(f"\t(Authenticated sender: {auth_user})")
+    lines.append(f"\tby {by} (Postfix) with {proto} id {qid}")
+    if rcpt:
+        lines.append(f"\tfor <{rcpt}>; {email.utils.format_datetime(email.utils.localtime())}")
+    else:
+        lines[-1] += f"; {email.utils.format_datetime(email.utils.localtime())}"
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _proto(session: Session, tls: bool) -> str:
+    esmtp = "ESMTP" if session.extended_smtp else "SMTP"
+    return esmtp + ("S" if tls else "") + ("A" if session.authenticated else "")
+
+
+def _tls_info(server: SMTP) -> tuple | None:
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return cipher if cipher else None
+
+
+# ---------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------
+class BaseHandler:
+    """What every receiving server of the lab does: record the dialogue, Received header, delivery."""
+
+    def __init__(self, services: "MailServices", host: Host, listener: str) -> None:
+        self.services = services
+        self.host = host
+        self.listener = listener  # "mx", "relay", "submission", "smtps"
+
+    # Per-connection data lives on the SMTP protocol object: aiosmtpd starts a new Session after STARTTLS.
+    def client_ip(self, server: SMTP) -> str:
+        """The simulated client address: PROXY data on relay listeners, the socket's peer elsewhere."""
+        proxy = getattr(server, "labmail_proxy", None)
+        if proxy is not None and proxy.src_addr is not None:
+            return str(proxy.src_addr)
+        peer = server.session.peer
+        return peer[0] if isinstance(peer, tuple) else str(peer)
+
+    def dialogue(self, server: SMTP) -> list[str]:
+        if not hasattr(server, "labmail_dialogue"):
+            server.labmail_dialogue = []  # type: ignore[attr-defined]
+        return server.labmail_dialogue  # type: ignore[attr-defined]
+
+    async def handle_PROXY(self, server, session, envelope, proxy_data):
+        if not (proxy_data and proxy_data.valid):
+            return False
+        server.labmail_proxy = proxy_data
+        return True
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.dialogue(server).append(f"C: EHLO {hostname}")
+        self.dialogue(server).append(f"S: 250 {self.host.name}")
+        return responses
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        session.host_name = hostname
+        self.dialogue(server).append(f"C: HELO {hostname}")
+        return f"250 {self.host.name}"
+
+
+class SchoolHandler(BaseHandler):
+    """mailcow.labmail.cloud: MX for the students' domains (25), MSA (587 STARTTLS, 465 TLS)."""
+
+    @property
+    def submission(self) -> bool:
+        return self.listener in ("submission", "smtps")
+
+    def authenticator(self, server, session, envelope, mechanism, auth_data):
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        account = self.services.store.authenticate(login, auth_data.password.decode("utf-8", "replace"))
+        self.dialogue(server).append(f"C: AUTH {mechanism} {login} ********")
+        if account is None:
+            log.warning("AUTH failed for %s from %s", login, self.client_ip(server))
+            self.dialogue(server).append("S: 535 5.7.8 Error: authentication failed")
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Error: authentication failed")
+        self.dialogue(server).append("S: 235 2.7.0 Authentication successful")
+        return AuthResult(success=True, auth_data=account.address)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
+        if self.submission:
+            user = session.auth_data
+            if address and address.lower() != str(user).lower():
+                reply = f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}"
+                self.dialogue(server).append("S: " + reply)
+                log.warning("sender %s refused for user %s", address, user)
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.dialogue(server).append("S: 250 2.1.0 Ok")
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.dialogue(server).append(f"C: RCPT TO:<{address}>")
+        domain = _domain(address)
+        if domain in self.host.domains:
+            if address.lower() not in self.services.store.accounts:
+                reply = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
+                self.dialogue(server).append("S: " + reply)
+                return reply
+        elif not self.submission:
+            reply = f"554 5.7.1 <{address}>: Relay access denied"
+            self.dialogue(server).append("S: " + reply)
+            log.warning("relay refused to %s from %s", address, self.client_ip(server))
+            return reply
+        envelope.rcpt_tos.append(address)
+        self.dialogue(server).append("S: 250 2.1.5 Ok")
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        qid = queue_id()
+        tls = _tls_info(server)
+        ip = self.client_ip(server)
+        self.dialogue(server).append("C: DATA")
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(self.services.executor, self._accept, server, session, envelope, qid, tls, ip)
+        except OSError as exc:  # disk full…: nothing half-stored, the client retries
+            log.error("could not store message %s: %s", qid, exc)
+            return "451 4.3.0 Error: queue file write error"
+        self.dialogue(server).append("S: " + reply)
+        return reply
+
+    def _accept(self, server, session, envelope, qid, tls, ip) -> str:
+        data = envelope.original_content or envelope.content
+        rdns = self.services.ptr_name(ip)
+        user = session.auth_data if session.authenticated else None
+        if self.submission:
+            local = [r for r in envelope.rcpt_tos if _domain(r) in self.host.domains]
+            remote = [r for r in envelope.rcpt_tos if _domain(r) not in self.host.domains]
+            data = self.services.msa_fixups(data, envelope.mail_from)
+            header = received_header(session.host_name, ip, rdns, self.host.name, _proto(session, bool(tls)), qid,
+                                     envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, user)
+            signed = self.services.dkim_sign(header + data, envelope.mail_from)
+            record = self.services.base_record(self, server, session, envelope, qid, ip, rdns, tls)
+            for rcpt in local:
+                self.services.store.deliver(rcpt.lower(), signed, record=dict(record, rcpt=rcpt,
+                                            verdict={"folder": "INBOX", "reason": "local delivery of authenticated mail"}))
+            if remote:
+                self.services.enqueue(qid, envelope.mail_from, remote, signed)
+            log.info("%s: from=<%s> user=%s to=%s accepted", qid, envelope.mail_from, user, ",".join(envelope.rcpt_tos))
+            return f"250 2.0.0 Ok: queued as {qid}"
+        return self.services.receive(self, server, session, envelope, qid, ip, rdns, tls, data)
+
+
+class ProviderHandler(BaseHandler):
+    """The MX of gmail.test / outlook.test: accept for their mailboxes, judge, deliver or reject."""
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.dialogue(server).append("S: 250 2.1.0 OK")
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.dialogue(server).append(f"C: RCPT TO:<{address}>")
+        if _domain(address) not in self.host.domains:
+            reply = "550 5.7.1 Relaying denied."
+        elif address.lower() not in self.services.store.accounts:
+            reply = "550 5.1.1 The email account that you tried to reach does not exist."
+        else:
+            envelope.rcpt_tos.append(address)
+            reply = "250 2.1.5 OK"
+        self.dialogue(server).append("S: " + reply)
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        qid = queue_id()
+        tls = _tls_info(server)
+        ip = self.client_ip(server)
+        self.dialogue(server).append("C: DATA")
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(self.services.executor, self._judge, server, session, envelope, qid, ip, tls)
+        except OSError as exc:
+            log.error("could not store message %s: %s", qid, exc)
+            return "451 4.3.0 Temporary local problem, please try again later"
+        self.dialogue(server).append("S: " + reply)
+        return reply
+
+    def _judge(self, server, session, envelope, qid, ip, tls) -> str:
+        data = envelope.original_content or envelope.content
+        return self.services.receive(self, server, session, envelope, qid, ip, self.services.ptr_name(ip), tls, data)
+
+
+# ---------------------------------------------------------------------------
+# The services
+# ---------------------------------------------------------------------------
+class MailServices:
+    """SMTP listeners, mail store, queue and outbound delivery of the lab world."""
+
+    def __init__(self, lab, ca, store, resolver_address: tuple[str, int], executor) -> None:
+        from . import providers
+
+        self.lab = lab
+        self.ca = ca
+        self.store = store
+        self.executor = executor
+        self.resolver_address = resolver_address
+        self.queue_dir = lab.state_dir / "queue"
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        spec = lab.spec
+        hosts = spec.hosts()
+        school_domains = {spec.student_zone(s).rstrip(".") for s in spec.students} | {spec.parent_domain}
+        self.hosts = {
+            "school": Host(spec.mail_host, hosts[spec.mail_host][0], "school", school_domains),
+            "gmail": Host("gmail-smtp-in.l.gmail.test", hosts["gmail-smtp-in.l.gmail.test"][0], "gmail", {"gmail.test"}),
+            "outlook": Host("outlook-test.mail.protection.outlook.test",
+                            hosts["outlook-test.mail.protection.outlook.test"][0], "outlook", {"outlook.test"}),
+        }
+        self.spoofer = Host("mx.arnaque.test", hosts["mx.arnaque.test"][0], "spoofer", {"arnaque.test"})
+        self.policies = providers.POLICIES
+        self.ports: dict[str, int] = {}
+        self.servers: list = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+
+    # -- listeners --------------------------------------------------------------
+    def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
+        kwargs = dict(hostname=handler.host.name, ident="Postfix" if handler.host.role == "school" else "ESMTP",
+                      data_size_limit=MAX_SIZE, decode_data=False, timeout=60)
+        if tls_context is not None and not implicit:
+            kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
+        if auth:
+            kwargs.update(authenticator=handler.authenticator, auth_required=True, auth_require_tls=not implicit)
+        else:
+            kwargs.update(auth_exclude_mechanism=["PLAIN", "LOGIN"])
+        if proxy:
+            kwargs.update(proxy_protocol_timeout=5)
+        return lambda: SMTP(handler, **kwargs)
+
+    @staticmethod
+    def cert_names(host: Host) -> tuple[str, ...]:
+        """The host's name and simulated address, plus where it really listens (real clients connect there)."""
+        return (host.name, host.ip, "localhost", "127.0.0.1")
+
+    def prepare_tls(self) -> None:
+        """Issue every host's certificate now (a few ms each, better spent outside the event loop)."""
+        for host in self.hosts.values():
+            self.ca.server_context(*self.cert_names(host))
+
+    async def start(self, previous: dict[str, int]) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        plan = []
+        for key, host in self.hosts.items():
+            context = self.ca.server_context(*self.cert_names(host))
+            if key == "school":
+                plan += [
+                    (f"{key}:25", SchoolHandler(self, host, "mx"), dict(tls_context=context)),
+                    (f"{key}:587", SchoolHandler(self, host, "submission"), dict(tls_context=context, require_starttls=True, auth=True)),
+                    (f"{key}:465", SchoolHandler(self, host, "smtps"), dict(tls_context=context, auth=True, implicit=True)),
+                    (f"{key}:relay", SchoolHandler(self, host, "relay"), dict(tls_context=context, proxy=True)),
+                ]
+            else:
+                plan += [
+                    (f"{key}:25", ProviderHandler(self, host, "mx"), dict(tls_context=context)),
+                    (f"{key}:relay", ProviderHandler(self, host, "relay"), dict(tls_context=context, proxy=True)),
+                ]
+        for key, handler, options in plan:
+            factory = self._factory(handler, **options)
+            ssl_ctx = options.get("tls_context") if options.get("implicit") else None
+            port = int(previous.get(key) or 0)
+            try:
+                server = await loop.create_server(factory, "127.0.0.1", port, ssl=ssl_ctx)
+            except OSError:
+                server = await loop.create_server(factory, "127.0.0.1", 0, ssl=ssl_ctx)
+            self.ports[key] = server.sockets[0].getsockname()[1]
+            self.servers.append(server)
+        self._worker = loop.create_task(self._queue_worker())
+        return dict(self.ports)
+
+    def endpoints(self) -> dict[str, int]:
+        """Simulated "ip:port" → local port, for clients (labmail.mail, swaks)."""
+        out = {}
+        for key, host in self.hosts.items():
+            for port in ("25", "587", "465"):
+                if f"{key}:{port}" in self.ports:
+                    out[f"{host.ip}:{port}"] = self.ports[f"{key}:{port}"]
+        return out
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        for server in self.servers:
+            server.close()
+
+    # -- helpers used by handlers (run in executor threads) ----------------------
+    def resolver(self):
+        from ..dns import Resolver
+
+        return Resolver([self.resolver_address], timeout=2.0)
+
+    def ptr_name(self, ip: str) -> str | None:
+        import ipaddress
+
+        try:
+            name = ipaddress.ip_address(ip).reverse_pointer
+        except ValueError:
+            return None
+        answer = self.resolver().query(name, "PTR")
+        return answer.values[0].rstrip(".") if answer.records else None
+
+    def msa_fixups(self, data: bytes, mail_from: str) -> bytes:
+        """RFC 6409 §8: the MSA may add a missing Message-ID and Date."""
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        extra = b""
+        if b"\nmessage-id:" not in b"\n" + head:
+            extra += f"Message-ID: <{secrets.token_hex(8)}@{self.hosts['school'].name}>\r\n".encode()
+        if b"\ndate:" not in b"\n" + head:
+            extra += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
+        return extra + data
+
+    def dkim_sign(self, data: bytes, mail_from: str) -> bytes:
+        """Sign with the envelope domain's key, selector ``dkim``, relaxed/relaxed (as Mailcow's rspamd)."""
+        from ..dkim import sign
+
+        domain = _domain(mail_from) if mail_from else ""
+        key = self.lab.state_dir / "keys" / "dkim" / f"{domain}.dkim.pem"
+        if not domain or not key.exists():
+            return data
+        return sign(data, domain, "dkim", key.read_bytes())
+
+    def base_record(self, handler: BaseHandler, server, session, envelope, qid, ip, rdns, tls) -> dict:
+        return {
+            "queue_id": qid, "received_at": time.time(), "server": handler.host.name, "listener": handler.listener,
+            "client": {"ip": ip, "ptr": rdns, "helo": session.host_name}, "tls": list(tls) if tls else None,
+            "authenticated_as": session.auth_data if session.authenticated else None,
+            "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
+        }
+
+    def receive(self, handler: BaseHandler, server, session, envelope, qid, ip, rdns, tls, data: bytes) -> str:
+        """An MX receiving mail: run the checks, apply the host's policy, deliver; returns the SMTP reply."""
+        from . import providers
+
+        host = handler.host
+        checks = providers.run_checks(self.resolver(), ip, envelope.mail_from, session.host_name or "", data)
+        policy = self.policies[host.role]
+        verdict = policy.decide(checks)
+        record = self.base_record(handler, server, session, envelope, qid, ip, rdns, tls)
+        record["checks"] = checks.to_record()
+        record["verdict"] = verdict.to_record()
+        if verdict.folder is None:
+            log.info("%s: %s rejected mail from %s: %s", qid, host.name, ip, verdict.reply)
+            self._save_rejection(host, record)
+            return verdict.reply
+        stamped = policy.stamp(host, checks, ip, envelope.mail_from, session.host_name or "")
+        header = received_header(session.host_name, ip, rdns, host.name, _proto(session, bool(tls)), qid,
+                                 envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, None)
+        message = stamped + header + data
+        for rcpt in envelope.rcpt_tos:
+            self.store.deliver(rcpt.lower(), message, folder=verdict.folder, record=dict(record, rcpt=rcpt))
+        log.info("%s: %s delivered from %s to %s in %s", qid, host.name, ip, ",".join(envelope.rcpt_tos), verdict.folder)
+        return f"250 2.0.0 OK {qid}"
+
+    def _save_rejection(self, host: Host, record: dict) -> None:
+        path = self.lab.state_dir / "mail" / "rejected" / f"{record['queue_id']}.json"
+        atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+
+    # -- queue and outbound delivery ---------------------------------------------
+    def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
+        """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
+        atomic_write_bytes(self.queue_dir / f"{qid}.eml", data)
+        meta = {"mail_from": mail_from, "rcpts": rcpts, "attempts": 0, "next": 0.0, "created": time.time(), "errors": []}
+        atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
+        try:
+            self._loop_wakeup()
+        except RuntimeError:
+            pass
+
+    def _loop_wakeup(self) -> None:
+        loop = self._worker.get_loop() if self._worker is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def _queue_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.time()
+            due = []
+            for meta_path in sorted(self.queue_dir.glob("*.json")):
+                try:
+                    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if meta.get("next", 0) <= now:
+                    due.append((meta_path.stem, meta))
+            for qid, meta in due:
+                try:
+                    await loop.run_in_executor(self.executor, self._deliver_queued, qid, meta)
+                except Exception:
+                    log.exception("queue %s", qid)
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def _deliver_queued(self, qid: str, meta: dict) -> None:
+        data_path, meta_path = self.queue_dir / f"{qid}.eml", self.queue_dir / f"{qid}.json"
+        try:
+            data = data_path.read_bytes()
+        except FileNotFoundError:
+            meta_path.unlink(missing_ok=True)
+            return
+        remaining, bounces = [], []
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in meta["rcpts"]:
+            by_domain.setdefault(_domain(rcpt), []).append(rcpt)
+        for domain, rcpts in by_domain.items():
+            status, text = self.send(self.hosts["school"], meta["mail_from"], rcpts, data, domain)
+            if status == "ok":
+                continue
+            if status == "temp" and meta["attempts"] < 5:
+                remaining += rcpts
+                meta["errors"].append(text)
+            else:
+                bounces.append((rcpts, text))
+        for rcpts, text in bounces:
+            self.bounce(meta["mail_from"], rcpts, text, data)
+        if remaining:
+            meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
+            atomic_write_text(meta_path, json.dumps(meta) + "\n")
+        else:
+            meta_path.unlink(missing_ok=True)
+            data_path.unlink(missing_ok=True)
+
+    def mx_hosts(self, domain: str) -> list[str] | None:
+        """MX targets by preference; [] for a null MX (RFC 7505); A fallback when there is no MX (RFC 5321 §5.1)."""
+        answer = self.resolver().query(domain, "MX")
+        if answer.records:
+            mxs = sorted((r.rdata.preference, r.rdata.exchange.to_text().rstrip(".")) for r in answer.records)
+            if len(mxs) == 1 and mxs[0][1] == "":
+                return []
+            return [name for _p, name in mxs]
+        if answer.outcome.value in ("NODATA", "NXDOMAIN"):
+            return [domain] if self.resolver().query(domain, "A").records else None
+        return None
+
+    def send(self, source: Host, mail_from: str, rcpts: list[str], data: bytes, domain: str) -> tuple[str, str]:
+        """Deliver to ``domain``'s MX as ``source`` (its simulated address through PROXY). → ("ok"|"temp"|"perm", text)."""
+        targets = self.mx_hosts(domain)
+        if targets is None:
+            return "temp", f"Host or domain name not found. Name service error for name={domain} type=MX"
+        if not targets:
+            return "perm", f"Domain {domain} does not accept mail (null MX, RFC 7505)"
+        last = ("temp", "no MX reachable")
+        for target in targets:
+            addrs = self.resolver().query(target, "A").values
+            relay = next((self.ports.get(f"{k}:relay") for k, h in self.hosts.items() if h.ip in addrs), None)
+            if relay is None:
+                last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
+                continue
+            try:
+                with _ProxySMTP(source, addrs[0], relay, target) as client:
+                    client.ehlo(source.name)
+                    if client.has_extn("starttls"):
+                        client.starttls(context=self.ca.client_context())
+                        client.ehlo(source.name)
+                    refused = client.sendmail(mail_from, rcpts, data)
+                if refused:
+                    return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
+                return "ok", target
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, msg = next(iter(exc.recipients.values()))
+                return ("perm" if code >= 500 else "temp"), f"host {target} said: {code} {msg.decode(errors='replace')}"
+            except smtplib.SMTPResponseException as exc:
+                return ("perm" if exc.smtp_code >= 500 else "temp"), f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+            except (OSError, smtplib.SMTPException) as exc:
+                last = ("temp", f"{target}: {exc}")
+        return last
+
+    def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
+        """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""
+        if not mail_from or mail_from.lower() not in self.store.accounts:
+            log.warning("bounce for %s dropped (sender %r not local): %s", rcpts, mail_from, text)
+            return
+        host = self.hosts["school"].name
+        boundary = secrets.token_hex(8)
+        headers_part = original.split(b"\r\n\r\n", 1)[0]
+        body = (f"From: MAILER-DAEMON@{host} (Mail Delivery System)\r\nTo: {mail_from}\r\n"
+                f"Subject: Undelivered Mail Returned to Sender\r\nDate: {email.utils.format_datetime(email.utils.localtime())}\r\n"
+                f"Message-ID: <{secrets.token_hex(8)}@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+                f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                f"Ceci est le système de messagerie de {host}.\r\nVotre message n'a pas pu être remis à : {', '.join(rcpts)}\r\n"
+                f"Raison : {text}\r\n\r\nThis is the mail system at {host}. Your message could not be delivered to: "
+                f"{', '.join(rcpts)}\r\nReason: {text}\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n\r\n"
+                + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {text}\r\n\r\n" for r in rcpts)
+                + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode() + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
+        self.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce", "reason": text, "rcpts": rcpts})
+
+    def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
+        """Send a message from the spoofer's host (192.0.2.66) forging ``header_from``."""
+        data = (f"From: {header_from}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+                f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n"
+                f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()
+        return self.send(self.spoofer, mail_from, [rcpt], data, _domain(rcpt))
+
+
+class _ProxySMTP(smtplib.SMTP):
+    """smtplib client that opens with a PROXY v1 line: the receiver sees ``source.ip`` as the client."""
+
+    def __init__(self, source: Host, dst_ip: str, port: int, target: str) -> None:
+        self._source, self._dst_ip = source, dst_ip
+        super().__init__("127.0.0.1", port, local_hostname=source.name, timeout=30)
+        self._host = target  # STARTTLS checks the MX's certificate against its name
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout)
+        family = "TCP6" if ":" in self._source.ip else "TCP4"
+        sock.sendall(f"PROXY {family} {self._source.ip} {self._dst_ip} {secrets.randbelow(20000) + 40000} 25\r\n".encode())
+        return sock
+

@@ -1,0 +1,165 @@
+"""Mail clients for the course: SMTP submission with a readable transcript (IMAP and POP3 come next).
+
+>>> r = submit("tintin@jean.labmail.cloud", "milou@jean.labmail.cloud", "Bonjour", "Salut Milou !",
+...            password=getpass())                       # doctest: +SKIP
+>>> print(r.transcript)                                    # doctest: +SKIP
+C: EHLO …
+S: 250-mailcow.labmail.cloud …
+C: AUTH PLAIN ********
+"""
+
+from __future__ import annotations
+
+import email.utils
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from .errors import LabmailError
+from .i18n import tr
+from .world import World, current
+
+__all__ = ["submit", "SubmitResult", "make_message"]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What happened during a submission: the dialogue (passwords hidden), the server's last reply, refusals."""
+
+    accepted: bool
+    reply: str
+    transcript: str = field(repr=False)
+    refused: dict = field(default_factory=dict)
+    queue_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.transcript
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(self.transcript)
+
+
+class _RecordingSMTP(smtplib.SMTP):
+    """smtplib client that keeps the dialogue (secrets hidden) and checks TLS against the server's *name*."""
+
+    def __init__(self, server_name: str, **kwargs) -> None:
+        self.server_name = server_name
+        self.lines: list[str] = []
+        self._secret_next = False
+        super().__init__(**kwargs)
+
+    def connect(self, host="localhost", port=0, source_address=None):  # noqa: D102
+        reply = super().connect(host, port, source_address)
+        self._host = self.server_name  # STARTTLS checks the certificate against this name
+        return reply
+
+    def send(self, s):  # noqa: D102 - smtplib hook
+        text = s.decode("utf-8", "replace") if isinstance(s, bytes) else s
+        if text.upper().startswith("AUTH "):
+            parts = text.split()
+            shown = " ".join(parts[:2] + ["********"] * (len(parts) > 2))
+            self.lines.append("C: " + shown)
+            self._secret_next = parts[1].upper() == "LOGIN"
+        elif self._secret_next:
+            self.lines.append("C: ********")
+        elif not text.startswith(("From:", "Received:")) and len(text) < 1000:
+            self.lines.append("C: " + text.rstrip("\r\n"))
+        else:
+            self.lines.append(f"C: <message, {len(s)} octets>")
+        return super().send(s)
+
+    def getreply(self):  # noqa: D102 - smtplib hook
+        code, message = super().getreply()
+        text = message.decode("utf-8", "replace")
+        for i, line in enumerate(text.splitlines() or [""]):
+            sep = "-" if i < len(text.splitlines()) - 1 else " "
+            self.lines.append(f"S: {code}{sep}{line}")
+        if self._secret_next and code != 334:
+            self._secret_next = False
+        return code, message
+
+
+class _RecordingSMTPSSL(_RecordingSMTP):
+    """The same over implicit TLS (port 465, RFC 8314)."""
+
+    def __init__(self, server_name: str, context: ssl.SSLContext, **kwargs) -> None:
+        self.context = context
+        super().__init__(server_name, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout)
+        return self.context.wrap_socket(sock, server_hostname=self.server_name)
+
+
+def make_message(sender: str, to: str | list[str], subject: str, body: str, *, sender_name: str | None = None) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = email.utils.formataddr((sender_name, sender)) if sender_name else sender
+    msg["To"] = to if isinstance(to, str) else ", ".join(to)
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg.set_content(body)
+    return msg
+
+
+def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", *, password: str,
+           login: str | None = None, port: int = 587, host: str | None = None, message: EmailMessage | bytes | None = None,
+           world: World | None = None, timeout: float = 30.0, helo: str = "poste-etudiant") -> SubmitResult:
+    """Send a message as a mail client does: to the MSA (587 with STARTTLS, or 465 with TLS), with AUTH.
+
+    The password is used for the AUTH command and appears nowhere else (the transcript shows ``********``).
+    Refusals are results, not exceptions: ``accepted`` is False and ``reply`` says why (e.g. ``553 5.7.1``).
+    """
+    world = world or current()
+    recipients = [to] if isinstance(to, str) else list(to)
+    server_name = host or world.config.mail_host
+    address = world.connect_address(server_name, port)
+    if message is None:
+        data = make_message(sender, recipients, subject, body).as_bytes()
+    elif isinstance(message, EmailMessage):
+        data = message.as_bytes()
+    else:
+        data = message
+    context = world.tls_context()
+    try:
+        if port == 465:
+            client = _RecordingSMTPSSL(server_name, context, local_hostname=helo, timeout=timeout)
+        else:
+            client = _RecordingSMTP(server_name, local_hostname=helo, timeout=timeout)
+        client.connect(*address)
+        client.ehlo()
+        if port != 465 and client.has_extn("starttls"):
+            client.starttls(context=context)
+            client.ehlo()
+    except (OSError, smtplib.SMTPException) as exc:
+        raise LabmailError(
+            f"Impossible de joindre {server_name}:{port} ({exc}). Le lab est-il démarré ? (labmail.lab.ensure())",
+            f"Cannot reach {server_name}:{port} ({exc}). Is the lab running? (labmail.lab.ensure())") from None
+    try:
+        try:
+            client.login(login or sender, password)
+        except smtplib.SMTPAuthenticationError as exc:
+            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+        except smtplib.SMTPNotSupportedError:
+            return SubmitResult(False, tr("le serveur ne propose pas AUTH ici (TLS manquant ?)", "the server offers no AUTH here (TLS missing?)"),
+                                "\n".join(client.lines))
+        try:
+            refused = client.sendmail(sender, recipients, data)
+        except smtplib.SMTPSenderRefused as exc:
+            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = {r: f"{c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items()}
+            return SubmitResult(False, next(iter(refused.values())), "\n".join(client.lines), refused)
+        except smtplib.SMTPDataError as exc:
+            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+        last = next((line[2:] for line in reversed(client.lines) if line.startswith("S: 250")), "")
+        queue = last.rsplit(" ", 1)[-1] if "queued as" in last else None
+        return SubmitResult(True, last, "\n".join(client.lines),
+                            {r: f"{c} {m.decode(errors='replace')}" for r, (c, m) in refused.items()}, queue)
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()

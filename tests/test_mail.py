@@ -1,0 +1,225 @@
+"""The lab's mail system end to end: submission, local delivery, the providers' verdicts, the spoofer, refusals."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from labmail import config, lab, mail
+from labmail.dns import ZonePanel
+from labmail.headers import parse_authentication_results
+from labmail.lab.mailstore import MailStore
+from labmail.world import current
+
+DOMAIN = "jean-emile.labmail.cloud"
+TINTIN, MILOU = f"tintin@{DOMAIN}", f"milou@{DOMAIN}"
+
+
+@pytest.fixture(scope="module")
+def mail_lab(tmp_path_factory, world_template):
+    base = tmp_path_factory.mktemp("maillab")
+    shutil.copytree(world_template, base / "state")
+    cfg = config.Config(prenom="jean-emile", state_dir=base / "state")
+    lab.start(cfg)
+    passwords = {TINTIN: secrets.token_urlsafe(12), MILOU: secrets.token_urlsafe(12)}
+    for address, password in passwords.items():
+        lab.add_mailbox(address, password, config=cfg)
+    yield cfg, passwords
+    lab.stop(cfg)
+
+
+@pytest.fixture
+def env(mail_lab, monkeypatch):
+    cfg, passwords = mail_lab
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
+    return cfg, passwords, current()
+
+
+def wait_for(cfg, address, folder="INBOX", count=1, timeout=15.0):
+    store = MailStore(cfg.state_dir / "mail")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages = store.messages(address, folder)
+        if len(messages) >= count:
+            return messages
+        time.sleep(0.05)
+    return store.messages(address, folder)
+
+
+def count(cfg, address, folder="INBOX"):
+    return len(MailStore(cfg.state_dir / "mail").messages(address, folder))
+
+
+def send(passwords, to, subject, sender=TINTIN, **kwargs):
+    return mail.submit(sender, to, subject, "Bonjour !", password=passwords[sender], **kwargs)
+
+
+@pytest.fixture
+def zone(env):
+    _cfg, _pw, world = env
+    panel = ZonePanel(world=world)
+    yield panel
+    for rec in panel.list():
+        if rec.type not in ("SOA", "NS"):
+            panel.delete(rec.name, rec.type)
+
+
+def ar_of(data: bytes):
+    """The topmost Authentication-Results (Maildir stores LF line ends)."""
+    from email import message_from_bytes
+
+    return parse_authentication_results(str(message_from_bytes(data)["Authentication-Results"]))
+
+
+def test_tintin_to_milou_is_delivered_signed_with_a_record(env):
+    cfg, passwords, _world = env
+    before = count(cfg, MILOU)
+    result = send(passwords, MILOU, "Interne")
+    assert result.accepted and "queued as" in result.reply and "********" in result.transcript
+    assert passwords[TINTIN] not in result.transcript
+    [(key, data)] = wait_for(cfg, MILOU, count=before + 1)[-1:]
+    assert b"with ESMTPSA" in data and b"(Authenticated sender: " + TINTIN.encode() in data
+    assert data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;")
+    record = MailStore(cfg.state_dir / "mail").record(MILOU, key)
+    assert record["authenticated_as"] == TINTIN and record["tls"] and any("AUTH PLAIN" in line for line in record["dialogue"])
+
+
+def test_implicit_tls_on_465(env):
+    cfg, passwords, _world = env
+    before = count(cfg, MILOU)
+    assert send(passwords, MILOU, "via 465", port=465).accepted
+    assert len(wait_for(cfg, MILOU, count=before + 1)) == before + 1
+
+
+def test_step_7_then_spf_dkim_dmarc_step_by_step(env, zone):
+    cfg, passwords, _world = env
+    rcpts = ["jean-emile@gmail.test", "jean-emile@outlook.test"]
+
+    def deliver(subject):
+        counts = {(r, f): count(cfg, r, f) for r in rcpts for f in ("INBOX", "Junk")}
+        assert send(passwords, rcpts, subject).accepted
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            found = {r: f for (r, f), n in counts.items() if count(cfg, r, f) > n}
+            if len(found) == 2:
+                break
+            time.sleep(0.05)
+        out = {}
+        for r, f in found.items():
+            data = MailStore(cfg.state_dir / "mail").messages(r, f)[-1][1]
+            out[r.split("@")[1]] = (f, data)
+        return out
+
+    # Step 7: nothing published — spam at both, with the reasons in the headers
+    step7 = deliver("etape 7")
+    assert step7["gmail.test"][0] == "Junk" and step7["outlook.test"][0] == "Junk"
+    gmail = ar_of(step7["gmail.test"][1])
+    assert gmail.authserv_id == "mx.gmail.test" and gmail.get("spf").result == "none"
+    assert b"client-ip=203.0.113.10" in step7["gmail.test"][1]  # the receiver saw the school's address
+    # Step 9: SPF
+    zone.add("@", "MX", "10 mailcow.labmail.cloud.")
+    zone.add("@", "TXT", "v=spf1 ip4:203.0.113.10 -all")
+    step9 = deliver("etape 9")
+    assert ar_of(step9["gmail.test"][1]).get("spf").result == "pass"
+    assert step9["gmail.test"][0] == "INBOX"  # Gmail: SPF or DKIM, and a valid PTR
+    assert step9["outlook.test"][0] == "Junk"  # Microsoft: SPF and DKIM and DMARC
+    # Step 10: DKIM (the key Mailcow generated for the domain)
+    key = (cfg.state_dir / "keys" / "dkim" / f"{DOMAIN}.dkim.txt").read_text().strip()
+    zone.add("dkim._domainkey", "TXT", key)
+    step10 = deliver("etape 10")
+    assert ar_of(step10["gmail.test"][1]).get("dkim").result == "pass"
+    assert step10["outlook.test"][0] == "Junk"  # still no DMARC
+    # Steps 11-12: DMARC
+    zone.add("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+    step12 = deliver("etape 12")
+    for provider, (folder, data) in step12.items():
+        assert folder == "INBOX", provider
+        text = data.decode()
+        assert "spf=pass" in text and "dkim=pass" in text and "dmarc=pass" in text, provider
+    outlook_ar = step12["outlook.test"][1].decode().splitlines()[0]
+    assert outlook_ar.startswith("Authentication-Results: spf=pass") and "compauth=pass" in outlook_ar
+
+
+def test_the_spoofer_meets_the_dmarc_policy(env, zone):
+    cfg, _passwords, _world = env
+    zone.add("@", "TXT", "v=spf1 ip4:203.0.113.10 -all")
+    zone.add("_dmarc", "TXT", "v=DMARC1; p=reject")
+    status, reply = lab.spoof(f"direction@{DOMAIN}", "jean-emile@gmail.test", subject="Virement urgent")
+    assert status == "perm" and "5.7.26" in reply
+    status, reply = lab.spoof(f"direction@{DOMAIN}", "jean-emile@outlook.test")
+    assert status == "perm" and "5.7.509" in reply
+    zone.replace("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+    before = count(cfg, "jean-emile@gmail.test", "Junk")
+    status, _ = lab.spoof(f"direction@{DOMAIN}", "jean-emile@gmail.test")
+    assert status == "ok" and count(cfg, "jean-emile@gmail.test", "Junk") == before + 1
+    data = MailStore(cfg.state_dir / "mail").messages("jean-emile@gmail.test", "Junk")[-1][1]
+    assert b"dmarc=fail" in data and b"client-ip=192.0.2.66" in data
+
+
+def _smtp(world, port):
+    host, local = world.connect_address("mailcow.labmail.cloud", port)
+    client = smtplib.SMTP(timeout=10)
+    client.connect(host, local)
+    client._host = "mailcow.labmail.cloud"
+    return client
+
+
+def test_refusals_deliver_nothing(env):
+    cfg, passwords, world = env
+    before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}
+    # open relay: port 25 without AUTH, to a domain not hosted here
+    with _smtp(world, 25) as client:
+        client.ehlo("relay.example")
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+            client.sendmail("x@example.org", ["jean-emile@gmail.test"], b"Subject: relay\r\n\r\nx\r\n")
+        assert b"Relay access denied" in next(iter(info.value.recipients.values()))[1]
+    # AUTH before TLS on 587
+    with _smtp(world, 587) as client:
+        client.ehlo("poste")
+        assert not client.has_extn("auth")
+        code, message = client.docmd("AUTH", "PLAIN AHRpbnRpbgB4")
+        assert code == 530 and b"STARTTLS" in message
+    # sending as someone else, wrong password
+    other = send(passwords, MILOU, "usurpation", sender=TINTIN.replace("tintin", "tintin"), login=TINTIN)
+    assert other.accepted  # own address: fine
+    spoof = mail.submit(MILOU, "jean-emile@gmail.test", "x", "x", login=TINTIN, password=passwords[TINTIN])
+    assert not spoof.accepted and spoof.reply.startswith("553 5.7.1") and "not owned by user" in spoof.reply
+    wrong = mail.submit(TINTIN, MILOU, "x", "x", password="not-the-password")
+    assert not wrong.accepted and wrong.reply.startswith("535")
+    unknown = mail.submit(TINTIN, f"nobody@{DOMAIN}", "x", "x", password=passwords[TINTIN])
+    assert not unknown.accepted and "User unknown" in unknown.reply
+    time.sleep(1.0)
+    assert count(cfg, MILOU) == before[MILOU] + 1  # only the legitimate message
+    assert count(cfg, "jean-emile@gmail.test") == before["jean-emile@gmail.test"]
+
+
+def test_bounce_to_the_sender(env):
+    cfg, passwords, _world = env
+    before = count(cfg, TINTIN)
+    assert send(passwords, "personne@gmail.test", "perdu").accepted
+    messages = wait_for(cfg, TINTIN, count=before + 1)
+    assert len(messages) == before + 1
+    bounce = messages[-1][1]
+    assert b"Undelivered Mail Returned to Sender" in bounce and b"personne@gmail.test" in bounce
+    assert b"message/delivery-status" in bounce and b"5.1.1" in bounce
+
+
+@pytest.mark.tools
+def test_swaks_submits_with_starttls_and_auth(env):
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    host, port = world.connect_address("mailcow.labmail.cloud", 587)
+    out = subprocess.run(["swaks", "--server", host, "--port", str(port), "--tls", "--tls-verify", "--tls-ca-path",
+                          str(world.ca_file),
+                          "--auth", "PLAIN", "--auth-user", TINTIN, "--auth-password", passwords[TINTIN],
+                          "--from", TINTIN, "--to", MILOU, "--header", "Subject: swaks"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "250 2.0.0 Ok: queued as" in out.stdout
+    assert len(wait_for(cfg, MILOU, count=before + 1)) == before + 1
