@@ -11,6 +11,7 @@ C: AUTH PLAIN ********
 from __future__ import annotations
 
 import email.utils
+import json
 import smtplib
 import socket
 import ssl
@@ -21,7 +22,7 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["submit", "SubmitResult", "make_message"]
+__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,74 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
             client.quit()
         except (smtplib.SMTPException, OSError):
             client.close()
+
+
+class MailcowAPI:
+    """A client of Mailcow's REST API (``/api/v1``, header ``X-API-Key``) — the lab's or a real Mailcow.
+
+    >>> api = MailcowAPI(key=labmail.lab.api_key())                 # doctest: +SKIP
+    >>> api.add_mailbox("tintin", "jean.labmail.cloud", getpass())  # doctest: +SKIP
+    [{'type': 'success', 'log': [...], 'msg': ['mailbox_added', 'tintin@jean.labmail.cloud']}]
+
+    Mailcow answers HTTP 200 even when a write fails: check each item's ``type`` (``success``, ``danger``,
+    ``error``), or use :meth:`raise_for` to turn a failure into an exception.
+    """
+
+    def __init__(self, key: str, *, host: str | None = None, world: World | None = None, timeout: float = 15.0) -> None:
+        self.world = world or current()
+        self.host = host or self.world.config.mail_host
+        self._key = key
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"MailcowAPI(host={self.host!r})"  # never the key
+
+    def _call(self, method: str, path: str, payload=None):
+        import urllib.error
+        import urllib.request
+
+        address = self.world.connect_address(self.host, 443)
+        url = f"https://{address[0]}:{address[1]}/api/v1/{path}"
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(url, data=data, method=method, headers={
+            "X-API-Key": self._key, "Content-Type": "application/json", "Host": self.host, "Accept": "application/json"})
+        context = self.world.tls_context()
+        if address[0] != self.host:  # the lab's port map: we connect to 127.0.0.1, whose name the certificate also carries
+            context.check_hostname = False
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise LabmailError("Clé d'API refusée (401) : vérifiez la clé (labmail.lab.api_key()).",
+                                   "API key refused (401): check the key (labmail.lab.api_key()).") from None
+            raise LabmailError(f"L'API a répondu {exc.code}.", f"The API answered {exc.code}.") from None
+        except (OSError, ValueError) as exc:
+            raise LabmailError(f"API injoignable ({exc}).", f"API unreachable ({exc}).") from None
+
+    def get_domain(self, domain: str = "all"):
+        return self._call("GET", f"get/domain/{domain}")
+
+    def get_mailbox(self, address: str = "all", domain: str | None = None):
+        return self._call("GET", f"get/mailbox/all/{domain}" if address == "all" and domain else f"get/mailbox/{address}")
+
+    def add_mailbox(self, local_part: str, domain: str, password: str, *, name: str = "", quota_mib: int = 3072):
+        return self._call("POST", "add/mailbox", {"local_part": local_part, "domain": domain, "name": name,
+                                                   "password": password, "password2": password, "quota": quota_mib,
+                                                   "active": 1, "force_pw_update": 0, "tls_enforce_in": 0,
+                                                   "tls_enforce_out": 0, "authsource": "mailcow", "tags": []})
+
+    def delete_mailbox(self, *addresses: str):
+        return self._call("POST", "delete/mailbox", list(addresses))
+
+    def get_dkim(self, domain: str):
+        return self._call("GET", f"get/dkim/{domain}")
+
+    @staticmethod
+    def raise_for(result) -> None:
+        """Raise LabmailError if a write answer (a list of {type, msg}) is not a success."""
+        items = result if isinstance(result, list) else [result]
+        bad = [i for i in items if isinstance(i, dict) and i.get("type") != "success"]
+        if bad:
+            msg = " ".join(str(m) for m in bad[0].get("msg", []))
+            raise LabmailError(f"Mailcow a refusé : {msg}", f"Mailcow refused: {msg}")

@@ -223,3 +223,89 @@ def test_swaks_submits_with_starttls_and_auth(env):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "250 2.0.0 Ok: queued as" in out.stdout
     assert len(wait_for(cfg, MILOU, count=before + 1)) == before + 1
+
+
+# --- HTTPS: autoconfig, Autodiscover, Mailcow API --------------------------------------------------
+def _https(world, name, path, *, method="GET", data=None, headers=None):
+    """curl, as a user would, checking the lab CA and the certificate's name."""
+    host, port = world.connect_address("mailcow.labmail.cloud", 443)
+    cmd = ["curl", "-sS", "--cacert", world.ca_file, "--resolve", f"{name}:{port}:{host}", "-w", "\n%{http_code}",
+           "-X", method, f"https://{name}:{port}{path}"]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
+    if data is not None:
+        cmd += ["--data-binary", data]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+OUTLOOK_REQUEST = ('<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+                   "<Request><EMailAddress>{}</EMailAddress><AcceptableResponseSchema>"
+                   "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+                   "</AcceptableResponseSchema></Request></Autodiscover>")
+
+
+def test_autoconfig_and_autodiscover_with_curl(env):
+    _cfg, _pw, world = env
+    code, xml = _https(world, f"autoconfig.{DOMAIN}", f"/mail/config-v1.1.xml?emailaddress={TINTIN}")
+    assert code == 200 and "<hostname>mailcow.labmail.cloud</hostname>" in xml
+    assert [p for p in ("993", "143", "995", "110", "465", "587") if f"<port>{p}</port>" in xml] == ["993", "143", "995", "110", "465", "587"]
+    code, same = _https(world, "mailcow.labmail.cloud", "/.well-known/autoconfig/mail/config-v1.1.xml")
+    assert code == 200 and same == xml
+    code, outlook = _https(world, f"autodiscover.{DOMAIN}", "/Autodiscover/Autodiscover.xml", method="POST",
+                           data=OUTLOOK_REQUEST.format(TINTIN))
+    assert code == 200 and "<Type>IMAP</Type>" in outlook and "<Port>993</Port>" in outlook and "<Port>465</Port>" in outlook
+    code, eas = _https(world, f"autodiscover.{DOMAIN}", "/autodiscover/autodiscover.xml", method="POST",
+                       data=f"<Autodiscover><Request><EMailAddress>{TINTIN}</EMailAddress></Request></Autodiscover>")
+    assert "Microsoft-Server-ActiveSync" in eas
+    code, error = _https(world, f"autodiscover.{DOMAIN}", "/Autodiscover/Autodiscover.xml", method="POST",
+                         data=OUTLOOK_REQUEST.format(f"nobody@{DOMAIN}"))
+    assert "<ErrorCode>600</ErrorCode>" in error
+    code, js = _https(world, f"autodiscover.{DOMAIN}", "/autodiscover/autodiscover.json?Protocol=AutodiscoverV1")
+    assert code == 200 and f"https://autodiscover.{DOMAIN}/Autodiscover/Autodiscover.xml" in js
+    assert _https(world, "mailcow.labmail.cloud", "/autodiscover/autodiscover.json?Protocol=Nope")[0] == 400
+    assert _https(world, "mailcow.labmail.cloud", "/../../etc/passwd")[0] in (400, 404)
+
+
+def test_mailcow_api_with_a_students_key(env):
+    cfg, _pw, world = env
+    api = mail.MailcowAPI(key=lab.api_key(cfg), world=world)
+    assert lab.api_key(cfg) not in repr(api)
+    [domain] = api.get_domain()
+    assert domain["domain_name"] == DOMAIN and api.get_domain("milou.labmail.cloud") == {}
+    added = api.add_mailbox("haddock", DOMAIN, secrets.token_urlsafe(12), name="Capitaine Haddock")
+    mail.MailcowAPI.raise_for(added)
+    assert added[0]["msg"] == ["mailbox_added", f"haddock@{DOMAIN}"]
+    assert api.get_mailbox(f"haddock@{DOMAIN}")["name"] == "Capitaine Haddock"
+    denied = api.add_mailbox("intrus", "milou.labmail.cloud", secrets.token_urlsafe(12))
+    assert denied[0]["type"] == "danger" and denied[0]["msg"] == ["access_denied"]  # HTTP 200, Mailcow style
+    with pytest.raises(Exception, match="refusé"):
+        mail.MailcowAPI.raise_for(denied)
+    again = api.add_mailbox("haddock", DOMAIN, secrets.token_urlsafe(12))
+    assert again[0]["msg"][0] == "object_exists"
+    dkim = api.get_dkim(DOMAIN)
+    assert dkim["dkim_selector"] == "dkim" and dkim["dkim_txt"].startswith("v=DKIM1;k=rsa;t=s;s=email;p=MII")
+    assert api.get_dkim("milou.labmail.cloud") == {}
+    mail.MailcowAPI.raise_for(api.delete_mailbox(f"haddock@{DOMAIN}"))
+    assert api.get_mailbox(f"haddock@{DOMAIN}") == {}
+    code, body = _https(world, "mailcow.labmail.cloud", "/api/v1/get/domain/all", headers={"X-API-Key": "WRONG"})
+    assert code == 401 and '"authentication failed"' in body
+    code, _ = _https(world, "mailcow.labmail.cloud", "/api/v1/get/domain/all", method="POST",
+                     headers={"X-API-Key": lab.api_key(cfg)})
+    assert code == 405
+
+
+def test_admin_key_sees_every_domain(env):
+    cfg, _pw, world = env
+    admin = mail.MailcowAPI(key=lab.api_key(cfg, admin=True), world=world)
+    names = {d["domain_name"] for d in admin.get_domain()}
+    assert {DOMAIN, "milou.labmail.cloud", "labmail.cloud"} <= names
+
+
+def test_a_new_student_gets_autoconfig_names_in_the_certificate(env):
+    cfg, _pw, world = env
+    lab.provision(cfg, students=["zoe"])
+    code, xml = _https(world, "autoconfig.zoe.labmail.cloud", "/mail/config-v1.1.xml")
+    assert code == 200 and "mailcow.labmail.cloud" in xml

@@ -31,7 +31,7 @@ from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "api_key"]
 
 _children: dict[int, subprocess.Popen] = {}
 PROTOCOL = 3  # version of what the lab process reports (run.json, control replies)
@@ -64,7 +64,8 @@ class LabStatus:
     def _smtp_ports(self) -> dict[str, int]:
         names = {"203.0.113.10:25": f"{self.mail_host}:25 (MX)", "203.0.113.10:587": f"{self.mail_host}:587 (submission, STARTTLS)",
                  "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)", "198.51.100.25:25": "gmail.test MX:25",
-                 "198.51.100.145:25": "outlook.test MX:25"}
+                 "198.51.100.145:25": "outlook.test MX:25",
+                 "203.0.113.10:443": f"{self.mail_host}:443 (HTTPS : autoconfig, API)"}
         return {names.get(k, k): v for k, v in self.endpoints.items()}
 
     def ports(self) -> dict[str, tuple[str, int]]:
@@ -105,7 +106,7 @@ class LabStatus:
                f"  Registry server (ns1.{self.parent_domain}: root, {self.parent_domain}, providers): "
                f"port {self.registry_port}"),
             tr(f"  Domaines d'étudiant : {students}", f"  Student domains: {students}"),
-            *[f"  SMTP {name}: {self.host} port {port}" for name, port in self._smtp_ports().items()],
+            *[f"  {name}: {self.host} port {port}" for name, port in self._smtp_ports().items()],
             tr(f"  Autorité de certification du lab (à importer dans Thunderbird) : {self.ca_path}",
                f"  Lab certificate authority (import it into Thunderbird): {self.ca_path}"),
             tr(f"  Dossier d'état : {self.state_dir}", f"  State folder: {self.state_dir}"),
@@ -361,6 +362,21 @@ def spoof(header_from: str, rcpt: str, *, mail_from: str | None = None, subject:
                                             "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
                                             "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
     return reply["status"], reply["reply"]
+
+
+def api_key(config: Config | None = None, *, admin: bool = False) -> str:
+    """The student's key for the school server's API (or the lab admin's, for instructors). Never print it."""
+    from .apikeys import api_keys
+
+    cfg = _cfg(config)
+    keys = api_keys(cfg.state_dir)
+    if admin:
+        return keys["admin"]
+    try:
+        return keys["domains"][cfg.domain]
+    except KeyError:
+        raise LabError(f"Pas de clé d'API pour {cfg.domain} : lancez labmail.lab.ensure().",
+                       f"No API key for {cfg.domain}: run labmail.lab.ensure().") from None
 
 
 def student_key_file(config: Config | None = None) -> Path:

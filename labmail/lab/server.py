@@ -146,6 +146,9 @@ class Lab:
             entry = self.keys.create(origin, [origin])
             atomic_write_text(self.state_dir / "keys" / f"{domain}.key", bind_key_file(entry), mode=0o600)
             self._dkim_key(domain, _world.SCHOOL_SELECTOR)
+            from .apikeys import ensure_domain_key
+
+            ensure_domain_key(self.state_dir, domain)  # the student's domain-admin API key (Mailcow's step 2)
             self._delegate(origin)
             self.student_origins.add(dns.name.from_text(origin))
             self._provider_mailboxes(label)
@@ -212,6 +215,7 @@ class LabProcess:
         self.mail = None
         self.ca = None
         self.executor = None
+        self.web_runner = None
 
     async def _bind(self, role: str, port: int, required: bool) -> None:
         try:
@@ -256,6 +260,8 @@ class LabProcess:
         log.info("lab stopping")
         if self.mail is not None:
             await self.mail.stop()
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
         for server in self.servers:
             server.close()
         if self.executor is not None:
@@ -274,6 +280,7 @@ class LabProcess:
         loop = asyncio.get_running_loop()
 
         def prepare():  # the slow part (imports, certificates) off the loop: DNS keeps answering meanwhile
+            from . import web  # noqa: F401  (aiohttp's import is slow: done here, off the loop)
             from .smtp import MailServices
             from .tls import LabCA
 
@@ -283,10 +290,14 @@ class LabProcess:
             return ca, mail
 
         self.ca, self.mail = await loop.run_in_executor(self.executor, prepare)
-        self.lab.on_student = lambda domain: self.mail.hosts["school"].domains.add(domain)
+        self.lab.on_student = self.mail.add_school_domain
         previous = {k[5:]: v for k, v in self.lab.world.get("ports", {}).items() if k.startswith("mail:")}
         for key, port in (await self.mail.start(previous)).items():
             self.ports["mail:" + key] = port
+        from .web import start_web
+
+        self.web_runner, self.ports["mail:school:443"] = await start_web(self.mail, self.ca, int(previous.get("school:443") or 0))
+        self.mail.ports["school:443"] = self.ports["mail:school:443"]
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)

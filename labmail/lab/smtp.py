@@ -285,6 +285,7 @@ class MailServices:
         self.servers: list = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
+        self.web_context = None
 
     # -- listeners --------------------------------------------------------------
     def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
@@ -340,11 +341,19 @@ class MailServices:
         self._worker = loop.create_task(self._queue_worker())
         return dict(self.ports)
 
+    def add_school_domain(self, domain: str) -> None:
+        """A new student: the school's server now receives for the domain (and serves its autoconfig names)."""
+        self.hosts["school"].domains.add(domain)
+        if self.web_context is not None:
+            from .web import web_names
+
+            self.ca.configure(self.web_context, web_names(self))
+
     def endpoints(self) -> dict[str, int]:
-        """Simulated "ip:port" → local port, for clients (labmail.mail, swaks)."""
+        """Simulated "ip:port" → local port, for clients (labmail.mail, swaks, curl)."""
         out = {}
         for key, host in self.hosts.items():
-            for port in ("25", "587", "465"):
+            for port in ("25", "587", "465", "443"):
                 if f"{key}:{port}" in self.ports:
                     out[f"{host.ip}:{port}"] = self.ports[f"{key}:{port}"]
         return out

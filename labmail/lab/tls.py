@@ -48,6 +48,12 @@ class LabCA:
             self._contexts[key] = context
         return self._contexts[key]
 
+    def configure(self, context: ssl.SSLContext, names) -> None:
+        """Load a new certificate for ``names`` into an existing context (new connections use it at once)."""
+        assert self._ca is not None, "load_or_create() first"
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._ca.issue_cert(*names).configure_cert(context)
+
     def client_context(self) -> ssl.SSLContext:
         """A client-side context that trusts the lab CA only."""
         return ssl.create_default_context(cafile=str(self.ca_path))

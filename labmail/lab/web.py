@@ -1,0 +1,279 @@
+"""HTTPS of the school's server, as Mailcow serves it: autoconfig, Autodiscover and a REST API subset.
+
+* Thunderbird autoconfig: ``GET /mail/config-v1.1.xml`` and ``/.well-known/autoconfig/mail/config-v1.1.xml``
+  (same content as Mailcow's ``autoconfig.php``: IMAP 993/143, POP3 995/110, SMTP 465/587, all on the mail host).
+* Microsoft Autodiscover: ``POST /Autodiscover/Autodiscover.xml`` (Outlook schema → IMAP/SMTP settings,
+  otherwise ActiveSync; unknown address → ErrorCode 600) and ``GET /autodiscover/autodiscover.json``.
+* Mailcow's API (``/api/v1/…``, header ``X-API-Key``): domains, mailboxes, DKIM, with Mailcow's shapes —
+  including HTTP 200 with ``"type": "error"`` for a failed write. The admin key may do everything; a
+  student's key only touches the student's own domain.
+
+Everything is served on every host name (``mailcow.labmail.cloud``, ``autoconfig.<domain>``,
+``autodiscover.<domain>``), as Mailcow's nginx does; the certificate covers them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import ssl
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from .apikeys import api_keys
+
+log = logging.getLogger("labmail.lab.web")
+GIB = 1024 * 1024
+
+
+def autoconfig_xml(mail_host: str) -> str:
+    servers = [("incomingServer", "imap", 993, "SSL"), ("incomingServer", "imap", 143, "STARTTLS"),
+               ("incomingServer", "pop3", 995, "SSL"), ("incomingServer", "pop3", 110, "STARTTLS"),
+               ("outgoingServer", "smtp", 465, "SSL"), ("outgoingServer", "smtp", 587, "STARTTLS")]
+    body = "".join(
+        f'    <{tag} type="{kind}">\n      <hostname>{mail_host}</hostname>\n      <port>{port}</port>\n'
+        f'      <socketType>{socket}</socketType>\n      <username>%EMAILADDRESS%</username>\n'
+        f'      <authentication>password-cleartext</authentication>\n    </{tag}>\n'
+        for tag, kind, port, socket in servers)
+    return ('<?xml version="1.0"?>\n<clientConfig version="1.1">\n'
+            f'  <emailProvider id="{mail_host}">\n    <domain>%EMAILDOMAIN%</domain>\n'
+            '    <displayName>A mailcow mail server</displayName>\n    <displayShortName>mail server</displayShortName>\n'
+            f"{body}  </emailProvider>\n"
+            f'  <webMail>\n    <loginPage url="https://{mail_host}/SOGo/"/>\n  </webMail>\n</clientConfig>\n')
+
+
+def autodiscover_imap(mail_host: str, address: str) -> str:
+    proto = ("      <Protocol>\n        <Type>{t}</Type>\n        <Server>{h}</Server>\n        <Port>{p}</Port>\n"
+             "        <DomainRequired>off</DomainRequired>\n        <LoginName>{a}</LoginName>\n        <SPA>off</SPA>\n"
+             "        <SSL>on</SSL>\n        <AuthRequired>on</AuthRequired>\n{extra}      </Protocol>\n")
+    return ('<?xml version="1.0" encoding="utf-8" ?>\n'
+            '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">\n'
+            '  <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a">\n'
+            "    <User>\n      <DisplayName>" + escape(address) + "</DisplayName>\n    </User>\n"
+            "    <Account>\n      <AccountType>email</AccountType>\n      <Action>settings</Action>\n"
+            + proto.format(t="IMAP", h=mail_host, p=993, a=escape(address), extra="")
+            + proto.format(t="SMTP", h=mail_host, p=465, a=escape(address),
+                           extra="        <UsePOPAuth>on</UsePOPAuth>\n        <SMTPLast>off</SMTPLast>\n")
+            + "    </Account>\n  </Response>\n</Autodiscover>\n")
+
+
+def autodiscover_activesync(mail_host: str, address: str) -> str:
+    return ('<?xml version="1.0" encoding="utf-8" ?>\n'
+            '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">\n'
+            '  <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006">\n'
+            f"    <Culture>fr:fr</Culture>\n    <User>\n      <DisplayName>{escape(address)}</DisplayName>\n"
+            f"      <EMailAddress>{escape(address)}</EMailAddress>\n    </User>\n    <Action>\n      <Settings>\n"
+            "        <Server>\n          <Type>MobileSync</Type>\n"
+            f"          <Url>https://{mail_host}/Microsoft-Server-ActiveSync</Url>\n"
+            f"          <Name>https://{mail_host}/Microsoft-Server-ActiveSync</Name>\n        </Server>\n"
+            "      </Settings>\n    </Action>\n  </Response>\n</Autodiscover>\n")
+
+
+def autodiscover_error() -> str:
+    return ('<?xml version="1.0" encoding="utf-8" ?>\n'
+            '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">\n'
+            '  <Response>\n    <Error Time="00:00:00" Id="2477272013">\n      <ErrorCode>600</ErrorCode>\n'
+            "      <Message>Invalid Request</Message>\n      <DebugData />\n    </Error>\n  </Response>\n</Autodiscover>\n")
+
+
+def _result(kind: str, log_: list, msg: list) -> list[dict]:
+    return [{"type": kind, "log": log_, "msg": msg}]
+
+
+class WebApp:
+    """The aiohttp application of mailcow.labmail.cloud."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self.lab = services.lab
+        self.store = services.store
+        self.mail_host = services.hosts["school"].name
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_route("*", "/{path:.*}", self.dispatch)
+        self.app = app
+
+    # -- routing ---------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if re.fullmatch(r"/(?:[mM]ail)/(?:[cC]onfig)-v1\.1\.xml", path) or path == "/.well-known/autoconfig/mail/config-v1.1.xml":
+            return web.Response(text=autoconfig_xml(self.mail_host), content_type="application/xml")
+        if path.lower() == "/autodiscover/autodiscover.xml":
+            return await self.autodiscover(request)
+        if path.lower() == "/autodiscover/autodiscover.json":
+            protocol = request.query.get("Protocol", "")
+            if protocol.lower() == "autodiscoverv1":
+                return web.json_response({"Protocol": "AutodiscoverV1", "Url": f"https://{request.host.split(':')[0]}/Autodiscover/Autodiscover.xml"})
+            if protocol.lower() == "activesync":
+                return web.json_response({"Protocol": "ActiveSync", "Url": f"https://{self.mail_host}/Microsoft-Server-ActiveSync"})
+            return web.json_response({"ErrorCode": "InvalidProtocol", "ErrorMessage": f"The given protocol value '{protocol}' is invalid."}, status=400)
+        if path.startswith("/api/v1/"):
+            return await self.api(request)
+        if ".." in path or "\\" in path:
+            log.warning("path traversal attempt refused: %r from %s", path, request.remote)
+            return web.Response(status=400, text="Bad request\n")
+        return web.Response(status=404, text="Not found\n")
+
+    async def autodiscover(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(text=autodiscover_error(), content_type="application/xml")
+        body = (await request.text())[:65536]
+        match = re.search(r"<EMailAddress>\s*([^<\s]+)\s*</EMailAddress>", body, re.I)
+        address = match.group(1).lower() if match else ""
+        account = self.store.accounts.get(address)
+        if account is None or not account.active or account.domain not in self.services.hosts["school"].domains:
+            log.info("autodiscover: unknown address %r", address)
+            return web.Response(text=autodiscover_error(), content_type="application/xml")
+        if "autodiscover/outlook/responseschema" in body.lower():
+            return web.Response(text=autodiscover_imap(self.mail_host, address), content_type="application/xml")
+        return web.Response(text=autodiscover_activesync(self.mail_host, address), content_type="application/xml")
+
+    # -- API ---------------------------------------------------------------------
+    def _scope(self, request: web.Request) -> str | None:
+        """'*' for the admin key, the domain for a student's key, None if the key is wrong."""
+        key = re.sub(r"[^A-Za-z0-9-]", "", request.headers.get("X-API-Key", ""))
+        keys = api_keys(self.lab.state_dir)
+        if key and secrets.compare_digest(key, keys["admin"]):
+            return "*"
+        for domain, value in keys["domains"].items():
+            if key and secrets.compare_digest(key, value):
+                return domain
+        return None
+
+    async def api(self, request: web.Request) -> web.Response:
+        scope = self._scope(request)
+        if scope is None:
+            log.warning("API: authentication failed from %s", request.remote)
+            return web.json_response({"type": "error", "msg": "authentication failed"}, status=401)
+        parts = request.path.split("/")[3:]  # ["get", "domain", "all"]
+        action = parts[0] if parts else ""
+        if action == "get" and request.method != "GET":
+            return web.json_response({"type": "error", "msg": "only GET method is allowed"}, status=405)
+        if action in ("add", "edit", "delete") and request.method != "POST":
+            return web.json_response({"type": "error", "msg": "only POST method is allowed"}, status=405)
+        try:
+            payload = await request.json() if request.method == "POST" else None
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response(_result("error", [], ["request_body_invalid_json"]))
+        handler = getattr(self, f"_{action}_{parts[1].replace('-', '_')}" if len(parts) > 1 else "_none", None)
+        if handler is None:
+            return web.json_response({"type": "error", "msg": "route not found"}, status=404)
+        return web.json_response(await handler(scope, parts[2:], payload))
+
+    def _allowed(self, scope: str, domain: str) -> bool:
+        return scope == "*" or scope == domain.lower()
+
+    def _domain_obj(self, domain: str) -> dict:
+        boxes = self.store.mailboxes(domain)
+        return {"domain_name": domain, "active": 1, "description": f"Domaine de l'atelier ({domain})",
+                "max_num_mboxes_for_domain": 10, "mboxes_in_domain": len(boxes), "max_num_aliases_for_domain": 400,
+                "def_quota_for_mbox": 3072 * GIB, "max_quota_for_mbox": 10240 * GIB, "max_quota_for_domain": 10240 * GIB,
+                "quota_used_in_domain": "0", "relay_all_recipients": 0, "backupmx": 0, "gal": 1, "rl": False, "tags": []}
+
+    async def _get_domain(self, scope, args, payload):
+        domains = sorted(d for d in self.services.hosts["school"].domains if self._allowed(scope, d))
+        if not args or args[0] == "all":
+            return [self._domain_obj(d) for d in domains]
+        return self._domain_obj(args[0].lower()) if args[0].lower() in domains else {}
+
+    def _mailbox_obj(self, account) -> dict:
+        return {"username": account.address, "domain": account.domain, "local_part": account.address.split("@")[0],
+                "name": account.name, "active": 1 if account.active else 0, "quota": account.quota_mib * GIB,
+                "messages": len(self.store.messages(account.address)), "quota_used": 0, "authsource": "mailcow"}
+
+    async def _get_mailbox(self, scope, args, payload):
+        if not args:
+            return {}
+        if args[0] == "all":
+            domain = args[1].lower() if len(args) > 1 else None
+            return [self._mailbox_obj(a) for a in self.store.accounts.values()
+                    if a.domain in self.services.hosts["school"].domains and self._allowed(scope, a.domain)
+                    and (domain is None or a.domain == domain)]
+        account = self.store.accounts.get(args[0].lower())
+        if account is None or not self._allowed(scope, account.domain) or account.domain not in self.services.hosts["school"].domains:
+            return {}
+        return self._mailbox_obj(account)
+
+    async def _add_mailbox(self, scope, args, payload):
+        if not isinstance(payload, dict):
+            return _result("error", [], ["request_body_invalid_json"])
+        local, domain = str(payload.get("local_part", "")).lower(), str(payload.get("domain", "")).lower()
+        password, password2 = str(payload.get("password", "")), str(payload.get("password2", ""))
+        if domain not in self.services.hosts["school"].domains:
+            return _result("danger", ["mailbox", "add", payload.get("local_part")], ["domain_not_found", domain])
+        if not self._allowed(scope, domain):
+            return _result("danger", ["mailbox", "add"], ["access_denied"])
+        if password != password2:
+            return _result("danger", ["mailbox", "add"], ["password_mismatch"])
+        loop = asyncio.get_running_loop()
+        from ..errors import LabmailError
+
+        try:
+            account = await loop.run_in_executor(self.services.executor, lambda: self.store.add_mailbox(
+                f"{local}@{domain}", password, name=str(payload.get("name", "")), quota_mib=int(payload.get("quota", 3072))))
+        except LabmailError as exc:
+            msg = "object_exists" if "existe" in exc.text.fr else "password_complexity" if "Mot de passe" in exc.text.fr else "mailbox_invalid"
+            return _result("danger", ["mailbox", "add"], [msg, f"{local}@{domain}"])
+        log.info("API: mailbox %s added", account.address)
+        return _result("success", ["mailbox", "add", "mailbox", {"local_part": local, "domain": domain}], ["mailbox_added", account.address])
+
+    async def _delete_mailbox(self, scope, args, payload):
+        if not isinstance(payload, list):
+            return _result("error", [], ["request_body_invalid_json"])
+        out = []
+        for address in payload:
+            address = str(address).lower()
+            account = self.store.accounts.get(address)
+            if account is None or not self._allowed(scope, account.domain):
+                out += _result("danger", ["mailbox", "delete", address], ["access_denied"])
+                continue
+            self.store.delete_mailbox(address)
+            out += _result("success", ["mailbox", "delete", address], ["mailbox_removed", address])
+        return out
+
+    async def _get_dkim(self, scope, args, payload):
+        domain = args[0].lower() if args else ""
+        if not self._allowed(scope, domain):
+            return {}
+        path = self.lab.state_dir / "keys" / "dkim" / f"{domain}.dkim.txt"
+        if not path.exists():
+            return {}
+        record = path.read_text(encoding="utf-8").strip()
+        pubkey = record.split("p=", 1)[1]
+        return {"pubkey": pubkey, "length": "2048", "dkim_txt": f"v=DKIM1;k=rsa;t=s;s=email;p={pubkey}",
+                "dkim_selector": "dkim", "privkey": ""}
+
+    async def _none(self, scope, args, payload):  # pragma: no cover - unreachable fallback
+        return {}
+
+
+async def start_web(services, ca, previous_port: int = 0):
+    """Serve the web app over TLS on loopback; returns (runner, port)."""
+    app = WebApp(services)
+    runner = web.AppRunner(app.app, access_log=None)
+    await runner.setup()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.configure(context, web_names(services))
+    services.web_context = context  # re-configured in place when a student (autoconfig.<domain>) is added
+    site = None
+    for port in (previous_port, 0):
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
+            await site.start()
+            break
+        except OSError:
+            if port == 0:
+                raise
+    sock = site._server.sockets[0]  # noqa: SLF001  (aiohttp exposes no public accessor for the bound port)
+    return runner, sock.getsockname()[1]
+
+
+def web_names(services) -> tuple[str, ...]:
+    host = services.hosts["school"]
+    names = [host.name, host.ip, "localhost", "127.0.0.1"]
+    for domain in sorted(host.domains):
+        names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
+    return tuple(names)
