@@ -22,7 +22,7 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI"]
+__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,59 @@ class MailcowAPI:
         if bad:
             msg = " ".join(str(m) for m in bad[0].get("msg", []))
             raise LabmailError(f"Mailcow a refusé : {msg}", f"Mailcow refused: {msg}")
+
+
+@dataclass(frozen=True)
+class POP3Message:
+    """A message as POP3 lists it: number, unique id (UIDL), size, and the raw bytes if fetched."""
+
+    number: int
+    uid: str
+    size: int
+    data: bytes | None = field(default=None, repr=False)
+
+
+def pop3(address: str, *, password: str, fetch: bool = True, delete: bool = False, port: int = 995,
+         host: str | None = None, world: World | None = None, timeout: float = 30.0) -> list[POP3Message]:
+    """Read a mailbox as a POP3 client: list (UIDL), optionally fetch (RETR) and delete (DELE, then QUIT).
+
+    ``delete=True`` is a client with "leave messages on server" off: the messages leave the server.
+    """
+    import poplib
+
+    world = world or current()
+    server_name = host or world.config.mail_host
+    address_port = world.connect_address(server_name, port)
+    context = world.tls_context()
+    if address_port[0] != server_name:
+        context.check_hostname = False  # connecting to 127.0.0.1 (the certificate carries that name too)
+    try:
+        if port == 995:
+            client = poplib.POP3_SSL(address_port[0], address_port[1], timeout=timeout, context=context)
+        else:
+            client = poplib.POP3(address_port[0], address_port[1], timeout=timeout)
+            client.stls(context=context)
+    except (OSError, poplib.error_proto) as exc:
+        raise LabmailError(f"POP3 injoignable sur {server_name}:{port} ({exc}).", f"POP3 unreachable at {server_name}:{port} ({exc}).") from None
+    try:
+        try:
+            client.user(address)
+            client.pass_(password)
+        except poplib.error_proto as exc:
+            raise LabmailError(f"Connexion POP3 refusée : {exc.args[0].decode(errors='replace')}",
+                               f"POP3 login refused: {exc.args[0].decode(errors='replace')}") from None
+        sizes = {int(n): int(s) for n, s in (line.split() for line in (x.decode() for x in client.list()[1]))}
+        uids = {int(n): u for n, u in (line.split() for line in (x.decode() for x in client.uidl()[1]))}
+        out = []
+        for number in sorted(sizes):
+            data = b"\r\n".join(client.retr(number)[1]) + b"\r\n" if fetch else None
+            out.append(POP3Message(number, uids[number], sizes[number], data))
+            if delete:
+                client.dele(number)
+        client.quit()
+        return out
+    finally:
+        try:
+            client.close()
+        except OSError:
+            pass

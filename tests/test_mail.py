@@ -309,3 +309,67 @@ def test_a_new_student_gets_autoconfig_names_in_the_certificate(env):
     lab.provision(cfg, students=["zoe"])
     code, xml = _https(world, "autoconfig.zoe.labmail.cloud", "/mail/config-v1.1.xml")
     assert code == 200 and "mailcow.labmail.cloud" in xml
+
+
+# --- POP3 -------------------------------------------------------------------------------------------
+def _pop(world, port=995):
+    import poplib
+
+    host, local = world.connect_address("mailcow.labmail.cloud", port)
+    context = world.tls_context()
+    context.check_hostname = False
+    if port == 995:
+        return poplib.POP3_SSL(host, local, timeout=10, context=context), context
+    return poplib.POP3(host, local, timeout=10), context
+
+
+def test_pop3_scenario_leave_on_server_or_not(env):
+    """The seed's step 6, scenario 1: what a POP client does to the server's copy."""
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    assert send(passwords, MILOU, "pour POP").accepted
+    wait_for(cfg, MILOU, count=before + 1)
+    kept = mail.pop3(MILOU, password=passwords[MILOU], delete=False)  # "leave messages on server" on
+    assert len(kept) == before + 1 and b"Subject: pour POP" in kept[-1].data
+    assert count(cfg, MILOU) == before + 1  # still on the server (and in the webmail)
+    removed = mail.pop3(MILOU, password=passwords[MILOU], port=110, delete=True)  # off: downloaded then deleted
+    assert [m.uid for m in removed] == [m.uid for m in kept]
+    assert count(cfg, MILOU) == 0 and mail.pop3(MILOU, password=passwords[MILOU]) == []
+
+
+def test_pop3_protocol_rules(env):
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    raw = (f"From: {TINTIN}\r\nTo: {MILOU}\r\nSubject: points\r\n\r\nligne 1\r\n.ligne qui commence par un point\r\n"
+           "ligne 3\r\n").encode()
+    assert mail.submit(TINTIN, MILOU, message=raw, password=passwords[TINTIN]).accepted
+    wait_for(cfg, MILOU, count=before + 1)
+    client, _ = _pop(world)
+    caps = client.capa()
+    assert {"TOP", "UIDL", "USER", "SASL"} <= set(caps) and "STLS" not in caps  # already TLS on 995
+    client.user(MILOU)
+    client.pass_(passwords[MILOU])
+    second, _ = _pop(world)
+    second.user(MILOU)
+    import poplib
+
+    with pytest.raises(poplib.error_proto, match="IN-USE"):
+        second.pass_(passwords[MILOU])  # the maildrop is locked while a session holds it
+    second.close()
+    count_, _size = client.stat()
+    number = count_
+    lines = client.retr(number)[1]
+    assert b".ligne qui commence par un point" in lines  # poplib un-stuffs what the server byte-stuffed
+    top = client.top(number, 1)[1]
+    assert b"ligne 1" in top and b"ligne 3" not in top
+    client.dele(number)
+    client.close()  # connection dropped without QUIT: nothing is deleted (RFC 1939 §6)
+    assert count(cfg, MILOU) == before + 1
+    plain, context = _pop(world, 110)
+    with pytest.raises(poplib.error_proto, match="Plaintext authentication disallowed"):
+        plain.user(MILOU)
+    plain.stls(context=context)
+    plain.user(MILOU)
+    with pytest.raises(poplib.error_proto, match="Authentication failed"):
+        plain.pass_("wrong password")
+    plain.close()

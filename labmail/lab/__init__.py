@@ -65,7 +65,8 @@ class LabStatus:
         names = {"203.0.113.10:25": f"{self.mail_host}:25 (MX)", "203.0.113.10:587": f"{self.mail_host}:587 (submission, STARTTLS)",
                  "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)", "198.51.100.25:25": "gmail.test MX:25",
                  "198.51.100.145:25": "outlook.test MX:25",
-                 "203.0.113.10:443": f"{self.mail_host}:443 (HTTPS : autoconfig, API)"}
+                 "203.0.113.10:443": f"{self.mail_host}:443 (HTTPS : autoconfig, API)",
+                 "203.0.113.10:995": f"{self.mail_host}:995 (POP3, TLS)", "203.0.113.10:110": f"{self.mail_host}:110 (POP3, STLS)"}
         return {names.get(k, k): v for k, v in self.endpoints.items()}
 
     def ports(self) -> dict[str, tuple[str, int]]:

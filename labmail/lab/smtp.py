@@ -286,6 +286,7 @@ class MailServices:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self.web_context = None
+        self.pop3 = None
 
     # -- listeners --------------------------------------------------------------
     def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
@@ -338,6 +339,13 @@ class MailServices:
                 server = await loop.create_server(factory, "127.0.0.1", 0, ssl=ssl_ctx)
             self.ports[key] = server.sockets[0].getsockname()[1]
             self.servers.append(server)
+        from .pop3 import POP3Server
+
+        school = self.hosts["school"]
+        self.pop3 = POP3Server(self.store, school.domains, school.name, self.ca.server_context(*self.cert_names(school)),
+                               self.executor)
+        self.ports["school:995"], self.ports["school:110"] = await self.pop3.start(
+            int(previous.get("school:995") or 0), int(previous.get("school:110") or 0))
         self._worker = loop.create_task(self._queue_worker())
         return dict(self.ports)
 
@@ -353,7 +361,7 @@ class MailServices:
         """Simulated "ip:port" → local port, for clients (labmail.mail, swaks, curl)."""
         out = {}
         for key, host in self.hosts.items():
-            for port in ("25", "587", "465", "443"):
+            for port in ("25", "587", "465", "443", "995", "110"):
                 if f"{key}:{port}" in self.ports:
                     out[f"{host.ip}:{port}"] = self.ports[f"{key}:{port}"]
         return out
@@ -361,6 +369,8 @@ class MailServices:
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        if self.pop3 is not None:
+            self.pop3.close()
         for server in self.servers:
             server.close()
 

@@ -1,0 +1,282 @@
+"""POP3 of the school's server (RFC 1939, CAPA RFC 2449, STLS RFC 2595), over the same Maildirs as the rest.
+
+Ports: 995 (implicit TLS) and 110 (STLS; no password before TLS, like Dovecot's
+``disable_plaintext_auth = yes``). The maildrop is locked for the session; ``DELE`` only marks, and the
+messages are removed at ``QUIT`` (the UPDATE state): a client that drops the connection deletes nothing.
+This is what the course's step 6 observes: with "leave messages on server" off, a POP client deletes the
+message from the server, and the webmail no longer shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+
+log = logging.getLogger("labmail.lab.pop3")
+
+CAPS = ["CAPA", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "USER", "SASL PLAIN"]
+
+
+class POP3Session:
+    def __init__(self, server: "POP3Server", reader, writer, *, tls: bool, stls: bool) -> None:
+        self.server, self.reader, self.writer = server, reader, writer
+        self.tls, self.stls = tls, stls
+        self.user: str | None = None
+        self.address: str | None = None
+        self.messages: list[tuple[str, bytes]] = []
+        self.deleted: set[int] = set()
+        self.lock: asyncio.Lock | None = None
+
+    async def send(self, line: str) -> None:
+        self.writer.write(line.encode("utf-8") + b"\r\n")
+        await self.writer.drain()
+
+    async def run(self) -> None:
+        await self.send(f"+OK {self.server.host_name} POP3 ready.")
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(self.reader.readline(), timeout=600)
+                except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+                    await self.send("-ERR Line too long or idle for too long.")
+                    return
+                if not raw:
+                    return  # dropped: nothing deleted (RFC 1939 §6)
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                command, _, arg = line.partition(" ")
+                handler = getattr(self, f"cmd_{command.upper()}", None)
+                if handler is None:
+                    await self.send("-ERR Unknown command.")
+                    continue
+                if await handler(arg.strip()) == "quit":
+                    return
+        except (ConnectionError, ssl.SSLError):
+            return
+        finally:
+            if self.lock is not None and self.lock.locked():
+                self.lock.release()
+
+    # -- AUTHORIZATION state ---------------------------------------------------
+    def _cleartext_refused(self) -> bool:
+        return not self.tls
+
+    async def cmd_CAPA(self, arg):
+        caps = CAPS + (["STLS"] if self.stls and not self.tls else [])
+        await self.send("+OK")
+        for cap in caps:
+            await self.send(cap)
+        await self.send(".")
+
+    async def cmd_STLS(self, arg):
+        if not self.stls or self.tls or self.address:
+            await self.send("-ERR STLS not available now.")
+            return
+        await self.send("+OK Begin TLS negotiation now.")
+        await self.writer.start_tls(self.server.tls_context)
+        self.tls = True
+
+    async def cmd_USER(self, arg):
+        if self.address:
+            await self.send("-ERR Already logged in.")
+        elif self._cleartext_refused():
+            await self.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+        else:
+            self.user = arg
+            await self.send("+OK")
+
+    async def cmd_PASS(self, arg):
+        if self.address or self.user is None:
+            await self.send("-ERR No username given.")
+            return
+        await self._login(self.user, arg)
+
+    async def cmd_AUTH(self, arg):
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() != "PLAIN":
+            await self.send("-ERR Unsupported authentication mechanism.")
+            return
+        if self._cleartext_refused():
+            await self.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+            return
+        if not initial:
+            await self.send("+ ")
+            initial = (await self.reader.readline()).decode("ascii", "replace").strip()
+        try:
+            _authz, login, password = base64.b64decode(initial).decode("utf-8").split("\0")
+        except (ValueError, UnicodeDecodeError):
+            await self.send("-ERR Invalid base64 data.")
+            return
+        await self._login(login, password)
+
+    async def _login(self, login: str, password: str) -> None:
+        loop = asyncio.get_running_loop()
+        account = await loop.run_in_executor(self.server.executor, self.server.store.authenticate, login, password)
+        if account is None or account.domain not in self.server.domains:
+            log.warning("POP3 authentication failed for %s", login)
+            await asyncio.sleep(0.5)
+            await self.send("-ERR [AUTH] Authentication failed.")
+            self.user = None
+            return
+        lock = self.server.locks.setdefault(account.address, asyncio.Lock())
+        if lock.locked():
+            await self.send("-ERR [IN-USE] Mailbox is locked by another POP3 session.")
+            return
+        await lock.acquire()
+        self.lock, self.address = lock, account.address
+        self.messages = await loop.run_in_executor(self.server.executor, self.server.store.messages, account.address)
+        self.messages = [(key, _crlf(data)) for key, data in self.messages]
+        log.info("POP3 login %s (%d messages)", account.address, len(self.messages))
+        await self.send(f"+OK Logged in.")
+
+    # -- TRANSACTION state -----------------------------------------------------
+    def _message(self, arg: str) -> tuple[int, bytes] | None:
+        if not self.address or not arg.isdigit():
+            return None
+        number = int(arg)
+        if not 1 <= number <= len(self.messages) or number in self.deleted:
+            return None
+        return number, self.messages[number - 1][1]
+
+    async def _need_login(self) -> bool:
+        if not self.address:
+            await self.send("-ERR Unknown command in AUTHORIZATION state: log in first.")
+            return True
+        return False
+
+    async def cmd_STAT(self, arg):
+        if await self._need_login():
+            return
+        live = [d for i, (_k, d) in enumerate(self.messages, 1) if i not in self.deleted]
+        await self.send(f"+OK {len(live)} {sum(len(d) for d in live)}")
+
+    async def cmd_LIST(self, arg):
+        if await self._need_login():
+            return
+        if arg:
+            found = self._message(arg)
+            await self.send(f"+OK {found[0]} {len(found[1])}" if found else "-ERR No such message.")
+            return
+        await self.send("+OK")
+        for i, (_key, data) in enumerate(self.messages, 1):
+            if i not in self.deleted:
+                await self.send(f"{i} {len(data)}")
+        await self.send(".")
+
+    async def cmd_UIDL(self, arg):
+        if await self._need_login():
+            return
+        if arg:
+            found = self._message(arg)
+            await self.send(f"+OK {found[0]} {self.messages[found[0] - 1][0]}" if found else "-ERR No such message.")
+            return
+        await self.send("+OK")
+        for i, (key, _data) in enumerate(self.messages, 1):
+            if i not in self.deleted:
+                await self.send(f"{i} {key}")
+        await self.send(".")
+
+    async def _multiline(self, data: bytes) -> None:
+        out = [b"." + line if line.startswith(b".") else line for line in data.split(b"\r\n")]
+        body = b"\r\n".join(out)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        self.writer.write(body + b".\r\n")
+        await self.writer.drain()
+
+    async def cmd_RETR(self, arg):
+        if await self._need_login():
+            return
+        found = self._message(arg)
+        if not found:
+            await self.send("-ERR No such message.")
+            return
+        await self.send(f"+OK {len(found[1])} octets")
+        await self._multiline(found[1])
+
+    async def cmd_TOP(self, arg):
+        if await self._need_login():
+            return
+        number, _, lines = arg.partition(" ")
+        found = self._message(number)
+        if not found or not lines.strip().isdigit():
+            await self.send("-ERR No such message.")
+            return
+        head, sep, body = found[1].partition(b"\r\n\r\n")
+        kept = b"\r\n".join(body.split(b"\r\n")[: int(lines)])
+        await self.send("+OK")
+        await self._multiline(head + sep + kept)
+
+    async def cmd_DELE(self, arg):
+        if await self._need_login():
+            return
+        found = self._message(arg)
+        if not found:
+            await self.send("-ERR No such message.")
+            return
+        self.deleted.add(found[0])
+        await self.send(f"+OK Marked to be deleted.")
+
+    async def cmd_RSET(self, arg):
+        if await self._need_login():
+            return
+        self.deleted.clear()
+        await self.send("+OK")
+
+    async def cmd_NOOP(self, arg):
+        await self.send("+OK")
+
+    async def cmd_QUIT(self, arg):
+        if self.address and self.deleted:
+            keys = [self.messages[i - 1][0] for i in sorted(self.deleted)]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.server.executor, self.server.remove, self.address, keys)
+            log.info("POP3 %s: %d message(s) deleted at QUIT", self.address, len(keys))
+        await self.send(f"+OK Logging out{', messages deleted' if self.deleted else ''}.")
+        return "quit"
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class POP3Server:
+    """POP3 listeners (995 TLS, 110 STLS) for the school's mailboxes."""
+
+    def __init__(self, store, domains: set[str], host_name: str, tls_context: ssl.SSLContext, executor) -> None:
+        self.store, self.domains, self.host_name = store, domains, host_name
+        self.tls_context, self.executor = tls_context, executor
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.servers: list = []
+
+    def remove(self, address: str, keys: list[str]) -> None:
+        box = self.store.maildir(address)
+        for key in keys:
+            try:
+                box.remove(key)
+            except KeyError:
+                pass  # already removed elsewhere (IMAP expunge)
+
+    async def start(self, port_995: int = 0, port_110: int = 0) -> tuple[int, int]:
+        async def implicit(reader, writer):
+            await POP3Session(self, reader, writer, tls=True, stls=False).run()
+            writer.close()
+
+        async def plain(reader, writer):
+            await POP3Session(self, reader, writer, tls=False, stls=True).run()
+            writer.close()
+
+        ports = []
+        for handler, port, context in ((implicit, port_995, self.tls_context), (plain, port_110, None)):
+            try:
+                server = await asyncio.start_server(handler, "127.0.0.1", port, ssl=context, limit=8192)
+            except OSError:
+                server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context, limit=8192)
+            self.servers.append(server)
+            ports.append(server.sockets[0].getsockname()[1])
+        return ports[0], ports[1]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
