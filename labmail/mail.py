@@ -22,7 +22,7 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message"]
+__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap", "imap_connect", "IMAPMessage"]
 
 
 @dataclass(frozen=True)
@@ -290,4 +290,78 @@ def pop3(address: str, *, password: str, fetch: bool = True, delete: bool = Fals
         try:
             client.close()
         except OSError:
+            pass
+
+
+@dataclass(frozen=True)
+class IMAPMessage:
+    """A message as an IMAP client sees it: UID, flags, a few headers, and the raw bytes if fetched."""
+
+    uid: int
+    flags: tuple[str, ...]
+    subject: str
+    sender: str
+    size: int
+    data: bytes | None = field(default=None, repr=False)
+
+
+def imap_connect(address: str, *, password: str, port: int = 993, host: str | None = None, world: World | None = None,
+                 timeout: float = 30.0):
+    """A logged-in ``imaplib`` session (993 with TLS, or 143 with STARTTLS), for step-by-step work.
+
+    Use it as a context manager: ``with imap_connect(addr, password=pw) as m: m.select("INBOX")``.
+    """
+    import imaplib
+
+    world = world or current()
+    server_name = host or world.config.mail_host
+    where = world.connect_address(server_name, port)
+    context = world.tls_context()
+    if where[0] != server_name:
+        context.check_hostname = False  # connecting to 127.0.0.1 (the certificate carries that name too)
+    client = None
+    try:
+        if port == 993:
+            client = imaplib.IMAP4_SSL(where[0], where[1], ssl_context=context, timeout=timeout)
+        else:
+            client = imaplib.IMAP4(where[0], where[1], timeout=timeout)
+            client.starttls(ssl_context=context)
+        client.login(address, password)
+    except imaplib.IMAP4.error as exc:
+        client.shutdown()
+        raise LabmailError(f"Connexion IMAP refusée : {exc}", f"IMAP login refused: {exc}") from None
+    except OSError as exc:
+        raise LabmailError(f"IMAP injoignable sur {server_name}:{port} ({exc}).", f"IMAP unreachable at {server_name}:{port} ({exc}).") from None
+    return client
+
+
+def imap(address: str, *, password: str, folder: str = "INBOX", fetch: bool = False, **kwargs) -> list[IMAPMessage]:
+    """List a folder over IMAP (without marking anything as read): UID, flags, subject, sender, size."""
+    import re as _re
+    from email import message_from_bytes
+    from email.header import decode_header, make_header
+
+    client = imap_connect(address, password=password, **kwargs)
+    try:
+        typ, _ = client.select(f'"{folder}"', readonly=True)
+        if typ != "OK":
+            raise LabmailError(f"Dossier IMAP « {folder} » introuvable.", f"IMAP folder \"{folder}\" not found.")
+        typ, data = client.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])"
+                               if not fetch else "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+        out = []
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            meta, payload = item[0].decode(), item[1]
+            uid = int(_re.search(r"UID (\d+)", meta).group(1))
+            flags = tuple(_re.search(r"FLAGS \(([^)]*)\)", meta).group(1).split())
+            size = int(_re.search(r"RFC822\.SIZE (\d+)", meta).group(1))
+            headers = message_from_bytes(payload)
+            text = lambda name: str(make_header(decode_header(headers.get(name, "")))) if headers.get(name) else ""  # noqa: E731
+            out.append(IMAPMessage(uid, flags, text("Subject"), text("From"), size, payload if fetch else None))
+        return out
+    finally:
+        try:
+            client.logout()
+        except Exception:
             pass

@@ -373,3 +373,63 @@ def test_pop3_protocol_rules(env):
     with pytest.raises(poplib.error_proto, match="Authentication failed"):
         plain.pass_("wrong password")
     plain.close()
+
+
+# --- IMAP -------------------------------------------------------------------------------------------
+def test_imap_reads_and_pushes_and_deletion_is_seen_everywhere(env):
+    """The seed's step 6, scenario 2: with IMAP the mail stays on the server and every client sees the same."""
+    cfg, passwords, world = env
+    with mail.imap_connect(TINTIN, password=passwords[TINTIN]) as watcher:  # e.g. the webmail
+        watcher.select("INBOX")
+        before = int(watcher.select("INBOX")[1][0])
+        tag = watcher._new_tag().decode()
+        watcher.send(f"{tag} IDLE\r\n".encode())
+        assert watcher.readline().startswith(b"+")
+        assert mail.submit(MILOU, TINTIN, "pour IMAP", "Ouaf !", password=passwords[MILOU]).accepted
+        pushed = watcher.readline()  # the server pushes the new message during IDLE
+        assert pushed.strip() == f"* {before + 1} EXISTS".encode()
+        watcher.send(b"DONE\r\n")
+        while not watcher.readline().startswith(tag.encode()):
+            pass
+        listed = mail.imap(TINTIN, password=passwords[TINTIN])
+        new = listed[-1]
+        assert new.subject == "pour IMAP" and "\\Seen" not in new.flags  # listing does not mark as read
+        with mail.imap_connect(TINTIN, password=passwords[TINTIN], port=143) as thunderbird:  # STARTTLS
+            thunderbird.select("INBOX")
+            thunderbird.uid("FETCH", str(new.uid), "(RFC822)")  # reading the message…
+            assert "\\Seen" in mail.imap(TINTIN, password=passwords[TINTIN])[-1].flags  # …marks it read for all
+            thunderbird.uid("STORE", str(new.uid), "+FLAGS", "(\\Deleted)")
+            thunderbird.expunge()  # deleted in Thunderbird (IMAP)…
+        assert int(watcher.select("INBOX")[1][0]) == before  # the webmail refreshes: the message is gone there too
+    assert all(m.uid != new.uid for m in mail.imap(TINTIN, password=passwords[TINTIN]))  # …gone from the server
+
+
+def test_imap_rules(env):
+    _cfg, passwords, world = env
+    import imaplib
+
+    host, port = world.connect_address("mailcow.labmail.cloud", 143)
+    plain = imaplib.IMAP4(host, port, timeout=10)
+    caps = plain.capabilities
+    assert "LOGINDISABLED" in caps and "STARTTLS" in caps
+    with pytest.raises(imaplib.IMAP4.error, match="LOGIN is disabled before STARTTLS"):
+        plain.login(MILOU, passwords[MILOU])
+    plain.shutdown()
+    with pytest.raises(Exception, match="refusée"):
+        mail.imap_connect(MILOU, password="wrong password")
+    with mail.imap_connect(MILOU, password=passwords[MILOU]) as m:
+        folders = [line.decode().rsplit(" ", 1)[-1].strip('"') for line in m.list()[1]]
+        assert folders == ["INBOX", "Junk", "Sent", "Trash"]
+        assert m.append("Sent", None, None, b"From: a@b.test\r\nSubject: copie\r\n\r\ncorps\r\n")[0] == "OK"
+    assert [x.subject for x in mail.imap(MILOU, password=passwords[MILOU], folder="Sent")][-1] == "copie"
+
+
+def test_the_sent_folder_question(env):
+    """"Retrouvez-vous le mail envoyé depuis Milou (POP) dans Éléments envoyés ?" — No: SMTP submission does not
+    file a copy; the client does (IMAP APPEND), and a POP client keeps its copy on the computer."""
+    cfg, passwords, _world = env
+    sent_before = len(mail.imap(MILOU, password=passwords[MILOU], folder="Sent"))
+    assert mail.submit(MILOU, TINTIN, "depuis POP", "x", password=passwords[MILOU]).accepted
+    wait_for(cfg, TINTIN, count=count(cfg, TINTIN))
+    time.sleep(0.3)
+    assert len(mail.imap(MILOU, password=passwords[MILOU], folder="Sent")) == sent_before

@@ -66,7 +66,8 @@ class LabStatus:
                  "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)", "198.51.100.25:25": "gmail.test MX:25",
                  "198.51.100.145:25": "outlook.test MX:25",
                  "203.0.113.10:443": f"{self.mail_host}:443 (HTTPS : autoconfig, API)",
-                 "203.0.113.10:995": f"{self.mail_host}:995 (POP3, TLS)", "203.0.113.10:110": f"{self.mail_host}:110 (POP3, STLS)"}
+                 "203.0.113.10:995": f"{self.mail_host}:995 (POP3, TLS)", "203.0.113.10:110": f"{self.mail_host}:110 (POP3, STLS)",
+                 "203.0.113.10:993": f"{self.mail_host}:993 (IMAP, TLS)", "203.0.113.10:143": f"{self.mail_host}:143 (IMAP, STARTTLS)"}
         return {names.get(k, k): v for k, v in self.endpoints.items()}
 
     def ports(self) -> dict[str, tuple[str, int]]:

@@ -73,6 +73,7 @@ class MailStore:
         self.path = self.root / "accounts.json"
         self._lock = threading.RLock()
         self.accounts: dict[str, Account] = {}
+        self.on_deliver = None  # called with (address, folder) after each delivery (IMAP pushes EXISTS)
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,8 @@ class MailStore:
         if record is not None:
             record = dict(record, key=key, folder=folder, mailbox=address)
             atomic_write_text(self._base(address) / "records" / f"{key}.json", json.dumps(record, indent=1, default=str) + "\n")
+        if self.on_deliver is not None:
+            self.on_deliver(address, folder)
         return key
 
     def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:

@@ -280,7 +280,7 @@ class LabProcess:
         loop = asyncio.get_running_loop()
 
         def prepare():  # the slow part (imports, certificates) off the loop: DNS keeps answering meanwhile
-            from . import web  # noqa: F401  (aiohttp's import is slow: done here, off the loop)
+            from . import imap, web  # noqa: F401  (aiohttp's and Twisted's imports are slow: done here, off the loop)
             from .smtp import MailServices
             from .tls import LabCA
 

@@ -287,6 +287,7 @@ class MailServices:
         self._worker: asyncio.Task | None = None
         self.web_context = None
         self.pop3 = None
+        self.imap = None
 
     # -- listeners --------------------------------------------------------------
     def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
@@ -346,6 +347,13 @@ class MailServices:
                                self.executor)
         self.ports["school:995"], self.ports["school:110"] = await self.pop3.start(
             int(previous.get("school:995") or 0), int(previous.get("school:110") or 0))
+        from .imap import IMAPServer
+
+        names = self.cert_names(school)
+        self.imap = IMAPServer(self.store, school.domains, school.name, self.ca.leaf_pem(*names))
+        self.ports["school:993"], self.ports["school:143"] = await loop.run_in_executor(
+            self.executor, self.imap.start, int(previous.get("school:993") or 0), int(previous.get("school:143") or 0))
+        self.store.on_deliver = self.imap.delivered
         self._worker = loop.create_task(self._queue_worker())
         return dict(self.ports)
 
@@ -361,7 +369,7 @@ class MailServices:
         """Simulated "ip:port" → local port, for clients (labmail.mail, swaks, curl)."""
         out = {}
         for key, host in self.hosts.items():
-            for port in ("25", "587", "465", "443", "995", "110"):
+            for port in ("25", "587", "465", "443", "995", "110", "993", "143"):
                 if f"{key}:{port}" in self.ports:
                     out[f"{host.ip}:{port}"] = self.ports[f"{key}:{port}"]
         return out
@@ -371,6 +379,8 @@ class MailServices:
             self._worker.cancel()
         if self.pop3 is not None:
             self.pop3.close()
+        if self.imap is not None:
+            self.imap.stop()
         for server in self.servers:
             server.close()
 

@@ -54,6 +54,11 @@ class LabCA:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ca.issue_cert(*names).configure_cert(context)
 
+    def leaf_pem(self, *names: str) -> bytes:
+        """A new certificate for ``names`` with its private key, as one PEM blob (for Twisted)."""
+        assert self._ca is not None, "load_or_create() first"
+        return self._ca.issue_cert(*names).private_key_and_cert_chain_pem.bytes()
+
     def client_context(self) -> ssl.SSLContext:
         """A client-side context that trusts the lab CA only."""
         return ssl.create_default_context(cafile=str(self.ca_path))

@@ -1,0 +1,556 @@
+"""IMAP of the lab (Twisted's IMAP4 server over the lab's Maildirs).
+
+Listeners: 993 (implicit TLS) and 143 (STARTTLS; LOGINDISABLED and no LOGIN before TLS). Twisted runs its
+reactor in a thread of the lab process; deliveries made elsewhere (SMTP, POP3) are pushed to open
+sessions (``* n EXISTS``, seen at once with IDLE).
+
+Known Twisted quirks worked around here (see ``shared/reference/LIBRARIES.md`` §11): APPEND without a flag
+list crashes; SEARCH on header keys compares bytes with str; credentials are bytes;
+a non-PEEK FETCH of a body must set ``\\Seen``; ``MessageSet.last`` is write-once; LIST must not return
+message flags as attributes; duplicate headers (Received, Authentication-Results) must all be kept;
+EXPUNGE responses in descending order; UIDs kept in a file so that they survive restarts.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import json
+import logging
+import mailbox as _mailbox
+import os
+import threading
+import time
+from email import message_from_bytes, policy
+
+from twisted.cred import checkers, credentials, error as cred_error, portal
+from twisted.internet import defer, reactor, ssl as tssl, threads
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from .._files import atomic_write_text
+
+log = logging.getLogger("labmail.lab.imap")
+FOLDERS = ("INBOX", "Sent", "Junk", "Trash")
+_FLAG_TO_MAILDIR = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
+_MAILDIR_TO_FLAG = {v: k for k, v in _FLAG_TO_MAILDIR.items()}
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+# ---------------------------------------------------------------------------
+# One folder: UIDs, flags, messages
+# ---------------------------------------------------------------------------
+class Folder:
+    """A Maildir folder with persistent UIDs (``labmail-uids.json``) and flags in file names."""
+
+    def __init__(self, box: _mailbox.Maildir) -> None:
+        self.box = box
+        self.path = os.path.join(box._path, "labmail-uids.json")  # noqa: SLF001
+        self.lock = threading.RLock()
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            data = {"validity": int(time.time()), "next": 1, "uids": {}}
+        self.validity, self.next, self.uids = data["validity"], data["next"], dict(data["uids"])
+
+    def _save(self) -> None:
+        atomic_write_text(__import__("pathlib").Path(self.path), json.dumps(
+            {"validity": self.validity, "next": self.next, "uids": self.uids}) + "\n")
+
+    def sync(self) -> list[str]:
+        """Keys in UID order; new messages get the next UIDs (by arrival), removed ones are forgotten."""
+        with self.lock:
+            self.box._refresh()  # noqa: SLF001
+            present = set(self.box._toc)  # noqa: SLF001
+            changed = False
+            for key in [k for k in self.uids if k not in present]:
+                del self.uids[key]
+                changed = True
+            fresh = sorted((k for k in present if k not in self.uids), key=self._mtime)
+            for key in fresh:
+                self.uids[key] = self.next
+                self.next += 1
+                changed = True
+            if changed:
+                self._save()
+            return sorted(present, key=lambda k: self.uids[k])
+
+    def _mtime(self, key: str) -> float:
+        try:
+            return os.stat(os.path.join(self.box._path, self.box._toc[key])).st_mtime  # noqa: SLF001
+        except (KeyError, FileNotFoundError):
+            return 0.0
+
+    def file(self, key: str) -> str:
+        return os.path.join(self.box._path, self.box._lookup(key))  # noqa: SLF001
+
+    def flags(self, key: str) -> list[str]:
+        sub = self.box._lookup(key)  # noqa: SLF001
+        info = sub.split(":2,", 1)[1] if ":2," in sub else ""
+        return [_MAILDIR_TO_FLAG[c] for c in info if c in _MAILDIR_TO_FLAG]
+
+    def set_flags(self, key: str, flags: list[str]) -> None:
+        with self.lock:
+            old = self.file(key)
+            letters = "".join(sorted({_FLAG_TO_MAILDIR[f] for f in flags if f in _FLAG_TO_MAILDIR}))
+            new = os.path.join(self.box._path, "cur", f"{key}:2,{letters}")  # noqa: SLF001
+            if old != new:
+                os.rename(old, new)
+                self.box._refresh()  # noqa: SLF001
+
+    def mark_seen_new(self) -> int:
+        """Move new/ to cur/ (what a SELECT does); returns how many were new (\\Recent)."""
+        with self.lock:
+            self.box._refresh()  # noqa: SLF001
+            recent = [k for k, sub in self.box._toc.items() if sub.startswith("new")]  # noqa: SLF001
+            for key in recent:
+                self.set_flags(key, self.flags(key))
+            return len(recent)
+
+
+# ---------------------------------------------------------------------------
+# Twisted interfaces
+# ---------------------------------------------------------------------------
+class _AllHeaders(dict):
+    """A dict whose items() yields every header, duplicates included (Twisted rebuilds headers from it)."""
+
+    def __init__(self, pairs):
+        super().__init__((k.lower(), v) for k, v in pairs)
+        self._pairs = pairs
+
+    def items(self):
+        return list(self._pairs)
+
+
+@implementer(imap4.IMessagePart)
+class Part:
+    def __init__(self, msg) -> None:
+        self.msg = msg
+
+    def getHeaders(self, negate, *names):
+        wanted = {n.lower() for n in (x.decode() if isinstance(x, bytes) else x for x in names)}
+        pairs = [(k, str(v)) for k, v in self.msg.items()
+                 if not names or ((k.lower() in wanted) != bool(negate))]
+        return _AllHeaders(pairs)
+
+    def getBodyFile(self):
+        payload = self.msg.get_payload(decode=False)
+        if isinstance(payload, list):
+            return io.BytesIO(_crlf(self.msg.as_bytes().split(b"\n\n", 1)[-1]))
+        return io.BytesIO(_crlf((payload or "").encode("utf-8", "surrogateescape")))
+
+    def getSize(self):
+        return len(_crlf(self.msg.as_bytes()))
+
+    def isMultipart(self):
+        return self.msg.is_multipart()
+
+    def getSubPart(self, part):
+        parts = self.msg.get_payload()
+        if not isinstance(parts, list) or part >= len(parts):
+            raise IndexError(part)
+        return Part(parts[part])
+
+
+@implementer(imap4.IMessage, imap4.IMessageFile)
+class Message(Part):
+    def __init__(self, uid: int, raw: bytes, flags: list[str], date: float) -> None:
+        self.raw = _crlf(raw)
+        super().__init__(message_from_bytes(self.raw, policy=policy.compat32))
+        self.uid, self.flags, self.date = uid, flags, date
+
+    def open(self):
+        return io.BytesIO(self.raw)  # BODY[] byte-exact
+
+    def getSize(self):
+        return len(self.raw)
+
+    def getUID(self):
+        return self.uid
+
+    def getFlags(self):
+        return list(self.flags)
+
+    def getInternalDate(self):
+        return email.utils.formatdate(self.date, localtime=True)
+
+
+@implementer(imap4.IMailboxInfo, imap4.IMailbox, imap4.ICloseableMailbox)
+class Mailbox:
+    def __init__(self, server: "IMAPServer", address: str, name: str, folder: Folder, rw: bool) -> None:
+        self.server, self.address, self.name, self.folder, self.rw = server, address, name, folder, rw
+        self.listeners: list = []
+        self.keys = folder.sync()
+        self.recent = folder.mark_seen_new() if rw else 0
+        self.keys = folder.sync()
+
+    # info
+    def getFlags(self):
+        return ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
+
+    def getHierarchicalDelimiter(self):
+        return "/"
+
+    def getUIDValidity(self):
+        return self.folder.validity
+
+    def getUIDNext(self):
+        return self.folder.next
+
+    def getUID(self, message):
+        return self.folder.uids[self.keys[message - 1]]
+
+    def getMessageCount(self):
+        return len(self.keys)
+
+    def getRecentCount(self):
+        return self.recent
+
+    def getUnseenCount(self):
+        return sum(1 for k in self.keys if "\\Seen" not in self.folder.flags(k))
+
+    def isWriteable(self):
+        return self.rw
+
+    def destroy(self):
+        raise imap4.MailboxException("Permission denied.")
+
+    def requestStatus(self, names):
+        self.keys = self.folder.sync()
+        values = {"MESSAGES": self.getMessageCount(), "RECENT": self.getRecentCount(), "UIDNEXT": self.getUIDNext(),
+                  "UIDVALIDITY": self.getUIDValidity(), "UNSEEN": self.getUnseenCount()}
+        return {n: values[n] for n in names if n in values}
+
+    def addListener(self, listener):
+        self.listeners.append(listener)
+        self.server.register(self)
+
+    def removeListener(self, listener):
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        if not self.listeners:
+            self.server.unregister(self)
+
+    def close(self):
+        self.server.unregister(self)
+
+    def notify(self) -> None:
+        """New mail arrived in this folder (called in the reactor thread)."""
+        before = len(self.keys)
+        self.keys = self.folder.sync()
+        if len(self.keys) > before:
+            for listener in list(self.listeners):
+                listener.newMessages(len(self.keys), None)
+
+    # changes
+    def addMessage(self, message, flags=(), date=None):
+        data = message.read() if hasattr(message, "read") else bytes(message)
+        key = self.folder.box.add(_mailbox.MaildirMessage(data))
+        flags = [f.decode() if isinstance(f, bytes) else f for f in flags]
+        self.folder.set_flags(key, flags)
+        self.keys = self.folder.sync()
+        return defer.succeed(self.folder.uids[key])
+
+    def _resolve(self, messages, uid):
+        self.keys = self.folder.sync()
+        if not self.keys:
+            return []
+        last = self.folder.uids[self.keys[-1]] if uid else len(self.keys)
+        try:
+            messages.last = last
+        except ValueError:
+            pass  # write-once in Twisted
+        out = []
+        for seq, key in enumerate(self.keys, 1):
+            number = self.folder.uids[key] if uid else seq
+            if number in messages:
+                out.append((seq, key))
+        return out
+
+    def fetch(self, messages, uid):
+        out = []
+        for seq, key in self._resolve(messages, uid):
+            path = self.folder.file(key)
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            out.append((seq, Message(self.folder.uids[key], raw, self.folder.flags(key), os.stat(path).st_mtime)))
+        return out  # a list: Twisted's SEARCH indexes it
+
+    def store(self, messages, flags, mode, uid):
+        flags = [f.decode() if isinstance(f, bytes) else f for f in flags]
+        result = {}
+        for seq, key in self._resolve(messages, uid):
+            current = set(self.folder.flags(key))
+            new = set(flags) if mode == 0 else (current | set(flags) if mode == 1 else current - set(flags))
+            self.folder.set_flags(key, sorted(new))
+            result[seq] = sorted(new)
+        return result
+
+    def expunge(self):
+        self.keys = self.folder.sync()
+        removed = []
+        for seq, key in reversed(list(enumerate(self.keys, 1))):
+            if "\\Deleted" in self.folder.flags(key):
+                self.folder.box.remove(key)
+                removed.append(seq)
+        self.keys = self.folder.sync()
+        self.server.changed(self)
+        return removed  # descending: each number is valid when the client applies it
+
+
+class _ListInfo:
+    """What LIST shows of a folder: no attributes (not the message flags)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def getFlags(self):
+        return []
+
+    def getHierarchicalDelimiter(self):
+        return "/"
+
+
+@implementer(imap4.IAccount, imap4.INamespacePresenter)
+class Account:
+    def __init__(self, server: "IMAPServer", address: str) -> None:
+        self.server, self.address = server, address
+
+    def _box(self, name: str) -> Folder:
+        return self.server.folder(self.address, name)
+
+    def _names(self) -> list[str]:
+        root = self.server.store.maildir(self.address)
+        return ["INBOX"] + sorted(root.list_folders())
+
+    def listMailboxes(self, ref, wildcard):
+        import fnmatch
+
+        ref = ref.decode() if isinstance(ref, bytes) else ref
+        wildcard = wildcard.decode() if isinstance(wildcard, bytes) else wildcard
+        pattern = (ref + wildcard).replace("*", "?*").replace("%", "?*").replace("?*", "*")
+        return [(n, _ListInfo(n)) for n in self._names() if fnmatch.fnmatchcase(n.upper() if n == "INBOX" else n, pattern)
+                or (n == "INBOX" and pattern.upper() in ("INBOX", "*"))]
+
+    def select(self, name, rw=True):
+        name = name.decode() if isinstance(name, bytes) else name
+        canonical = "INBOX" if name.upper() == "INBOX" else name
+        if canonical not in self._names():
+            return None
+        return Mailbox(self.server, self.address, canonical, self._box(canonical), rw)
+
+    def create(self, pathspec):
+        name = (pathspec.decode() if isinstance(pathspec, bytes) else pathspec).strip("/")
+        if not name or name.upper() == "INBOX" or "." in name or ".." in name:
+            raise imap4.MailboxException("Invalid mailbox name.")
+        self.server.store.maildir(self.address).add_folder(name)
+        return True
+
+    def delete(self, name):
+        name = name.decode() if isinstance(name, bytes) else name
+        if name.upper() == "INBOX" or name in FOLDERS:
+            raise imap4.MailboxException("Cannot delete a special mailbox.")
+        self.server.store.maildir(self.address).remove_folder(name)
+        return True
+
+    def rename(self, oldname, newname):
+        raise imap4.MailboxException("Renaming is not supported in the lab.")
+
+    def isSubscribed(self, name):
+        return True
+
+    def subscribe(self, name):
+        return True
+
+    def unsubscribe(self, name):
+        return True
+
+    def addMailbox(self, name, mbox=None):
+        return self.create(name)
+
+    def getPersonalNamespaces(self):
+        return [["", "/"]]
+
+    def getSharedNamespaces(self):
+        return None
+
+    def getUserNamespaces(self):
+        return None
+
+
+@implementer(portal.IRealm)
+class _Realm:
+    def __init__(self, server: "IMAPServer") -> None:
+        self.server = server
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        address = avatar_id.decode() if isinstance(avatar_id, bytes) else avatar_id
+        return imap4.IAccount, Account(self.server, address), lambda: None
+
+
+@implementer(checkers.ICredentialsChecker)
+class _Checker:
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, server: "IMAPServer") -> None:
+        self.server = server
+
+    def requestAvatarId(self, creds):
+        login = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
+        password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
+
+        def check():
+            account = self.server.store.authenticate(login, password)
+            if account is None or account.domain not in self.server.domains:
+                log.warning("IMAP authentication failed for %s", login)
+                raise cred_error.UnauthorizedLogin("Authentication failed.")
+            return account.address.encode()
+
+        return threads.deferToThread(check)
+
+
+class LabIMAP4Server(imap4.IMAP4Server):
+    """Twisted's server with the fixes the course needs."""
+
+    def do_FETCH(self, tag, messages, query, uid=0):  # a non-PEEK body fetch sets \Seen (RFC 3501 §6.4.5)
+        sets_seen = any((getattr(q, "type", None) == "body" and not getattr(q, "peek", False))
+                        or getattr(q, "type", None) in ("rfc822", "rfc822text") for q in query)
+        if sets_seen and self.mbox is not None and self.mbox.isWriteable():
+            try:
+                self.mbox.store(messages, ["\\Seen"], 1, uid)
+            except Exception:
+                log.exception("setting \\Seen")
+        return super().do_FETCH(tag, messages, query, uid)
+
+    select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_fetchatt)
+
+    def _decoded(self, name, count, query, id, msg):  # SEARCH on header keys: Twisted compares bytes with str
+        for i in range(count):
+            if i < len(query) and isinstance(query[i], bytes):
+                query[i] = query[i].decode("utf-8", "replace")
+        return getattr(imap4.IMAP4Server, f"search_{name}")(self, query, id, msg)
+
+    def search_SUBJECT(self, query, id, msg):
+        return self._decoded("SUBJECT", 1, query, id, msg)
+
+    def search_FROM(self, query, id, msg):
+        return self._decoded("FROM", 1, query, id, msg)
+
+    def search_TO(self, query, id, msg):
+        return self._decoded("TO", 1, query, id, msg)
+
+    def search_CC(self, query, id, msg):
+        return self._decoded("CC", 1, query, id, msg)
+
+    def search_BCC(self, query, id, msg):
+        return self._decoded("BCC", 1, query, id, msg)
+
+    def search_HEADER(self, query, id, msg):
+        return self._decoded("HEADER", 2, query, id, msg)
+
+    def _cbAppendGotMailbox(self, mbox, tag, flags, date, message):  # APPEND without flags: Twisted gets None
+        return super()._cbAppendGotMailbox(mbox, tag, flags or [], date, message)
+
+
+class IMAPServer:
+    """The school's IMAP listeners (Twisted reactor in a thread)."""
+
+    def __init__(self, store, domains: set[str], host_name: str, pem: bytes) -> None:
+        self.store, self.domains, self.host_name, self.pem = store, domains, host_name, pem
+        self.open: dict[tuple[str, str], list[Mailbox]] = {}
+        self._folders: dict[tuple[str, str], Folder] = {}
+        self._lock = threading.Lock()
+        self.portal = portal.Portal(_Realm(self), [_Checker(self)])
+        self.ports: list = []
+
+    def folder(self, address: str, name: str) -> Folder:
+        with self._lock:
+            key = (address, name)
+            if key not in self._folders:
+                self._folders[key] = Folder(self.store.maildir(address, name))
+            return self._folders[key]
+
+    def register(self, mbox: Mailbox) -> None:
+        with self._lock:
+            boxes = self.open.setdefault((mbox.address, mbox.name), [])
+            if mbox not in boxes:
+                boxes.append(mbox)
+
+    def unregister(self, mbox: Mailbox) -> None:
+        with self._lock:
+            boxes = self.open.get((mbox.address, mbox.name), [])
+            if mbox in boxes:
+                boxes.remove(mbox)
+
+    def changed(self, source: Mailbox | None) -> None:
+        for mbox in list(self.open.get((source.address, source.name), [])):
+            if mbox is not source:
+                mbox.notify()
+
+    def delivered(self, address: str, folder: str) -> None:
+        """Called from any thread after a delivery: push ``EXISTS`` to open sessions of that folder."""
+        boxes = list(self.open.get((address, folder), []))
+        if boxes:
+            reactor.callFromThread(lambda: [b.notify() for b in boxes])
+
+    def _protocol(self, tls_context):
+        server = LabIMAP4Server(contextFactory=tls_context)
+        server.portal = self.portal
+        server.challengers = {b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials}
+        return server
+
+    def start(self, port_993: int = 0, port_143: int = 0) -> tuple[int, int]:
+        """Start the reactor thread (once) and listen; returns the two ports."""
+        from twisted.internet.protocol import Factory
+        from twisted.internet.threads import blockingCallFromThread
+
+        certificate = tssl.PrivateCertificate.loadPEM(self.pem)
+        options = certificate.options()
+        ensure_reactor()
+
+        def listen():
+            out = []
+            for port, use_tls in ((port_993, True), (port_143, False)):
+                factory = Factory.forProtocol(lambda: self._protocol(options))
+                for candidate in (port, 0):
+                    try:
+                        if use_tls:
+                            listening = reactor.listenSSL(candidate, factory, options, interface="127.0.0.1")
+                        else:
+                            listening = reactor.listenTCP(candidate, factory, interface="127.0.0.1")
+                        break
+                    except Exception:
+                        if candidate == 0:
+                            raise
+                self.ports.append(listening)
+                out.append(listening.getHost().port)
+            return out
+
+        a, b = blockingCallFromThread(reactor, listen)
+        return a, b
+
+    def stop(self) -> None:
+        for listening in self.ports:
+            reactor.callFromThread(listening.stopListening)
+
+
+_reactor_thread: threading.Thread | None = None
+
+
+def ensure_reactor() -> None:
+    """Run Twisted's (global, not restartable) reactor in a daemon thread, once per process."""
+    global _reactor_thread
+    if _reactor_thread is None:
+        from twisted.python import log as twisted_log
+
+        twisted_log.PythonLoggingObserver(loggerName="labmail.lab.twisted").start()
+        _reactor_thread = threading.Thread(target=lambda: reactor.run(installSignalHandlers=False), name="twisted",
+                                           daemon=True)
+        _reactor_thread.start()
+        deadline = time.monotonic() + 10
+        while not reactor.running and time.monotonic() < deadline:
+            time.sleep(0.005)
