@@ -433,3 +433,24 @@ def test_the_sent_folder_question(env):
     wait_for(cfg, TINTIN, count=count(cfg, TINTIN))
     time.sleep(0.3)
     assert len(mail.imap(MILOU, password=passwords[MILOU], folder="Sent")) == sent_before
+
+
+def test_the_student_reads_the_provider_mailbox_over_imap(env):
+    """Steps 7-8: read what arrived at Gmail, with its full source (the headers to analyse)."""
+    cfg, passwords, _world = env
+    address = "jean-emile@gmail.test"
+    assert send(passwords, address, "lire chez Gmail").accepted
+    password = lab.provider_password(address, cfg)
+    deadline = time.monotonic() + 15
+    found = []
+    while time.monotonic() < deadline and not found:
+        found = [m for folder in ("INBOX", "Junk")
+                 for m in mail.imap(address, password=password, host="imap.gmail.test", folder=folder, fetch=True)
+                 if m.subject == "lire chez Gmail"]
+        time.sleep(0.1)
+    assert found, "the message never reached jean-emile@gmail.test"
+    assert b"Authentication-Results: mx.gmail.test;" in found[0].data
+    with pytest.raises(Exception, match="refusée"):
+        mail.imap(address, password=passwords[TINTIN], host="imap.gmail.test")
+    with pytest.raises(Exception, match="refusée"):  # the school's IMAP does not serve gmail.test accounts
+        mail.imap(address, password=password)

@@ -280,6 +280,8 @@ class MailServices:
                             hosts["outlook-test.mail.protection.outlook.test"][0], "outlook", {"outlook.test"}),
         }
         self.spoofer = Host("mx.arnaque.test", hosts["mx.arnaque.test"][0], "spoofer", {"arnaque.test"})
+        self.imap_hosts = {"gmail": ("imap.gmail.test", hosts["imap.gmail.test"][0]),
+                           "outlook": ("imap-mail.outlook.test", hosts["imap-mail.outlook.test"][0])}
         self.policies = providers.POLICIES
         self.ports: dict[str, int] = {}
         self.servers: list = []
@@ -353,7 +355,14 @@ class MailServices:
         self.imap = IMAPServer(self.store, school.domains, school.name, self.ca.leaf_pem(*names))
         self.ports["school:993"], self.ports["school:143"] = await loop.run_in_executor(
             self.executor, self.imap.start, int(previous.get("school:993") or 0), int(previous.get("school:143") or 0))
-        self.store.on_deliver = self.imap.delivered
+        self.provider_imap = {}
+        for key, (name, ip) in self.imap_hosts.items():  # the students read their provider mailboxes over IMAP
+            server = IMAPServer(self.store, self.hosts[key].domains, name, self.ca.leaf_pem(name, ip, "localhost", "127.0.0.1"))
+            self.ports[f"{key}:993"], self.ports[f"{key}:143"] = await loop.run_in_executor(
+                self.executor, server.start, int(previous.get(f"{key}:993") or 0), int(previous.get(f"{key}:143") or 0))
+            self.provider_imap[key] = server
+        servers = [self.imap, *self.provider_imap.values()]
+        self.store.on_deliver = lambda address, folder: [s.delivered(address, folder) for s in servers]
         self._worker = loop.create_task(self._queue_worker())
         return dict(self.ports)
 
@@ -371,7 +380,8 @@ class MailServices:
         for key, host in self.hosts.items():
             for port in ("25", "587", "465", "443", "995", "110", "993", "143"):
                 if f"{key}:{port}" in self.ports:
-                    out[f"{host.ip}:{port}"] = self.ports[f"{key}:{port}"]
+                    ip = self.imap_hosts[key][1] if key in self.imap_hosts and port in ("993", "143") else host.ip
+                    out[f"{ip}:{port}"] = self.ports[f"{key}:{port}"]
         return out
 
     async def stop(self) -> None:
@@ -381,6 +391,8 @@ class MailServices:
             self.pop3.close()
         if self.imap is not None:
             self.imap.stop()
+        for server in getattr(self, "provider_imap", {}).values():
+            server.stop()
         for server in self.servers:
             server.close()
 

@@ -35,6 +35,8 @@ STUDENT_NS_V4, STUDENT_NS_V6 = "203.0.113.54", "2001:db8:113::54"
 WEB_V4 = "203.0.113.80"
 GMAIL_MX_V4, GMAIL_MX_V6 = "198.51.100.25", "2001:db8:5100::25"
 GMAIL_NS_V4 = "198.51.100.2"
+GMAIL_IMAP_V4 = "198.51.100.26"
+OUTLOOK_IMAP_V4 = "198.51.100.146"
 OUTLOOK_MX_V4, OUTLOOK_MX_V6 = "198.51.100.145", "2001:db8:5100::145"
 OUTLOOK_NS_V4 = "198.51.100.130"
 SPOOFER_V4, SPOOFER_V6 = "192.0.2.66", "2001:db8:2::66"
@@ -92,6 +94,8 @@ class WorldSpec:
             self.student_ns_host: (STUDENT_NS_V4, STUDENT_NS_V6),
             "gmail-smtp-in.l.gmail.test": (GMAIL_MX_V4, GMAIL_MX_V6),
             "ns1.gmail.test": (GMAIL_NS_V4,),
+            "imap.gmail.test": (GMAIL_IMAP_V4,),
+            "imap-mail.outlook.test": (OUTLOOK_IMAP_V4,),
             "outlook-test.mail.protection.outlook.test": (OUTLOOK_MX_V4, OUTLOOK_MX_V6),
             "ns1.outlook.test": (OUTLOOK_NS_V4,),
             "mx.arnaque.test": (SPOOFER_V4, SPOOFER_V6),
@@ -192,6 +196,7 @@ def build_zones(spec: WorldSpec, serial: int, dkim_records: dict[str, str]) -> d
     gmail = zone("gmail.test.", "ns1.gmail.test")
     gmail += _address_records("ns1.gmail.test", hosts["ns1.gmail.test"])
     gmail += _address_records("gmail-smtp-in.l.gmail.test", hosts["gmail-smtp-in.l.gmail.test"], 300)
+    gmail += _address_records("imap.gmail.test", hosts["imap.gmail.test"], 300)
     gmail.append("gmail.test. 3600 IN MX 5 gmail-smtp-in.l.gmail.test.")
     gmail.append(f"gmail.test. 300 IN TXT {_txt('v=spf1 redirect=_spf.gmail.test')}")
     gmail.append(f"_spf.gmail.test. 300 IN TXT {_txt('v=spf1 ip4:198.51.100.0/26 ip6:2001:db8:5100::/64 ~all')}")
@@ -201,6 +206,7 @@ def build_zones(spec: WorldSpec, serial: int, dkim_records: dict[str, str]) -> d
     outlook += _address_records("ns1.outlook.test", hosts["ns1.outlook.test"])
     mx = "outlook-test.mail.protection.outlook.test"
     outlook += _address_records(mx, hosts[mx], 300)
+    outlook += _address_records("imap-mail.outlook.test", hosts["imap-mail.outlook.test"], 300)
     outlook.append(f"outlook.test. 3600 IN MX 5 {mx}.")
     outlook.append(f"outlook.test. 300 IN TXT {_txt('v=spf1 include:spf.protection.outlook.test -all')}")
     outlook.append(f"spf.protection.outlook.test. 300 IN TXT {_txt('v=spf1 ip4:198.51.100.128/26 ip6:2001:db8:5100::/64 -all')}")
