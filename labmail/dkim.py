@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import re
 from dataclasses import dataclass, field
@@ -81,8 +82,10 @@ def generate_key(bits: int = 2048, kind: str = "rsa") -> DKIMKey:
     return DKIMKey("rsa", bits, pem, base64.b64encode(der).decode())
 
 
+@functools.lru_cache(maxsize=64)
 def load_private_key(pem: bytes) -> DKIMKey:
-    """Rebuild a :class:`DKIMKey` (with its record) from a PEM private key."""
+    """Rebuild a :class:`DKIMKey` (with its record) from a PEM private key (memoized: loading checks the key,
+    which costs tens of milliseconds for RSA)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
