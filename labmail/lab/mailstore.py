@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +75,10 @@ class MailStore:
         self._lock = threading.RLock()
         self.accounts: dict[str, Account] = {}
         self.on_deliver = None  # called with (address, folder) after each delivery (IMAP pushes EXISTS)
+        # Like Dovecot's auth cache: a successful login is remembered for a few minutes as a keyed hash of the
+        # password (never the password), so that a client's repeated logins do not each cost a scrypt.
+        self._auth_cache: dict[str, tuple[bytes, float]] = {}
+        self._cache_key = secrets.token_bytes(32)
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -107,16 +112,25 @@ class MailStore:
 
     def delete_mailbox(self, address: str) -> None:
         with self._lock:
+            self._auth_cache.pop(address.lower(), None)
             if self.accounts.pop(address.lower(), None) is None:
                 raise LabError(f"Pas de boîte {address}.", f"No mailbox {address}.")
             self._save()
 
     def authenticate(self, address: str, password: str) -> Account | None:
-        account = self.accounts.get(address.strip().lower())
+        address = address.strip().lower()
+        account = self.accounts.get(address)
         if account is None or not account.active:
             check_password(password, hash_password("decoy-password"))  # same time either way
             return None
-        return account if check_password(password, account.password) else None
+        digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
+        cached = self._auth_cache.get(address)
+        if cached is not None and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], digest):
+            return account
+        if not check_password(password, account.password):
+            return None
+        self._auth_cache[address] = (digest, time.monotonic() + 300)
+        return account
 
     def mailboxes(self, domain: str | None = None) -> list[Account]:
         return [a for a in self.accounts.values() if domain is None or a.domain == domain.lower()]

@@ -1,0 +1,70 @@
+"""The lab's mail store: hashed passwords, the auth cache, Maildir folders, atomic delivery with records."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from labmail.errors import LabError
+from labmail.lab.mailstore import MailStore, check_password, hash_password
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MailStore(tmp_path / "mail")
+    s.load()
+    return s
+
+
+def test_passwords_are_hashed_never_stored(store, tmp_path):
+    store.add_mailbox("tintin@alice.test", "motdepasse-tintin", name="Tintin")
+    text = (tmp_path / "mail" / "accounts.json").read_text()
+    assert "motdepasse-tintin" not in text and '"password": "scrypt$' in text
+    assert stat.S_IMODE((tmp_path / "mail" / "accounts.json").stat().st_mode) == 0o600
+    assert check_password("motdepasse-tintin", hash_password("motdepasse-tintin"))
+    assert not check_password("autre", hash_password("motdepasse-tintin"))
+    assert not check_password("x", "garbage")
+
+
+def test_authenticate_and_its_cache(store):
+    store.add_mailbox("tintin@alice.test", "motdepasse-tintin")
+    assert store.authenticate("Tintin@Alice.test", "motdepasse-tintin").address == "tintin@alice.test"
+    assert store.authenticate("tintin@alice.test", "motdepasse-tintin") is not None  # from the cache
+    assert store.authenticate("tintin@alice.test", "mauvais-mot") is None  # the cache never accepts another password
+    assert store.authenticate("nobody@alice.test", "motdepasse-tintin") is None
+    store.delete_mailbox("tintin@alice.test")
+    assert store.authenticate("tintin@alice.test", "motdepasse-tintin") is None
+
+
+@pytest.mark.parametrize("address,password,message", [
+    ("tintin@alice.test", "court", "trop court"), ("Tin tin@alice.test", "motdepasse-long", "invalide"),
+    ("@alice.test", "motdepasse-long", "invalide"),
+])
+def test_bad_mailboxes(store, address, password, message):
+    with pytest.raises(LabError, match=message):
+        store.add_mailbox(address, password)
+
+
+def test_duplicate_mailbox(store):
+    store.add_mailbox("tintin@alice.test", "motdepasse-tintin")
+    with pytest.raises(LabError, match="existe déjà"):
+        store.add_mailbox("TINTIN@alice.test", "motdepasse-tintin")
+
+
+def test_delivery_folders_and_records(store):
+    store.add_mailbox("milou@alice.test", "motdepasse-milou")
+    box = store.maildir("milou@alice.test")
+    assert sorted(box.list_folders()) == ["Junk", "Sent", "Trash"]
+    seen = []
+    store.on_deliver = lambda address, folder: seen.append((address, folder))
+    key = store.deliver("milou@alice.test", b"Subject: un\r\n\r\nx\r\n", record={"verdict": {"folder": "INBOX"}})
+    junk = store.deliver("milou@alice.test", b"Subject: deux\r\n\r\ny\r\n", folder="Junk")
+    assert [k for k, _ in store.messages("milou@alice.test")] == [key]
+    assert [k for k, _ in store.messages("milou@alice.test", "Junk")] == [junk]
+    record = store.record("milou@alice.test", key)
+    assert record["key"] == key and record["folder"] == "INBOX" and record["mailbox"] == "milou@alice.test"
+    assert store.record("milou@alice.test", junk) is None
+    assert seen == [("milou@alice.test", "INBOX"), ("milou@alice.test", "Junk")]
+    assert json.loads((store.root / "accounts.json").read_text())["milou@alice.test"]["domain"] == "alice.test"
