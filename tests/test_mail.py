@@ -394,13 +394,21 @@ def test_imap_reads_and_pushes_and_deletion_is_seen_everywhere(env):
         listed = mail.imap(TINTIN, password=passwords[TINTIN])
         new = listed[-1]
         assert new.subject == "pour IMAP" and "\\Seen" not in new.flags  # listing does not mark as read
+        watcher.send(f"{tag}b IDLE\r\n".encode())
+        assert watcher.readline().startswith(b"+")
         with mail.imap_connect(TINTIN, password=passwords[TINTIN], port=143) as thunderbird:  # STARTTLS
             thunderbird.select("INBOX")
             thunderbird.uid("FETCH", str(new.uid), "(RFC822)")  # reading the message…
             assert "\\Seen" in mail.imap(TINTIN, password=passwords[TINTIN])[-1].flags  # …marks it read for all
+            assert b"FETCH (FLAGS (\\Seen))" in watcher.readline()  # the webmail's session is told at once
             thunderbird.uid("STORE", str(new.uid), "+FLAGS", "(\\Deleted)")
+            assert b"\\Deleted" in watcher.readline()
             thunderbird.expunge()  # deleted in Thunderbird (IMAP)…
-        assert int(watcher.select("INBOX")[1][0]) == before  # the webmail refreshes: the message is gone there too
+            assert watcher.readline().strip() == f"* {before + 1} EXPUNGE".encode()  # …and the webmail sees it go
+        watcher.send(b"DONE\r\n")
+        while not watcher.readline().startswith(f"{tag}b".encode()):
+            pass
+        assert int(watcher.select("INBOX")[1][0]) == before
     assert all(m.uid != new.uid for m in mail.imap(TINTIN, password=passwords[TINTIN]))  # …gone from the server
 
 

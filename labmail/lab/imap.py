@@ -240,11 +240,32 @@ class Mailbox:
 
     def notify(self) -> None:
         """New mail arrived in this folder (called in the reactor thread)."""
-        before = len(self.keys)
-        self.keys = self.folder.sync()
-        if len(self.keys) > before:
+        current = self.folder.sync()
+        known = set(self.keys)
+        gone = [k for k in self.keys if k not in set(current)]
+        if gone:
+            self.expunged(gone)
+        added = [k for k in current if k not in known]
+        if added:
+            self.keys = self.keys + added
             for listener in list(self.listeners):
                 listener.newMessages(len(self.keys), None)
+
+    def expunged(self, keys: list[str]) -> None:
+        """Another session expunged ``keys``: tell this session's client (``* n EXPUNGE``, descending)."""
+        numbers = sorted((self.keys.index(k) + 1 for k in keys if k in self.keys), reverse=True)
+        for number in numbers:
+            del self.keys[number - 1]
+            for listener in list(self.listeners):
+                if hasattr(listener, "sendUntaggedResponse"):
+                    listener.sendUntaggedResponse(b"%d EXPUNGE" % number, isAsync=True)
+
+    def flags_changed(self, changes: dict[str, list[str]]) -> None:
+        """Another session changed flags: ``* n FETCH (FLAGS (…))`` to this session's client."""
+        by_seq = {self.keys.index(k) + 1: flags for k, flags in changes.items() if k in self.keys}
+        if by_seq:
+            for listener in list(self.listeners):
+                listener.flagsChanged(by_seq)
 
     # changes
     def addMessage(self, message, flags=(), date=None):
@@ -282,23 +303,25 @@ class Mailbox:
 
     def store(self, messages, flags, mode, uid):
         flags = [f.decode() if isinstance(f, bytes) else f for f in flags]
-        result = {}
+        result, changes = {}, {}
         for seq, key in self._resolve(messages, uid):
             current = set(self.folder.flags(key))
             new = set(flags) if mode == 0 else (current | set(flags) if mode == 1 else current - set(flags))
             self.folder.set_flags(key, sorted(new))
-            result[seq] = sorted(new)
+            result[seq] = changes[key] = sorted(new)
+        self.server.broadcast(self, "flags_changed", changes)
         return result
 
     def expunge(self):
         self.keys = self.folder.sync()
-        removed = []
+        removed, keys = [], []
         for seq, key in reversed(list(enumerate(self.keys, 1))):
             if "\\Deleted" in self.folder.flags(key):
                 self.folder.box.remove(key)
                 removed.append(seq)
+                keys.append(key)
         self.keys = self.folder.sync()
-        self.server.changed(self)
+        self.server.broadcast(self, "expunged", keys)
         return removed  # descending: each number is valid when the client applies it
 
 
@@ -486,10 +509,13 @@ class IMAPServer:
             if mbox in boxes:
                 boxes.remove(mbox)
 
-    def changed(self, source: Mailbox | None) -> None:
+    def broadcast(self, source: Mailbox, method: str, payload) -> None:
+        """Tell the other sessions on the same folder what ``source`` changed (flags, expunges)."""
+        if not payload:
+            return
         for mbox in list(self.open.get((source.address, source.name), [])):
             if mbox is not source:
-                mbox.notify()
+                getattr(mbox, method)(payload)
 
     def delivered(self, address: str, folder: str) -> None:
         """Called from any thread after a delivery: push ``EXISTS`` to open sessions of that folder."""
