@@ -462,3 +462,41 @@ def test_the_student_reads_the_provider_mailbox_over_imap(env):
         mail.imap(address, password=passwords[TINTIN], host="imap.gmail.test")
     with pytest.raises(Exception, match="refusée"):  # the school's IMAP does not serve gmail.test accounts
         mail.imap(address, password=password)
+
+
+def test_message_size_limit(env):
+    cfg, passwords, _world = env
+    big = b"Subject: gros\r\n\r\n" + b"x" * (26 * 1024 * 1024)
+    result = mail.submit(TINTIN, MILOU, message=big, password=passwords[TINTIN])
+    assert not result.accepted and result.reply.startswith("552")
+
+
+def test_mx_resolution_rules(world_lab, dns_thread, tmp_path):
+    """Outbound delivery picks MX by preference, falls back to the A record, and honours a null MX (RFC 7505)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dns.name
+    import dns.rdata
+
+    from labmail.lab.mailstore import MailStore
+    from labmail.lab.smtp import MailServices
+    from labmail.lab.tls import LabCA
+
+    zone = world_lab.zones.zones[dns.name.from_text("arnaque.test.")]
+    with zone.writer() as txn:
+        txn.replace(dns.name.from_text("nullmx.arnaque.test."), 300, dns.rdata.from_text("IN", "MX", "0 ."))
+        txn.replace(dns.name.from_text("amx.arnaque.test."), 300, dns.rdata.from_text("IN", "A", "192.0.2.77"))
+        txn.replace(dns.name.from_text("multi.arnaque.test."), 300, dns.rdata.from_text("IN", "MX", "20 b.arnaque.test."))
+        txn.add(dns.name.from_text("multi.arnaque.test."), 300, dns.rdata.from_text("IN", "MX", "10 a.arnaque.test."))
+    world_lab.zones.committed(zone.origin)
+    with ThreadPoolExecutor(2) as executor:
+        services = MailServices(world_lab, LabCA(tmp_path).load_or_create(), MailStore(tmp_path / "mail"), dns_thread, executor)
+        assert services.mx_hosts("gmail.test") == ["gmail-smtp-in.l.gmail.test"]
+        assert services.mx_hosts("multi.arnaque.test") == ["a.arnaque.test", "b.arnaque.test"]
+        assert services.mx_hosts("amx.arnaque.test") == ["amx.arnaque.test"]  # implicit MX (RFC 5321 §5.1)
+        assert services.mx_hosts("nullmx.arnaque.test") == []
+        assert services.mx_hosts("nowhere.arnaque.test") is None
+        status, text = services.send(services.hosts["school"], "a@b.test", ["x@nullmx.arnaque.test"], b"x", "nullmx.arnaque.test")
+        assert status == "perm" and "RFC 7505" in text
+        status, text = services.send(services.hosts["school"], "a@b.test", ["x@amx.arnaque.test"], b"x", "amx.arnaque.test")
+        assert status == "temp" and "Connection timed out" in text  # nobody listens there: retried later
