@@ -500,3 +500,19 @@ def test_mx_resolution_rules(world_lab, dns_thread, tmp_path):
         assert status == "perm" and "RFC 7505" in text
         status, text = services.send(services.hosts["school"], "a@b.test", ["x@amx.arnaque.test"], b"x", "amx.arnaque.test")
         assert status == "temp" and "Connection timed out" in text  # nobody listens there: retried later
+
+
+def test_the_school_server_judges_incoming_mail_too(env, zone):
+    """The spoofer writes to tintin directly: the school's MX (rspamd's role) applies the domain's DMARC policy."""
+    cfg, _passwords, _world = env
+    zone.add("@", "MX", "10 mailcow.labmail.cloud.")
+    zone.add("@", "TXT", "v=spf1 mx -all")
+    zone.add("_dmarc", "TXT", "v=DMARC1; p=reject")
+    status, reply = lab.spoof(f"direction@{DOMAIN}", TINTIN)
+    assert status == "perm" and "5.7.1" in reply and "DMARC" in reply
+    zone.replace("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+    before = count(cfg, TINTIN, "Junk")
+    assert lab.spoof(f"direction@{DOMAIN}", TINTIN)[0] == "ok"
+    assert count(cfg, TINTIN, "Junk") == before + 1
+    data = MailStore(cfg.state_dir / "mail").messages(TINTIN, "Junk")[-1][1]
+    assert data.startswith(b"Authentication-Results: mailcow.labmail.cloud;") and b"dmarc=fail" in data
