@@ -124,6 +124,18 @@ class Policy:
     name = "generic"
     authserv_id = "mx.lab.test"
 
+    def dmarc_verdict(self, checks: Checks, reject_reply: str, junk_fr: str, junk_en: str) -> Verdict | None:
+        """What every receiver does with a DMARC failure: refuse for p=reject, Junk for p=quarantine."""
+        if checks.dmarc_result != "fail":
+            return None
+        if checks.dmarc.disposition == "reject":
+            return Verdict(None, "DMARC échoue et le domaine demande reject : refus à la réception",
+                           "DMARC fails and the domain asks for reject: refused at SMTP time",
+                           reject_reply.replace("{d}", checks.from_domain or "?"))
+        if checks.dmarc.disposition == "quarantine":
+            return Verdict("Junk", junk_fr, junk_en, warning="quarantine")
+        return None
+
     def decide(self, checks: Checks) -> Verdict:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -145,14 +157,12 @@ class GmailPolicy(Policy):
     authserv_id = "mx.gmail.test"
 
     def decide(self, checks: Checks) -> Verdict:
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "reject":
-            return Verdict(None, "DMARC échoue et le domaine demande reject : refus à la réception",
-                           "DMARC fails and the domain asks for reject: refused at SMTP time",
-                           "550 5.7.26 Unauthenticated email from {d} is not accepted due to domain's DMARC policy. "
-                           "Please contact the administrator of {d} domain.".replace("{d}", checks.from_domain or "?"))
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "quarantine":
-            return Verdict("Junk", "DMARC échoue et le domaine demande quarantine : indésirables",
-                           "DMARC fails and the domain asks for quarantine: spam", warning="quarantine")
+        dmarc = self.dmarc_verdict(checks, "550 5.7.26 Unauthenticated email from {d} is not accepted due to domain's "
+                                           "DMARC policy. Please contact the administrator of {d} domain.",
+                                   "DMARC échoue et le domaine demande quarantine : indésirables",
+                                   "DMARC fails and the domain asks for quarantine: spam")
+        if dmarc is not None:
+            return dmarc
         if not (checks.spf_pass or checks.dkim_pass):
             return Verdict("Junk", "ni SPF ni DKIM ne passent : Gmail ne peut pas authentifier l'expéditeur (spam, avec un avertissement)",
                            "neither SPF nor DKIM pass: Gmail cannot authenticate the sender (spam, with a warning)",
@@ -193,14 +203,12 @@ class OutlookPolicy(Policy):
     name = "outlook"
 
     def decide(self, checks: Checks) -> Verdict:
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "reject":
-            return Verdict(None, "DMARC échoue et le domaine demande reject : refus à la réception",
-                           "DMARC fails and the domain asks for reject: refused at SMTP time",
-                           "550 5.7.509 Access denied, sending domain {d} does not pass DMARC verification and has a DMARC "
-                           "policy of reject.".replace("{d}", checks.from_domain or "?"))
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "quarantine":
-            return Verdict("Junk", "DMARC échoue et le domaine demande quarantine : courrier indésirable",
-                           "DMARC fails and the domain asks for quarantine: junk", warning="quarantine")
+        dmarc = self.dmarc_verdict(checks, "550 5.7.509 Access denied, sending domain {d} does not pass DMARC "
+                                           "verification and has a DMARC policy of reject.",
+                                   "DMARC échoue et le domaine demande quarantine : courrier indésirable",
+                                   "DMARC fails and the domain asks for quarantine: junk")
+        if dmarc is not None:
+            return dmarc
         missing = [name for name, ok in (("SPF", checks.spf_pass), ("DKIM", checks.dkim_pass),
                                          ("DMARC", checks.dmarc_result == "pass")) if not ok]
         if missing:
@@ -237,11 +245,10 @@ class SchoolPolicy(Policy):
     authserv_id = "mailcow.labmail.cloud"
 
     def decide(self, checks: Checks) -> Verdict:
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "reject":
-            return Verdict(None, "DMARC reject", "DMARC reject", "550 5.7.1 Rejected by DMARC policy")
-        if checks.dmarc_result == "fail" and checks.dmarc.disposition == "quarantine":
-            return Verdict("Junk", "DMARC quarantine", "DMARC quarantine", warning="quarantine")
-        return Verdict("INBOX", "accepté", "accepted")
+        dmarc = self.dmarc_verdict(checks, "550 5.7.1 Rejected by DMARC policy for {d}",
+                                   "DMARC échoue et le domaine demande quarantine : indésirables",
+                                   "DMARC fails and the domain asks for quarantine: junk")
+        return dmarc or Verdict("INBOX", "accepté", "accepted")
 
     def stamp(self, host, checks: Checks, ip: str, mail_from: str, helo: str) -> bytes:
         results = [MethodResult("dkim", c.result, properties={"header.d": c.domain, "header.s": c.selector, "header.b": c.header_b})

@@ -125,6 +125,26 @@ class BaseHandler:
         self.dialogue(server).append(f"C: HELO {hostname}")
         return f"250 {self.host.name}"
 
+    temp_failure = "451 4.3.0 Error: queue file write error"
+
+    async def handle_DATA(self, server, session, envelope):
+        """Store or judge the message in a worker thread (checks query the DNS served by this very loop)."""
+        qid = queue_id()
+        tls = _tls_info(server)
+        ip = self.client_ip(server)
+        self.dialogue(server).append("C: DATA")
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(self.services.executor, self.process, server, session, envelope, qid, tls, ip)
+        except OSError as exc:  # disk full…: nothing half-stored, the client retries
+            log.error("could not store message %s: %s", qid, exc)
+            return self.temp_failure
+        self.dialogue(server).append("S: " + reply)
+        return reply
+
+    def process(self, server, session, envelope, qid, tls, ip) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
 
 class SchoolHandler(BaseHandler):
     """mailcow.labmail.cloud: MX for the students' domains (25), MSA (587 STARTTLS, 465 TLS)."""
@@ -177,21 +197,7 @@ class SchoolHandler(BaseHandler):
         self.dialogue(server).append("S: 250 2.1.5 Ok")
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server, session, envelope):
-        qid = queue_id()
-        tls = _tls_info(server)
-        ip = self.client_ip(server)
-        self.dialogue(server).append("C: DATA")
-        loop = asyncio.get_running_loop()
-        try:
-            reply = await loop.run_in_executor(self.services.executor, self._accept, server, session, envelope, qid, tls, ip)
-        except OSError as exc:  # disk full…: nothing half-stored, the client retries
-            log.error("could not store message %s: %s", qid, exc)
-            return "451 4.3.0 Error: queue file write error"
-        self.dialogue(server).append("S: " + reply)
-        return reply
-
-    def _accept(self, server, session, envelope, qid, tls, ip) -> str:
+    def process(self, server, session, envelope, qid, tls, ip) -> str:
         data = envelope.original_content or envelope.content
         rdns = self.services.ptr_name(ip)
         user = session.auth_data if session.authenticated else None
@@ -235,21 +241,9 @@ class ProviderHandler(BaseHandler):
         self.dialogue(server).append("S: " + reply)
         return reply
 
-    async def handle_DATA(self, server, session, envelope):
-        qid = queue_id()
-        tls = _tls_info(server)
-        ip = self.client_ip(server)
-        self.dialogue(server).append("C: DATA")
-        loop = asyncio.get_running_loop()
-        try:
-            reply = await loop.run_in_executor(self.services.executor, self._judge, server, session, envelope, qid, ip, tls)
-        except OSError as exc:
-            log.error("could not store message %s: %s", qid, exc)
-            return "451 4.3.0 Temporary local problem, please try again later"
-        self.dialogue(server).append("S: " + reply)
-        return reply
+    temp_failure = "451 4.3.0 Temporary local problem, please try again later"
 
-    def _judge(self, server, session, envelope, qid, ip, tls) -> str:
+    def process(self, server, session, envelope, qid, tls, ip) -> str:
         data = envelope.original_content or envelope.content
         return self.services.receive(self, server, session, envelope, qid, ip, self.services.ptr_name(ip), tls, data)
 
