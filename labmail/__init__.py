@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "dkim", "dmarc", "dns", "errors", "headers", "i18n", "lab", "spf", "world")
+_SUBMODULES = ("checks", "config", "dkim", "dmarc", "dns", "errors", "headers", "i18n", "lab", "mail", "spf", "world")
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import config, dkim, dmarc, dns, errors, headers, i18n, lab, spf, world  # noqa: F401
+    from . import checks, config, dkim, dmarc, dns, errors, headers, i18n, lab, mail, spf, world  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@
     labmail lab start|status|stop|reset     the embedded lab
     labmail config [--prenom "Jean-Émile"]  show or set the configuration
     labmail lookup NAME [TYPE] [--auth]     ask the world's DNS
+    labmail check DOMAIN [--zone]           audit a mail domain (Mailcow's "DNS" page, done right)
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def _lookup(args: argparse.Namespace) -> int:
     return 0 if result.outcome.value in ("answer", "NXDOMAIN", "NODATA") else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    from .checks import domain
+
+    audit = domain(args.domain)
+    print(audit.zone_file() if args.zone else audit)
+    return 0 if audit.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labmail", description="labmail — les mécanismes de la messagerie")
     parser.add_argument("--lang", choices=["fr", "en"], help="langue des messages / message language")
@@ -75,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     look.add_argument("type", nargs="?", default="A")
     look.add_argument("--auth", action="store_true", help="interroger directement les serveurs de la zone")
     look.set_defaults(func=_lookup)
+
+    check = sub.add_parser("check", help="auditer les enregistrements d'un domaine / audit a domain's records")
+    check.add_argument("domain")
+    check.add_argument("--zone", action="store_true", help="afficher le fichier de zone attendu / print the expected zone file")
+    check.set_defaults(func=_check)
 
     args = parser.parse_args(argv)
     set_language(args.lang)
