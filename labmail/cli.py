@@ -6,6 +6,8 @@
     labmail config [--prenom "Jean-Émile"]  show or set the configuration
     labmail lookup NAME [TYPE] [--auth]     ask the world's DNS
     labmail check DOMAIN [--zone]           audit a mail domain (Mailcow's "DNS" page, done right)
+    labmail class ROSTER.csv [--csv F] [--png F]   audit a whole class
+    labmail lab start --class ROSTER.csv    one lab for a class (credentials in a 0600 file)
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def _lab(args: argparse.Namespace) -> int:
     cfg = _config.load()
     action = {"start": lab.start, "status": lab.status, "stop": lab.stop, "reset": lab.reset}[args.action]
     result = action(cfg)
+    if args.roster and args.action in ("start", "reset"):
+        path = lab.provision_class(args.roster, cfg)
+        result = lab.status(cfg)
+        print(tr(f"Classe provisionnée ; identifiants (pour l'enseignant seulement) : {path}",
+                 f"Class provisioned; credentials (for the instructor only): {path}"))
     print(result)
     if args.action == "status" and result.running and cfg.prenom:
         try:
@@ -62,6 +69,28 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if audit.ok else 1
 
 
+def _class(args: argparse.Namespace) -> int:
+    from .classroom import classroom
+
+    def progress(done: int, total: int) -> None:
+        bar = "#" * int(30 * done / total)
+        print(f"\r[{bar:<30}] {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    report = classroom(args.roster, progress=progress)
+    frame = report.to_dataframe()
+    print(frame.to_string(index=False))
+    if args.csv:
+        print(tr(f"CSV : {report.to_csv(args.csv)}", f"CSV: {report.to_csv(args.csv)}"))
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = report.plot()
+        ax.figure.savefig(args.png, bbox_inches="tight", dpi=120)
+        print(tr(f"Figure : {args.png}", f"Figure: {args.png}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labmail", description="labmail — les mécanismes de la messagerie")
     parser.add_argument("--lang", choices=["fr", "en"], help="langue des messages / message language")
@@ -69,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lab = sub.add_parser("lab", help="le lab intégré / the embedded lab")
     lab.add_argument("action", choices=["start", "status", "stop", "reset"])
+    lab.add_argument("--class", dest="roster", help="liste de classe CSV : un domaine par étudiant / class roster CSV")
     lab.set_defaults(func=_lab)
 
     cfg = sub.add_parser("config", help="afficher ou modifier la configuration / show or set the configuration")
@@ -89,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("domain")
     check.add_argument("--zone", action="store_true", help="afficher le fichier de zone attendu / print the expected zone file")
     check.set_defaults(func=_check)
+
+    klass = sub.add_parser("class", help="auditer toute une classe / audit a whole class")
+    klass.add_argument("roster", help="liste de classe CSV (prenom, nom, email)")
+    klass.add_argument("--csv", help="écrire le tableau en CSV / write the table as CSV")
+    klass.add_argument("--png", help="écrire la carte de chaleur / write the heat map")
+    klass.set_defaults(func=_class)
 
     args = parser.parse_args(argv)
     set_language(args.lang)

@@ -31,7 +31,7 @@ from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "api_key", "provider_password"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "api_key", "provider_password", "provision_class"]
 
 _children: dict[int, subprocess.Popen] = {}
 PROTOCOL = 3  # version of what the lab process reports (run.json, control replies)
@@ -380,6 +380,38 @@ def api_key(config: Config | None = None, *, admin: bool = False) -> str:
     except KeyError:
         raise LabError(f"Pas de clé d'API pour {cfg.domain} : lancez labmail.lab.ensure().",
                        f"No API key for {cfg.domain}: run labmail.lab.ensure().") from None
+
+
+def provision_class(roster, config: Config | None = None) -> Path:
+    """Provision every student of a roster in the running lab; write their credentials to a file only the
+    instructor can read (``<state>/class-credentials.csv``, 0600): domain, API key, TSIG key name and secret,
+    provider mailbox passwords. Returns the file's path."""
+    import csv
+    import io
+
+    from .._files import atomic_write_text
+    from ..classroom import read_roster
+    from .apikeys import api_keys
+
+    cfg = _cfg(config)
+    students = read_roster(roster)
+    provision(cfg, students=[s.label for s in students])
+    keys = json.loads((cfg.state_dir / "keys" / "tsig.json").read_text(encoding="utf-8"))
+    api = api_keys(cfg.state_dir)["domains"]
+    passwords = json.loads((cfg.state_dir / "keys" / "provider-passwords.json").read_text(encoding="utf-8"))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["prenom", "nom", "email", "domaine", "cle_api", "tsig_nom", "tsig_secret", "gmail", "mdp_gmail",
+                     "outlook", "mdp_outlook"])
+    for s in students:
+        domain = s.domain(cfg.parent_domain)
+        tsig = keys[domain + "."]
+        gmail, outlook = f"{s.label}@gmail.test", f"{s.label}@outlook.test"
+        writer.writerow([s.first_name, s.last_name, s.email, domain, api[domain], tsig["name"], tsig["secret"], gmail,
+                         passwords[gmail], outlook, passwords[outlook]])
+    path = cfg.state_dir / "class-credentials.csv"
+    atomic_write_text(path, out.getvalue(), mode=0o600)
+    return path
 
 
 def provider_password(address: str, config: Config | None = None) -> str:

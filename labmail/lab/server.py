@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import dns.name
@@ -72,6 +73,7 @@ class Lab:
 
         self.store = MailStore(self.state_dir / "mail")
         self.on_student = None  # called with each new student's domain (the mail services listen to it)
+        self._prepare_lock = threading.RLock()
 
     def views(self) -> dict[str, View]:
         """The three DNS servers of the lab: students' resolver, registry (ns1), students' zones (dns)."""
@@ -111,6 +113,10 @@ class Lab:
         """Create (once) a 2048-bit DKIM key for ``domain``; return its record text."""
         from ..dkim import generate_key
 
+        existing = self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.txt"
+        if existing.exists():
+            return existing.read_text(encoding="utf-8").strip()
+
         key = generate_key(2048)
         atomic_write_bytes(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.pem", key.private_pem)
         atomic_write_text(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.txt", key.record + "\n", mode=0o644)
@@ -126,6 +132,20 @@ class Lab:
             self.zones.add_zone_text(origin, text)
         self.keys.load()
         self.save_world()
+
+    def prepare(self, labels: list[str]) -> None:
+        """The slow part of provisioning (DKIM keys, password hashes, API keys): no zone is touched, so it may run
+        in a worker thread while the DNS keeps answering. :meth:`provision` then finds it done."""
+        from ..config import check_label
+        from .apikeys import ensure_domain_key
+
+        with self._prepare_lock:
+            for label in labels:
+                check_label(label)
+                domain = self.spec.student_zone(label).rstrip(".")
+                self._dkim_key(domain, _world.SCHOOL_SELECTOR)
+                ensure_domain_key(self.state_dir, domain)
+                self._provider_mailboxes(label)
 
     def provision(self, labels: list[str]) -> list[str]:
         """Give each new student (DNS label) a delegated zone, a TSIG key and a DKIM key; return the new ones.
@@ -344,8 +364,12 @@ class LabProcess:
         if op == "provision":
             from ..errors import LabmailError
 
+            labels = [str(s) for s in request.get("students", [])]
             try:
-                new = self.lab.provision([str(s) for s in request.get("students", [])])
+                fresh = [label for label in labels if label not in self.lab.world["students"]]
+                if fresh and self.executor is not None:
+                    await loop.run_in_executor(self.executor, self.lab.prepare, fresh)  # keys and hashes off the loop
+                new = self.lab.provision(labels)
             except LabmailError as exc:
                 return {"ok": False, "error": {"fr": exc.text.fr, "en": exc.text.en}}
             return {"ok": True, "new": new, "status": self.status()}

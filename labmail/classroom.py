@@ -1,0 +1,129 @@
+"""The instructor's view of a class: a roster, every student's domain audited, a table and a heat map.
+
+Roster: a CSV file with a header line and the columns ``prenom`` (or ``first_name``), ``nom`` (or
+``last_name``) and optionally ``email`` — an example is ``data/roster-example.csv``. Each first name becomes
+the student's label by :func:`labmail.config.to_label`; when two students share it, the initial of the last
+name is added (``jean-d``).
+
+>>> report = classroom("data/roster-example.csv")    # doctest: +SKIP
+>>> report.to_dataframe()                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .config import to_label
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from .checks import DomainAudit
+
+__all__ = ["Student", "read_roster", "classroom", "ClassReport", "COLUMNS"]
+
+#: The audit rows shown for each student, in order (role → column title).
+COLUMNS = {"mx": "MX", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "autodiscover": "autodiscover",
+           "autodiscover-srv": "SRV autodiscover", "autoconfig": "autoconfig"}
+_SCORE = {"OK": 2, "INFO": 2, "OPTIONAL": 1, "WRONG": 0, "MISSING": 0}
+
+
+@dataclass(frozen=True)
+class Student:
+    first_name: str
+    last_name: str
+    email: str
+    label: str
+
+    def domain(self, parent: str) -> str:
+        return f"{self.label}.{parent}"
+
+
+def read_roster(path: str | Path) -> list[Student]:
+    """Read a roster CSV; labels are made unique (see the module doc). Bad lines are reported, not skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"Impossible de lire la liste de classe {path} ({exc.strerror}).",
+                          f"Cannot read the class roster {path} ({exc.strerror}).") from None
+    rows = list(csv.DictReader(text.splitlines()))
+    students: list[Student] = []
+    used: set[str] = set()
+    for number, row in enumerate(rows, 2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        first = row.get("prenom") or row.get("prénom") or row.get("first_name") or ""
+        last = row.get("nom") or row.get("last_name") or ""
+        try:
+            label = to_label(first)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}, ligne {number} : {exc.text.fr}", f"{path}, line {number}: {exc.text.en}") from None
+        if label in used:
+            label = to_label(f"{first} {last[:1]}") if last else label
+            suffix = 2
+            while label in used:
+                label = f"{to_label(first)}-{suffix}"
+                suffix += 1
+        used.add(label)
+        students.append(Student(first, last, row.get("email", ""), label))
+    if not students:
+        raise ConfigError(f"{path} ne contient aucun étudiant (colonnes attendues : prenom, nom, email).",
+                          f"{path} holds no student (expected columns: prenom, nom, email).")
+    return students
+
+
+@dataclass(frozen=True)
+class ClassReport:
+    students: tuple[Student, ...]
+    audits: tuple["DomainAudit", ...]
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """Students × checks: the status of each row (OK, WRONG, MISSING…), plus a score."""
+        import pandas as pd
+
+        records = []
+        for student, audit in zip(self.students, self.audits):
+            statuses = {r.role: r.status for r in audit.rows}
+            record = {"étudiant": f"{student.first_name} {student.last_name}".strip(), "domaine": audit.domain}
+            record.update({title: statuses.get(role, "MISSING") for role, title in COLUMNS.items()})
+            record["score"] = sum(_SCORE[record[t]] for t in COLUMNS.values())
+            records.append(record)
+        return pd.DataFrame(records, columns=["étudiant", "domaine", *COLUMNS.values(), "score"])
+
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.to_dataframe().to_csv(path, index=False)
+        return path
+
+    def plot(self, ax=None):
+        from .plots import class_heatmap
+
+        return class_heatmap(self.to_dataframe(), ax=ax)
+
+
+def classroom(roster: str | Path | list[Student], *, world=None, workers: int = 16,
+              progress: Callable[[int, int], None] | None = None) -> ClassReport:
+    """Audit every student's domain concurrently; ``progress(done, total)`` is called as audits finish."""
+    from .checks import domain
+    from .world import current
+
+    students = read_roster(roster) if not isinstance(roster, list) else roster
+    world = world or current()
+    parent = world.config.parent_domain
+    done = 0
+    results: dict[int, object] = {}
+
+    def one(index: int):
+        return index, domain(students[index].domain(parent), world=world)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for index, audit in pool.map(one, range(len(students))):
+            results[index] = audit
+            done += 1
+            if progress is not None:
+                progress(done, len(students))
+    return ClassReport(tuple(students), tuple(results[i] for i in range(len(students))))
