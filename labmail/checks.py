@@ -128,8 +128,12 @@ class DomainAudit:
 # Lookups: the zone's own servers for its names, the world's resolver for the rest
 # ---------------------------------------------------------------------------
 class _Lookups:
-    def __init__(self, domain: str, world: World, timeout: float) -> None:
+    """Queries of one audit. Names outside the zone (the server's addresses and PTR, the DNSBL, the zone's
+    nameservers) may come from ``shared``, a cache common to the audits of a class: they are the same for all."""
+
+    def __init__(self, domain: str, world: World, timeout: float, shared: dict | None = None) -> None:
         self.domain = domain
+        self.shared = shared if shared is not None else {}
         self.recursive = Resolver(world=world, timeout=timeout)
         servers = self._zone_servers(world)
         self.authoritative = Resolver(servers, timeout=timeout) if servers else self.recursive
@@ -139,7 +143,7 @@ class _Lookups:
         ns = self.recursive.query(self.domain, "NS")
         servers = []
         for record in ns.records:
-            for addr in self.recursive.query(record.value, "A").values:
+            for addr in self.get(record.value, "A").values:
                 try:
                     endpoint = world.endpoint(addr, 53)
                 except LabmailError:
@@ -149,11 +153,19 @@ class _Lookups:
         return servers
 
     def get(self, name: str, rtype: str) -> LookupResult:
-        inside = name.rstrip(".").lower() == self.domain or name.rstrip(".").lower().endswith("." + self.domain)
-        result = (self.authoritative if inside else self.recursive).query(name, rtype)
-        if inside and result.soa is not None:
-            self.negative_ttl = result.soa.ttl
-        return result
+        key = name.rstrip(".").lower()
+        inside = key == self.domain or key.endswith("." + self.domain)
+        if inside:
+            result = self.authoritative.query(name, rtype)
+            if result.soa is not None:
+                self.negative_ttl = result.soa.ttl
+            return result
+        cached = self.shared.get((key, rtype))
+        if cached is None:
+            cached = self.recursive.query(name, rtype)
+            if cached.outcome in (Outcome.ANSWER, Outcome.NXDOMAIN, Outcome.NODATA):
+                self.shared[(key, rtype)] = cached
+        return cached
 
 
 def _missing_ttl(look: _Lookups) -> int:
@@ -465,11 +477,12 @@ def _doubled_rows(look: _Lookups, domain: str, selector: str) -> list[Row]:
 
 
 def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None, world: World | None = None,
-           mail_host: str | None = None, timeout: float = 3.0) -> DomainAudit:
+           mail_host: str | None = None, timeout: float = 3.0, shared: dict | None = None) -> DomainAudit:
     """Audit the mail records of ``name`` against what the mail host expects (see the module doc).
 
     ``dkim_record`` is the key record the server signs with; by default it is read from the school server's
     API (local world) — in the live world pass it, or a :class:`labmail.mail.MailcowAPI` result's ``dkim_txt``.
+    ``shared`` is a cache for names outside the zone, common to several audits (see :func:`classroom`).
     """
     from .config import check_domain
 
@@ -478,7 +491,7 @@ def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None,
     host = (mail_host or world.config.mail_host).rstrip(".").lower()
     if dkim_record is None:
         dkim_record = _dkim_from_api(world, domain_name)
-    look = _Lookups(domain_name, world, timeout)
+    look = _Lookups(domain_name, world, timeout, shared)
     rows, addresses = _server_rows(look, host)
     rows.append(_mx_row(look, domain_name, host))
     rows.append(_spf_row(look, domain_name, addresses))

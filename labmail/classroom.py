@@ -116,9 +116,10 @@ def classroom(roster: str | Path | list[Student], *, world=None, workers: int = 
     parent = world.config.parent_domain
     done = 0
     results: dict[int, object] = {}
+    shared: dict = {}  # the server's addresses, PTR, DNSBL…: the same for every student, asked once
 
     def one(index: int):
-        return index, domain(students[index].domain(parent), world=world)
+        return index, domain(students[index].domain(parent), world=world, shared=shared)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for index, audit in pool.map(one, range(len(students))):
