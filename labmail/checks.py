@@ -34,10 +34,11 @@ from .world import World, current
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-__all__ = ["Row", "DomainAudit", "domain", "classroom", "STATUSES"]
+__all__ = ["Row", "DomainAudit", "domain", "classroom", "message", "MessageDiagnosis", "STATUSES"]
 
 STATUSES = ("OK", "WRONG", "MISSING", "OPTIONAL", "INFO")
 _COLORS = {"OK": "#1b7f3b", "WRONG": "#b00020", "MISSING": "#b00020", "OPTIONAL": "#777", "INFO": "#1565c0"}
+_BACKGROUNDS = {"OK": "#e8f5e9", "WRONG": "#fdecea", "MISSING": "#fdecea", "OPTIONAL": "#f5f5f5", "INFO": "#e3f2fd"}
 #: RFC 6186 / RFC 8314 client SRV records: (owner prefix, port).
 CLIENT_SRV = (("_submission._tcp", 587), ("_submissions._tcp", 465), ("_imap._tcp", 143), ("_imaps._tcp", 993),
               ("_pop3._tcp", 110), ("_pop3s._tcp", 995))
@@ -91,6 +92,26 @@ class DomainAudit:
                               "RFC": r.rfc} for r in self.rows],
                             columns=["nom", "type", "attendu", "trouvé", "statut", "pourquoi", "correction", "ttl", "RFC"])
 
+    def fix_record(self, row: Row) -> tuple[str, str, str] | None:
+        """What to type in the zone panel to fix ``row``: (name relative to the zone, type, value without quotes).
+
+        None for rows fixed elsewhere (the server's PTR, a block list) or already OK.
+
+        >>> audit.fix_record(audit.row("dmarc"))          # doctest: +SKIP
+        ('_dmarc', 'TXT', 'v=DMARC1; p=quarantine')
+        """
+        if row.status in ("OK", "INFO"):
+            return None
+        suffix = "." + self.domain
+        name = row.name.rstrip(".").lower()
+        relative = "@" if name == self.domain else (name[: -len(suffix)] if name.endswith(suffix) else None)
+        for rec_name, rtype, value in self.expected_records:
+            if rec_name == relative and rtype == row.type:
+                if rtype == "TXT":
+                    value = value.replace('" "', "").strip('"')  # the panel splits long strings itself
+                return rec_name, rtype, value
+        return None
+
     def zone_file(self, ttl: int = 300) -> str:
         """The expected records of the domain as a BIND master file (``named-checkzone`` accepts it)."""
         lines = [f"$ORIGIN {self.domain}.", f"$TTL {ttl}",
@@ -113,15 +134,22 @@ class DomainAudit:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td><code>{html.escape(r.name)}</code></td><td>{r.type}</td><td><code>{html.escape(r.expected)}</code></td>"
-            f"<td><code>{'<br>'.join(html.escape(f) for f in r.found) or '—'}</code></td>"
-            f"<td style='color:{_COLORS[r.status]};font-weight:bold'>{r.status}</td><td>{html.escape(str(r.why))}</td>"
-            f"<td>{html.escape(str(r.fix))}</td><td>{r.ttl if r.ttl is not None else ''}</td><td>{r.rfc}</td></tr>"
-            for r in self.rows)
-        return (f"<div><b>{html.escape(self.domain)}</b> — {html.escape(self.mail_host)}<table><tr><th>nom</th><th>type</th>"
-                f"<th>attendu</th><th>trouvé</th><th>statut</th><th>pourquoi</th><th>correction</th><th>TTL</th>"
-                f"<th>RFC</th></tr>{rows}</table></div>")
+        head = "".join(f"<th style='text-align:left;padding:2px 6px'>{html.escape(h)}</th>" for h in (
+            tr("nom", "name"), "type", tr("attendu", "expected"), tr("trouvé", "found"), tr("statut", "status"),
+            tr("pourquoi", "why"), tr("correction", "fix"), "TTL", "RFC"))
+        rows = []
+        for r in self.rows:
+            found = "<br>".join(html.escape(f) for f in r.found) or "—"
+            ttl = html.escape(r.visible_in) if r.status in ("WRONG", "MISSING") else ("" if r.ttl is None else str(r.ttl))
+            rows.append(
+                f"<tr style='background:{_BACKGROUNDS[r.status]}'>"
+                f"<td style='padding:2px 6px'><code>{html.escape(r.name)}</code></td><td>{r.type}</td>"
+                f"<td style='max-width:24em;word-break:break-all'><code>{html.escape(r.expected)}</code></td>"
+                f"<td style='max-width:24em;word-break:break-all'><code>{found}</code></td>"
+                f"<td style='color:{_COLORS[r.status]};font-weight:bold'>{r.status}</td>"
+                f"<td>{html.escape(str(r.why))}</td><td>{html.escape(str(r.fix))}</td><td>{ttl}</td><td>{r.rfc}</td></tr>")
+        return (f"<div><b>{html.escape(self.domain)}</b> — {html.escape(self.mail_host)}"
+                f"<table style='border-collapse:collapse'><tr>{head}</tr>{''.join(rows)}</table></div>")
 
 
 # ---------------------------------------------------------------------------
@@ -547,3 +575,119 @@ def classroom(roster, **kwargs):
     from .classroom import classroom as run
 
     return run(roster, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Deliverability diagnosis of a received message
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MessageDiagnosis:
+    """:func:`message`'s answer: the analysis report, every finding, and a score out of 10 (as mail-tester gives)."""
+
+    report: object  # labmail.headers.Report
+    findings: tuple
+    score: float
+    envelope: object = None  # labmail.headers.Envelope the checks were re-run with (None: headers only)
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        from .headers import _findings_frame
+
+        return _findings_frame(self.findings)
+
+    def __str__(self) -> str:
+        return "\n".join([f"{tr('note', 'score')} : {self.score:.1f}/10"] + [str(f) for f in self.findings])
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+_PENALTY = {"error": 2.0, "warning": 0.5, "info": 0.0, "ok": 0.0}
+
+
+def message(raw: bytes | str, envelope=None, *, world: World | None = None, receiver: str | None = None) -> MessageDiagnosis:
+    """Why would this message land in spam? Reads the headers, re-runs what can be re-run, explains each finding.
+
+    Without ``envelope`` the client address, HELO and MAIL FROM are taken from the receiving server's
+    ``Received`` header (the topmost, or the one ``by`` ``receiver``) and from ``Return-Path``.
+    """
+    import ipaddress as _ip
+    from email import message_from_bytes, policy
+
+    from .headers import Envelope, Finding, analyze, parse_authentication_results, parse_received
+
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    world = world or current()
+    resolver = Resolver(world=world)
+    msg = message_from_bytes(data, policy=policy.compat32)
+    received = [parse_received(str(v)) for v in msg.get_all("Received", [])]
+    if envelope is None and received:
+        hop = next((h for h in received if receiver and h.by == receiver), received[0])
+        mail_from = str(msg.get("Return-Path", "")).strip().strip("<>")
+        if not mail_from and msg.get("Authentication-Results"):  # the receiver's own record of MAIL FROM
+            spf = parse_authentication_results(str(msg["Authentication-Results"])).get("spf")
+            mail_from = (spf.get("smtp.mailfrom") if spf else None) or ""
+        if hop.from_ip:
+            envelope = Envelope(hop.from_ip, mail_from, hop.from_helo or "")
+    report = analyze(data, envelope, resolver=resolver)
+    findings = list(report.findings)
+    if envelope is not None:
+        ip = envelope.ip
+        ptr = resolver.query(_ip.ip_address(ip).reverse_pointer, "PTR")
+        names = [v.rstrip(".") for v in ptr.values]
+        confirmed = any(ip in resolver.query(n, "AAAA" if ":" in ip else "A").values for n in names)
+        if not confirmed:
+            findings.append(Finding("error", Text(f"{ip} n'a pas de DNS inverse confirmé (PTR → nom → adresse)",
+                                                  f"{ip} has no forward-confirmed reverse DNS (PTR → name → address)"),
+                                    Text("Gmail et Yahoo exigent un PTR valide pour l'adresse d'envoi",
+                                         "Gmail and Yahoo require a valid PTR for the sending address"),
+                                    Text("faites régler le PTR de l'adresse vers le nom du serveur", "have the address's PTR "
+                                         "set to the server's name"), "RFC 8601 §3"))
+        if ":" not in ip and resolver.query(".".join(reversed(ip.split("."))) + ".dnsbl.test", "A").records:
+            findings.append(Finding("error", Text(f"{ip} est sur une liste de blocage (dnsbl.test)",
+                                                  f"{ip} is on a block list (dnsbl.test)"),
+                                    Text("beaucoup de destinataires refusent ou classent en spam", "many receivers refuse or "
+                                         "file it as spam"), Text("trouvez la cause, corrigez, demandez le retrait",
+                                                                  "find the cause, fix it, ask for delisting"), "RFC 5782"))
+    hops = report.hop_rows
+    for hop in hops:
+        if not hop["tls"] and hop["par"]:
+            findings.append(Finding("warning", Text(f"étape {hop['étape']} ({hop['de']} → {hop['par']}) sans TLS",
+                                                    f"hop {hop['étape']} ({hop['de']} → {hop['par']}) without TLS"),
+                                    Text("Gmail exige TLS ; le message a circulé en clair", "Gmail requires TLS; the message "
+                                         "travelled in clear text"), Text("activez STARTTLS sur ce serveur",
+                                                                          "enable STARTTLS on that server"), "RFC 3207"))
+    if hops and not hops[0]["authentifié"]:
+        findings.append(Finding("info", Text("la première étape n'est pas une soumission authentifiée (ESMTPA/ESMTPSA)",
+                                             "the first hop is not an authenticated submission (ESMTPA/ESMTPSA)"),
+                                Text("un message légitime part d'un client authentifié sur le port 587/465",
+                                     "legitimate mail leaves an authenticated client on port 587/465"),
+                                Text("envoyez par le MSA avec AUTH", "send through the MSA with AUTH"), "RFC 6409"))
+    if report.dmarc_detail is not None:
+        verdict = report.dmarc_detail.rfc9989
+        if verdict.result == "fail":
+            findings.append(Finding("error", Text("alignement : " + verdict.spf_detail.fr + " ; " + verdict.dkim_detail.fr,
+                                                  "alignment: " + verdict.spf_detail.en + "; " + verdict.dkim_detail.en),
+                                    Text("DMARC exige qu'un domaine qui passe soit celui du From (ou de la même organisation)",
+                                         "DMARC needs a passing domain to be the From's (or in the same organization)"),
+                                    Text("signez avec d= du domaine du From, ou envoyez avec un MAIL FROM de ce domaine",
+                                         "sign with d= of the From domain, or send with a MAIL FROM of that domain"), "RFC 9989 §4.4"))
+    bulk = msg.get("List-Unsubscribe") or str(msg.get("Precedence", "")).lower() in ("bulk", "list")
+    if bulk:
+        one_click = "one-click" in str(msg.get("List-Unsubscribe-Post", "")).lower()
+        if not one_click:
+            findings.append(Finding("error", Text("envoi de masse sans désinscription en un clic", "bulk mail without one-click "
+                                                  "unsubscribe"),
+                                    Text("Gmail et Yahoo l'exigent des expéditeurs de masse depuis 2024",
+                                         "Gmail and Yahoo require it from bulk senders since 2024"),
+                                    Text("ajoutez List-Unsubscribe: <https://…> et List-Unsubscribe-Post: List-Unsubscribe=One-Click, "
+                                         "signés par DKIM", "add List-Unsubscribe: <https://…> and List-Unsubscribe-Post: "
+                                         "List-Unsubscribe=One-Click, DKIM-signed"), "RFC 8058"))
+        if not (report.spf == "pass" and any(r == "pass" for _d, r in report.dkim)) or report.dmarc == "none":
+            findings.append(Finding("error", Text("envoi de masse : SPF et DKIM doivent passer, et DMARC être publié",
+                                                  "bulk mail: SPF and DKIM must pass, and DMARC be published"),
+                                    Text("règles de Gmail/Yahoo (2024) et de Microsoft (2025) pour les expéditeurs de masse",
+                                         "Gmail/Yahoo (2024) and Microsoft (2025) rules for bulk senders"),
+                                    Text("publiez SPF, DKIM et DMARC (p=none au moins), alignés", "publish SPF, DKIM and DMARC "
+                                         "(p=none at least), aligned"), "RFC 9989"))
+    score = max(0.0, 10.0 - sum(_PENALTY.get(f.severity, 0) for f in findings))
+    return MessageDiagnosis(report, tuple(findings), round(score, 1), envelope)

@@ -6,6 +6,7 @@
     labmail config [--prenom "Jean-Émile"]  show or set the configuration
     labmail lookup NAME [TYPE] [--auth]     ask the world's DNS
     labmail check DOMAIN [--zone]           audit a mail domain (Mailcow's "DNS" page, done right)
+    labmail diagnose MESSAGE.eml            why would this received message land in spam?
     labmail class ROSTER.csv [--csv F] [--png F]   audit a whole class
     labmail lab start --class ROSTER.csv    one lab for a class (credentials in a 0600 file)
 """
@@ -69,6 +70,24 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if audit.ok else 1
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checks import message
+    from .errors import ConfigError
+
+    try:
+        raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Impossible de lire le message {args.message} : {exc.strerror}. Donnez le chemin d'un "
+                          "fichier .eml (la source complète du message), ou « - » pour l'entrée standard.",
+                          f"Cannot read the message {args.message}: {exc.strerror}. Give the path of an .eml file "
+                          "(the full source of the message), or \"-\" for standard input.") from exc
+    diagnosis = message(raw)
+    print(diagnosis)
+    return 0 if not any(f.severity == "error" for f in diagnosis.findings) else 1
+
+
 def _class(args: argparse.Namespace) -> int:
     from .classroom import classroom
 
@@ -119,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("domain")
     check.add_argument("--zone", action="store_true", help="afficher le fichier de zone attendu / print the expected zone file")
     check.set_defaults(func=_check)
+
+    diag = sub.add_parser("diagnose", help="diagnostic de délivrabilité d'un message reçu / deliverability diagnosis")
+    diag.add_argument("message", help="fichier .eml (source complète), ou - pour l'entrée standard")
+    diag.set_defaults(func=_diagnose)
 
     klass = sub.add_parser("class", help="auditer toute une classe / audit a whole class")
     klass.add_argument("roster", help="liste de classe CSV (prenom, nom, email)")

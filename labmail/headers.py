@@ -421,6 +421,13 @@ class Finding:
         return f"[{self.severity}] {self.what} — {self.why} → {self.fix} [{self.rfc}]"
 
 
+def _findings_frame(findings) -> "pandas.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([{"gravité": f.severity, "constat": str(f.what), "pourquoi": str(f.why), "correction": str(f.fix),
+                          "RFC": f.rfc} for f in findings], columns=["gravité", "constat", "pourquoi", "correction", "RFC"])
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything :func:`analyze` found about one message."""
@@ -450,10 +457,7 @@ class Report:
         return pd.DataFrame(list(self.hop_rows))
 
     def findings_frame(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"gravité": f.severity, "constat": str(f.what), "pourquoi": str(f.why), "correction": str(f.fix),
-                              "RFC": f.rfc} for f in self.findings], columns=["gravité", "constat", "pourquoi", "correction", "RFC"])
+        return _findings_frame(self.findings)
 
     def __str__(self) -> str:
         dkim_text = ", ".join(f"{d}:{r}" for d, r in self.dkim) or "none"

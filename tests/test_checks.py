@@ -77,7 +77,7 @@ def test_empty_zone_says_missing_not_optional(world):
     frame = audit.to_dataframe()
     assert list(frame.columns) == ["nom", "type", "attendu", "trouvé", "statut", "pourquoi", "correction", "ttl", "RFC"]
     assert set(frame["statut"]) <= set(checks.STATUSES)
-    assert "<table>" in audit._repr_html_() and "MISSING" in str(audit)
+    assert "<table" in audit._repr_html_() and "MISSING" in str(audit)
 
 
 def test_good_zone_is_all_ok(world, publish, lab_env):
@@ -235,3 +235,54 @@ def test_cli_check(world, lab_env):
     zone = subprocess.run([sys.executable, "-m", "labmail.cli", "check", DOMAIN, "--zone"], capture_output=True, text=True,
                           env=dict(os.environ), timeout=60)
     assert zone.stdout.startswith(f"$ORIGIN {DOMAIN}.")
+
+
+def _copied(widget):
+    """What a student copies from each fix box: (name, type, value)."""
+    out = []
+    for box in widget.fixes.children:
+        texts = [c for c in getattr(box, "children", ()) if hasattr(c, "children")]
+        if texts:
+            name, rtype = (t.value for t in texts[0].children)
+            out.append((name, rtype, box.children[2].value))
+    return out
+
+
+def test_dns_button_widget(world, lab_env, publish):
+    """The widget: colours and a reason per row, then the student pastes each fix into the panel, clicks: all green."""
+    from labmail.widgets import dns_check
+
+    widget = dns_check()
+    assert widget.domain.value == DOMAIN and widget.audit is not None
+    table = widget.table.value
+    assert "#fdecea" in table and "MISSING" in table and "#e8f5e9" in table  # red rows and green rows
+    assert html_escape(str(widget.audit.row("mx").why)) in table
+    assert "7 " in widget.summary.value and "corriger" in widget.summary.value
+    copied = dict(((n, t), v) for n, t, v in _copied(widget))
+    assert copied[("_dmarc", "TXT")] == "v=DMARC1; p=quarantine" and copied[("@", "MX")] == f"10 {H}."
+    key = copied[("dkim._domainkey", "TXT")]  # whole key as the server's API gives it, no quotes: the panel splits it
+    assert '"' not in key and key.startswith("v=DKIM1;") and key.split("p=")[1] == dkim_record(lab_env).split("p=")[1]
+    panel = ldns.ZonePanel(world=world)
+    for (name, rtype), value in copied.items():
+        panel.add(name, rtype, value)
+    widget.button.click()
+    assert widget.audit.ok and "✔" in widget.summary.value and widget.fixes.children == ()
+
+
+def test_dns_button_widget_names_a_pasted_mistake_and_bad_input(world, publish):
+    from labmail.widgets import dns_check
+
+    publish("@", "TXT", '"\\"v=spf1 ip4:203.0.113.10 -all\\""')  # quotes pasted into the value
+    widget = dns_check()
+    assert widget.audit.row("spf").status == "WRONG"
+    assert ("@", "TXT", "v=spf1 ip4:203.0.113.10 -all") in _copied(widget)
+    widget.domain.value = "pas un domaine!"
+    widget.button.click()
+    assert widget.audit is None and "⚠" in widget.summary.value and widget.table.value == ""
+    assert not widget.button.disabled
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -516,3 +516,60 @@ def test_the_school_server_judges_incoming_mail_too(env, zone):
     assert count(cfg, TINTIN, "Junk") == before + 1
     data = MailStore(cfg.state_dir / "mail").messages(TINTIN, "Junk")[-1][1]
     assert data.startswith(b"Authentication-Results: mailcow.labmail.cloud;") and b"dmarc=fail" in data
+
+
+def _deliver_to_gmail(cfg, passwords, subject, message=None):
+    address = "jean-emile@gmail.test"
+    before = {f: count(cfg, address, f) for f in ("INBOX", "Junk")}
+    if message is None:
+        assert send(passwords, address, subject).accepted
+    else:
+        assert mail.submit(TINTIN, address, message=message, password=passwords[TINTIN]).accepted
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for folder, n in before.items():
+            if count(cfg, address, folder) > n:
+                return folder, MailStore(cfg.state_dir / "mail").messages(address, folder)[-1][1]
+        time.sleep(0.05)
+    raise AssertionError("the message never reached Gmail")
+
+
+def test_why_is_my_message_in_spam(env, zone):
+    """checks.message: the receiver's headers re-read, every finding explained, a score that rises as the zone is fixed."""
+    from labmail import checks
+
+    cfg, passwords, world = env
+    folder, data = _deliver_to_gmail(cfg, passwords, "pourquoi en spam ?")
+    assert folder == "Junk"
+    before = checks.message(data, world=world)
+    assert before.envelope.ip == "203.0.113.10"  # taken from the receiver's Received header
+    problems = " ".join(str(f.what) for f in before.findings if f.severity in ("error", "warning"))
+    assert "SPF" in problems and "DKIM" in problems and "DMARC" in problems and before.score < 8
+    frame = before.to_dataframe()
+    assert list(frame.columns) == ["gravité", "constat", "pourquoi", "correction", "RFC"] and len(frame) == len(before.findings)
+    assert "/10" in str(before)
+    import os
+    import sys
+
+    eml = cfg.state_dir.parent / "spam.eml"
+    eml.write_bytes(data)
+    cli = subprocess.run([sys.executable, "-m", "labmail.cli", "diagnose", str(eml)], capture_output=True, text=True,
+                         env=dict(os.environ), timeout=60)
+    assert cli.returncode == 1 and f"{before.score:.1f}/10" in cli.stdout and "DKIM" in cli.stdout
+    missing = subprocess.run([sys.executable, "-m", "labmail.cli", "diagnose", str(eml) + ".absent"], capture_output=True,
+                             text=True, env=dict(os.environ), timeout=60)
+    assert missing.returncode == 2 and "Impossible de lire le message" in missing.stderr
+    zone.add("@", "MX", "10 mailcow.labmail.cloud.")
+    zone.add("@", "TXT", "v=spf1 ip4:203.0.113.10 -all")
+    zone.add("dkim._domainkey", "TXT", (cfg.state_dir / "keys" / "dkim" / f"{DOMAIN}.dkim.txt").read_text().strip())
+    zone.add("_dmarc", "TXT", "v=DMARC1; p=quarantine")
+    folder, data = _deliver_to_gmail(cfg, passwords, "et maintenant ?")
+    after = checks.message(data, world=world)
+    assert folder == "INBOX" and after.score == 10.0, str(after)
+    assert not [f for f in after.findings if f.severity == "error"]
+    # A newsletter without one-click unsubscribe breaks the 2024 bulk-sender rules even when authenticated
+    news = mail.make_message(TINTIN, ["jean-emile@gmail.test"], "Newsletter", "Promo !")
+    news["List-Unsubscribe"] = f"<mailto:unsubscribe@{DOMAIN}>"
+    _folder, data = _deliver_to_gmail(cfg, passwords, "", message=news)
+    bulk = checks.message(data, world=world)
+    assert [f.rfc for f in bulk.findings if f.severity == "error"] == ["RFC 8058"] and bulk.score == 8.0

@@ -1,0 +1,104 @@
+"""Notebook widgets: a thin display layer over the functions students call.
+
+:func:`dns_check` is the "DNS" button of Mailcow's domain page, done right: one click audits the domain
+with :func:`labmail.checks.domain` and shows the table — a colour per status, the reason on each row —
+and, for every row to fix, the name, type and value to copy into the zone panel.
+
+>>> from labmail.widgets import dns_check
+>>> dns_check()            # doctest: +SKIP  (the student's domain; type another one in the box)
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+import ipywidgets as w
+
+from . import checks
+from .errors import LabmailError
+from .i18n import tr
+from .world import World, current
+
+__all__ = ["DnsCheck", "dns_check"]
+
+class DnsCheck(w.VBox):
+    """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
+
+    ``audit`` holds the last :class:`labmail.checks.DomainAudit` (None before the first click or after an
+    error); ``error`` the last error message. ``check`` is the function called (``checks.domain``).
+    """
+
+    def __init__(self, domain: str | None = None, *, world: World | None = None,
+                 check: Callable[..., checks.DomainAudit] = checks.domain) -> None:
+        self._world = world
+        self._check = check
+        self.audit: checks.DomainAudit | None = None
+        self.error: str | None = None
+        if domain is None:
+            try:
+                domain = (world or current()).config.domain
+            except LabmailError:
+                domain = ""
+        self.domain = w.Text(value=domain, description=tr("Domaine", "Domain"), placeholder="prenom.labmail.cloud",
+                             layout=w.Layout(width="28em"))
+        self.button = w.Button(description=tr("Vérifier le DNS", "Check DNS"), icon="check", button_style="primary")
+        self.summary = w.HTML()
+        self.table = w.HTML()
+        self.fixes = w.VBox()
+        self.button.on_click(lambda _b: self.run())
+        super().__init__([w.HBox([self.domain, self.button]), self.summary, self.table, self.fixes])
+
+    def run(self) -> checks.DomainAudit | None:
+        """Audit the domain in the box and refresh the display (what a click does)."""
+        self.button.disabled = True
+        self.summary.value = html.escape(tr("Vérification…", "Checking…"))
+        try:
+            self.audit = self._check(self.domain.value, world=self._world)
+            self.error = None
+        except LabmailError as exc:
+            self.audit, self.error = None, str(exc)
+        finally:
+            self.button.disabled = False
+        self._render()
+        return self.audit
+
+    def _render(self) -> None:
+        if self.audit is None:
+            self.summary.value = f"<span style='color:#b00020'>⚠ {html.escape(self.error or '')}</span>"
+            self.table.value, self.fixes.children = "", ()
+            return
+        audit = self.audit
+        bad = [r for r in audit.rows if r.status in ("WRONG", "MISSING")]
+        if bad:
+            self.summary.value = (f"<b style='color:#b00020'>{len(bad)} " + html.escape(tr(
+                "enregistrement(s) à corriger", "record(s) to fix")) + "</b>")
+        else:
+            self.summary.value = "<b style='color:#1b7f3b'>✔ " + html.escape(tr(
+                "tous les enregistrements nécessaires sont là", "every required record is there")) + "</b>"
+        self.table.value = audit._repr_html_()
+        boxes = []
+        for row in bad:
+            record = audit.fix_record(row)
+            title = w.HTML(f"<b>{html.escape(row.name)} {row.type}</b> — {html.escape(str(row.fix))}")
+            if record is None:
+                boxes.append(title)
+                continue
+            name, rtype, value = record
+            fields = [w.Text(value=name, description=tr("Nom", "Name"), layout=w.Layout(width="22em")),
+                      w.Text(value=rtype, description="Type", layout=w.Layout(width="10em")),
+                      w.Textarea(value=value, description=tr("Valeur", "Value"),
+                                 layout=w.Layout(width="60em", height="4em" if len(value) > 90 else "2.2em"))]
+            boxes.append(w.VBox([title, w.HBox(fields[:2]), fields[2]]))
+        self.fixes.children = tuple(boxes)
+
+
+def dns_check(domain: str | None = None, *, world: World | None = None, run: bool = True) -> DnsCheck:
+    """The "DNS" button: a widget that audits ``domain`` (default: the student's) on each click.
+
+    With ``run=True`` (default) the first audit is done at once, so the table shows without a click.
+    """
+    widget = DnsCheck(domain, world=world)
+    if run and widget.domain.value:
+        widget.run()
+    return widget
