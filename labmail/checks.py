@@ -613,21 +613,14 @@ def message(raw: bytes | str, envelope=None, *, world: World | None = None, rece
     import ipaddress as _ip
     from email import message_from_bytes, policy
 
-    from .headers import Envelope, Finding, analyze, parse_authentication_results, parse_received
+    from .headers import Finding, analyze, envelope_from_headers
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     world = world or current()
     resolver = Resolver(world=world)
     msg = message_from_bytes(data, policy=policy.compat32)
-    received = [parse_received(str(v)) for v in msg.get_all("Received", [])]
-    if envelope is None and received:
-        hop = next((h for h in received if receiver and h.by == receiver), received[0])
-        mail_from = str(msg.get("Return-Path", "")).strip().strip("<>")
-        if not mail_from and msg.get("Authentication-Results"):  # the receiver's own record of MAIL FROM
-            spf = parse_authentication_results(str(msg["Authentication-Results"])).get("spf")
-            mail_from = (spf.get("smtp.mailfrom") if spf else None) or ""
-        if hop.from_ip:
-            envelope = Envelope(hop.from_ip, mail_from, hop.from_helo or "")
+    if envelope is None:
+        envelope = envelope_from_headers(data, receiver=receiver)
     report = analyze(data, envelope, resolver=resolver)
     findings = list(report.findings)
     if envelope is not None:

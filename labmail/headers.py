@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dns import Resolver
 
 __all__ = ["AuthResults", "MethodResult", "parse_authentication_results", "make_authentication_results", "Hop",
-           "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "verify_arc", "arc_sign", "ARCResult"]
+           "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "envelope_from_headers", "verify_arc", "arc_sign", "ARCResult"]
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +405,30 @@ class Envelope:
     ip: str
     mail_from: str
     helo: str
+
+
+def envelope_from_headers(raw: bytes | str, *, receiver: str | None = None) -> Envelope | None:
+    """The envelope a receiving server saw, read back from the headers it added.
+
+    Client address and HELO from its ``Received`` header (the topmost, or the one ``by receiver``); MAIL FROM
+    from ``Return-Path``, else from the ``smtp.mailfrom`` of its ``Authentication-Results``. None without a
+    ``Received`` header that names the client's address.
+    """
+    from email import message_from_bytes, policy
+
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    msg = message_from_bytes(data, policy=policy.compat32)
+    received = [parse_received(str(v)) for v in msg.get_all("Received", [])]
+    if not received:
+        return None
+    hop = next((h for h in received if receiver and h.by == receiver), received[0])
+    if not hop.from_ip:
+        return None
+    mail_from = str(msg.get("Return-Path", "")).strip().strip("<>")
+    if not mail_from and msg.get("Authentication-Results"):
+        spf = parse_authentication_results(str(msg["Authentication-Results"])).get("spf")
+        mail_from = (spf.get("smtp.mailfrom") if spf else None) or ""
+    return Envelope(hop.from_ip, mail_from, hop.from_helo or "")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["DnsCheck", "dns_check"]
+__all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps"]
 
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
@@ -102,3 +102,57 @@ def dns_check(domain: str | None = None, *, world: World | None = None, run: boo
     if run and widget.domain.value:
         widget.run()
     return widget
+
+
+_STEP_FACE = {"pass": "#c8e6c9", "fail": "#ffcdd2", "neutral": "#eeeeee"}
+_STEP_EDGE = {"pass": "#2e7d32", "fail": "#c62828", "neutral": "#757575"}
+
+
+class StepReplay(w.VBox):
+    """Walk through a :class:`labmail.replay.Replay` one step at a time: "◀ précédent / suivant ▶", the current step
+    highlighted in the chain, and its explanation with the details below."""
+
+    def __init__(self, chain) -> None:
+        self.chain = chain
+        self.index = 0
+        self.previous = w.Button(description=tr("précédent", "previous"), icon="arrow-left")
+        self.next = w.Button(description=tr("suivant", "next"), icon="arrow-right", button_style="primary")
+        self.position = w.Label()
+        self.chain_view = w.HTML()
+        self.explanation = w.HTML()
+        self.previous.on_click(lambda _b: self.go(self.index - 1))
+        self.next.on_click(lambda _b: self.go(self.index + 1))
+        super().__init__([w.HBox([self.previous, self.next, self.position]), w.HBox([self.chain_view, self.explanation])])
+        self.go(0)
+
+    def go(self, index: int) -> None:
+        """Show step ``index`` (0-based; clipped to the chain)."""
+        steps = self.chain.steps
+        self.index = max(0, min(index, len(steps) - 1))
+        self.previous.disabled = self.index == 0
+        self.next.disabled = self.index == len(steps) - 1
+        self.position.value = tr(f"Étape {self.index + 1}/{len(steps)}", f"Step {self.index + 1}/{len(steps)}")
+        items = []
+        for i, step in enumerate(steps):
+            current = i == self.index
+            style = (f"background:{_STEP_FACE[step.status]};border:{3 if current else 1}px solid {_STEP_EDGE[step.status]};"
+                     f"opacity:{1 if i <= self.index else 0.45};margin:2px;padding:2px 6px;border-radius:4px")
+            items.append(f"<div class='step{' current' if current else ''}' style='{style}'>"
+                         f"{'<b>' if current else ''}{html.escape(step.title)}{'</b>' if current else ''}</div>")
+        self.chain_view.value = "<div style='width:16em'>" + "".join(items) + "</div>"
+        step = steps[self.index]
+        details = "".join(f"<li style='color:{_STEP_EDGE[status]}'><code>{html.escape(text)}</code></li>"
+                          for text, status in step.lines)
+        rfc = f" <i>[{html.escape(step.rfc)}]</i>" if step.rfc else ""
+        self.explanation.value = (f"<div style='padding-left:1em'><h4 style='color:{_STEP_EDGE[step.status]}'>"
+                                  f"{html.escape(step.title)} — {html.escape(str(step.summary))}</h4>"
+                                  f"<p>{html.escape(str(step.explanation))}{rfc}</p><ul>{details}</ul></div>")
+
+
+def replay_steps(chain) -> StepReplay:
+    """The step-by-step widget for a judged message (see :func:`labmail.replay.replay`).
+
+    >>> from labmail import replay, widgets
+    >>> widgets.replay_steps(replay.replay(raw))      # doctest: +SKIP
+    """
+    return StepReplay(chain)

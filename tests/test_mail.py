@@ -566,6 +566,12 @@ def test_why_is_my_message_in_spam(env, zone):
     folder, data = _deliver_to_gmail(cfg, passwords, "et maintenant ?")
     after = checks.message(data, world=world)
     assert folder == "INBOX" and after.score == 10.0, str(after)
+    # The offline LearnDMARC replays the same Gmail judgment from the stored message (issue 6)
+    from labmail import replay
+
+    again = replay.replay(data, world=world)
+    assert again.folder == "INBOX" and again.checks.ip == "203.0.113.10"
+    assert [s.status for s in again.steps if s.phase in ("spf", "dkim", "dmarc")] == ["pass", "pass", "pass"]
     assert not [f for f in after.findings if f.severity == "error"]
     # A newsletter without one-click unsubscribe breaks the 2024 bulk-sender rules even when authenticated
     news = mail.make_message(TINTIN, ["jean-emile@gmail.test"], "Newsletter", "Promo !")
