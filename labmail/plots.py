@@ -5,7 +5,7 @@ Every function takes an optional ``ax`` and returns the Axes, as pandas and matp
 
 from __future__ import annotations
 
-__all__ = ["class_heatmap", "trust_chain", "trust_chain_compare", "STATUS_COLORS", "CHAIN_COLORS"]
+__all__ = ["class_heatmap", "trust_chain", "trust_chain_compare", "STATUS_COLORS", "CHAIN_COLORS", "dmarc_report"]
 
 #: One colour per audit status (colour-blind friendly: green/blue/grey/orange/red, plus the text in each cell).
 STATUS_COLORS = {"OK": "#2e7d32", "INFO": "#1565c0", "OPTIONAL": "#9e9e9e", "WRONG": "#ef6c00", "MISSING": "#c62828"}
@@ -95,3 +95,34 @@ def trust_chain_compare(before, after, *, labels=("avant", "après"), details: b
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def dmarc_report(frame, axes=None):
+    """DMARC aggregate reports (:func:`labmail.reports.parse`): messages per sending address, DMARC pass (green)
+    or fail (red); and per mechanism, how many passed aligned SPF and aligned DKIM. Returns the two Axes."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * max(frame["source_ip"].nunique(), 3) + 2))
+    by_source, by_mechanism = axes
+    passed = (frame["dkim"] == "pass") | (frame["spf"] == "pass")
+    table = frame.assign(dmarc=passed.map({True: "pass", False: "fail"})).pivot_table(
+        index="source_ip", columns="dmarc", values="count", aggfunc="sum", fill_value=0)
+    for column in ("pass", "fail"):
+        if column not in table:
+            table[column] = 0
+    table = table[["pass", "fail"]]
+    table.plot.barh(stacked=True, ax=by_source, color=[_CHAIN_EDGES["pass"], _CHAIN_EDGES["fail"]])
+    by_source.set_xlabel("messages")
+    by_source.set_ylabel("adresse d'envoi")
+    by_source.set_title("DMARC par source")
+    counts = {(mech, result): int(frame.loc[frame[mech] == result, "count"].sum())
+              for mech in ("spf", "dkim") for result in ("pass", "fail")}
+    labels = ["SPF aligné", "DKIM aligné"]
+    by_mechanism.barh(labels, [counts[("spf", "pass")], counts[("dkim", "pass")]], color=_CHAIN_EDGES["pass"], label="pass")
+    by_mechanism.barh(labels, [counts[("spf", "fail")], counts[("dkim", "fail")]],
+                      left=[counts[("spf", "pass")], counts[("dkim", "pass")]], color=_CHAIN_EDGES["fail"], label="fail")
+    by_mechanism.legend()
+    by_mechanism.set_xlabel("messages")
+    by_mechanism.set_title("par mécanisme")
+    return axes

@@ -579,3 +579,37 @@ def test_why_is_my_message_in_spam(env, zone):
     _folder, data = _deliver_to_gmail(cfg, passwords, "", message=news)
     bulk = checks.message(data, world=world)
     assert [f.rfc for f in bulk.findings if f.severity == "error"] == ["RFC 8058"] and bulk.score == 8.0
+
+
+def test_end_of_day_dmarc_reports(env, zone):
+    """Gmail and Outlook report to the domain's rua what they judged: the school's mail passes, the spoofer fails."""
+    from labmail import reports
+
+    cfg, passwords, _world = env
+    lab.send_dmarc_reports(cfg)  # start the day: earlier tests' mail is reported (or not) now
+    zone.add("@", "MX", "10 mailcow.labmail.cloud.")
+    zone.add("@", "TXT", "v=spf1 ip4:203.0.113.10 -all")
+    zone.add("dkim._domainkey", "TXT", (cfg.state_dir / "keys" / "dkim" / f"{DOMAIN}.dkim.txt").read_text().strip())
+    zone.add("_dmarc", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:{TINTIN}")
+    for _ in range(2):
+        _deliver_to_gmail(cfg, passwords, "pour le rapport")
+    assert lab.spoof(f"direction@{DOMAIN}", "jean-emile@gmail.test")[0] == "ok"
+    before = count(cfg, TINTIN)
+    sent = lab.send_dmarc_reports(cfg)
+    assert [(s["provider"], s["domain"], s["rua"], s["messages"], s["status"]) for s in sent] == [
+        ("gmail", DOMAIN, TINTIN, 3, "ok")]
+    [(_key, data)] = wait_for(cfg, TINTIN, count=before + 1)[before:]
+    assert b"Report Domain: " + DOMAIN.encode() + b" Submitter: gmail.test" in data
+    assert b"dkim=pass" in data.split(b"\n\n", 1)[0].replace(b"\r", b"")  # the report itself is authenticated
+    frame = reports.parse(data)
+    assert set(frame["rapporteur"]) == {"gmail.test"} and set(frame["domaine"]) == {DOMAIN} and frame["count"].sum() == 3
+    school = frame[frame["source_ip"] == "203.0.113.10"].iloc[0]
+    assert (school["count"], school["dkim"], school["spf"], school["disposition"]) == (2, "pass", "pass", "none")
+    spoofer = frame[frame["source_ip"] == "192.0.2.66"].iloc[0]
+    assert (spoofer["dkim"], spoofer["spf"], spoofer["disposition"]) == ("fail", "fail", "quarantine")
+    assert lab.send_dmarc_reports(cfg) == []  # nothing new since the last report
+    # the RFC 9990 form, to an external address that has not authorised it
+    zone.replace("_dmarc", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc@gmail.test")
+    _deliver_to_gmail(cfg, passwords, "rapport externe")
+    [refused] = lab.send_dmarc_reports(cfg, format="9990")
+    assert refused["status"] == "refused" and "7.1" in refused["reply"]

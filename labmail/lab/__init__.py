@@ -31,10 +31,10 @@ from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "api_key", "provider_password", "provision_class"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class"]
 
 _children: dict[int, subprocess.Popen] = {}
-PROTOCOL = 3  # version of what the lab process reports (run.json, control replies)
+PROTOCOL = 4  # version of what the lab process reports (run.json, control replies)
 
 
 @dataclass(frozen=True)
@@ -365,6 +365,22 @@ def spoof(header_from: str, rcpt: str, *, mail_from: str | None = None, subject:
                                             "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
                                             "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
     return reply["status"], reply["reply"]
+
+
+def send_dmarc_reports(config: Config | None = None, *, format: str = "7489") -> list[dict]:
+    """"End of the day": the lab's Gmail and Outlook send their DMARC aggregate reports, for everything they
+    judged since their last report, to the ``rua=mailto:`` of each domain's DMARC record (external destinations
+    only when authorised, RFC 7489 §7.1). ``format="9990"`` for the RFC 9990 XML. Returns what was sent:
+    provider, domain, rua, messages, status (``ok``, ``temp``, ``perm``, ``refused``), reply.
+
+    Read the reports with :func:`labmail.reports.parse` (the whole mail, or its attachment).
+    """
+    from ..reports import FORMATS
+
+    if format not in FORMATS:
+        raise LabError(f"Format de rapport inconnu « {format} » : « 7489 » ou « 9990 ».",
+                       f"Unknown report format \"{format}\": \"7489\" or \"9990\".")
+    return _control_request(_cfg(config), {"op": "dmarc_reports", "format": format})["reports"]
 
 
 def api_key(config: Config | None = None, *, admin: bool = False) -> str:

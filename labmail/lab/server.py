@@ -390,6 +390,10 @@ class LabProcess:
                 str(request["mail_from"]), str(request["header_from"]), str(request["rcpt"]),
                 str(request.get("subject", "")), str(request.get("body", ""))))
             return {"ok": True, "status": status, "reply": text}
+        if op == "dmarc_reports":
+            fmt = str(request.get("format", "7489"))
+            sent = await loop.run_in_executor(self.executor, lambda: self.mail.dmarc_reports(fmt))
+            return {"ok": True, "reports": sent}
         return {"ok": False, "error": {"fr": f"opération inconnue {op!r}", "en": f"unknown operation {op!r}"}}
 
 

@@ -603,6 +603,109 @@ class MailServices:
                 f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()
         return self.send(self.spoofer, mail_from, [rcpt], data, _domain(rcpt))
 
+    # -- DMARC aggregate reports ("end of the day") --------------------------------
+    _REPORTERS = {"gmail": ("gmail.test", "noreply-dmarc-support@gmail.test", "20230601"),
+                  "outlook": ("outlook.test", "dmarcreport@outlook.test", "selector1")}
+
+    def dmarc_reports(self, fmt: str = "7489") -> list[dict]:
+        """Each provider reports what it judged since its last report to the ``rua`` of each policy domain."""
+        from datetime import datetime, timezone
+
+        from .. import dmarc, reports
+        from ..dkim import sign
+
+        marker = self.lab.state_dir / "mail" / "dmarc-reports.json"
+        last = json.loads(marker.read_text()) if marker.exists() else {}
+        now = time.time()
+        out = []
+        for role, (org, sender, selector) in self._REPORTERS.items():
+            host = self.hosts[role]
+            since = float(last.get(role, 0.0))
+            groups: dict[str, list] = {}
+            for record in self._judged(host):
+                if not since <= record.get("received_at", 0) < now:
+                    continue
+                verdict = (record.get("checks") or {}).get("dmarc") or {}
+                policy_domain = (verdict.get("9989") or {}).get("record_domain")
+                if policy_domain:
+                    groups.setdefault(policy_domain, []).append(record)
+            for domain, records in sorted(groups.items()):
+                found = dmarc.discover(domain, resolver=self.resolver())
+                if found.record is None:
+                    continue
+                authorised = {uri for uri, ok, _why in dmarc.report_authorization(domain, found.record,
+                                                                                   resolver=self.resolver()) if ok}
+                begin = datetime.fromtimestamp(since or min(r["received_at"] for r in records), tz=timezone.utc)
+                end = datetime.fromtimestamp(now, tz=timezone.utc)
+                report_id = f"{secrets.token_hex(8)}"
+                xml = reports.build([_judgement(r) for r in records], org_name=org, email=sender, report_id=report_id,
+                                    domain=domain, policy=dict(found.record.tags), begin=begin, end=end, format=fmt)
+                for uri in found.record.rua:
+                    rua = uri.split(":", 1)[1]
+                    if not uri.lower().startswith("mailto:"):
+                        continue
+                    if uri not in authorised:
+                        out.append({"provider": role, "domain": domain, "rua": rua, "messages": len(records),
+                                    "status": "refused", "reply": "destination not authorised (RFC 7489 §7.1)"})
+                        continue
+                    data = _report_mail(org, sender, rua, domain, report_id, begin, end, xml)
+                    key = self.lab.state_dir / "keys" / "dkim" / f"{org}.{selector}.pem"
+                    if key.exists():
+                        data = sign(data, org, selector, key.read_bytes())
+                    status, reply = self.send(host, sender, [rua], data, _domain(rua))
+                    log.info("DMARC report %s → %s (%s, %d messages): %s %s", org, rua, domain, len(records), status, reply)
+                    out.append({"provider": role, "domain": domain, "rua": rua, "messages": len(records), "status": status,
+                                "reply": reply, "report_id": report_id})
+            last[role] = now
+        atomic_write_text(marker, json.dumps(last) + "\n")
+        return out
+
+    def _judged(self, host: Host):
+        """Every record of a message ``host`` received (delivered or refused)."""
+        paths = [p for d in host.domains for p in (self.store.root / d).glob("*/records/*.json")]
+        paths += [p for p in (self.lab.state_dir / "mail" / "rejected").glob("*.json")]
+        for path in paths:
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if record.get("server") == host.name and record.get("checks"):
+                yield record
+
+
+def _judgement(record: dict):
+    from ..reports import Judgement
+
+    checks, verdict = record["checks"], record.get("verdict") or {}
+    dmarc9989 = checks["dmarc"]["9989"]
+    if verdict.get("folder") is None:
+        disposition = "reject"
+    elif verdict.get("warning") == "quarantine":
+        disposition = "quarantine"
+    else:
+        disposition = "none"
+    return Judgement(record["client"]["ip"], checks.get("from_domain") or "", _domain(record.get("mail_from") or ""),
+                     disposition, bool(dmarc9989.get("dkim_aligned")), bool(dmarc9989.get("spf_aligned")),
+                     tuple((d["domain"], d["selector"], d["result"]) for d in checks.get("dkim", [])),
+                     checks["spf"].get("domain") or "", checks["spf"]["result"])
+
+
+def _report_mail(org: str, sender: str, rua: str, domain: str, report_id: str, begin, end, xml: bytes) -> bytes:
+    """The report mail as receivers send it (RFC 7489 §7.2.1.1): subject, and the gzipped XML attached."""
+    import gzip
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = rua
+    msg["Subject"] = f"Report Domain: {domain} Submitter: {org} Report-ID: <{report_id}>"
+    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
+    msg["Message-ID"] = f"<{report_id}@{org}>"
+    msg.set_content(f"Rapport DMARC agrégé de {org} pour {domain}.\nDMARC aggregate report from {org} for {domain}.\n")
+    name = f"{org}!{domain}!{int(begin.timestamp())}!{int(end.timestamp())}.xml.gz"
+    msg.add_attachment(gzip.compress(xml), maintype="application", subtype="gzip", filename=name)
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
 
 class _ProxySMTP(smtplib.SMTP):
     """smtplib client that opens with a PROXY v1 line: the receiver sees ``source.ip`` as the client."""
