@@ -10,7 +10,7 @@ ifeq ($(shell id -u),0)
 JUPYTER_FLAGS += --allow-root
 endif
 
-.PHONY: lab test install install-test sysdeps stop status bench clean
+.PHONY: lab test install install-test sysdeps stop status bench gallery clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: install-test sysdeps
 
 bench: install-test sysdeps
 	$(BIN)/python bench/run.py
+
+gallery: install-test
+	$(BIN)/python scripts/gallery.py docs/gallery
 
 status: install
 	$(BIN)/labmail lab status

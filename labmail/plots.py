@@ -5,7 +5,7 @@ Every function takes an optional ``ax`` and returns the Axes, as pandas and matp
 
 from __future__ import annotations
 
-__all__ = ["class_heatmap", "trust_chain", "trust_chain_compare", "STATUS_COLORS", "CHAIN_COLORS", "dmarc_report"]
+__all__ = ["class_heatmap", "trust_chain", "trust_chain_compare", "STATUS_COLORS", "CHAIN_COLORS", "dmarc_report", "message_flow", "hop_timeline"]
 
 #: One colour per audit status (colour-blind friendly: green/blue/grey/orange/red, plus the text in each cell).
 STATUS_COLORS = {"OK": "#2e7d32", "INFO": "#1565c0", "OPTIONAL": "#9e9e9e", "WRONG": "#ef6c00", "MISSING": "#c62828"}
@@ -125,4 +125,83 @@ def dmarc_report(frame, axes=None):
     by_mechanism.legend()
     by_mechanism.set_xlabel("messages")
     by_mechanism.set_title("par mécanisme")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_source.figure.tight_layout()
     return axes
+
+
+def message_flow(flow, ax=None):
+    """The flow of a message (:func:`labmail.replay.flow`): one box per agent (MUA, MSA, MTA, MDA) with its real
+    host and the postal analogy below, one arrow per transfer with protocol, port, TLS and authentication (AUTH),
+    and the receiver's DNS checks coloured by result (pass green, fail red, other grey)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    n = len(flow.nodes)
+    if ax is None:
+        _fig, ax = plt.subplots(figsize=(2.6 * n, 3.6))
+    width = 1.0 / n
+    for i, node in enumerate(flow.nodes):
+        x = i * width + 0.1 * width
+        ax.add_patch(FancyBboxPatch((x, 0.55), 0.8 * width, 0.25, boxstyle="round,pad=0.01", facecolor="#e3f2fd",
+                                    edgecolor="#1565c0", gid=f"node-{node.role}"))
+        ax.text(x + 0.4 * width, 0.71, node.role, ha="center", fontsize=11, fontweight="bold", color="#1565c0")
+        ax.text(x + 0.4 * width, 0.61, _clip(node.host, 26), ha="center", fontsize=7.5)
+        ax.text(x + 0.4 * width, 0.45, _wrap(str(node.caption), 26), ha="center", va="top", fontsize=7, style="italic",
+                color="#555555")
+    for i, edge in enumerate(flow.edges):
+        x0, x1 = i * width + 0.9 * width, (i + 1) * width + 0.1 * width
+        colour = "#2e7d32" if edge.tls else "#c62828"
+        ax.annotate("", xy=(x1, 0.675), xytext=(x0, 0.675), arrowprops={"arrowstyle": "->", "color": colour, "lw": 2})
+        label = f"{edge.protocol}{'' if edge.port in ('', '—') else ' :' + edge.port}\n" + ("TLS" if edge.tls else "sans TLS") + (" + AUTH" if edge.authenticated else "")
+        ax.text((x0 + x1) / 2, 0.86, label, ha="center", fontsize=7, color=colour)
+        for j, question in enumerate(edge.dns):  # asked by the receiving agent: under its caption
+            result = question.rsplit(" ", 1)[-1]
+            face = {"pass": _CHAIN_EDGES["pass"], "fail": _CHAIN_EDGES["fail"]}.get(result, _CHAIN_EDGES["neutral"])
+            ax.text((i + 1) * width + 0.5 * width, 0.22 - 0.075 * j, question, ha="center",
+                    fontsize=7, color="white", bbox={"boxstyle": "round", "facecolor": face, "edgecolor": face})
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.12, 1.0)
+    ax.axis("off")
+    ax.set_title("Le trajet du message (en-têtes Received)")
+    return ax
+
+
+def hop_timeline(raw, ax=None):
+    """The hops of a message on a time axis (seconds after the first ``Received``), delays written on each hop;
+    a negative delay — a clock out of time on one server — is drawn in red and flagged."""
+    import matplotlib.pyplot as plt
+
+    from .headers import _hop_rows
+
+    rows = [r for r in _hop_rows(raw) if r["date"] is not None]
+    if ax is None:
+        _fig, ax = plt.subplots(figsize=(9, 0.6 * max(len(rows), 2) + 1.2))
+    if not rows:
+        ax.text(0.5, 0.5, "aucun en-tête Received daté", ha="center")
+        ax.axis("off")
+        return ax
+    start = rows[0]["date"]
+    for index, row in enumerate(rows):
+        t = (row["date"] - start).total_seconds()
+        skew = row["décalage_horloge"]
+        colour = _CHAIN_EDGES["fail"] if skew else "#1565c0"
+        ax.plot([t], [index], "o", color=colour, markersize=8)
+        delay = row["délai_s"]
+        text = f"{row['par'] or '?'}" + ("" if delay is None else f"  (+{delay:.0f} s)" if not skew else
+                                        f"  ({delay:.0f} s : horloge décalée !)")
+        ax.text(t, index + 0.18, text, fontsize=8, color=colour)
+    ax.set_yticks(range(len(rows)), labels=[f"étape {r['étape']}" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("secondes après la première étape")
+    ax.set_title("Chronologie des étapes")
+    return ax
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .headers import Envelope
 
-__all__ = ["Step", "Replay", "replay", "RECEIVERS"]
+__all__ = ["Step", "Replay", "replay", "RECEIVERS", "FlowNode", "FlowEdge", "Flow", "flow"]
 
 RECEIVERS = {"gmail": "mx.gmail.test", "outlook": "outlook.test", "school": "mailcow.labmail.cloud"}
 _STATUS = {"pass": "pass", "fail": "fail", "softfail": "fail", "permerror": "fail", "temperror": "fail",
@@ -221,8 +221,8 @@ def _dkim_steps(signatures) -> list[Step]:
                 else:
                     lines.append((texts[part] + tr(" : conforme", ": matches"), "pass"))
         status = "pass" if c.counts_for_dmarc else _STATUS.get(c.result, "neutral")
-        steps.append(Step("dkim", f"DKIM d={c.domain}", Text(f"dkim={c.result} (s={c.selector}, {c.algorithm})",
-                                                             f"dkim={c.result} (s={c.selector}, {c.algorithm})"),
+        summary = f"dkim={c.result} d={c.domain} (s={c.selector}, {c.algorithm})"
+        steps.append(Step("dkim", "DKIM", Text(summary, summary),
                           status, c.reason, tuple(lines), c.rfc))
     return steps
 
@@ -254,3 +254,95 @@ def _verdict_step(receiver: str, verdict) -> Step:
         summary, status = Text("boîte de réception", "inbox"), "pass"
     return Step("verdict", tr(f"Verdict ({receiver})", f"Verdict ({receiver})"), summary, status,
                 Text(verdict.reason_fr, verdict.reason_en))
+
+
+# ---------------------------------------------------------------------------
+# The flow of a message: MUA → MSA → MTA → MTA → MDA → MUA, for a real message
+# ---------------------------------------------------------------------------
+_POSTAL = {
+    "MUA": Text("vous écrivez la lettre", "you write the letter"),
+    "MSA": Text("le guichet de la poste : il vérifie votre identité", "the post office counter: it checks who you are"),
+    "MTA": Text("le centre de tri : il cherche la destination (MX)", "the sorting centre: it looks up the destination (MX)"),
+    "MTA-in": Text("le centre de tri d'arrivée : il vérifie cachet et sceau (SPF, DKIM, DMARC)",
+                   "the arrival sorting centre: it checks postmark and seal (SPF, DKIM, DMARC)"),
+    "MDA": Text("le facteur : il dépose la lettre dans la bonne boîte", "the postman: puts the letter in the right box"),
+    "MUA-in": Text("le destinataire relève sa boîte (IMAP/POP)", "the recipient collects the mail (IMAP/POP)"),
+}
+
+
+@dataclass(frozen=True)
+class FlowNode:
+    """One agent on the path: its role (MUA, MSA, MTA, MDA), the real host, and the postal analogy."""
+
+    role: str
+    host: str
+    caption: Text
+
+
+@dataclass(frozen=True)
+class FlowEdge:
+    """One transfer: protocol and port, TLS, authentication, and the DNS questions asked on the way."""
+
+    protocol: str
+    port: str
+    tls: bool
+    authenticated: bool
+    dns: tuple[str, ...] = ()
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The path of one message, read from its Received headers, and the receiver's verdicts."""
+
+    nodes: tuple[FlowNode, ...]
+    edges: tuple[FlowEdge, ...]
+    results: dict  # spf/dkim/dmarc → result, from the receiver's Authentication-Results
+
+
+def flow(raw: bytes | str) -> Flow:
+    """The seed's step-1 diagram for an actual message: its hosts, ports, protocols, TLS and authentication.
+
+    >>> f = flow(raw)                                 # doctest: +SKIP
+    >>> [n.role for n in f.nodes]                     # doctest: +SKIP
+    ['MUA', 'MSA', 'MTA', 'MDA', 'MUA']
+    """
+    from .headers import _hop_rows, _message, parse_authentication_results, parse_received
+
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    msg = _message(data)
+    hops = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
+    if not hops:
+        raise LabmailError("Ce message n'a aucun en-tête Received : il faut la source complète du message reçu "
+                           "(« Afficher l'original » / « Afficher la source »).",
+                           "This message has no Received header: give the full source of the received message "
+                           "(\"Show original\" / \"View source\").")
+    delays = [row["délai_s"] for row in _hop_rows(data)]
+    first = hops[0]
+    nodes = [FlowNode("MUA", first.from_helo or first.from_ip or "?", _POSTAL["MUA"])]
+    edges = []
+    rcpt_domain = (hops[-1].for_ or str(msg.get("To", ""))).strip("<> ").rpartition("@")[2]
+    for index, hop in enumerate(hops):
+        last = index == len(hops) - 1
+        if index == 0 and hop.authenticated:
+            role, caption = "MSA", _POSTAL["MSA"]
+        elif last:
+            role, caption = "MTA", _POSTAL["MTA-in"]
+        else:
+            role, caption = "MTA", _POSTAL["MTA"]
+        protocol = (hop.with_ or "SMTP").upper()
+        port = "587/465" if hop.authenticated else ("25" if "SMTP" in protocol else "?")
+        dns_asked = (f"MX {rcpt_domain}",) if last and index > 0 else ()
+        edges.append(FlowEdge(protocol, port, hop.tls, hop.authenticated, dns_asked, delays[index]))
+        nodes.append(FlowNode(role, hop.by or "?", caption))
+    results = {}
+    if msg.get("Authentication-Results"):
+        ar = parse_authentication_results(str(msg["Authentication-Results"]))
+        results = {m: (ar.get(m).result if ar.get(m) else "none") for m in ("spf", "dkim", "dmarc")}
+    edges[-1] = FlowEdge(edges[-1].protocol, edges[-1].port, edges[-1].tls, edges[-1].authenticated,
+                         edges[-1].dns + tuple(f"{m.upper()} {r}" for m, r in results.items()), edges[-1].delay_s)
+    nodes.append(FlowNode("MDA", tr("boîte ", "mailbox ") + (hops[-1].for_ or rcpt_domain or "?").strip("<>"), _POSTAL["MDA"]))
+    edges.append(FlowEdge(tr("livraison", "delivery"), "", True, False))
+    nodes.append(FlowNode("MUA", tr("client de messagerie", "mail client"), _POSTAL["MUA-in"]))
+    edges.append(FlowEdge("IMAP/POP", "993/995", True, True))
+    return Flow(tuple(nodes), tuple(edges), results)
