@@ -7,6 +7,7 @@
     labmail lookup NAME [TYPE] [--auth]     ask the world's DNS
     labmail check DOMAIN [--zone]           audit a mail domain (Mailcow's "DNS" page, done right)
     labmail diagnose MESSAGE.eml            why would this received message land in spam?
+    labmail replay MESSAGE.eml [--receiver gmail] [--png F]   the receiver's judgment, step by step
     labmail class ROSTER.csv [--csv F] [--png F]   audit a whole class
     labmail lab start --class ROSTER.csv    one lab for a class (credentials in a 0600 file)
 """
@@ -70,22 +71,41 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if audit.ok else 1
 
 
-def _diagnose(args: argparse.Namespace) -> int:
+def _read_message(name: str) -> bytes:
     from pathlib import Path
 
-    from .checks import message
     from .errors import ConfigError
 
     try:
-        raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
+        return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"Impossible de lire le message {args.message} : {exc.strerror}. Donnez le chemin d'un "
+        raise ConfigError(f"Impossible de lire le message {name} : {exc.strerror}. Donnez le chemin d'un "
                           "fichier .eml (la source complète du message), ou « - » pour l'entrée standard.",
-                          f"Cannot read the message {args.message}: {exc.strerror}. Give the path of an .eml file "
+                          f"Cannot read the message {name}: {exc.strerror}. Give the path of an .eml file "
                           "(the full source of the message), or \"-\" for standard input.") from exc
-    diagnosis = message(raw)
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from .checks import message
+
+    diagnosis = message(_read_message(args.message))
     print(diagnosis)
     return 0 if not any(f.severity == "error" for f in diagnosis.findings) else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    chain = replay(_read_message(args.message), receiver=args.receiver)
+    print(chain)
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .plots import trust_chain
+
+        trust_chain(chain).figure.savefig(args.png, dpi=110, bbox_inches="tight")
+    return 0
 
 
 def _class(args: argparse.Namespace) -> int:
@@ -142,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     diag = sub.add_parser("diagnose", help="diagnostic de délivrabilité d'un message reçu / deliverability diagnosis")
     diag.add_argument("message", help="fichier .eml (source complète), ou - pour l'entrée standard")
     diag.set_defaults(func=_diagnose)
+
+    rep = sub.add_parser("replay", help="le jugement du destinataire pas à pas / the receiver's judgment step by step")
+    rep.add_argument("message", help="fichier .eml (source complète du message reçu), ou -")
+    rep.add_argument("--receiver", default="gmail", choices=["gmail", "outlook", "school"])
+    rep.add_argument("--png", help="écrire la figure de la chaîne (PNG ou SVG) / write the chain figure")
+    rep.set_defaults(func=_replay)
 
     klass = sub.add_parser("class", help="auditer toute une classe / audit a whole class")
     klass.add_argument("roster", help="liste de classe CSV (prenom, nom, email)")

@@ -69,17 +69,21 @@ def build(judgements: list[Judgement], *, org_name: str, email: str, report_id: 
     dates = ET.SubElement(meta, "date_range")
     ET.SubElement(dates, "begin").text = str(int(begin.timestamp()))
     ET.SubElement(dates, "end").text = str(int(end.timestamp()))
+    if format == "9990":
+        ET.SubElement(meta, "generator").text = "labmail"
     published = ET.SubElement(root, "policy_published")
     ET.SubElement(published, "domain").text = domain
-    if format == "9990":
-        ET.SubElement(published, "discovery_method").text = "treewalk"
-    for tag, default in (("adkim", "r"), ("aspf", "r"), ("p", "none"), ("sp", None)):
-        ET.SubElement(published, tag).text = str(policy.get(tag) or default or policy.get("p") or "none")
-    if format == "9990":
-        ET.SubElement(published, "np").text = str(policy.get("np") or policy.get("sp") or policy.get("p") or "none")
-        ET.SubElement(published, "testing").text = "y" if policy.get("t") == "y" else "n"
-    else:
-        ET.SubElement(published, "pct").text = str(policy.get("pct", 100))
+    p = str(policy.get("p") or "none")
+    if format == "9990":  # RFC 9990 order: domain, discovery_method, p, sp, np, fo, adkim, aspf, testing
+        values = [("discovery_method", "treewalk"), ("p", p), ("sp", policy.get("sp") or p),
+                  ("np", policy.get("np") or policy.get("sp") or p), ("fo", policy.get("fo") or "0"),
+                  ("adkim", policy.get("adkim") or "r"), ("aspf", policy.get("aspf") or "r"),
+                  ("testing", "y" if policy.get("t") == "y" else "n")]
+    else:  # RFC 7489 appendix C: domain, adkim, aspf, p, sp, pct
+        values = [("adkim", policy.get("adkim") or "r"), ("aspf", policy.get("aspf") or "r"), ("p", p),
+                  ("sp", policy.get("sp") or p), ("pct", str(policy.get("pct", 100)))]
+    for tag, value in values:
+        ET.SubElement(published, tag).text = str(value)
     for judgement, count in Counter(judgements).items():
         record = ET.SubElement(root, "record")
         row = ET.SubElement(record, "row")

@@ -572,6 +572,11 @@ def test_why_is_my_message_in_spam(env, zone):
     again = replay.replay(data, world=world)
     assert again.folder == "INBOX" and again.checks.ip == "203.0.113.10"
     assert [s.status for s in again.steps if s.phase in ("spf", "dkim", "dmarc")] == ["pass", "pass", "pass"]
+    eml.write_bytes(data)
+    png = eml.with_suffix(".png")
+    cli = subprocess.run([sys.executable, "-m", "labmail.cli", "replay", str(eml), "--png", str(png)], capture_output=True,
+                         text=True, env=dict(os.environ), timeout=60)
+    assert cli.returncode == 0 and "✔ DMARC — dmarc=pass" in cli.stdout and png.read_bytes()[:4] == b"\x89PNG"
     assert not [f for f in after.findings if f.severity == "error"]
     # A newsletter without one-click unsubscribe breaks the 2024 bulk-sender rules even when authenticated
     news = mail.make_message(TINTIN, ["jean-emile@gmail.test"], "Newsletter", "Promo !")

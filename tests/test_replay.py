@@ -121,6 +121,10 @@ def test_forwarded_message_survives_by_dkim(resolver, key):
     assert dmarc_step.status == "pass" and [s for _l, s in dmarc_step.lines][2:] == ["fail", "pass"]
     assert chain.step("smtp").status == "fail"  # the forwarder has no PTR, and Gmail wants one
     assert chain.folder == "Junk" and "PTR" in chain.step("verdict").explanation.fr
+    ax = plots.trust_chain(chain)
+    colours = [(s.phase, face) for s, face in zip(chain.steps, faces(ax))]
+    assert ("spf", plots.CHAIN_COLORS["fail"]) in colours and ("dkim", plots.CHAIN_COLORS["pass"]) in colours
+    assert ("dmarc", plots.CHAIN_COLORS["pass"]) in colours and "SPF : " in texts(ax)
 
 
 def test_before_and_after_and_envelope_from_headers(resolver, key, world_lab):

@@ -39,6 +39,8 @@ def test_round_trip_counts_identical_rows(fmt):
     xml = build(fmt)
     assert (b"urn:ietf:params:xml:ns:dmarc-2.0" in xml) == (fmt == "9990")
     assert (b"<pct>" in xml) == (fmt == "7489") and (b"<testing>y</testing>" in xml) == (fmt == "9990")
+    if fmt == "9990":  # the order RFC 9990 prescribes
+        assert xml.index(b"<discovery_method>") < xml.index(b"<p>") < xml.index(b"<np>") < xml.index(b"<adkim>") < xml.index(b"<testing>")
     frame = reports.parse(xml)
     assert list(frame.columns) == reports.COLUMNS and len(frame) == 3 and frame["count"].sum() == 5
     good = frame[frame["source_ip"] == "203.0.113.10"].iloc[0]
