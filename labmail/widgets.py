@@ -20,7 +20,7 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps"]
+__all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps", "Quiz", "quiz"]
 
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
@@ -156,3 +156,42 @@ def replay_steps(chain) -> StepReplay:
     >>> widgets.replay_steps(replay.replay(raw))      # doctest: +SKIP
     """
     return StepReplay(chain)
+
+
+class Quiz(w.VBox):
+    """An "Interro !" question: the choices, a "Valider" button, and the explained feedback at once."""
+
+    def __init__(self, question) -> None:
+        self.question = question
+        title = w.HTML(f"<b>Interro !</b> {html.escape(question.text)}")
+        if question.multiple:
+            self.boxes = [w.Checkbox(description=c, indent=False, layout=w.Layout(width="auto")) for c in question.choices]
+            choices = w.VBox(self.boxes)
+        else:
+            self.boxes = []
+            self.radio = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.choices)], value=None,
+                                        layout=w.Layout(width="auto"))
+            choices = self.radio
+        self.button = w.Button(description=tr("Valider", "Check"), button_style="primary")
+        self.feedback = w.HTML()
+        self.result = None
+        self.button.on_click(lambda _b: self.submit())
+        super().__init__([title, choices, self.button, self.feedback])
+
+    def chosen(self) -> set[int]:
+        if self.boxes:
+            return {i for i, box in enumerate(self.boxes) if box.value}
+        return set() if self.radio.value is None else {self.radio.value}
+
+    def submit(self):
+        """Check the current answer and show why (what a click on "Valider" does)."""
+        self.result = self.question.check(self.chosen())
+        colour = "#1b7f3b" if self.result.correct else "#b00020"
+        self.feedback.value = (f"<div style='color:{colour};white-space:pre-wrap'>"
+                               f"{html.escape(str(self.result))}</div>")
+        return self.result
+
+
+def quiz(question) -> Quiz:
+    """The clickable form of a :class:`labmail.quiz.Question`."""
+    return Quiz(question)

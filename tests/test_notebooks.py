@@ -31,10 +31,80 @@ def test_notebook_runs_on_the_lab(path, lab_env, tmp_path):
     cfg, _status = lab_env
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        from labmail import course
+
+        course.prepare(0, config=cfg)  # the next notebook, and the next test module, start from the course's start
     outputs = json.dumps([cell.get("outputs", []) for cell in nb.cells])
     assert "Traceback" not in outputs and "Error" not in outputs.replace("errors", "")
     secrets = [entry["secret"] for entry in json.loads((cfg.state_dir / "keys" / "tsig.json").read_text()).values()]
     assert not any(secret in outputs for secret in secrets), "a notebook output shows a secret"
     stderr = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("name") == "stderr"]
     assert not stderr, stderr
+
+
+_NBGRADER_KEYS = {"schema_version", "grade", "solution", "locked", "grade_id", "points", "task"}
+
+
+def _student_version(nb):
+    """What nbgrader's ClearSolutions makes of a source notebook (French stubs), for the student-version run."""
+    import re
+
+    student = nbformat.from_dict(json.loads(json.dumps(nb)))
+    for cell in student.cells:
+        if "BEGIN SOLUTION" not in cell.source:
+            continue
+        stub = "# VOTRE CODE ICI\nraise NotImplementedError()" if cell.cell_type == "code" else "VOTRE RÉPONSE ICI"
+        cell.source = re.sub(r"(?ms)^[ \t]*### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", stub, cell.source)
+    return student
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_nbgrader_source_format(path):
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    ids = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        if "BEGIN SOLUTION" in cell.source or "END SOLUTION" in cell.source:
+            assert meta and meta["solution"], f"{path.name}: a solution region outside a solution cell"
+            assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION") == 1
+        if not meta:
+            continue
+        assert set(meta) <= _NBGRADER_KEYS and meta["schema_version"] == 3
+        assert {"grade", "solution", "locked", "grade_id"} <= set(meta)
+        assert re.fullmatch(r"[a-zA-Z0-9_\-]+", meta["grade_id"])
+        if meta["grade"]:
+            assert meta.get("points", 0) > 0, f"{meta['grade_id']}: graded without points"
+        if cell.cell_type == "markdown" and not meta.get("task"):
+            assert meta["grade"] == meta["solution"], f"{meta['grade_id']}: markdown answers are graded solutions"
+        ids.append(meta["grade_id"])
+    assert len(ids) == len(set(ids)), f"{path.name}: duplicate grade_id"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "BEGIN SOLUTION" in p.read_text()], ids=lambda p: p.parent.name)
+def test_student_version_stops_at_the_first_exercise(path, lab_env, tmp_path):
+    from nbclient.exceptions import CellExecutionError
+
+    from labmail import course
+
+    cfg, _status = lab_env
+    student = _student_version(nbformat.read(path, as_version=4))
+    client = NotebookClient(student, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    first = next(i for i, c in enumerate(student.cells) if c.cell_type == "code" and "VOTRE CODE ICI" in c.source) \
+        if any(c.cell_type == "code" and "VOTRE CODE ICI" in c.source for c in student.cells) else None
+    try:
+        if first is None:
+            client.execute()
+        else:
+            with pytest.raises(CellExecutionError) as failure:
+                client.execute()
+            assert failure.value.ename == "NotImplementedError"
+            ran = [i for i, c in enumerate(student.cells) if c.cell_type == "code" and c.get("execution_count")]
+            assert max(ran) == first, "the student version must stop at its first exercise, not before"
+    finally:
+        course.prepare(0, config=cfg)

@@ -1,0 +1,170 @@
+"""The course's steps: bring the world to the state a notebook expects, so notebooks run in any order.
+
+Each notebook's first cell is ``state = course.prepare(N)``: the lab is started if needed, and what the
+steps before N built is there (MX after step 4, tintin and milou after step 5, SPF after 9, DKIM after 10,
+DMARC after 11), while what step N and later build is not — a student who jumps to step 10 finds SPF
+published and no DKIM key yet. Only the course's own records and mailboxes are touched.
+
+Passwords of the course's mailboxes are generated per lab and kept in ``<state>/course-passwords.json``
+(mode 0600); :meth:`CourseState.password` gives one to the code that needs it, never to an output.
+
+>>> state = prepare(9)                        # doctest: +SKIP
+>>> state.domain, state.tintin                # doctest: +SKIP
+('jean-emile.labmail.cloud', 'tintin@jean-emile.labmail.cloud')
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config as _config
+from ._files import atomic_write_text
+from .errors import ConfigError, LabmailError
+
+__all__ = ["STEPS", "CourseState", "prepare", "sample_message"]
+
+#: The seed's steps, as numbered in the course (8.5 is "8bis").
+STEPS = {0: "démarrage", 1: "flux de la messagerie", 2: "ressources", 3: "domaine dans Mailcow", 4: "DNS : MX",
+         5: "boîtes mail", 6: "clients POP et IMAP", 7: "envoi vers l'extérieur", 8: "en-têtes", 8.5: "LearnDMARC",
+         9: "SPF", 10: "DKIM", 11: "DMARC", 12: "validation finale", 13: "bonus autodiscover", 99: "formateur"}
+
+
+@dataclass(frozen=True)
+class CourseState:
+    """Where the course stands for one student: domain, the two mailboxes, and what was (re)built."""
+
+    step: float
+    domain: str
+    mail_host: str
+    tintin: str
+    milou: str
+    changes: tuple[str, ...] = ()
+    _passwords: Path | None = field(default=None, repr=False)
+
+    def password(self, address: str) -> str:
+        """The generated password of a course mailbox (give it to ``mail.submit(..., password=...)``; never print it)."""
+        known = _read(self._passwords) if self._passwords else {}
+        if address.lower() not in known:
+            raise LabmailError(f"Mot de passe de {address} inconnu : cette boîte n'a pas été créée par le cours. Utilisez "
+                               "celui que vous avez choisi (saisi avec getpass), ou supprimez la boîte et relancez prepare().",
+                               f"Password of {address} unknown: the course did not create this mailbox. Use the one you "
+                               "chose (typed with getpass), or delete the mailbox and run prepare() again.")
+        return known[address.lower()]
+
+    def __str__(self) -> str:
+        done = "; ".join(self.changes) if self.changes else "rien à changer"
+        return f"Étape {self.step:g} ({STEPS.get(self.step, '?')}) — {self.domain} prêt : {done}"
+
+
+def prepare(step: float, *, config: _config.Config | None = None) -> CourseState:
+    """Start the lab if needed and bring the student's world to the state expected at the start of ``step``."""
+    from . import lab
+    from .dns import ZonePanel
+
+    if step not in STEPS:
+        raise ConfigError(f"Étape {step} inconnue : choisissez parmi {', '.join(f'{s:g}' for s in STEPS)}.",
+                          f"Unknown step {step}: choose among {', '.join(f'{s:g}' for s in STEPS)}.")
+    cfg = config or _config.load()
+    if cfg.prenom is None:
+        raise ConfigError("Prénom non configuré : exécutez le notebook 00 (ou « labmail config --prenom Jean-Émile »).",
+                          "First name not configured: run notebook 00 (or \"labmail config --prenom Jean-Émile\").")
+    changes: list[str] = []
+    passwords = cfg.state_dir / "course-passwords.json"
+    if cfg.world == "local":
+        lab.ensure(cfg)
+        from .world import current
+
+        world = current(cfg)
+        panel = ZonePanel(world=world)
+        domain, host = cfg.domain, cfg.mail_host
+        dkim_file = cfg.state_dir / "keys" / "dkim" / f"{domain}.dkim.txt"
+        wanted = [(4, "@", "MX", f"10 {host}."), (9, "@", "TXT", "v=spf1 ip4:203.0.113.10 -all"),
+                  (10, "dkim._domainkey", "TXT", dkim_file.read_text().strip() if dkim_file.exists() else ""),
+                  (11, "_dmarc", "TXT", "v=DMARC1; p=quarantine"),
+                  (13, "autodiscover", "CNAME", f"{host}."), (13, "autoconfig", "CNAME", f"{host}."),
+                  (13, "_autodiscover._tcp", "SRV", f"0 1 443 {host}.")]
+        present = {(r.name, r.type) for r in panel.list()}
+        for done_at, name, rtype, value in wanted:
+            fqdn = f"{domain}." if name == "@" else f"{name}.{domain}."
+            spf_there = rtype == "TXT" and name == "@" and any(
+                r.name == fqdn and r.type == "TXT" and r.value.lower().startswith("v=spf1") for r in panel.list())
+            exists = spf_there if (rtype == "TXT" and name == "@") else (fqdn, rtype) in present
+            if step > done_at and not exists and value:
+                panel.add(name, rtype, value)
+                changes.append(f"{name} {rtype} publié")
+            elif step <= done_at and exists:
+                if rtype == "TXT" and name == "@":
+                    for r in panel.list():
+                        if r.name == fqdn and r.type == "TXT" and r.value.lower().startswith("v=spf1"):
+                            panel.delete(name, "TXT", r.value)
+                else:
+                    panel.delete(name, rtype)
+                changes.append(f"{name} {rtype} retiré (étape {done_at} pas encore faite)")
+        if step > 5:
+            known = _read(passwords)
+            for local in ("tintin", "milou"):
+                address = f"{local}@{domain}"
+                if address in known:
+                    continue
+                password = secrets.token_urlsafe(12)
+                try:
+                    lab.add_mailbox(address, password, config=cfg)
+                except LabmailError as exc:
+                    if "existe déjà" not in exc.text.fr:
+                        raise
+                    continue  # created by the student: their password, not ours
+                known[address] = password
+                atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
+                changes.append(f"boîte {address} créée")
+    return CourseState(step, cfg.domain, cfg.mail_host, f"tintin@{cfg.domain}", f"milou@{cfg.domain}", tuple(changes),
+                       passwords)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def sample_message(to: str | None = None, *, config: _config.Config | None = None, timeout: float = 15.0) -> bytes:
+    """A real message, as its recipient received it: sent by the course's ``facteur@<domain>`` mailbox (created
+    on demand) to ``to`` (default: the student's Gmail-like mailbox), then read back from that mailbox."""
+    import time
+
+    from . import lab, mail
+    from .lab.mailstore import MailStore
+
+    cfg = config or _config.load()
+    state = prepare(1, config=cfg) if cfg.world == "local" else None
+    if state is None:
+        raise LabmailError("sample_message() n'existe que dans le lab intégré : dans le monde réel, envoyez-vous un "
+                           "message et ouvrez sa source.", "sample_message() only exists in the embedded lab: in the "
+                           "live world, send yourself a message and open its source.")
+    sender = f"facteur@{cfg.domain}"
+    to = to or f"{cfg.prenom}@gmail.test"
+    passwords = cfg.state_dir / "course-passwords.json"
+    known = _read(passwords)
+    if sender not in known:
+        known[sender] = secrets.token_urlsafe(12)
+        lab.add_mailbox(sender, known[sender], name="Le facteur", config=cfg)
+        atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
+    store = MailStore(cfg.state_dir / "mail")
+    before = {f: len(store.messages(to, f)) for f in ("INBOX", "Junk")}
+    result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.",
+                         password=known[sender])
+    if not result.accepted:
+        raise LabmailError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for folder, count in before.items():
+            messages = store.messages(to, folder)
+            if len(messages) > count:
+                return messages[-1][1]
+        time.sleep(0.05)
+    raise LabmailError(f"Le message n'est pas arrivé chez {to} en {timeout:g} s : regardez le journal du lab "
+                       "(labmail lab status).", f"The message did not reach {to} within {timeout:g} s: see the lab's "
+                       "log (labmail lab status).")

@@ -1,0 +1,58 @@
+"""course.prepare: any step's starting state, from any other state, on the running lab."""
+
+from __future__ import annotations
+
+import pytest
+
+from labmail import course, mail
+from labmail.dns import ZonePanel
+from labmail.errors import LabmailError
+from labmail.world import current
+
+DOMAIN = "jean-emile.labmail.cloud"
+
+
+def records(world):
+    return {(r.name.rstrip(".").lower(), r.type, r.value[:10]) for r in ZonePanel(world=world).list()
+            if r.type not in ("SOA", "NS")}
+
+
+@pytest.fixture
+def clean(lab_env):
+    yield
+    course.prepare(4)  # leave the zone as the other tests expect it: empty
+
+
+def test_steps_in_any_order(lab_env, clean):
+    world = current()
+    state = course.prepare(10)
+    assert state.domain == DOMAIN and state.tintin == f"tintin@{DOMAIN}"
+    assert records(world) == {(DOMAIN, "MX", f"10 mailcow"), (DOMAIN, "TXT", "v=spf1 ip4")}
+    assert "MX publié" in " ".join(state.changes) and f"boîte tintin@{DOMAIN} créée" in state.changes
+    assert course.prepare(10).changes == ()  # idempotent
+    later = course.prepare(12)
+    assert {r[0] for r in records(world)} == {DOMAIN, f"dkim._domainkey.{DOMAIN}", f"_dmarc.{DOMAIN}"}
+    assert str(later).startswith("Étape 12 (validation finale)")
+    earlier = course.prepare(9)  # back to the start of step 9: no SPF, no DKIM, no DMARC yet
+    assert records(world) == {(DOMAIN, "MX", "10 mailcow")}
+    assert any("retiré" in c for c in earlier.changes)
+    password = earlier.password(earlier.tintin)
+    assert mail.submit(earlier.tintin, earlier.milou, "prepare", "ok", password=password).accepted
+    assert password not in str(earlier) and password not in repr(earlier)
+    assert oct((lab_env[0].state_dir / "course-passwords.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_bad_step_and_unknown_password(lab_env, clean):
+    with pytest.raises(LabmailError, match="Étape 42 inconnue"):
+        course.prepare(42)
+    state = course.prepare(6)
+    with pytest.raises(LabmailError, match="inconnu"):
+        state.password(f"haddock@{DOMAIN}")
+
+
+def test_sample_message_is_a_real_delivery(lab_env, clean):
+    from labmail import replay
+
+    raw = course.sample_message()
+    assert b"Authentication-Results: mx.gmail.test;" in raw and b"with ESMTPSA" in raw
+    assert [n.role for n in replay.flow(raw).nodes] == ["MUA", "MSA", "MTA", "MDA", "MUA"]
