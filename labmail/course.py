@@ -24,7 +24,7 @@ from . import config as _config
 from ._files import atomic_write_text
 from .errors import ConfigError, LabmailError
 
-__all__ = ["STEPS", "CourseState", "prepare", "sample_message"]
+__all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "PROVIDER_IMAP"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
 STEPS = {0: "démarrage", 1: "flux de la messagerie", 2: "ressources", 3: "domaine dans Mailcow", 4: "DNS : MX",
@@ -168,3 +168,34 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
     raise LabmailError(f"Le message n'est pas arrivé chez {to} en {timeout:g} s : regardez le journal du lab "
                        "(labmail lab status).", f"The message did not reach {to} within {timeout:g} s: see the lab's "
                        "log (labmail lab status).")
+
+
+#: The IMAP server of each provider of the lab, where the student reads their own provider mailbox.
+PROVIDER_IMAP = {"gmail.test": "imap.gmail.test", "outlook.test": "imap-mail.outlook.test"}
+
+
+def find(address: str, subject: str, *, timeout: float = 15.0, config: _config.Config | None = None) -> tuple[str, bytes]:
+    """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
+    read over IMAP as a mail client does (INBOX and Junk are both searched)."""
+    import time
+
+    from . import lab, mail
+
+    cfg = config or _config.load()
+    domain = address.rpartition("@")[2].lower()
+    if domain not in PROVIDER_IMAP:
+        raise LabmailError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
+                           f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
+    password = lab.provider_password(address, cfg)
+    deadline = time.monotonic() + timeout
+    while True:
+        for folder in ("INBOX", "Junk"):
+            for message in mail.imap(address, password=password, host=PROVIDER_IMAP[domain], folder=folder, fetch=True):
+                if message.subject == subject:
+                    return folder, message.data
+        if time.monotonic() > deadline:
+            raise LabmailError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address} : a-t-il été refusé ? "
+                               "Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",
+                               f"\"{subject}\" reached neither INBOX nor Junk of {address}: was it refused? See the "
+                               "sending result (mail.submit) and the lab's log.")
+        time.sleep(0.1)

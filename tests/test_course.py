@@ -56,3 +56,12 @@ def test_sample_message_is_a_real_delivery(lab_env, clean):
     raw = course.sample_message()
     assert b"Authentication-Results: mx.gmail.test;" in raw and b"with ESMTPSA" in raw
     assert [n.role for n in replay.flow(raw).nodes] == ["MUA", "MSA", "MTA", "MDA", "MUA"]
+
+
+def test_find_reads_the_provider_mailbox_over_imap(lab_env, clean):
+    state = course.prepare(7)
+    assert mail.submit(state.tintin, "jean-emile@gmail.test", "cherche-moi", "x", password=state.password(state.tintin)).accepted
+    folder, data = course.find("jean-emile@gmail.test", "cherche-moi")
+    assert folder == "Junk" and b"spf=none" in data
+    with pytest.raises(LabmailError, match="ni dans INBOX ni dans Junk"):
+        course.find("jean-emile@gmail.test", "jamais envoyé", timeout=0.2)
