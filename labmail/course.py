@@ -54,6 +54,18 @@ class CourseState:
                                "chose (typed with getpass), or delete the mailbox and run prepare() again.")
         return known[address.lower()]
 
+    def new_password(self, address: str) -> str:
+        """Generate a password for a mailbox you are about to create, and keep it (0600) for the next notebooks.
+
+        >>> api.add_mailbox("tintin", etat.domain, etat.new_password(etat.tintin))   # doctest: +SKIP
+        """
+        if self._passwords is None:
+            raise LabmailError("Pas de dossier d'état : utilisez course.prepare().", "No state folder: use course.prepare().")
+        known = _read(self._passwords)
+        known[address.lower()] = secrets.token_urlsafe(12)
+        atomic_write_text(self._passwords, json.dumps(known) + "\n", mode=0o600)
+        return known[address.lower()]
+
     def __str__(self) -> str:
         done = "; ".join(self.changes) if self.changes else "rien à changer"
         return f"Étape {self.step:g} ({STEPS.get(self.step, '?')}) — {self.domain} prêt : {done}"
@@ -103,6 +115,20 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
                 else:
                     panel.delete(name, rtype)
                 changes.append(f"{name} {rtype} retiré (étape {done_at} pas encore faite)")
+        if step <= 5:  # step 5 creates them: start without
+            from .mail import MailcowAPI
+
+            known = _read(passwords)
+            api = MailcowAPI(key=lab.api_key(cfg), world=world)
+            existing = {str(m.get("username", "")).lower() for m in (api.get_mailbox("all", domain) or [])
+                        if isinstance(m, dict)}
+            for local in ("tintin", "milou"):
+                address = f"{local}@{domain}"
+                if address in existing:
+                    MailcowAPI.raise_for(api.delete_mailbox(address))
+                    changes.append(f"boîte {address} supprimée (étape 5 pas encore faite)")
+                known.pop(address, None)
+            atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
         if step > 5:
             known = _read(passwords)
             for local in ("tintin", "milou"):

@@ -65,3 +65,16 @@ def test_find_reads_the_provider_mailbox_over_imap(lab_env, clean):
     assert folder == "Junk" and b"spf=none" in data
     with pytest.raises(LabmailError, match="ni dans INBOX ni dans Junk"):
         course.find("jean-emile@gmail.test", "jamais envoyé", timeout=0.2)
+
+
+def test_step_5_starts_without_the_mailboxes(lab_env, clean):
+    from labmail import lab
+
+    course.prepare(6)
+    state = course.prepare(5)
+    assert f"boîte tintin@{DOMAIN} supprimée (étape 5 pas encore faite)" in state.changes
+    api = mail.MailcowAPI(key=lab.api_key())
+    assert api.get_mailbox(state.tintin) == {}
+    mail.MailcowAPI.raise_for(api.add_mailbox("tintin", DOMAIN, state.new_password(state.tintin)))
+    assert mail.submit(state.tintin, state.tintin, "moi", "x", password=state.password(state.tintin)).accepted
+    assert course.prepare(6).changes == (f"boîte milou@{DOMAIN} créée",)  # tintin is the student's, and known
