@@ -13,6 +13,21 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
+def _secrets(state_dir: Path) -> list[str]:
+    """Every secret of the lab: TSIG keys, API keys, the course's and the providers' mailbox passwords."""
+    from labmail.lab.apikeys import api_keys
+
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    found = [entry["secret"] for entry in read(state_dir / "keys" / "tsig.json").values()]
+    keys = api_keys(state_dir)
+    found += [keys["admin"], *keys["domains"].values()]
+    found += list(read(state_dir / "course-passwords.json").values())
+    found += list(read(state_dir / "keys" / "provider-passwords.json").values())
+    return [secret for secret in found if secret]
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ must hold the course"
 
@@ -39,7 +54,8 @@ def test_notebook_runs_on_the_lab(path, lab_env, tmp_path):
         course.prepare(0, config=cfg)  # the next notebook, and the next test module, start from the course's start
     outputs = json.dumps([cell.get("outputs", []) for cell in nb.cells])
     assert "Traceback" not in outputs and "Error" not in outputs.replace("errors", "")
-    secrets = [entry["secret"] for entry in json.loads((cfg.state_dir / "keys" / "tsig.json").read_text()).values()]
+    secrets = _secrets(cfg.state_dir)
+    assert len(secrets) >= 4  # TSIG, admin and student API keys, provider passwords at least
     assert not any(secret in outputs for secret in secrets), "a notebook output shows a secret"
     stderr = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("name") == "stderr"]
     assert not stderr, stderr
