@@ -98,22 +98,17 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
                   (11, "_dmarc", "TXT", "v=DMARC1; p=quarantine"),
                   (13, "autodiscover", "CNAME", f"{host}."), (13, "autoconfig", "CNAME", f"{host}."),
                   (13, "_autodiscover._tcp", "SRV", f"0 1 443 {host}.")]
-        present = {(r.name, r.type) for r in panel.list()}
+        records = panel.list()  # one zone transfer; the apex TXT is the course's only when it is SPF
         for done_at, name, rtype, value in wanted:
             fqdn = f"{domain}." if name == "@" else f"{name}.{domain}."
-            spf_there = rtype == "TXT" and name == "@" and any(
-                r.name == fqdn and r.type == "TXT" and r.value.lower().startswith("v=spf1") for r in panel.list())
-            exists = spf_there if (rtype == "TXT" and name == "@") else (fqdn, rtype) in present
-            if step > done_at and not exists and value:
+            ours = [r for r in records if r.name == fqdn and r.type == rtype
+                    and not (name == "@" and rtype == "TXT" and not r.value.lower().startswith("v=spf1"))]
+            if step > done_at and not ours and value:
                 panel.add(name, rtype, value)
                 changes.append(f"{name} {rtype} publié")
-            elif step <= done_at and exists:
-                if rtype == "TXT" and name == "@":
-                    for r in panel.list():
-                        if r.name == fqdn and r.type == "TXT" and r.value.lower().startswith("v=spf1"):
-                            panel.delete(name, "TXT", r.value)
-                else:
-                    panel.delete(name, rtype)
+            elif step <= done_at and ours:
+                for r in ours:
+                    panel.delete(name, rtype, r.value)
                 changes.append(f"{name} {rtype} retiré (étape {done_at} pas encore faite)")
         if step <= 5:  # step 5 creates them: start without
             from .mail import MailcowAPI
@@ -159,8 +154,6 @@ def _read(path: Path) -> dict:
 def sample_message(to: str | None = None, *, config: _config.Config | None = None, timeout: float = 15.0) -> bytes:
     """A real message, as its recipient received it: sent by the course's ``facteur@<domain>`` mailbox (created
     on demand) to ``to`` (default: the student's Gmail-like mailbox), then read back from that mailbox."""
-    import time
-
     from . import lab, mail
     from .lab.mailstore import MailStore
 
@@ -179,18 +172,13 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
         lab.add_mailbox(sender, known[sender], name="Le facteur", config=cfg)
         atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
     store = MailStore(cfg.state_dir / "mail")
-    before = {f: len(store.messages(to, f)) for f in ("INBOX", "Junk")}
-    result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.",
-                         password=known[sender])
+    before = store.counts(to)
+    result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.")
     if not result.accepted:
         raise LabmailError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for folder, count in before.items():
-            messages = store.messages(to, folder)
-            if len(messages) > count:
-                return messages[-1][1]
-        time.sleep(0.05)
+    arrived = store.wait_new(to, before, timeout)
+    if arrived is not None:
+        return arrived[1]
     raise LabmailError(f"Le message n'est pas arrivé chez {to} en {timeout:g} s : regardez le journal du lab "
                        "(labmail lab status).", f"The message did not reach {to} within {timeout:g} s: see the lab's "
                        "log (labmail lab status).")
@@ -205,18 +193,17 @@ def find(address: str, subject: str, *, timeout: float = 15.0, config: _config.C
     read over IMAP as a mail client does (INBOX and Junk are both searched)."""
     import time
 
-    from . import lab, mail
+    from . import mail
 
     cfg = config or _config.load()
     domain = address.rpartition("@")[2].lower()
     if domain not in PROVIDER_IMAP:
         raise LabmailError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
-    password = lab.provider_password(address, cfg)
     deadline = time.monotonic() + timeout
     while True:
         for folder in ("INBOX", "Junk"):
-            for message in mail.imap(address, password=password, host=PROVIDER_IMAP[domain], folder=folder, fetch=True):
+            for message in mail.imap(address, host=PROVIDER_IMAP[domain], folder=folder, fetch=True):
                 if message.subject == subject:
                     return folder, message.data
         if time.monotonic() > deadline:

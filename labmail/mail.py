@@ -22,7 +22,29 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap", "imap_connect", "IMAPMessage"]
+__all__ = ["stored_password", "submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap", "imap_connect", "IMAPMessage"]
+
+
+def stored_password(address: str, password: str | None = None, world: World | None = None) -> str:
+    """The password to log in as ``address``: ``password`` if given, else the one the lab generated and keeps
+    for that account — the course's mailboxes (``<state>/course-passwords.json``) and the student's provider
+    mailboxes (``<state>/keys/provider-passwords.json``), both 0600. So a notebook never holds a password.
+    """
+    if password is not None:
+        return password
+    world = world or current()
+    if world.config.world == "local":
+        state = world.config.state_dir
+        for path in (state / "course-passwords.json", state / "keys" / "provider-passwords.json"):
+            try:
+                known = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if address.lower() in known:
+                return known[address.lower()]
+    raise LabmailError(f"Aucun mot de passe connu pour {address} : passez password=getpass() (tapé, jamais écrit "
+                       "dans une cellule).", f"No known password for {address}: pass password=getpass() (typed, "
+                       "never written in a cell).")
 
 
 @dataclass(frozen=True)
@@ -105,15 +127,17 @@ def make_message(sender: str, to: str | list[str], subject: str, body: str, *, s
     return msg
 
 
-def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", *, password: str,
+def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", *, password: str | None = None,
            login: str | None = None, port: int = 587, host: str | None = None, message: EmailMessage | bytes | None = None,
            world: World | None = None, timeout: float = 30.0, helo: str = "poste-etudiant") -> SubmitResult:
     """Send a message as a mail client does: to the MSA (587 with STARTTLS, or 465 with TLS), with AUTH.
 
     The password is used for the AUTH command and appears nowhere else (the transcript shows ``********``).
+    Without ``password``, the lab's stored one for the account is used (see :func:`stored_password`).
     Refusals are results, not exceptions: ``accepted`` is False and ``reply`` says why (e.g. ``553 5.7.1``).
     """
     world = world or current()
+    secret = stored_password(login or sender, password, world)
     recipients = [to] if isinstance(to, str) else list(to)
     server_name = host or world.config.mail_host
     address = world.connect_address(server_name, port)
@@ -140,7 +164,7 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
             f"Cannot reach {server_name}:{port} ({exc}). Is the lab running? (labmail.lab.ensure())") from None
     try:
         try:
-            client.login(login or sender, password)
+            client.login(login or sender, secret)
         except smtplib.SMTPAuthenticationError as exc:
             return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
         except smtplib.SMTPNotSupportedError:
@@ -247,7 +271,18 @@ class POP3Message:
     data: bytes | None = field(default=None, repr=False)
 
 
-def pop3(address: str, *, password: str, fetch: bool = True, delete: bool = False, port: int = 995,
+def _endpoint(world: World, host: str | None, port: int):
+    """(server name, where to connect, TLS context) for a reading client; the certificate is checked against the
+    name, except when the world maps it to a loopback address (the lab's certificates carry 127.0.0.1 too)."""
+    server_name = host or world.config.mail_host
+    where = world.connect_address(server_name, port)
+    context = world.tls_context()
+    if where[0] != server_name:
+        context.check_hostname = False
+    return server_name, where, context
+
+
+def pop3(address: str, *, password: str | None = None, fetch: bool = True, delete: bool = False, port: int = 995,
          host: str | None = None, world: World | None = None, timeout: float = 30.0) -> list[POP3Message]:
     """Read a mailbox as a POP3 client: list (UIDL), optionally fetch (RETR) and delete (DELE, then QUIT).
 
@@ -256,11 +291,8 @@ def pop3(address: str, *, password: str, fetch: bool = True, delete: bool = Fals
     import poplib
 
     world = world or current()
-    server_name = host or world.config.mail_host
-    address_port = world.connect_address(server_name, port)
-    context = world.tls_context()
-    if address_port[0] != server_name:
-        context.check_hostname = False  # connecting to 127.0.0.1 (the certificate carries that name too)
+    secret = stored_password(address, password, world)
+    server_name, address_port, context = _endpoint(world, host, port)
     try:
         if port == 995:
             client = poplib.POP3_SSL(address_port[0], address_port[1], timeout=timeout, context=context)
@@ -272,7 +304,7 @@ def pop3(address: str, *, password: str, fetch: bool = True, delete: bool = Fals
     try:
         try:
             client.user(address)
-            client.pass_(password)
+            client.pass_(secret)
         except poplib.error_proto as exc:
             raise LabmailError(f"Connexion POP3 refusée : {exc.args[0].decode(errors='replace')}",
                                f"POP3 login refused: {exc.args[0].decode(errors='replace')}") from None
@@ -305,7 +337,7 @@ class IMAPMessage:
     data: bytes | None = field(default=None, repr=False)
 
 
-def imap_connect(address: str, *, password: str, port: int = 993, host: str | None = None, world: World | None = None,
+def imap_connect(address: str, *, password: str | None = None, port: int = 993, host: str | None = None, world: World | None = None,
                  timeout: float = 30.0):
     """A logged-in ``imaplib`` session (993 with TLS, or 143 with STARTTLS), for step-by-step work.
 
@@ -314,11 +346,8 @@ def imap_connect(address: str, *, password: str, port: int = 993, host: str | No
     import imaplib
 
     world = world or current()
-    server_name = host or world.config.mail_host
-    where = world.connect_address(server_name, port)
-    context = world.tls_context()
-    if where[0] != server_name:
-        context.check_hostname = False  # connecting to 127.0.0.1 (the certificate carries that name too)
+    secret = stored_password(address, password, world)
+    server_name, where, context = _endpoint(world, host, port)
     client = None
     try:
         if port == 993:
@@ -326,7 +355,7 @@ def imap_connect(address: str, *, password: str, port: int = 993, host: str | No
         else:
             client = imaplib.IMAP4(where[0], where[1], timeout=timeout)
             client.starttls(ssl_context=context)
-        client.login(address, password)
+        client.login(address, secret)
     except imaplib.IMAP4.error as exc:
         client.shutdown()
         raise LabmailError(f"Connexion IMAP refusée : {exc}", f"IMAP login refused: {exc}") from None
@@ -335,7 +364,7 @@ def imap_connect(address: str, *, password: str, port: int = 993, host: str | No
     return client
 
 
-def imap(address: str, *, password: str, folder: str = "INBOX", fetch: bool = False, **kwargs) -> list[IMAPMessage]:
+def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fetch: bool = False, **kwargs) -> list[IMAPMessage]:
     """List a folder over IMAP (without marking anything as read): UID, flags, subject, sender, size."""
     import re as _re
     from email import message_from_bytes

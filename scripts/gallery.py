@@ -11,7 +11,6 @@ import os
 import secrets
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,15 +25,11 @@ FIGURES = ("chaine-de-confiance.png", "avant-apres.png", "usurpation-refusee.png
            "rapport-dmarc.png")
 
 
-def _wait(store, address: str, before: dict, timeout: float = 15.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for folder, n in before.items():
-            messages = store.messages(address, folder)
-            if len(messages) > n:
-                return messages[-1][1]
-        time.sleep(0.05)
-    raise RuntimeError(f"no message reached {address}")
+def _wait(store, address: str, before: dict) -> bytes:
+    arrived = store.wait_new(address, before)
+    if arrived is None:
+        raise RuntimeError(f"no message reached {address}")
+    return arrived[1]
 
 
 def main(out: Path) -> list[Path]:
@@ -57,7 +52,7 @@ def main(out: Path) -> list[Path]:
             rcpt = "jean-emile@gmail.test"
 
             def deliver(subject: str) -> bytes:
-                before = {f: len(store.messages(rcpt, f)) for f in ("INBOX", "Junk")}
+                before = store.counts(rcpt)
                 mail.submit(sender, rcpt, subject, "Bonjour !", password=password)
                 return _wait(store, rcpt, before)
 

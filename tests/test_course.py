@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from labmail import course, mail
@@ -42,6 +44,17 @@ def test_steps_in_any_order(lab_env, clean):
     assert oct((lab_env[0].state_dir / "course-passwords.json").stat().st_mode & 0o777) == "0o600"
 
 
+def test_the_instructor_step_has_autodiscover_and_going_back_removes_it(lab_env, clean):
+    world = current()
+    course.prepare(99)
+    names = {r[0] for r in records(world)}
+    assert {f"autodiscover.{DOMAIN}", f"autoconfig.{DOMAIN}", f"_autodiscover._tcp.{DOMAIN}"} <= names
+    back = course.prepare(13)
+    assert {r[0] for r in records(world)} == names - {f"autodiscover.{DOMAIN}", f"autoconfig.{DOMAIN}",
+                                                      f"_autodiscover._tcp.{DOMAIN}"}
+    assert "_autodiscover._tcp SRV retiré (étape 13 pas encore faite)" in back.changes
+
+
 def test_bad_step_and_unknown_password(lab_env, clean):
     with pytest.raises(LabmailError, match="Étape 42 inconnue"):
         course.prepare(42)
@@ -78,3 +91,13 @@ def test_step_5_starts_without_the_mailboxes(lab_env, clean):
     mail.MailcowAPI.raise_for(api.add_mailbox("tintin", DOMAIN, state.new_password(state.tintin)))
     assert mail.submit(state.tintin, state.tintin, "moi", "x", password=state.password(state.tintin)).accepted
     assert course.prepare(6).changes == (f"boîte milou@{DOMAIN} créée",)  # tintin is the student's, and known
+
+
+def test_clients_take_the_stored_password_and_only_that(lab_env, clean):
+    state = course.prepare(6)
+    assert mail.submit(state.tintin, state.milou, "sans mot de passe", "x").accepted  # the lab's stored one
+    assert mail.imap("jean-emile@gmail.test", host="imap.gmail.test") is not None  # a provider mailbox too
+    with pytest.raises(LabmailError, match="Aucun mot de passe connu pour haddock"):
+        mail.submit(f"haddock@{DOMAIN}", state.milou, "x", "x")
+    refused = mail.submit(state.tintin, state.milou, "x", "x", password=secrets.token_urlsafe(12))  # an explicit one wins
+    assert not refused.accepted and refused.reply.startswith("535")

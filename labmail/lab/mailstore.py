@@ -169,6 +169,25 @@ class MailStore:
             items.append((os.stat(path).st_mtime_ns, key, path.read_bytes()))
         return [(key, data) for _t, key, data in sorted(items)]
 
+    def counts(self, address: str, folders: tuple[str, ...] = ("INBOX", "Junk")) -> dict[str, int]:
+        """How many messages each folder holds now (to wait for the next one with :meth:`wait_new`)."""
+        return {folder: len(self.messages(address, folder)) for folder in folders}
+
+    def wait_new(self, address: str, before: dict[str, int], timeout: float = 15.0) -> tuple[str, bytes] | None:
+        """Wait until one of the folders of ``before`` (from :meth:`counts`) holds more messages; return
+        (folder, raw bytes of the newest), or None after ``timeout`` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for folder, count in before.items():
+                messages = self.messages(address, folder)
+                if len(messages) > count:
+                    return folder, messages[-1][1]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
     def record(self, address: str, key: str) -> dict | None:
         try:
             return json.loads((self._base(address) / "records" / f"{key}.json").read_text(encoding="utf-8"))

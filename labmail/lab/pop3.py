@@ -152,29 +152,24 @@ class POP3Session:
         await self.send(f"+OK {len(live)} {sum(len(d) for d in live)}")
 
     async def cmd_LIST(self, arg):
-        if await self._need_login():
-            return
-        if arg:
-            found = self._message(arg)
-            await self.send(f"+OK {found[0]} {len(found[1])}" if found else "-ERR No such message.")
-            return
-        await self.send("+OK")
-        for i, (_key, data) in enumerate(self.messages, 1):
-            if i not in self.deleted:
-                await self.send(f"{i} {len(data)}")
-        await self.send(".")
+        await self._scan(arg, lambda i, _key, data: f"{i} {len(data)}")
 
     async def cmd_UIDL(self, arg):
+        await self._scan(arg, lambda i, key, _data: f"{i} {key}")
+
+    async def _scan(self, arg, line) -> None:
+        """LIST and UIDL: one message (``+OK`` and its line) or every message not marked deleted."""
         if await self._need_login():
             return
         if arg:
             found = self._message(arg)
-            await self.send(f"+OK {found[0]} {self.messages[found[0] - 1][0]}" if found else "-ERR No such message.")
+            await self.send(f"+OK {line(found[0], self.messages[found[0] - 1][0], found[1])}" if found
+                            else "-ERR No such message.")
             return
         await self.send("+OK")
-        for i, (key, _data) in enumerate(self.messages, 1):
+        for i, (key, data) in enumerate(self.messages, 1):
             if i not in self.deleted:
-                await self.send(f"{i} {key}")
+                await self.send(line(i, key, data))
         await self.send(".")
 
     async def _multiline(self, data: bytes) -> None:

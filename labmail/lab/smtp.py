@@ -618,6 +618,7 @@ class MailServices:
         last = json.loads(marker.read_text()) if marker.exists() else {}
         now = time.time()
         out = []
+        resolver = self.resolver()
         for role, (org, sender, selector) in self._REPORTERS.items():
             host = self.hosts[role]
             since = float(last.get(role, 0.0))
@@ -630,11 +631,11 @@ class MailServices:
                 if policy_domain:
                     groups.setdefault(policy_domain, []).append(record)
             for domain, records in sorted(groups.items()):
-                found = dmarc.discover(domain, resolver=self.resolver())
+                found = dmarc.discover(domain, resolver=resolver)
                 if found.record is None:
                     continue
-                authorised = {uri for uri, ok, _why in dmarc.report_authorization(domain, found.record,
-                                                                                   resolver=self.resolver()) if ok}
+                authorised = {uri for uri, ok, _why in dmarc.report_authorization(domain, found.record, resolver=resolver)
+                              if ok}
                 begin = datetime.fromtimestamp(since or min(r["received_at"] for r in records), tz=timezone.utc)
                 end = datetime.fromtimestamp(now, tz=timezone.utc)
                 report_id = f"{secrets.token_hex(8)}"
