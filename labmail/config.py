@@ -253,6 +253,7 @@ class Config:
     tsig_key_name: str | None = None
     tsig_algorithm: str = "hmac-sha256"
     tsig_secret_file: Path | None = None
+    credentials_file: Path | None = None
 
     @property
     def domain(self) -> str:
@@ -318,7 +319,7 @@ def _coerce(values: dict[str, object]) -> Config:
     for key, value in values.items():
         if value is None or value == "":
             continue
-        if key in ("state_dir", "tsig_secret_file"):
+        if key in ("state_dir", "tsig_secret_file", "credentials_file"):
             clean[key] = Path(str(value)).expanduser()
         elif key == "dns_port":
             try:
@@ -405,3 +406,25 @@ def set_student(first_name: str) -> Config:
     'jean-emile.labmail.cloud'
     """
     return save(prenom=to_label(first_name))
+
+
+def live_credentials(cfg: Config) -> dict:
+    """The class credentials of the live world: ``credentials_file`` (JSON, mode 0600, from the instructor) with
+    ``{"api_key": "…", "passwords": {"tintin@prenom.labmail.cloud": "…"}}``; empty if not configured."""
+    import json
+
+    if cfg.credentials_file is None:
+        return {}
+    path = Path(cfg.credentials_file)
+    try:
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(f"{path} est lisible par d'autres : protégez-le (chmod 600 {path}).",
+                              f"{path} is readable by others: protect it (chmod 600 {path}).")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Impossible de lire credentials_file {path} ({exc.strerror}).",
+                          f"Cannot read credentials_file {path} ({exc.strerror}).") from None
+    except ValueError:
+        raise ConfigError(f"{path} n'est pas du JSON valide : {{\"api_key\": …, \"passwords\": {{adresse: mot de passe}}}}.",
+                          f"{path} is not valid JSON: {{\"api_key\": …, \"passwords\": {{address: password}}}}.") from None
+    return data if isinstance(data, dict) else {}

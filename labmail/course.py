@@ -24,7 +24,7 @@ from . import config as _config
 from ._files import atomic_write_text
 from .errors import ConfigError, LabmailError
 
-__all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "PROVIDER_IMAP"]
+__all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
 STEPS = {0: "démarrage", 1: "flux de la messagerie", 2: "ressources", 3: "domaine dans Mailcow", 4: "DNS : MX",
@@ -144,6 +144,16 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
                        passwords)
 
 
+def remember_password(address: str, password: str, *, config: _config.Config | None = None) -> None:
+    """Keep the password of a mailbox the student created (the mailbox form does it), like a mail client's password
+    store: in ``<state>/course-passwords.json`` (0600), so later notebooks log in without it ever being in a cell."""
+    cfg = config or _config.load()
+    path = cfg.state_dir / "course-passwords.json"
+    known = _read(path)
+    known[address.lower()] = password
+    atomic_write_text(path, json.dumps(known) + "\n", mode=0o600)
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -197,6 +207,11 @@ def find(address: str, subject: str, *, timeout: float = 15.0, config: _config.C
 
     cfg = config or _config.load()
     domain = address.rpartition("@")[2].lower()
+    if cfg.world != "local":
+        raise LabmailError(f"{address} est une boîte des fournisseurs simulés du lab intégré : dans le monde live, envoyez "
+                           "à une vraie boîte externe et ouvrez la source du message reçu (puis headers.analyze).",
+                           f"{address} is a mailbox of the embedded lab's simulated providers: in the live world, send to "
+                           "a real external mailbox and open the received message's source (then headers.analyze).")
     if domain not in PROVIDER_IMAP:
         raise LabmailError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")

@@ -449,14 +449,15 @@ def _zone_servers(qname: dns.name.Name, world: World, timeout: float) -> list[tu
     probe = qname
     while soa is None:
         result = lookup(probe.to_text(), "SOA", world=world, timeout=timeout)
-        if result.ok:
+        if result.cnames:  # an alias: the SOA that came back is the target's zone, not the alias's
+            pass
+        elif result.ok:
             soa = result.records[0].name
         elif result.soa is not None:
             soa = result.soa.name
-        elif probe == dns.name.root:
+        if soa is not None or probe == dns.name.root:
             break
-        else:
-            probe = probe.parent()
+        probe = probe.parent()
     if soa is None:
         return list(world.resolvers)
     servers: list[tuple[str, int]] = []
@@ -960,10 +961,27 @@ class ZonePanel:
                 values = ()
             else:
                 rdata = self._rdata(qtype, value, notes)
+                rdata = self._published(owner, qtype, rdata)
                 update.delete(owner, rdata)
                 values = (_value_text(rdata),)
         self._send(update)
         return Change("delete", owner.to_text(), rdtype.upper() if rdtype else None, values, None, tuple(notes))
+
+
+    def _published(self, owner: dns.name.Name, qtype: int, rdata: dns.rdata.Rdata) -> dns.rdata.Rdata:
+        """The published record equal to ``rdata`` — for TXT, the one with the same joined text however its strings
+        are split — so that a delete really deletes; a record that is not there is an error, not a silent no-op."""
+        same_rrset = [r for r in self.list() if r.rdata is not None and r.rdata.rdtype == qtype
+                      and dns.name.from_text(r.name) == owner]
+        wanted = _value_text(rdata)
+        for record in same_rrset:
+            if record.rdata == rdata or (qtype == dns.rdatatype.TXT and record.value == wanted):
+                return record.rdata
+        there = "; ".join(r.value for r in same_rrset) or tr("aucun", "none")
+        kind = dns.rdatatype.to_text(qtype)
+        raise RecordError(f"{owner} {kind} « {wanted} » n'est pas publié : rien n'a été supprimé. Publiés pour ce nom et "
+                          f"ce type : {there}.", f"{owner} {kind} \"{wanted}\" is not published: nothing was deleted. "
+                          f"Published for this name and type: {there}.")
 
 
 def panel(zone: str | None = None, *, world: World | None = None) -> ZonePanel:

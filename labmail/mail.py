@@ -32,16 +32,24 @@ def stored_password(address: str, password: str | None = None, world: World | No
     """
     if password is not None:
         return password
+    from .config import live_credentials
+
     world = world or current()
+    state = world.config.state_dir
+    files = [state / "course-passwords.json"]
     if world.config.world == "local":
-        state = world.config.state_dir
-        for path in (state / "course-passwords.json", state / "keys" / "provider-passwords.json"):
-            try:
-                known = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if address.lower() in known:
-                return known[address.lower()]
+        files.append(state / "keys" / "provider-passwords.json")
+    else:  # live: the class's credentials file (never a cell)
+        known = {str(k).lower(): v for k, v in (live_credentials(world.config).get("passwords") or {}).items()}
+        if address.lower() in known:
+            return known[address.lower()]
+    for path in files:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if address.lower() in known:
+            return known[address.lower()]
     raise LabmailError(f"Aucun mot de passe connu pour {address} : passez password=getpass() (tapé, jamais écrit "
                        "dans une cellule).", f"No known password for {address}: pass password=getpass() (typed, "
                        "never written in a cell).")

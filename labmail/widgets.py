@@ -20,7 +20,18 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps", "Quiz", "quiz"]
+__all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps", "Quiz", "quiz", "IdentityForm", "identity_form",
+           "DnsPanel", "dns_panel", "MailboxForm", "mailbox_form", "SendForm", "send_form", "MailboxViewer",
+           "mailbox_viewer", "HeaderAnalyzer", "header_analyzer", "SpfBuilder", "spf_builder", "DmarcChooser",
+           "dmarc_chooser"]
+
+_OK, _BAD = "#1b7f3b", "#b00020"
+
+
+def _say(ok: bool, text: str) -> str:
+    """A one-line verdict in green (✔) or red (⚠), HTML-escaped, keeping line breaks."""
+    return (f"<div class='labmail-{'ok' if ok else 'error'}' style='color:{_OK if ok else _BAD};white-space:pre-wrap'>"
+            f"{'✔' if ok else '⚠'} {html.escape(text)}</div>")
 
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
@@ -195,3 +206,466 @@ class Quiz(w.VBox):
 def quiz(question) -> Quiz:
     """The clickable form of a :class:`labmail.quiz.Question`."""
     return Quiz(question)
+
+
+class IdentityForm(w.VBox):
+    """Notebook 00's identity form: type your first name, see the domain it gives, "Enregistrer".
+
+    A thin layer over :func:`labmail.config.to_label` (preview as you type) and
+    :func:`labmail.config.set_student` (the click). ``config`` holds the saved configuration.
+    """
+
+    def __init__(self) -> None:
+        from . import config as _config
+
+        self._config = _config
+        try:
+            current_name = _config.load().prenom or ""
+        except LabmailError:
+            current_name = ""
+        self.config = None
+        self.prenom = w.Text(value=current_name, description=tr("Prénom", "First name"), placeholder="Jean-Émile",
+                             layout=w.Layout(width="24em"))
+        self.preview = w.HTML()
+        self.button = w.Button(description=tr("Enregistrer", "Save"), icon="save", button_style="primary")
+        self.message = w.HTML()
+        self.prenom.observe(lambda _change: self._preview(), names="value")
+        self.button.on_click(lambda _b: self.save())
+        super().__init__([w.HBox([self.prenom, self.button]), self.preview, self.message])
+        self._preview()
+
+    def _preview(self) -> None:
+        text = self.prenom.value
+        if not text.strip():
+            self.preview.value = "<i>" + html.escape(tr("Votre domaine : prenom.labmail.cloud", "Your domain: "
+                                                        "firstname.labmail.cloud")) + "</i>"
+            return
+        try:
+            label = self._config.to_label(text)
+            self.preview.value = (html.escape(tr("Votre domaine sera : ", "Your domain will be: ")) +
+                                  f"<code>{html.escape(label)}.labmail.cloud</code>")
+        except LabmailError as exc:
+            self.preview.value = _say(False, str(exc))
+
+    def save(self):
+        """Record the first name (what a click on "Enregistrer" does); returns the new configuration or None."""
+        try:
+            self.config = self._config.set_student(self.prenom.value)
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(True, tr(f"Configuration enregistrée : votre domaine est {self.config.domain}.",
+                                           f"Configuration saved: your domain is {self.config.domain}."))
+        return self.config
+
+
+def identity_form() -> IdentityForm:
+    """The identity form of notebook 00 (prefilled with the saved first name, if any)."""
+    return IdentityForm()
+
+
+class DnsPanel(w.VBox):
+    """The zone's DNS panel: the records (refresh), a form to add one, and a delete button per record.
+
+    Every action calls the same :class:`labmail.dns.ZonePanel` methods the notebooks show as code
+    (``list``, ``add``, ``delete``); refusals show their French explanation and change nothing.
+    """
+
+    def __init__(self, panel=None) -> None:
+        from .dns import ZonePanel
+
+        self.panel = panel or ZonePanel()
+        self.name = w.Text(description=tr("Nom", "Name"), placeholder="@ ou _dmarc", layout=w.Layout(width="18em"))
+        self.type = w.Dropdown(options=["MX", "TXT", "CNAME", "SRV", "A", "AAAA"], value="MX", description="Type",
+                               layout=w.Layout(width="12em"))
+        self.value = w.Text(description=tr("Valeur", "Value"), placeholder="10 mailcow.labmail.cloud.",
+                            layout=w.Layout(width="40em"))
+        self.add_button = w.Button(description=tr("Ajouter", "Add"), icon="plus", button_style="primary")
+        self.refresh_button = w.Button(description=tr("Actualiser", "Refresh"), icon="refresh")
+        self.message = w.HTML()
+        self.records = w.VBox()
+        self.add_button.on_click(lambda _b: self.add())
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        title = w.HTML(f"<b>Zone {html.escape(self.panel.zone.to_text())}</b>")
+        super().__init__([title, w.HBox([self.name, self.type]), w.HBox([self.value, self.add_button]), self.message,
+                          self.refresh_button, self.records])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload the records from the authoritative server (a zone transfer)."""
+        try:
+            rows = self.panel.list()
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return
+        boxes = []
+        for record in rows:
+            label = w.HTML(f"<code>{html.escape(record.name)} {record.ttl} {record.type} {html.escape(record.value)}</code>")
+            if record.type in ("SOA", "NS"):
+                boxes.append(label)
+                continue
+            button = w.Button(description=tr("Supprimer", "Delete"), icon="trash", button_style="danger",
+                              layout=w.Layout(width="9em"))
+            button.on_click(lambda _b, r=record: self.delete(r.name, r.type, r.value))
+            boxes.append(w.HBox([button, label]))
+        self.records.children = tuple(boxes)
+
+    def add(self):
+        """Add the record typed in the form (what "Ajouter" does); the change or None if it was refused."""
+        try:
+            change = self.panel.add(self.name.value or "@", self.type.value, self.value.value)
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(True, str(change))
+        self.value.value = ""
+        self.refresh()
+        return change
+
+    def delete(self, name: str, rtype: str, value: str):
+        """Delete one record (what its "Supprimer" button does)."""
+        try:
+            change = self.panel.delete(name, rtype, value)
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(True, str(change))
+        self.refresh()
+        return change
+
+
+def dns_panel(zone: str | None = None) -> DnsPanel:
+    """The DNS panel of your zone (list, add, delete records), over :class:`labmail.dns.ZonePanel`."""
+    from .dns import ZonePanel
+
+    return DnsPanel(ZonePanel(zone))
+
+
+class MailboxForm(w.VBox):
+    """Mailcow's "Ajouter une boîte de réception": local part, full name, password typed twice, "Ajouter".
+
+    Calls :meth:`labmail.mail.MailcowAPI.add_mailbox` with the domain's API key; the password fields are
+    cleared after each try, so the password never stays in the notebook, and the password is kept (0600) by
+    :func:`labmail.course.remember_password` so that the next notebooks log in without it.
+    """
+
+    def __init__(self, domain: str | None = None, *, api=None) -> None:
+        from . import lab
+        from .config import load
+
+        cfg = load()
+        self.domain = domain or cfg.domain
+        if api is None:
+            from .mail import MailcowAPI
+
+            api = MailcowAPI(key=lab.api_key(cfg))
+        self.api = api
+        self.local = w.Text(description=tr("Adresse", "Address"), placeholder="tintin", layout=w.Layout(width="16em"))
+        self.at = w.Label(f"@{self.domain}")
+        self.full_name = w.Text(description=tr("Nom", "Name"), placeholder="Tintin", layout=w.Layout(width="20em"))
+        self.password = w.Password(description=tr("Mot de passe", "Password"), layout=w.Layout(width="20em"))
+        self.password2 = w.Password(description=tr("Confirmer", "Confirm"), layout=w.Layout(width="20em"))
+        self.button = w.Button(description=tr("Ajouter la boîte", "Add mailbox"), icon="plus", button_style="primary")
+        self.message = w.HTML()
+        self.button.on_click(lambda _b: self.create())
+        super().__init__([w.HBox([self.local, self.at]), self.full_name, self.password, self.password2, self.button,
+                          self.message])
+
+    def create(self):
+        """Create the mailbox (what "Ajouter la boîte" does); returns the address, or None if refused."""
+        from .mail import MailcowAPI
+
+        secret, again = self.password.value, self.password2.value
+        self.password.value = self.password2.value = ""
+        local = self.local.value.strip().lower()
+        if not local or "@" in local:
+            self.message.value = _say(False, tr("Indiquez la partie avant @ (par exemple « tintin »).",
+                                                "Type the part before @ (for example \"tintin\")."))
+            return None
+        if secret != again or not secret:
+            self.message.value = _say(False, tr("Les deux mots de passe sont vides ou différents : retapez-les.",
+                                                "The two passwords are empty or differ: type them again."))
+            return None
+        try:
+            MailcowAPI.raise_for(self.api.add_mailbox(local, self.domain, secret, name=self.full_name.value))
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        address = f"{local}@{self.domain}"
+        from .course import remember_password
+
+        remember_password(address, secret)  # like a mail client's password store (0600): never in a cell
+        self.message.value = _say(True, tr(f"Boîte {address} créée.", f"Mailbox {address} created."))
+        return address
+
+
+def mailbox_form(domain: str | None = None) -> MailboxForm:
+    """The mailbox creation form (Mailcow's "Ajouter une boîte de réception")."""
+    return MailboxForm(domain)
+
+
+class SendForm(w.VBox):
+    """A webmail's "Écrire": from, to, subject, body, "Envoyer" — through :func:`labmail.mail.submit` (587,
+    STARTTLS, AUTH with the mailbox's stored credential); shows the server's reply, accepted or refused."""
+
+    def __init__(self, sender: str = "", to: str = "", subject: str = "", body: str = "") -> None:
+        self.sender = w.Text(value=sender, description=tr("De", "From"), layout=w.Layout(width="30em"))
+        self.to = w.Text(value=to, description=tr("À", "To"), layout=w.Layout(width="30em"))
+        self.subject = w.Text(value=subject, description=tr("Objet", "Subject"), layout=w.Layout(width="40em"))
+        self.body = w.Textarea(value=body, description=tr("Message", "Body"), layout=w.Layout(width="40em", height="6em"))
+        self.button = w.Button(description=tr("Envoyer", "Send"), icon="paper-plane", button_style="primary")
+        self.message = w.HTML()
+        self.result = None
+        self.button.on_click(lambda _b: self.send())
+        super().__init__([self.sender, self.to, self.subject, self.body, self.button, self.message])
+
+    def send(self):
+        """Submit the message (what "Envoyer" does); returns the :class:`labmail.mail.SubmitResult` or None."""
+        from . import mail
+
+        recipients = [a.strip() for a in self.to.value.replace(";", ",").split(",") if a.strip()]
+        try:
+            self.result = mail.submit(self.sender.value.strip(), recipients, self.subject.value, self.body.value)
+        except LabmailError as exc:
+            self.result = None
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(self.result.accepted, str(self.result.reply))
+        return self.result
+
+
+def send_form(sender: str = "", to: str = "", subject: str = "", body: str = "") -> SendForm:
+    """The send-mail form (a webmail's "Écrire")."""
+    return SendForm(sender, to, subject, body)
+
+
+class MailboxViewer(w.VBox):
+    """A webmail-like reader over IMAP: the folders, the messages of one, and a message's full source.
+
+    Uses :func:`labmail.mail.imap` (read-only: nothing is marked as read) with the mailbox's stored credential.
+    """
+
+    def __init__(self, address: str, *, host: str | None = None, folders=("INBOX", "Sent", "Junk", "Trash")) -> None:
+        self.address, self.host = address, host
+        self.folder = w.ToggleButtons(options=list(folders), value=folders[0])
+        self.messages = w.Select(options=[], rows=8, layout=w.Layout(width="60em"))
+        self.refresh_button = w.Button(description=tr("Actualiser", "Refresh"), icon="refresh")
+        self.source = w.Textarea(layout=w.Layout(width="60em", height="16em"), disabled=True)
+        self.message = w.HTML()
+        self.listing: list = []
+        self.folder.observe(lambda _c: self.refresh(), names="value")
+        self.messages.observe(lambda _c: self.show(), names="value")
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        super().__init__([w.HTML(f"<b>{html.escape(address)}</b>"), w.HBox([self.folder, self.refresh_button]),
+                          self.messages, self.message, self.source])
+        self.refresh()
+
+    def refresh(self) -> list:
+        """List the current folder (newest first)."""
+        from . import mail
+
+        try:
+            self.listing = sorted(mail.imap(self.address, folder=self.folder.value, fetch=True, host=self.host),
+                                  key=lambda m: -m.uid)
+        except LabmailError as exc:
+            self.listing = []
+            self.message.value = _say(False, str(exc))
+        else:
+            self.message.value = html.escape(tr(f"{len(self.listing)} message(s) dans {self.folder.value}",
+                                                f"{len(self.listing)} message(s) in {self.folder.value}"))
+        self.messages.options = [(f"{m.sender} — {m.subject}", m.uid) for m in self.listing]
+        self.source.value = ""
+        if self.listing:
+            self.messages.value = self.listing[0].uid
+        return self.listing
+
+    def show(self) -> str:
+        """Show the selected message's full source (headers and body)."""
+        chosen = next((m for m in self.listing if m.uid == self.messages.value), None)
+        self.source.value = chosen.data.decode("utf-8", "replace") if chosen and chosen.data else ""
+        return self.source.value
+
+
+def mailbox_viewer(address: str, *, host: str | None = None) -> MailboxViewer:
+    """The mailbox viewer (folders, messages, full source) of ``address``."""
+    return MailboxViewer(address, host=host)
+
+
+class HeaderAnalyzer(w.VBox):
+    """Paste a message's headers (or its whole source) from any webmail, click "Analyser": the verdicts
+    spf=/dkim=/dmarc=, what is wrong and how to fix it, and the hops — :func:`labmail.headers.analyze`."""
+
+    def __init__(self, text: str = "") -> None:
+        self.text = w.Textarea(value=text, placeholder=tr("Collez ici les en-têtes (ou la source complète) d'un message",
+                                                          "Paste a message's headers (or full source) here"),
+                               layout=w.Layout(width="60em", height="12em"))
+        self.button = w.Button(description=tr("Analyser", "Analyse"), icon="search", button_style="primary")
+        self.result = w.HTML()
+        self.report = None
+        self.button.on_click(lambda _b: self.analyze())
+        super().__init__([self.text, self.button, self.result])
+
+    def analyze(self):
+        """Analyse the pasted text (what "Analyser" does); returns the :class:`labmail.headers.Report` or None."""
+        from . import headers
+
+        raw = self.text.value.replace("\r\n", "\n").lstrip("\n")
+        if "\n\n" not in raw:
+            raw += "\n\n"  # headers only: an empty body
+        try:
+            self.report = headers.analyze(raw)
+        except LabmailError as exc:
+            self.report = None
+            self.result.value = _say(False, str(exc))
+            return None
+        hops = self.report.hops_frame()
+        table = hops.to_html(index=False, border=0) if len(hops) else ""
+        self.result.value = f"<div class='labmail-report'>{self.report._repr_html_()}{table}</div>"
+        return self.report
+
+
+def header_analyzer(text: str = "") -> HeaderAnalyzer:
+    """The header analyzer: paste headers from anywhere, get the verdicts and the diagnosis."""
+    return HeaderAnalyzer(text)
+
+
+class SpfBuilder(w.VBox):
+    """Build an SPF record by ticking what may send for the domain; the record is linted as you go, and
+    "Publier" replaces the apex SPF record through :class:`labmail.dns.ZonePanel`."""
+
+    def __init__(self, domain: str | None = None, *, panel=None) -> None:
+        from .config import load
+
+        self.domain = domain or load().domain
+        self._panel = panel
+        self.mx = w.Checkbox(description=tr("les serveurs MX du domaine (mx)", "the domain's MX servers (mx)"), indent=False)
+        self.a = w.Checkbox(description=tr("l'adresse du domaine (a)", "the domain's address (a)"), indent=False)
+        self.ip4 = w.Text(description="ip4", placeholder="203.0.113.10", layout=w.Layout(width="24em"))
+        self.include = w.Text(description="include", placeholder="_spf.google.com", layout=w.Layout(width="24em"))
+        self.all = w.Dropdown(options=[("-all (refuser le reste)", "-all"), ("~all (suspect)", "~all"),
+                                       ("?all (neutre)", "?all"), ("+all (tout le monde : dangereux)", "+all")],
+                              value="-all", description="all")
+        self.record = w.Text(description="SPF", disabled=True, layout=w.Layout(width="48em"))
+        self.lint = w.HTML()
+        self.button = w.Button(description=tr("Publier", "Publish"), icon="upload", button_style="primary")
+        self.message = w.HTML()
+        for field_ in (self.mx, self.a, self.ip4, self.include, self.all):
+            field_.observe(lambda _c: self.build(), names="value")
+        self.button.on_click(lambda _b: self.publish())
+        super().__init__([self.mx, self.a, self.ip4, self.include, self.all, self.record, self.lint, self.button,
+                          self.message])
+        self.build()
+
+    def build(self) -> str:
+        """The record for the current choices, and the lint of it (errors and warnings)."""
+        from . import spf
+
+        terms = ["v=spf1"] + (["mx"] if self.mx.value else []) + (["a"] if self.a.value else [])
+        terms += [f"ip4:{ip}" for ip in self.ip4.value.replace(",", " ").split()]
+        terms += [f"include:{d}" for d in self.include.value.replace(",", " ").split()]
+        record = " ".join(terms + [self.all.value])
+        self.record.value = record
+        try:
+            findings = [f for f in spf.lint(record, world=None) if f.severity in ("error", "warning")]
+        except LabmailError as exc:
+            findings, self.lint.value = [], _say(False, str(exc))
+        else:
+            self.lint.value = "".join(_say(False, str(f)) for f in findings) or _say(True, tr(
+                "syntaxe correcte", "valid syntax"))
+        return record
+
+    def publish(self):
+        """Publish the record at the domain's apex, replacing the previous SPF record (what "Publier" does)."""
+        from .dns import ZonePanel
+
+        panel = self._panel or ZonePanel(self.domain)
+        record = self.build()
+        try:
+            others = [r.value for r in panel.list() if r.name == f"{self.domain}." and r.type == "TXT"
+                      and not r.value.lower().startswith("v=spf1")]
+            change = panel.replace("@", "TXT", others + [record])
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(True, str(change))
+        return change
+
+
+def spf_builder(domain: str | None = None) -> SpfBuilder:
+    """The SPF builder: tick what may send, read the record and its lint, publish it."""
+    return SpfBuilder(domain)
+
+
+class DmarcChooser(w.VBox):
+    """Choose a DMARC policy (none, quarantine, reject), the share of mail and the report address; the record is
+    validated under RFC 9989 as you go and "Publier" puts it at ``_dmarc`` through :class:`labmail.dns.ZonePanel`."""
+
+    _EFFECT = {"none": ("rien n'est appliqué : on observe (rapports)", "nothing is enforced: observe (reports)"),
+               "quarantine": ("les messages qui échouent vont en courrier indésirable",
+                              "failing messages go to the spam folder"),
+               "reject": ("les messages qui échouent sont refusés dès la réception (550 5.7.x)",
+                          "failing messages are refused at reception (550 5.7.x)")}
+
+    def __init__(self, domain: str | None = None, *, panel=None) -> None:
+        from .config import load
+
+        self.domain = domain or load().domain
+        self._panel = panel
+        self.policy = w.ToggleButtons(options=["none", "quarantine", "reject"], value="none", description="p=")
+        self.effect = w.HTML()
+        self.rua = w.Text(description="rua", placeholder=f"mailto:dmarc@{self.domain}", layout=w.Layout(width="30em"))
+        self.strict = w.Checkbox(description=tr("alignement strict (adkim=s, aspf=s)", "strict alignment (adkim=s, aspf=s)"),
+                                 indent=False)
+        self.testing = w.Checkbox(description=tr("mode test (t=y : une politique de moins)", "testing (t=y)"), indent=False)
+        self.record = w.Text(description="DMARC", disabled=True, layout=w.Layout(width="48em"))
+        self.notes = w.HTML()
+        self.button = w.Button(description=tr("Publier", "Publish"), icon="upload", button_style="primary")
+        self.message = w.HTML()
+        for field_ in (self.policy, self.rua, self.strict, self.testing):
+            field_.observe(lambda _c: self.build(), names="value")
+        self.button.on_click(lambda _b: self.publish())
+        super().__init__([self.policy, self.effect, self.rua, self.strict, self.testing, self.record, self.notes,
+                          self.button, self.message])
+        self.build()
+
+    def build(self) -> str:
+        """The record for the current choices, validated under RFC 9989."""
+        from . import dmarc
+
+        tags = [f"v=DMARC1; p={self.policy.value}"]
+        if self.rua.value.strip():
+            tags.append(f"rua={self.rua.value.strip()}")
+        if self.strict.value:
+            tags.append("adkim=s; aspf=s")
+        if self.testing.value:
+            tags.append("t=y")
+        record = "; ".join(tags)
+        self.record.value = record
+        self.effect.value = html.escape(tr(*self._EFFECT[self.policy.value]))
+        try:
+            parsed = dmarc.parse_record(record)
+        except LabmailError as exc:
+            self.notes.value = _say(False, str(exc))
+            return record
+        bad = [n for n in parsed.notes if n.severity in ("error", "warning")]
+        self.notes.value = "".join(_say(False, str(n)) for n in bad) or _say(True, tr("enregistrement valide",
+                                                                                   "valid record"))
+        return record
+
+    def publish(self):
+        """Publish the record at ``_dmarc.<domain>``, replacing the previous one (what "Publier" does)."""
+        from .dns import ZonePanel
+
+        panel = self._panel or ZonePanel(self.domain)
+        try:
+            change = panel.replace("_dmarc", "TXT", self.build())
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        self.message.value = _say(True, str(change))
+        return change
+
+
+def dmarc_chooser(domain: str | None = None) -> DmarcChooser:
+    """The DMARC policy chooser: pick a policy, read the record and its effect, publish it."""
+    return DmarcChooser(domain)

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from labmail import config
-from labmail.errors import ConfigError, InvalidName
+from labmail.errors import ConfigError, InvalidName, LabError, LabmailError
 from labmail.i18n import set_language
 
 
@@ -162,3 +162,35 @@ def test_language_from_environment(monkeypatch):
     assert get_language() == "en"
     monkeypatch.setenv("LABMAIL_LANG", "fr")
     assert get_language() == "fr"
+
+
+def test_live_credentials_come_from_a_protected_file(tmp_path):
+    import json
+
+    from labmail import lab, mail
+    from labmail.config import Config
+    from labmail.world import World
+
+    creds = tmp_path / "classe.json"
+    creds.write_text(json.dumps({"api_key": "K-123", "passwords": {"Tintin@jean.ecole.cloud": "s3cret"}}))
+    creds.chmod(0o644)
+    cfg = Config(prenom="jean", world="live", parent_domain="ecole.cloud", state_dir=tmp_path / "st", credentials_file=creds)
+    world = World("live", cfg, ("127.0.0.1", 53), (("127.0.0.1", 53),))
+    with pytest.raises(ConfigError, match="chmod 600"):
+        mail.stored_password("tintin@jean.ecole.cloud", world=world)
+    creds.chmod(0o600)
+    assert mail.stored_password("tintin@jean.ecole.cloud", world=world) == "s3cret"
+    assert lab.api_key(cfg) == "K-123"
+    with pytest.raises(LabmailError, match="getpass"):
+        mail.stored_password("milou@jean.ecole.cloud", world=world)
+    creds.write_text("{pas du json")
+    with pytest.raises(ConfigError, match="JSON"):
+        lab.api_key(cfg)
+    with pytest.raises(LabError, match="credentials_file"):
+        lab.api_key(Config(prenom="jean", world="live", state_dir=tmp_path / "st"))
+    with pytest.raises(LabError, match="n'existe que dans le lab intégré"):
+        lab.spoof("direction@jean.ecole.cloud", "x@gmail.test", config=cfg)
+    from labmail import course
+
+    with pytest.raises(LabmailError, match="monde live"):
+        course.find("jean@gmail.test", "Bonjour", config=cfg)

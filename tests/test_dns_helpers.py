@@ -191,6 +191,18 @@ def test_panel_splits_long_txt_and_says_so(zone_panel, lab_env):
     assert all(len(s) <= 255 for s in r.records[0].rdata.strings)
 
 
+def test_panel_deletes_what_is_published_or_says_it_is_not(zone_panel):
+    zone_panel.add("_dmarc", "TXT", '"v=DMARC1; " "p=none"')  # published as two strings
+    with pytest.raises(RecordError, match="n'est pas publié : rien n'a été supprimé.*v=DMARC1; p=none"):
+        zone_panel.delete("_dmarc", "TXT", "v=DMARC1; p=reject")
+    assert ldns.lookup("_dmarc.jean-emile.labmail.cloud", "TXT").values == ["v=DMARC1; p=none"]
+    change = zone_panel.delete("_dmarc", "TXT", "v=DMARC1; p=none")  # the joined text, as lookups show it
+    assert change.values == ("v=DMARC1; p=none",)
+    assert ldns.lookup("_dmarc.jean-emile.labmail.cloud", "TXT").outcome is Outcome.NXDOMAIN
+    with pytest.raises(RecordError, match="Publiés pour ce nom et ce type : aucun"):
+        zone_panel.delete("@", "MX", "10 mailcow.labmail.cloud.")
+
+
 def test_panel_catches_doubled_names_and_reads_full_names(zone_panel):
     with pytest.raises(RecordError, match="deux fois votre zone") as info:
         zone_panel.add("_dmarc.jean-emile.labmail.cloud.jean-emile.labmail.cloud", "TXT", "v=DMARC1; p=none")

@@ -338,6 +338,13 @@ def ensure(config: Config | None = None) -> LabStatus | None:
 
 
 def _control_request(cfg: Config, payload: dict, timeout: float = 60) -> dict:
+    if cfg.world != "local":
+        raise LabError("Cette action simule une partie d'Internet (usurpateur, fournisseurs, rapports, boîtes créées par "
+                       "le lab) : elle n'existe que dans le lab intégré (world = \"local\"). Dans le monde live, faites-le "
+                       "sur les vrais serveurs (interface Mailcow, vraies boîtes externes).",
+                       "This action simulates part of the Internet (spoofer, providers, reports, mailboxes made by the "
+                       "lab): it only exists in the embedded lab (world = \"local\"). In the live world, do it on the real "
+                       "servers (Mailcow's interface, real external mailboxes).")
     _check_compatible(status(cfg))
     try:
         reply = _request(_control_path(cfg.state_dir), payload, timeout=timeout)
@@ -388,6 +395,15 @@ def api_key(config: Config | None = None, *, admin: bool = False) -> str:
     from .apikeys import api_keys
 
     cfg = _cfg(config)
+    if cfg.world == "live":
+        from ..config import live_credentials
+
+        key = live_credentials(cfg).get("admin_api_key" if admin else "api_key")
+        if not key:
+            raise LabError("Monde live : la clé d'API vient du fichier credentials_file donné par l'enseignant·e "
+                           "(clé « api_key ») ; indiquez-le dans la configuration.", "Live world: the API key comes "
+                           "from the credentials_file given by the instructor (key \"api_key\"); set it in the configuration.")
+        return key
     keys = api_keys(cfg.state_dir)
     if admin:
         return keys["admin"]
