@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: dig, nsupdate (bind9-dnsutils), named and named-checkzone (bind9),
-# dnsperf for the DNS benchmark. Installed only when missing, only as root; BIND's service is never started.
+# dnsperf for the DNS benchmark, Chromium and its driver (chromium, chromium-driver; fonts-liberation, a mere
+# recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
+# Installed only when missing, only as root; BIND's service is never started.
 set -euo pipefail
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -10,6 +12,8 @@ command -v named-checkzone >/dev/null 2>&1 || need+=(bind9-utils)
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: missing Debian packages: ${need[*]} (install them as root; the tests that need them are skipped)" >&2
