@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["dns_bench.py", "auth_bench.py", "mail_bench.py", "checks_bench.py"]
+BENCHES = ["dns_bench.py", "auth_bench.py", "mail_bench.py", "checks_bench.py", "course_bench.py"]
 
 
 def main() -> int:

@@ -33,6 +33,17 @@ def _say(ok: bool, text: str) -> str:
     return (f"<div class='labmail-{'ok' if ok else 'error'}' style='color:{_OK if ok else _BAD};white-space:pre-wrap'>"
             f"{'✔' if ok else '⚠'} {html.escape(text)}</div>")
 
+
+def _attempt(message: w.HTML, action: Callable[[], object]):
+    """Run a widget's action: its result in green in ``message``, or the refusal's explanation in red (and None)."""
+    try:
+        result = action()
+    except LabmailError as exc:
+        message.value = _say(False, str(exc))
+        return None
+    message.value = _say(True, str(result))
+    return result
+
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
 
@@ -324,12 +335,7 @@ class DnsPanel(w.VBox):
 
     def delete(self, name: str, rtype: str, value: str):
         """Delete one record (what its "Supprimer" button does)."""
-        try:
-            change = self.panel.delete(name, rtype, value)
-        except LabmailError as exc:
-            self.message.value = _say(False, str(exc))
-            return None
-        self.message.value = _say(True, str(change))
+        change = _attempt(self.message, lambda: self.panel.delete(name, rtype, value))
         self.refresh()
         return change
 
@@ -580,15 +586,13 @@ class SpfBuilder(w.VBox):
 
         panel = self._panel or ZonePanel(self.domain)
         record = self.build()
-        try:
+
+        def replace():
             others = [r.value for r in panel.list() if r.name == f"{self.domain}." and r.type == "TXT"
                       and not r.value.lower().startswith("v=spf1")]
-            change = panel.replace("@", "TXT", others + [record])
-        except LabmailError as exc:
-            self.message.value = _say(False, str(exc))
-            return None
-        self.message.value = _say(True, str(change))
-        return change
+            return panel.replace("@", "TXT", others + [record])
+
+        return _attempt(self.message, replace)
 
 
 def spf_builder(domain: str | None = None) -> SpfBuilder:
@@ -657,13 +661,8 @@ class DmarcChooser(w.VBox):
         from .dns import ZonePanel
 
         panel = self._panel or ZonePanel(self.domain)
-        try:
-            change = panel.replace("_dmarc", "TXT", self.build())
-        except LabmailError as exc:
-            self.message.value = _say(False, str(exc))
-            return None
-        self.message.value = _say(True, str(change))
-        return change
+        record = self.build()
+        return _attempt(self.message, lambda: panel.replace("_dmarc", "TXT", record))
 
 
 def dmarc_chooser(domain: str | None = None) -> DmarcChooser:
