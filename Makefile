@@ -10,7 +10,7 @@ ifeq ($(shell id -u),0)
 JUPYTER_FLAGS += --allow-root
 endif
 
-.PHONY: lab test install install-test sysdeps stop status bench gallery clean
+.PHONY: lab test install install-test sysdeps stop status bench gallery clean student
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-grading: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[grading]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,6 +48,15 @@ bench: install-test sysdeps
 gallery: install-test
 	$(BIN)/python scripts/gallery.py docs/gallery
 
+# Student versions of every step (nbgrader generate_assignment: solutions and hidden tests removed) into release/.
+# nbgrader runs alembic: the venv's bin/ goes first on PATH.
+STEPS := $(filter-out 99-formateur,$(notdir $(wildcard notebooks/[0-9]*)))
+student: $(VENV)/.installed-grading
+	@for step in $(STEPS); do \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nbgrader generate_assignment "$$step" --force --log-level=WARN || exit 1; \
+	done
+	@echo "Versions étudiantes : release/<étape>/<étape>.ipynb ($(words $(STEPS)) étapes)."
+
 status: install
 	$(BIN)/labmail lab status
 
@@ -51,4 +64,4 @@ stop: install
 	$(BIN)/labmail lab stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis release gradebook.db

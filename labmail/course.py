@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class CourseState:
     milou: str
     changes: tuple[str, ...] = ()
     _passwords: Path | None = field(default=None, repr=False)
+    #: When the step was prepared (epoch seconds): what a check should count from (``find(..., since=etat.started)``).
+    started: float = field(default_factory=time.time, compare=False)
 
     def password(self, address: str) -> str:
         """The generated password of a course mailbox (give it to ``mail.submit(..., password=...)``; never print it)."""
@@ -198,11 +201,25 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
 PROVIDER_IMAP = {"gmail.test": "imap.gmail.test", "outlook.test": "imap-mail.outlook.test"}
 
 
-def find(address: str, subject: str, *, timeout: float = 15.0, config: _config.Config | None = None) -> tuple[str, bytes]:
-    """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
-    read over IMAP as a mail client does (INBOX and Junk are both searched)."""
-    import time
+def _received_at(data: bytes) -> float:
+    """When the receiving server got the message: the date of its topmost Received header (else Date), epoch seconds."""
+    from email import message_from_bytes
+    from email.utils import parsedate_to_datetime
 
+    message = message_from_bytes(data)
+    for text in [*(message.get_all("Received") or [])[:1], message.get("Date", "")]:
+        try:
+            return parsedate_to_datetime(str(text).rpartition(";")[2].strip() or str(text)).timestamp()
+        except (TypeError, ValueError, IndexError):
+            continue
+    return 0.0
+
+
+def find(address: str, subject: str, *, timeout: float = 15.0, since: float | None = None,
+         config: _config.Config | None = None) -> tuple[str, bytes]:
+    """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
+    read over IMAP as a mail client does (INBOX and Junk are both searched). With ``since`` (epoch seconds, e.g.
+    ``etat.started``), only a message received from then on counts — not one left by an earlier run; the newest wins."""
     from . import mail
 
     cfg = config or _config.load()
@@ -217,12 +234,16 @@ def find(address: str, subject: str, *, timeout: float = 15.0, config: _config.C
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
     deadline = time.monotonic() + timeout
     while True:
-        for folder in ("INBOX", "Junk"):
-            for message in mail.imap(address, host=PROVIDER_IMAP[domain], folder=folder, fetch=True):
-                if message.subject == subject:
-                    return folder, message.data
+        found = [(_received_at(m.data), folder, m.data) for folder in ("INBOX", "Junk")
+                 for m in mail.imap(address, host=PROVIDER_IMAP[domain], folder=folder, fetch=True)
+                 if m.subject == subject]
+        found = [f for f in found if since is None or f[0] >= int(since)]
+        if found:
+            _when, folder, data = max(found, key=lambda f: f[0])
+            return folder, data
         if time.monotonic() > deadline:
-            raise LabmailError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address} : a-t-il été refusé ? "
+            raise LabmailError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address}"
+                               + (" depuis le début de l'étape" if since is not None else "") + " : a-t-il été refusé ? "
                                "Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",
                                f"\"{subject}\" reached neither INBOX nor Junk of {address}: was it refused? See the "
                                "sending result (mail.submit) and the lab's log.")

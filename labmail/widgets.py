@@ -181,24 +181,31 @@ def replay_steps(chain) -> StepReplay:
 
 
 class Quiz(w.VBox):
-    """An "Interro !" question: the choices, a "Valider" button, and the explained feedback at once."""
+    """An "Interro !" question: the choices, a "Valider" button, and the explained feedback at once.
 
-    def __init__(self, question) -> None:
-        self.question = question
+    With a ``key`` (the question's id), each click on "Valider" records the answer for grading
+    (:func:`labmail.grading.record_answer`, file ``reponses.json`` beside the notebook); building the widget
+    records nothing, so re-running a notebook never overwrites an answer.
+    """
+
+    def __init__(self, question, key: str | None = None) -> None:
+        self.question, self.key = question, key
         title = w.HTML(f"<b>Interro !</b> {html.escape(question.text)}")
+        numbered = [f"{i} — {c}" for i, c in enumerate(question.choices)]
         if question.multiple:
-            self.boxes = [w.Checkbox(description=c, indent=False, layout=w.Layout(width="auto")) for c in question.choices]
+            self.boxes = [w.Checkbox(description=c, indent=False, layout=w.Layout(width="auto")) for c in numbered]
             choices = w.VBox(self.boxes)
         else:
             self.boxes = []
-            self.radio = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.choices)], value=None,
+            self.radio = w.RadioButtons(options=[(c, i) for i, c in enumerate(numbered)], value=None,
                                         layout=w.Layout(width="auto"))
             choices = self.radio
+        hint = tr("(plusieurs réponses possibles)", "(several answers possible)") if question.multiple else ""
         self.button = w.Button(description=tr("Valider", "Check"), button_style="primary")
         self.feedback = w.HTML()
         self.result = None
         self.button.on_click(lambda _b: self.submit())
-        super().__init__([title, choices, self.button, self.feedback])
+        super().__init__([title, w.HTML(f"<i>{html.escape(hint)}</i>"), choices, self.button, self.feedback])
 
     def chosen(self) -> set[int]:
         if self.boxes:
@@ -206,16 +213,44 @@ class Quiz(w.VBox):
         return set() if self.radio.value is None else {self.radio.value}
 
     def submit(self):
-        """Check the current answer and show why (what a click on "Valider" does)."""
-        self.result = self.question.check(self.chosen())
+        """Check the current answer, record it (if the quiz has a key) and show why — what "Valider" does."""
+        chosen = self.chosen()
+        self.result = self.question.check(chosen)
+        if self.key and chosen:
+            from .grading import record_answer
+
+            record_answer(self.key, chosen)
         colour = "#1b7f3b" if self.result.correct else "#b00020"
         self.feedback.value = (f"<div style='color:{colour};white-space:pre-wrap'>"
                                f"{html.escape(str(self.result))}</div>")
         return self.result
 
+    def answer(self, choices) -> object:
+        """Answer in code: tick ``choices`` (indices, 0 = first) and click "Valider"."""
+        picked = {choices} if isinstance(choices, int) else set(choices)
+        if not picked <= set(range(len(self.question.choices))):
+            raise LabmailError(f"Choix possibles : 0 à {len(self.question.choices) - 1}.",
+                               f"Possible choices: 0 to {len(self.question.choices) - 1}.")
+        if self.boxes:
+            for i, box in enumerate(self.boxes):
+                box.value = i in picked
+        else:
+            if len(picked) != 1:
+                raise LabmailError("Une seule réponse pour cette question.", "One answer only for this question.")
+            self.radio.value = next(iter(picked))
+        return self.submit()
+
 
 def quiz(question) -> Quiz:
-    """The clickable form of a :class:`labmail.quiz.Question`."""
+    """The clickable form of a question: a :class:`labmail.quiz.Question`, or the id of one of the course's
+    (:mod:`labmail.interro`), whose answers are then recorded for grading.
+
+    >>> interro = quiz("interro_04_priorite")     # doctest: +SKIP
+    """
+    if isinstance(question, str):
+        from .interro import get
+
+        return Quiz(get(question), key=question)
     return Quiz(question)
 
 

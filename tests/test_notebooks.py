@@ -93,8 +93,11 @@ def test_nbgrader_source_format(path):
         assert set(meta) <= _NBGRADER_KEYS and meta["schema_version"] == 3
         assert {"grade", "solution", "locked", "grade_id"} <= set(meta)
         assert re.fullmatch(r"[a-zA-Z0-9_\-]+", meta["grade_id"])
-        if meta["grade"]:
+        if meta["grade"] or meta.get("task"):
             assert meta.get("points", 0) > 0, f"{meta['grade_id']}: graded without points"
+        if meta.get("task"):  # a manually graded task: a locked question with its mark scheme, not a grade cell
+            assert cell.cell_type == "markdown" and meta["locked"] and not meta["grade"] and not meta["solution"]
+            assert "=== BEGIN MARK SCHEME ===" in cell.source and "=== END MARK SCHEME ===" in cell.source
         if cell.cell_type == "markdown" and not meta.get("task"):
             assert meta["grade"] == meta["solution"], f"{meta['grade_id']}: markdown answers are graded solutions"
         ids.append(meta["grade_id"])

@@ -1,0 +1,160 @@
+"""The course's "Interro !" questions, by id: text, choices, the right ones, why each choice is right or wrong.
+
+Notebooks show them with :func:`labmail.widgets.quiz` (``quiz("interro_04_priorite")``); the widget records the
+student's answers in ``reponses.json`` for grading (:mod:`labmail.grading`). Keeping the questions here keeps the
+expected answers out of the notebooks, whose hidden tests hold them for nbgrader.
+"""
+
+from __future__ import annotations
+
+from .errors import LabmailError
+from .quiz import Question
+
+__all__ = ["QUESTIONS", "get"]
+
+QUESTIONS: dict[str, Question] = {
+    "interro_01_dns": Question(
+    "Pourquoi un serveur de messagerie ne peut-il pas fonctionner sans DNS ?",
+    ["pour trouver le serveur qui reçoit le courrier d'un domaine (MX)",
+     "parce que SPF, DKIM et DMARC sont publiés dans le DNS",
+     "parce que le DNS stocke les messages",
+     "parce que le DNS chiffre les échanges SMTP"],
+    correct={0, 1},
+    why=["sans MX, l'expéditeur ne sait pas où livrer", "le destinataire les lit dans le DNS pour juger le message",
+         "non : les messages sont dans les boîtes (MDA)", "non : c'est le rôle de TLS"],
+    retain="un mail est avant tout une transaction réseau fondée sur le DNS"),
+    "interro_02_zone": Question(
+    "Qui peut modifier les enregistrements de votre zone prenom.labmail.cloud ?",
+    ["vous seul·e, avec la clé TSIG de votre zone",
+     "n'importe quel étudiant, puisque le serveur DNS est partagé",
+     "le serveur Mailcow, automatiquement"],
+    correct={0},
+    why=["chaque mise à jour est signée par votre clé ; une autre clé est refusée (REFUSED)",
+         "non : le serveur est partagé, mais chaque zone n'accepte que sa propre clé",
+         "non : Mailcow recommande des enregistrements (bouton DNS), c'est vous qui les publiez"],
+    retain="zone déléguée = vous êtes responsable de son contenu"),
+    "interro_03_recommandations": Question(
+    "Que contiennent les recommandations DNS de Mailcow pour votre domaine ?",
+    ["le MX, qui dit où livrer le courrier du domaine",
+     "le SPF, la liste des serveurs autorisés à envoyer pour le domaine",
+     "la clé publique DKIM, sous <sélecteur>._domainkey",
+     "la politique DMARC, sous _dmarc",
+     "la clé privée DKIM, à publier aussi"],
+    correct={0, 1, 2, 3},
+    why=["indispensable : sans MX, aucun mail entrant", "il protège votre domaine contre l'usurpation par IP",
+         "elle permet de vérifier les signatures du serveur", "elle dit quoi faire des messages qui échouent",
+         "surtout pas : la clé privée reste sur le serveur, sinon n'importe qui signerait à votre place"],
+    retain="MX, SPF, DKIM (clé publique), DMARC — plus les enregistrements autodiscover (bonus)"),
+    "interro_04_priorite": Question(
+    "À quoi sert la priorité dans un enregistrement MX ?",
+    ["à choisir l'ordre dans lequel les serveurs sont essayés (la plus petite valeur d'abord)",
+     "à répartir les messages entre serveurs de même priorité",
+     "à indiquer la taille maximale des messages",
+     "à rendre un message plus urgent"],
+    correct={0, 1},
+    why=["un expéditeur essaie d'abord le MX de plus petite valeur, puis les suivants en secours",
+         "à valeur égale, l'expéditeur choisit au hasard (RFC 5321 §5.1)",
+         "non : c'est l'extension SIZE de SMTP", "non : aucun rapport avec l'urgence d'un message"],
+    retain="MX 10 = serveur principal ; MX 20 = secours"),
+    "interro_05_protocoles": Question(
+    "Quel protocole est utilisé pour l'envoi ? Pour la consultation ?",
+    ["SMTP pour l'envoi", "IMAP ou POP pour la consultation", "IMAP pour l'envoi", "SMTP pour la consultation"],
+    correct={0, 1},
+    why=["le client soumet au MSA en SMTP (587 ou 465)", "IMAP (993) laisse les messages sur le serveur, POP (995) les rapatrie",
+         "non : IMAP ne sait que lire et ranger", "non : SMTP ne sait que transmettre"]),
+    "interro_06_pop_imap": Question(
+    "Quelle différence fondamentale entre POP et IMAP, du point de vue du serveur ?",
+    ["IMAP garde les messages et l'état (lu, supprimé, dossiers) sur le serveur",
+     "POP rapatrie les messages ; le serveur n'est qu'une boîte de dépôt", "POP est chiffré, IMAP non"],
+    correct={0, 1},
+    why=["d'où la synchronisation entre tous les clients", "l'option « laisser sur le serveur » n'y change que la durée",
+         "non : les deux ont une version TLS (995, 993)"]),
+    "interro_06_ports": Question(
+    "Pourquoi SMTP et IMAP/POP utilisent-ils des ports et des sécurités différents ?",
+    ["ce sont des protocoles différents, pour des rôles différents (transmettre / consulter)",
+     "la soumission exige une authentification, le relais entre serveurs non", "pour ralentir les attaquants"],
+    correct={0, 1},
+    why=["chaque service a son port réservé (IANA)", "587/465 pour les clients authentifiés, 25 entre MTA",
+         "non : un port ne protège de rien"]),
+    "interro_06_entreprise": Question(
+    "Pourquoi IMAP est-il privilégié en entreprise ?",
+    ["les messages restent sur le serveur : sauvegardés, et les mêmes sur le poste, le téléphone et le webmail",
+     "les dossiers et l'état (lu, répondu) sont partagés entre tous les appareils",
+     "IMAP consomme moins de place sur le serveur que POP",
+     "un poste perdu ou volé n'emporte pas l'unique copie du courrier"],
+    correct={0, 1, 3},
+    why=["l'entreprise sauvegarde et archive au même endroit", "chacun retrouve le même état partout",
+         "non : c'est l'inverse, tout reste sur le serveur (d'où les quotas)",
+         "avec POP sans « laisser sur le serveur », le courrier n'existe que sur le poste"],
+    retain="IMAP = le serveur fait foi ; POP = le poste fait foi"),
+    "interro_07_confiance": Question(
+    "Pourquoi les grands fournisseurs ne font-ils pas confiance à votre domaine ?",
+    ["rien dans le DNS ne dit quels serveurs peuvent envoyer pour lui (SPF)",
+     "ses messages ne portent pas de signature vérifiable (DKIM)",
+     "il ne publie aucune consigne en cas d'échec (DMARC)",
+     "le message n'a pas été chiffré de bout en bout"],
+    correct={0, 1, 2},
+    why=["spf=none dans Authentication-Results", "dkim ne passe pas : la clé n'est pas publiée",
+         "dmarc=none", "non : TLS a bien protégé chaque étape ; le chiffrement de bout en bout n'est pas exigé"],
+    retain="un domaine inconnu et non authentifié est traité comme suspect"),
+    "interro_08_en_tetes": Question(
+    "Pourquoi l'analyse des en-têtes est-elle essentielle pour diagnostiquer un problème de messagerie ?",
+    ["le destinataire y écrit son verdict (Authentication-Results)",
+     "les Received montrent le trajet, les délais et le chiffrement de chaque étape",
+     "les en-têtes contiennent le mot de passe de l'expéditeur"],
+    correct={0, 1},
+    why=["spf=, dkim=, dmarc= disent pourquoi le message est en spam", "on voit où il a traîné ou circulé en clair",
+         "non, jamais : l'authentification SMTP n'est pas recopiée dans le message"]),
+    "interro_09_protege": Question(
+    "Que protège SPF ?",
+    ["l'adresse d'enveloppe (MAIL FROM) : quels serveurs peuvent envoyer pour le domaine",
+     "l'adresse From affichée au lecteur", "le contenu du message"],
+    correct={0},
+    why=["oui : le serveur de réception compare l'adresse IP du client au SPF du domaine de MAIL FROM",
+         "non : c'est DMARC qui relie le From à SPF ou DKIM (alignement)", "non : c'est DKIM"]),
+    "interro_09_insuffisant": Question(
+    "Pourquoi SPF seul n'est-il pas suffisant ?",
+    ["il ne protège pas le From affiché", "il casse lors d'un transfert", "il ne garantit pas l'intégrité du message",
+     "il est trop lent"],
+    correct={0, 1, 2},
+    why=["un usurpateur peut avoir son propre MAIL FROM valide", "le serveur qui transfère n'est pas dans votre SPF",
+         "le contenu peut être modifié sans que SPF le voie", "non : quelques requêtes DNS"]),
+    "interro_10_spf_dkim": Question(
+    "Quelle différence fondamentale existe-t-il entre SPF et DKIM ?",
+    ["SPF autorise des serveurs d'envoi ; DKIM signe le message lui-même",
+     "DKIM survit à un transfert, SPF non", "SPF chiffre le message, DKIM non"],
+    correct={0, 1},
+    why=["SPF regarde d'où vient la connexion, DKIM ce qui est transporté",
+         "la signature voyage avec le message ; l'adresse IP du serveur qui transfère, elle, change",
+         "non : ni l'un ni l'autre ne chiffre"],
+    retain="DKIM : le cachet de cire intact sur l'enveloppe"),
+    "interro_11_dmarc": Question(
+    "Quel est le rôle exact de DMARC dans la chaîne de confiance ?",
+    ["relier le From affiché à un SPF ou un DKIM qui passe (alignement)",
+     "dire au destinataire quoi faire en cas d'échec (none, quarantine, reject)",
+     "demander des rapports sur l'usage du domaine", "signer les messages"],
+    correct={0, 1, 2},
+    why=["sans alignement, un usurpateur passerait SPF avec son propre domaine d'enveloppe",
+         "la politique p=", "rua= : les rapports agrégés", "non : c'est DKIM"]),
+    "interro_13_autodiscover": Question(
+    "Pourquoi l'autodiscover est-il souvent considéré comme optionnel alors qu'il a un impact direct sur la charge du support ?",
+    ["parce que le courrier circule sans lui : ni l'envoi ni la réception n'en dépendent",
+     "parce que ses erreurs ne se voient pas côté serveur : c'est l'utilisateur qui bloque, puis appelle",
+     "parce qu'il est obligatoire pour que DKIM fonctionne",
+     "parce que chaque configuration manuelle ratée (port, chiffrement, identifiant) devient un ticket"],
+    correct={0, 1, 3},
+    why=["oui : MX, SPF, DKIM et DMARC suffisent à la messagerie ; l'autodiscover ne sert qu'aux clients",
+         "oui : aucun test serveur n'échoue sans lui, le coût est chez l'utilisateur et au support",
+         "non : DKIM ne dépend que de la clé publiée sous _domainkey",
+         "oui : les utilisateurs ne connaissent ni IMAP ni SMTP ; sans autodiscover ils se trompent, et appellent"],
+    retain="optionnel pour le courrier, essentiel pour les utilisateurs (et le support)"),
+}
+
+
+def get(question_id: str) -> Question:
+    """The question ``question_id`` (e.g. ``"interro_04_priorite"``)."""
+    try:
+        return QUESTIONS[question_id]
+    except KeyError:
+        raise LabmailError(f"Interro « {question_id} » inconnue : choisissez parmi {', '.join(QUESTIONS)}.",
+                           f"Unknown quiz \"{question_id}\": choose among {', '.join(QUESTIONS)}.") from None
