@@ -10,7 +10,7 @@ ifeq ($(shell id -u),0)
 JUPYTER_FLAGS += --allow-root
 endif
 
-.PHONY: lab test install install-test sysdeps stop status bench gallery clean student
+.PHONY: lab test install install-test sysdeps stop status bench gallery clean student fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lab: install
 
 test: install-test sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long fuzz run (outside make test): every fuzz test with 40× its examples — over 100,000 cases in all.
+FUZZ_SCALE ?= 40
+fuzz: install-test
+	LABMAIL_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -m fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-test sysdeps
 	$(BIN)/python bench/run.py

@@ -63,6 +63,10 @@ def main(count: int = 200) -> int:
                 theirs = time.perf_counter() - t0
             print(f"checkdmarc.check_domains: same {count} domains   {theirs:.2f} s   "
                   f"(labmail is {theirs / ours:.1f}× faster)")
+            from _report import record
+
+            record(f"class audit, {count} domains (checks.classroom)", round(ours, 2), "s", target="≤ 2 s",
+                   peer="checkdmarc (same domains)", peer_value=round(theirs, 2), higher_is_better=False)
         finally:
             lab.stop(cfg)
     return 0

@@ -29,6 +29,8 @@ import dns.message  # noqa: E402
 
 from labmail.lab.server import Lab  # noqa: E402
 
+from _report import record  # noqa: E402
+
 QUERIES = [
     ("bench.labmail.cloud", "SOA"), ("labmail.cloud", "MX"), ("mailcow.labmail.cloud", "A"),
     ("mailcow.labmail.cloud", "AAAA"), ("gmail.test", "MX"), ("_dmarc.gmail.test", "TXT"),
@@ -148,6 +150,38 @@ def qps_dnsperf(port: int, clients: int, seconds: float, queries: list[tuple[str
     return qps, lost or 0.0
 
 
+def start_bind(state: Path, work: Path, port: int) -> subprocess.Popen | None:
+    """BIND (Debian's named) serving the very zones of the lab, authoritative, on a loopback port: the peer."""
+    named = shutil.which("named") or "/usr/sbin/named"
+    if not os.access(named, os.X_OK):
+        return None
+    zones = "".join(f'zone "{z.name[:-5]}" {{ type primary; file "{z}"; }};\n'
+                    for z in sorted((state / "zones").glob("*.zone")) if z.name != "root.zone")
+    (work / "named.conf").write_text(f"""
+options {{
+    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
+    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no; minimal-responses no;
+}};
+controls {{ }};
+{zones}""")
+    proc = subprocess.Popen([named, "-g", "-n", "2", "-c", str(work / "named.conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    query = dns.message.make_query("labmail.cloud", "SOA").to_wire()
+    deadline = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            sock.sendto(query, ("127.0.0.1", port))
+            try:
+                sock.recv(4096)
+                return proc
+            except (socket.timeout, ConnectionRefusedError):
+                time.sleep(0.1)
+    proc.kill()
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
@@ -177,7 +211,24 @@ def main() -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
+        if shutil.which("dnsperf"):
+            bind_port = _free_port()
+            bind = start_bind(state, Path(tmp), bind_port)
+            if bind is not None:
+                try:
+                    qps, lost = qps_dnsperf(bind_port, args.clients, args.seconds, _distinct_queries(2_000_000))
+                    results["bind_qps_uncached"] = {"qps": round(qps), "lost_pct": lost}
+                finally:
+                    bind.terminate()
+                    bind.wait(timeout=10)
     results["cores"] = os.cpu_count()
+    fa, q = results["first_answer_s"], results["udp_qps"]
+    record("lab process start → first DNS answer", fa["median"], "s", target="≤ 0.3 s", higher_is_better=False)
+    record("DNS UDP queries/s, same queries (answer cache)", q["qps"], "q/s", target="≥ 3,000")
+    if "udp_qps_uncached" in results:
+        bind = results.get("bind_qps_uncached", {})
+        record("DNS UDP queries/s, every query distinct", results["udp_qps_uncached"]["qps"], "q/s",
+               peer="BIND 9 (named, same zones)" if bind else "BIND not installed", peer_value=bind.get("qps"))
     if args.json:
         print(json.dumps(results))
     else:
@@ -190,6 +241,9 @@ def main() -> int:
         if "udp_qps_uncached" in results:
             u = results["udp_qps_uncached"]
             print(f"UDP queries/s, every query distinct (no cache hit)  {u['qps']} (lost {u['lost_pct']} %)")
+        if "bind_qps_uncached" in results:
+            b = results["bind_qps_uncached"]
+            print(f"BIND 9 on the same zones, same distinct queries     {b['qps']} (lost {b['lost_pct']} %)")
     return 0
 
 

@@ -10,6 +10,7 @@ C: AUTH PLAIN ********
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
 import json
 import smtplib
@@ -124,6 +125,10 @@ class _RecordingSMTPSSL(_RecordingSMTP):
         return self.context.wrap_socket(sock, server_hostname=self.server_name)
 
 
+#: Lines end with CRLF on the wire (RFC 5321 §2.3.8): servers refuse bare LF, an SMTP-smuggling vector.
+_SMTP_POLICY = email.policy.SMTP
+
+
 def make_message(sender: str, to: str | list[str], subject: str, body: str, *, sender_name: str | None = None) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = email.utils.formataddr((sender_name, sender)) if sender_name else sender
@@ -150,9 +155,9 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
     server_name = host or world.config.mail_host
     address = world.connect_address(server_name, port)
     if message is None:
-        data = make_message(sender, recipients, subject, body).as_bytes()
+        data = make_message(sender, recipients, subject, body).as_bytes(policy=_SMTP_POLICY)
     elif isinstance(message, EmailMessage):
-        data = message.as_bytes()
+        data = message.as_bytes(policy=_SMTP_POLICY)
     else:
         data = message
     context = world.tls_context()

@@ -174,3 +174,11 @@ def dns_thread(world_lab):
 
     with ThreadedDNS(world_lab.engine("resolver")) as address:
         yield address
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many fuzz cases ran (make fuzz reports it against its target)."""
+    from fuzzing import CASES
+
+    if CASES["total"]:
+        terminalreporter.write_line(f"fuzz cases run: {CASES['total']:,}")

@@ -9,6 +9,7 @@ import dns.name
 import dns.rdata
 import dns.zone
 import pytest
+from fuzzing import count, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,9 +281,11 @@ def test_analyze_reads_headers_without_dns():
         headers.analyze(b"  ")
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=300))
 def test_parsers_never_raise(text):
+    count()
     headers.parse_authentication_results(text)
     headers.parse_received(text)
     try:
@@ -296,9 +299,11 @@ def test_parsers_never_raise(text):
         pass
 
 
-@settings(max_examples=100, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(100), deadline=None)
 @given(st.binary(max_size=400))
 def test_analyze_any_bytes_without_dns(data):
+    count()
     try:
         headers.analyze(data, recompute=False)
     except LabmailError:
@@ -329,18 +334,22 @@ def test_spf_failure_reason_names_the_record(zone):
 
 
 # --- hostile input to the engines ------------------------------------------------------------------
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=80), st.text(max_size=40), st.sampled_from(["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"]))
 def test_spf_any_sender_and_helo_gives_a_result(zone, sender, helo, ip):
+    count()
     from labmail import spf
 
     result = spf.evaluate(ip, sender, helo, resolver=zone)
     assert result.result in spf.SPFResult
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=600))
 def test_dkim_verify_any_bytes(zone, data):
+    count()
     try:
         checks = dkim.verify(b"DKIM-Signature: " + data + b"\r\nFrom: a@b.test\r\n\r\nx\r\n", resolver=zone)
     except LabmailError:
@@ -348,9 +357,11 @@ def test_dkim_verify_any_bytes(zone, data):
     assert all(c.result in ("pass", "fail", "permerror", "temperror", "neutral") for c in checks)
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=200))
 def test_tag_tables_any_text(text):
+    count()
     for function in (dkim.signature_tags, dkim.key_tags):
         try:
             function(text)

@@ -11,6 +11,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
+from fuzzing import count, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -219,18 +220,22 @@ def test_answers_are_cached_and_cache_follows_changes(world_lab, engine):
     assert second.id == q.id and second.answer  # same bytes but the zone changed: fresh answer
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=0, max_size=600))
 def test_random_bytes_never_kill_the_server(engine, data):
+    count()
     for tcp in (False, True):
         replies = engine.handle(data, tcp=tcp)
         for reply in replies:
             assert reply[:2] == data[:2]  # every reply is addressed to the sender's id
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 65535), st.integers(0, 65535), st.binary(max_size=40), st.integers(0, 3))
 def test_mutated_valid_queries_get_a_parseable_reply(engine, flags, qtype, tail, extra):
+    count()
     q = dns.message.make_query("alice.labmail.cloud", "A").to_wire()
     wire = q[:2] + struct.pack("!H", flags & 0x7FFF) + q[4:-4] + struct.pack("!HH", qtype, 1) + tail * extra
     for reply in engine.handle(wire):

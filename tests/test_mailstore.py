@@ -68,3 +68,25 @@ def test_delivery_folders_and_records(store):
     assert store.record("milou@alice.test", junk) is None
     assert seen == [("milou@alice.test", "INBOX"), ("milou@alice.test", "Junk")]
     assert json.loads((store.root / "accounts.json").read_text())["milou@alice.test"]["domain"] == "alice.test"
+
+
+def test_the_same_delivery_twice_is_stored_once(store):
+    store.add_mailbox("milou@jean.labmail.cloud", "un-mot-de-passe")
+    first = store.deliver("milou@jean.labmail.cloud", b"Subject: un\r\n\r\nx\r\n", dedupe="ab" * 32, record={"n": 1})
+    again = store.deliver("milou@jean.labmail.cloud", b"Subject: un\r\n\r\nx\r\n", dedupe="ab" * 32, record={"n": 2})
+    other = store.deliver("milou@jean.labmail.cloud", b"Subject: un\r\n\r\nx\r\n", dedupe="cd" * 32)
+    assert first == again != other
+    assert len(store.messages("milou@jean.labmail.cloud")) == 2
+    assert store.record("milou@jean.labmail.cloud", first)["n"] == 1  # the first delivery's record stays
+
+
+def test_a_guessed_password_locks_the_account_for_every_protocol(store):
+    from labmail.lab.guard import AccountLocked
+
+    store.add_mailbox("tintin@jean.labmail.cloud", "le-bon-mot-de-passe")
+    for attempt in range(5):
+        assert store.authenticate("tintin@jean.labmail.cloud", f"essai-{attempt}", "IMAP") is None
+    with pytest.raises(AccountLocked, match="Trop d'échecs de connexion pour tintin@jean.labmail.cloud : compte bloqué 5 min"):
+        store.authenticate("tintin@jean.labmail.cloud", "le-bon-mot-de-passe", "SMTP")
+    store.guard.clock = lambda: 10**9  # five minutes later (and more)
+    assert store.authenticate("tintin@jean.labmail.cloud", "le-bon-mot-de-passe", "SMTP") is not None

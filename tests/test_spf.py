@@ -5,6 +5,7 @@ from __future__ import annotations
 import dns.message
 import dns.rcode
 import pytest
+from fuzzing import count, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -256,9 +257,11 @@ def test_lint_published_records(world_lab, resolver):
     assert any(f.code == "no-record" for f in spf.lint(domain="spf.test", resolver=resolver))
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=120))
 def test_parse_never_raises_anything_else(text):
+    count()
     for record in (text, "v=spf1 " + text):
         try:
             spf.parse(record)
@@ -266,12 +269,14 @@ def test_parse_never_raises_anything_else(text):
             pass
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["a", "mx", "ptr", "-all", "~all", "include:gmail.test", "exists:%{i}.bl.spf.test",
                                  "ip4:192.0.2.0/24", "redirect=outlook.test", "a:%{d}", "%", "a:", "ip6:::1", "exp=x.test",
                                  "include:spf.test", "mx:%{l}.spf.test"]), max_size=8),
        st.sampled_from(["192.0.2.10", "2001:db8::21", "198.51.100.10"]))
 def test_evaluate_any_record_gives_a_result(resolver, terms, ip):
+    count()
     result = check(resolver, " ".join(["v=spf1"] + terms), ip)
     assert isinstance(result.result, SPFResult) and result.trace
 

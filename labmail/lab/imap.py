@@ -29,6 +29,7 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from .._files import atomic_write_text
+from .guard import AccountLocked
 
 log = logging.getLogger("labmail.lab.imap")
 FOLDERS = ("INBOX", "Sent", "Junk", "Trash")
@@ -363,12 +364,14 @@ class Account:
         name = name.decode() if isinstance(name, bytes) else name
         canonical = "INBOX" if name.upper() == "INBOX" else name
         if canonical not in self._names():
+            log.warning("IMAP %s: SELECT %r refused (not one of the account's folders)", self.address, name[:80])
             return None
         return Mailbox(self.server, self.address, canonical, self._box(canonical), rw)
 
     def create(self, pathspec):
         name = (pathspec.decode() if isinstance(pathspec, bytes) else pathspec).strip("/")
-        if not name or name.upper() == "INBOX" or "." in name or ".." in name:
+        if not name or name.upper() == "INBOX" or "." in name or "/" in name or "\\" in name or len(name) > 100:
+            log.warning("IMAP %s: CREATE %r refused (invalid name)", self.address, name[:80])
             raise imap4.MailboxException("Invalid mailbox name.")
         self.server.store.maildir(self.address).add_folder(name)
         return True
@@ -377,6 +380,9 @@ class Account:
         name = name.decode() if isinstance(name, bytes) else name
         if name.upper() == "INBOX" or name in FOLDERS:
             raise imap4.MailboxException("Cannot delete a special mailbox.")
+        if name not in self._names():
+            log.warning("IMAP %s: DELETE %r refused (not one of the account's folders)", self.address, name[:80])
+            raise imap4.MailboxException("No such mailbox.")
         self.server.store.maildir(self.address).remove_folder(name)
         return True
 
@@ -427,7 +433,10 @@ class _Checker:
         password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
 
         def check():
-            account = self.server.store.authenticate(login, password)
+            try:
+                account = self.server.store.authenticate(login, password, "IMAP")
+            except AccountLocked as exc:
+                raise _Locked(exc.text.en) from None
             if account is None or account.domain not in self.server.domains:
                 log.warning("IMAP authentication failed for %s", login)
                 raise cred_error.UnauthorizedLogin("Authentication failed.")
@@ -436,8 +445,28 @@ class _Checker:
         return threads.deferToThread(check)
 
 
+class _Locked(cred_error.UnauthorizedLogin):
+    """The account is locked after repeated failed logins (the message says so)."""
+
+
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
+
+    def lookupCommand(self, cmd):  # noqa: N802 - Twisted's name; a non-ASCII command is unknown, not a crash
+        try:
+            cmd.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return super().lookupCommand(cmd)
+
+    def dispatchCommand(self, tag, cmd, rest, uid=None):  # noqa: N802 - "a1 LOGIN" with nothing after: BAD, not a crash
+        return super().dispatchCommand(tag, cmd, b"" if rest is None else rest, uid)
+
+    def _IMAP4Server__ebLogin(self, failure, tag):  # noqa: N802 - Twisted's private name, to say *why* LOGIN failed
+        if failure.check(_Locked):
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] " + str(failure.value).encode("ascii", "replace"))
+            return
+        super()._IMAP4Server__ebLogin(failure, tag)
 
     def do_FETCH(self, tag, messages, query, uid=0):  # a non-PEEK body fetch sets \Seen (RFC 3501 §6.4.5)
         sets_seen = any((getattr(q, "type", None) == "body" and not getattr(q, "peek", False))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .._files import atomic_write_text
 from ..errors import LabError
+from .guard import AccountLocked, LoginGuard  # noqa: F401 - AccountLocked is re-exported for the protocols
 
 FOLDERS = ("Sent", "Junk", "Trash")
 _LOCAL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
@@ -79,6 +80,7 @@ class MailStore:
         # password (never the password), so that a client's repeated logins do not each cost a scrypt.
         self._auth_cache: dict[str, tuple[bytes, float]] = {}
         self._cache_key = secrets.token_bytes(32)
+        self.guard = LoginGuard()  # password guessing: an account that fails too often is locked for a while
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -117,19 +119,26 @@ class MailStore:
                 raise LabError(f"Pas de boîte {address}.", f"No mailbox {address}.")
             self._save()
 
-    def authenticate(self, address: str, password: str) -> Account | None:
+    def authenticate(self, address: str, password: str, protocol: str = "login") -> Account | None:
+        """The account if ``password`` is right, else None (the failure is counted and logged). Raises
+        :class:`AccountLocked` — even for the right password — while the account is locked after repeated failures."""
         address = address.strip().lower()
+        self.guard.check(address)
         account = self.accounts.get(address)
         if account is None or not account.active:
             check_password(password, hash_password("decoy-password"))  # same time either way
+            self.guard.failed(address, protocol)
             return None
         digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._auth_cache.get(address)
         if cached is not None and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], digest):
+            self.guard.succeeded(address)
             return account
         if not check_password(password, account.password):
+            self.guard.failed(address, protocol)
             return None
         self._auth_cache[address] = (digest, time.monotonic() + 300)
+        self.guard.succeeded(address)
         return account
 
     def mailboxes(self, domain: str | None = None) -> list[Account]:
@@ -149,16 +158,50 @@ class MailStore:
                 inbox.add_folder(name)
         return inbox if folder == "INBOX" else inbox.get_folder(folder)
 
-    def deliver(self, address: str, data: bytes, *, folder: str = "INBOX", record: dict | None = None) -> str:
-        """Store ``data`` for ``address`` atomically (Maildir tmp → new) and its record beside it; return the key."""
+    def deliver(self, address: str, data: bytes, *, folder: str = "INBOX", record: dict | None = None,
+                dedupe: str | None = None) -> str:
+        """Store ``data`` for ``address`` atomically (Maildir tmp → new) and its record beside it; return the key.
+
+        With ``dedupe`` (a hex digest naming the delivery), the Maildir file is named after it: delivering the same
+        thing again finds it and stores nothing — the message is there exactly once, even across a crash.
+        """
         box = self.maildir(address, folder)
-        key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
+        if dedupe:
+            key = f"{int(time.time())}.D{dedupe[:40]}.labmail"
+            path = Path(box._path)  # noqa: SLF001 - mailbox has no public path accessor
+            with self._lock:  # the check and the store together: two copies arriving at once are still one
+                existing = self._find_dedupe(box, dedupe[:40])
+                if existing is not None:
+                    return existing
+                tmp = path / "tmp" / key
+                try:
+                    with open(tmp, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path / "new" / key)  # tmp/ and new/ on the same file system: atomic
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # disk full…: nothing half-stored
+                    raise
+        else:
+            key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
         if record is not None:
             record = dict(record, key=key, folder=folder, mailbox=address)
             atomic_write_text(self._base(address) / "records" / f"{key}.json", json.dumps(record, indent=1, default=str) + "\n")
         if self.on_deliver is not None:
             self.on_deliver(address, folder)
         return key
+
+    @staticmethod
+    def _find_dedupe(box: mailbox.Maildir, digest: str) -> str | None:
+        marker = f".D{digest}.labmail"
+        base = Path(box._path)  # noqa: SLF001
+        for sub in ("new", "cur"):
+            with os.scandir(base / sub) as entries:
+                for entry in entries:
+                    if marker in entry.name:
+                        return entry.name.split(":", 1)[0]
+        return None
 
     def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:
         """(key, raw bytes) of every message in a folder, oldest first."""

@@ -14,6 +14,8 @@ import base64
 import logging
 import ssl
 
+from .guard import AccountLocked
+
 log = logging.getLogger("labmail.lab.pop3")
 
 CAPS = ["CAPA", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "USER", "SASL PLAIN"]
@@ -112,7 +114,13 @@ class POP3Session:
 
     async def _login(self, login: str, password: str) -> None:
         loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(self.server.executor, self.server.store.authenticate, login, password)
+        try:
+            account = await loop.run_in_executor(self.server.executor, self.server.store.authenticate, login, password,
+                                                 "POP3")
+        except AccountLocked as exc:
+            await self.send(f"-ERR [AUTH] {exc.text.en}")
+            self.user = None
+            return
         if account is None or account.domain not in self.server.domains:
             log.warning("POP3 authentication failed for %s", login)
             await asyncio.sleep(0.5)

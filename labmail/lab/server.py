@@ -408,10 +408,45 @@ def _acquire_lock(state_dir: Path):
     return fh
 
 
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request (it answers 400) as an ERROR with a traceback: log it as what it is,
+    a refused request, on one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = "bad HTTP request refused (%s): %s", (error.code, str(error.message)[:120])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class _SessionErrorFilter(logging.Filter):
+    """aiosmtpd logs a client that vanishes mid-session (during a TLS handshake, say) as an ERROR with a traceback:
+    log it on one line, as the ordinary event it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import ssl
+
+        from aiosmtpd.smtp import TLSSetupException
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (TLSSetupException, ConnectionError, ssl.SSLError, TimeoutError)):
+            cause = error.__cause__ or error
+            record.msg, record.args = "SMTP session ended by the client: %s %s", (type(cause).__name__, str(cause)[:120])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int) -> int:
     """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    logging.getLogger("aiohttp.server").addFilter(_BadRequestFilter())
+    logging.getLogger("mail.log").addFilter(_SessionErrorFilter())
     lock = _acquire_lock(state_dir)
     if lock is None:
         log.error("another lab is already running on %s", state_dir)

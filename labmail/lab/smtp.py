@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import json
 import logging
+import re
 import secrets
 import smtplib
 import socket
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from .._files import atomic_write_bytes, atomic_write_text
+from .guard import AccountLocked
 
 log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
@@ -86,6 +89,22 @@ def _tls_info(server: SMTP) -> tuple | None:
 # ---------------------------------------------------------------------------
 # Handlers
 # ---------------------------------------------------------------------------
+_BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+
+
+class _LabSMTP(SMTP):
+    """aiosmtpd's server, logging every refusal it sends (5xx, and 4xx but 421 at shutdown or timeout) with the
+    client — what a mail log shows for an open-relay probe, AUTH before TLS, a line too long, a PROXY header on a
+    public port… Replies never contain credentials."""
+
+    async def push(self, status: str) -> None:
+        if status[:1] in ("4", "5") and not status.startswith("421"):
+            peer = self.session.peer if self.session else None
+            log.warning("refused %s on %s: %s", peer[0] if isinstance(peer, tuple) else peer,
+                        getattr(self.event_handler, "listener", "?"), status[:160])
+        await super().push(status)
+
+
 class BaseHandler:
     """What every receiving server of the lab does: record the dialogue, Received header, delivery."""
 
@@ -129,6 +148,13 @@ class BaseHandler:
 
     async def handle_DATA(self, server, session, envelope):
         """Store or judge the message in a worker thread (checks query the DNS served by this very loop)."""
+        if self.listener == "mx" and _BARE_EOL.search(envelope.original_content or b""):
+            # SMTP smuggling (CVE-2023-51764 and kin): a bare LF or CR in DATA may hide a second message behind a
+            # non-standard end of data for another server; the public MX refuses it, like Postfix with
+            # smtpd_forbid_bare_newline = reject (submission and the internal relay keep aiosmtpd's CRLF.CRLF rule).
+            log.warning("message refused from %s: bare <LF>/<CR> in DATA (SMTP smuggling?)", self.client_ip(server))
+            self.dialogue(server).append("C: DATA")
+            return "550 5.5.2 Error: bare <LF> or <CR> received (lines must end with CRLF, RFC 5321 section 2.3.8)"
         qid = queue_id()
         tls = _tls_info(server)
         ip = self.client_ip(server)
@@ -157,8 +183,13 @@ class SchoolHandler(BaseHandler):
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login = auth_data.login.decode("utf-8", "replace")
-        account = self.services.store.authenticate(login, auth_data.password.decode("utf-8", "replace"))
         self.dialogue(server).append(f"C: AUTH {mechanism} {login} ********")
+        try:
+            account = self.services.store.authenticate(login, auth_data.password.decode("utf-8", "replace"), "SMTP")
+        except AccountLocked as exc:
+            reply = f"454 4.7.0 {exc.text.en}"
+            self.dialogue(server).append("S: " + reply)
+            return AuthResult(success=False, handled=False, message=reply)
         if account is None:
             log.warning("AUTH failed for %s from %s", login, self.client_ip(server))
             self.dialogue(server).append("S: 535 5.7.8 Error: authentication failed")
@@ -297,7 +328,7 @@ class MailServices:
             kwargs.update(auth_exclude_mechanism=["PLAIN", "LOGIN"])
         if proxy:
             kwargs.update(proxy_protocol_timeout=5)
-        return lambda: SMTP(handler, **kwargs)
+        return lambda: _LabSMTP(handler, **kwargs)
 
     @staticmethod
     def cert_names(host: Host) -> tuple[str, ...]:
@@ -454,7 +485,10 @@ class MailServices:
                                  envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, None)
         message = stamped + header + data
         for rcpt in envelope.rcpt_tos:
-            self.store.deliver(rcpt.lower(), message, folder=verdict.folder, record=dict(record, rcpt=rcpt))
+            # The same transaction sent again (a sender's queue retrying after a crash between our 250 and its own
+            # bookkeeping) is recognised by its envelope and bytes, and stored once: exactly-once delivery.
+            key = hashlib.sha256(b"\0".join([envelope.mail_from.encode(), rcpt.lower().encode(), data])).hexdigest()
+            self.store.deliver(rcpt.lower(), message, folder=verdict.folder, record=dict(record, rcpt=rcpt), dedupe=key)
         log.info("%s: %s delivered from %s to %s in %s", qid, host.name, ip, ",".join(envelope.rcpt_tos), verdict.folder)
         return f"250 2.0.0 OK {qid}"
 
@@ -467,7 +501,11 @@ class MailServices:
         """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
         atomic_write_bytes(self.queue_dir / f"{qid}.eml", data)
         meta = {"mail_from": mail_from, "rcpts": rcpts, "attempts": 0, "next": 0.0, "created": time.time(), "errors": []}
-        atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
+        try:
+            atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
+        except OSError:
+            (self.queue_dir / f"{qid}.eml").unlink(missing_ok=True)  # no half-queued message (disk full…)
+            raise
         try:
             self._loop_wakeup()
         except RuntimeError:

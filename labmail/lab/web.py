@@ -98,6 +98,12 @@ class WebApp:
 
     # -- routing ---------------------------------------------------------------
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        from urllib.parse import unquote
+
+        raw = unquote(unquote(request.raw_path.split("?", 1)[0]))  # as sent, before aiohttp normalizes "..": the attempt
+        if ".." in raw or "\\" in raw or "\0" in raw:
+            log.warning("path traversal attempt refused: %r from %s", request.raw_path[:200], request.remote)
+            return web.Response(status=400, text="Bad request\n")
         path = request.path
         if re.fullmatch(r"/(?:[mM]ail)/(?:[cC]onfig)-v1\.1\.xml", path) or path == "/.well-known/autoconfig/mail/config-v1.1.xml":
             return web.Response(text=autoconfig_xml(self.mail_host), content_type="application/xml")
@@ -163,8 +169,11 @@ class WebApp:
             return web.json_response({"type": "error", "msg": "route not found"}, status=404)
         return web.json_response(await handler(scope, parts[2:], payload))
 
-    def _allowed(self, scope: str, domain: str) -> bool:
-        return scope == "*" or scope == domain.lower()
+    def _allowed(self, scope: str, domain: str, *, quiet: bool = False) -> bool:
+        allowed = scope == "*" or scope == domain.lower()
+        if not allowed and not quiet:
+            log.warning("API: the key of %s was refused on %s", scope, domain)
+        return allowed
 
     def _domain_obj(self, domain: str) -> dict:
         boxes = self.store.mailboxes(domain)
@@ -174,10 +183,13 @@ class WebApp:
                 "quota_used_in_domain": "0", "relay_all_recipients": 0, "backupmx": 0, "gal": 1, "rl": False, "tags": []}
 
     async def _get_domain(self, scope, args, payload):
-        domains = sorted(d for d in self.services.hosts["school"].domains if self._allowed(scope, d))
+        domains = sorted(d for d in self.services.hosts["school"].domains if self._allowed(scope, d, quiet=True))
         if not args or args[0] == "all":
             return [self._domain_obj(d) for d in domains]
-        return self._domain_obj(args[0].lower()) if args[0].lower() in domains else {}
+        if args[0].lower() in domains:
+            return self._domain_obj(args[0].lower())
+        self._allowed(scope, args[0])  # another student's domain: refused (and logged), as nothing
+        return {}
 
     def _mailbox_obj(self, account) -> dict:
         return {"username": account.address, "domain": account.domain, "local_part": account.address.split("@")[0],
@@ -190,7 +202,7 @@ class WebApp:
         if args[0] == "all":
             domain = args[1].lower() if len(args) > 1 else None
             return [self._mailbox_obj(a) for a in self.store.accounts.values()
-                    if a.domain in self.services.hosts["school"].domains and self._allowed(scope, a.domain)
+                    if a.domain in self.services.hosts["school"].domains and self._allowed(scope, a.domain, quiet=True)
                     and (domain is None or a.domain == domain)]
         account = self.store.accounts.get(args[0].lower())
         if account is None or not self._allowed(scope, account.domain) or account.domain not in self.services.hosts["school"].domains:

@@ -1,0 +1,394 @@
+"""The security matrix: every way in where one does not belong is refused, and the refusal is in the lab's log.
+
+One private lab for the module (two students, jean-emile and zoe), so lockouts stay here.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import imaplib
+import json
+import os
+import poplib
+import secrets
+import shutil
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.tsig
+import dns.update
+import pytest
+
+from labmail import config, lab, mail
+from labmail.lab.mailstore import MailStore
+from labmail.world import current
+
+DOMAIN, OTHER = "jean-emile.labmail.cloud", "zoe.labmail.cloud"
+TINTIN, MILOU = f"tintin@{DOMAIN}", f"milou@{DOMAIN}"
+HOST = "mailcow.labmail.cloud"
+
+
+@pytest.fixture(scope="module")
+def sec_lab(tmp_path_factory, world_template):
+    base = tmp_path_factory.mktemp("seclab")
+    shutil.copytree(world_template, base / "state")
+    cfg = config.Config(prenom="jean-emile", state_dir=base / "state")
+    lab.start(cfg)
+    lab.provision(cfg, students=["jean-emile", "zoe"])
+    passwords = {a: secrets.token_urlsafe(12) for a in
+                 (TINTIN, MILOU, f"haddock@{DOMAIN}", f"tournesol@{DOMAIN}", f"dupont@{DOMAIN}", f"lisa@{OTHER}")}
+    for address, password in passwords.items():
+        lab.add_mailbox(address, password, config=cfg)
+    yield cfg, passwords
+    lab.stop(cfg)
+
+
+@pytest.fixture
+def env(sec_lab, monkeypatch):
+    cfg, passwords = sec_lab
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
+    log = lab.status(cfg).log_path
+    return cfg, passwords, current(), log, log.stat().st_size
+
+
+def logged(log: Path, start: int, *needles: str, timeout: float = 5.0) -> str:
+    """The lab's log since ``start`` once it holds every needle (the lab writes from its own threads)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode("utf-8", "replace")
+        if all(n in text for n in needles) or time.monotonic() > deadline:
+            missing = [n for n in needles if n not in text]
+            assert not missing, f"not in the lab's log: {missing}\n{text[-2000:]}"
+            return text
+        time.sleep(0.05)
+
+
+def smtp(world, port: int) -> smtplib.SMTP:
+    host, real = world.connect_address(HOST, port)
+    client = smtplib.SMTP(timeout=15)
+    client.connect(host, real)
+    client._host = HOST  # noqa: SLF001 - certificate name for STARTTLS
+    return client
+
+
+def tls(world) -> ssl.SSLContext:
+    context = world.tls_context()
+    context.check_hostname = False
+    return context
+
+
+def _close(pop: poplib.POP3) -> None:
+    try:
+        pop.quit()
+    except (poplib.error_proto, OSError):
+        pass
+    finally:
+        pop.close()
+
+
+def raw(world, port: int, lines: bytes, *, read_after: float = 1.0) -> bytes:
+    """Send raw bytes to a listener (before any TLS) and return everything the server answered."""
+    host, real = world.connect_address(HOST, port)
+    with socket.create_connection((host, real), timeout=5) as sock:
+        sock.settimeout(read_after)
+        banner = sock.recv(4096)
+        sock.sendall(lines)
+        chunks = [banner]
+        deadline = time.monotonic() + read_after + 4
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+# -- SMTP ---------------------------------------------------------------------------------------------------------------
+def test_open_relay_is_refused(env):
+    _cfg, _pw, world, log, start = env
+    with smtp(world, 25) as client:
+        client.ehlo("spammer.example")
+        client.mail("promo@spammer.example")
+        code, reply = client.rcpt("victime@gmail.test")
+    assert code == 554 and b"Relay access denied" in reply
+    logged(log, start, "relay refused to victime@gmail.test")
+
+
+def test_auth_before_tls_is_refused(env):
+    _cfg, passwords, world, log, start = env
+    with smtp(world, 587) as client:
+        client.ehlo("client.example")
+        token = base64.b64encode(f"\0{TINTIN}\0{passwords[TINTIN]}".encode()).decode()
+        code, reply = client.docmd("AUTH", "PLAIN " + token)
+    assert code == 530 and b"STARTTLS" in reply
+    logged(log, start, "refused", "530")
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "IMAP", "POP3"])
+def test_password_guessing_locks_the_account_with_a_clear_message(env, protocol):
+    _cfg, passwords, world, log, start = env
+    address = {"SMTP": f"haddock@{DOMAIN}", "IMAP": f"tournesol@{DOMAIN}", "POP3": f"dupont@{DOMAIN}"}[protocol]
+
+    def attempt(password: str) -> str:
+        if protocol == "SMTP":
+            with smtp(world, 587) as client:
+                client.starttls(context=tls(world))
+                client.ehlo()
+                client.user, client.password = address, password
+                try:  # one mechanism per attempt (smtplib's login() would also try LOGIN after PLAIN)
+                    client.auth("PLAIN", client.auth_plain)
+                    return "ok"
+                except smtplib.SMTPAuthenticationError as exc:
+                    return f"{exc.smtp_code} {exc.smtp_error.decode()}"
+        if protocol == "IMAP":
+            host, port = world.connect_address(HOST, 993)
+            with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+                try:
+                    client.login(address, password)
+                    return "ok"
+                except imaplib.IMAP4.error as exc:
+                    return str(exc)
+        host, port = world.connect_address(HOST, 995)
+        client = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
+        try:
+            client.user(address)
+            client.pass_(password)
+            return "ok"
+        except poplib.error_proto as exc:
+            return exc.args[0].decode()
+        finally:
+            _close(client)
+
+    assert attempt(passwords[address]) == "ok"
+    guesses = [attempt(f"devine-{i}") for i in range(5)]
+    assert all(g != "ok" and "locked" not in g for g in guesses[:4]), guesses
+    refused = attempt(passwords[address])  # the right password, too late
+    assert refused != "ok" and f"Too many failed logins for {address}: account locked" in refused, refused
+    text = logged(log, start, f"{protocol}: {address} locked for 300 s after 5 failed logins")
+    assert not any(f"devine-{i}" in text for i in range(5)) and passwords[address] not in text
+
+
+def test_sending_as_another_user_is_refused(env):
+    _cfg, passwords, world, log, start = env
+    with smtp(world, 587) as client:
+        client.starttls(context=tls(world))
+        client.login(TINTIN, passwords[TINTIN])
+        code, reply = client.mail(MILOU)
+    assert code == 553 and b"not owned by user" in reply
+    logged(log, start, f"sender {MILOU} refused for user {TINTIN}")
+
+
+@pytest.mark.parametrize("variant", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r"],
+                         ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CR", "CRLF.CR"])
+def test_smtp_smuggling_with_bare_line_ends_is_refused(env, variant):
+    cfg, _pw, world, log, start = env
+    store = MailStore(cfg.state_dir / "mail")
+    before = store.counts(MILOU)
+    smuggled = (b"MAIL FROM:<direction@" + OTHER.encode() + b">\r\nRCPT TO:<" + MILOU.encode() + b">\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nvirement\r\n")
+    session = (b"EHLO mx.arnaque.test\r\nMAIL FROM:<a@arnaque.test>\r\nRCPT TO:<" + MILOU.encode() + b">\r\nDATA\r\n"
+               b"Subject: innocent\r\n\r\nbonjour" + variant + smuggled + b"\r\n.\r\nQUIT\r\n")
+    answer = raw(world, 25, session)
+    assert b"550 5.5.2" in answer and b"bare <LF>" in answer, answer
+    time.sleep(0.5)
+    assert store.counts(MILOU) == before  # neither the message nor a smuggled second one
+    logged(log, start, "bare <LF>/<CR> in DATA")
+
+
+def test_oversized_lines_and_messages_are_refused(env):
+    _cfg, passwords, world, log, start = env
+    answer = raw(world, 25, b"EHLO " + b"a" * 2000 + b"\r\nQUIT\r\n")
+    assert b"500 Command line too long" in answer
+    with smtp(world, 587) as client:
+        client.starttls(context=tls(world))
+        client.login(TINTIN, passwords[TINTIN])
+        code, reply = client.mail(TINTIN, ["SIZE=40000000"])
+    assert code == 552 and b"too large" in reply.lower() or code == 552
+    host, port = world.connect_address(HOST, 995)
+    pop = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
+    try:
+        with pytest.raises(poplib.error_proto, match="Line too long"):
+            pop._shortcmd("USER " + "x" * 20000)  # noqa: SLF001
+    finally:
+        _close(pop)
+    host, port = world.connect_address(HOST, 993)
+    with socket.create_connection((host, port), timeout=10) as sock, tls(world).wrap_socket(sock) as secure:
+        secure.recv(4096)
+        secure.sendall(b"a1 LOGIN " + b"x" * 200_000 + b" y\r\n")
+        secure.settimeout(5)
+        try:
+            reply = secure.recv(4096)
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            reply = b""
+    assert b"a1 OK" not in reply
+    logged(log, start, "500 Command line too long", "552")
+
+
+def test_proxy_header_on_a_public_listener_is_refused(env):
+    cfg, _pw, world, log, start = env
+    answer = raw(world, 25, b"PROXY TCP4 192.0.2.66 203.0.113.10 40000 25\r\nEHLO mx.arnaque.test\r\nQUIT\r\n")
+    assert b"500" in answer and b"PROXY" in answer
+    logged(log, start, "refused", "PROXY")
+
+
+# -- DNS ----------------------------------------------------------------------------------------------------------------
+def _tsig(cfg, domain) -> dns.tsig.Key:
+    entry = json.loads((cfg.state_dir / "keys" / "tsig.json").read_text())[domain + "."]
+    return dns.tsig.Key(entry["name"], base64.b64decode(entry["secret"]), entry["algorithm"])
+
+
+def test_a_students_tsig_key_on_another_zone_is_refused(env):
+    cfg, _pw, world, log, start = env
+    update = dns.update.UpdateMessage(OTHER + ".", keyring={_tsig(cfg, DOMAIN).name: _tsig(cfg, DOMAIN)},
+                                      keyname=_tsig(cfg, DOMAIN).name, keyalgorithm=_tsig(cfg, DOMAIN).algorithm)
+    update.add("@", 300, "MX", "10 pirate.example.")
+    server = world.dns_servers["dns.labmail.cloud"] if "dns.labmail.cloud" in world.dns_servers else \
+        world.endpoint(world.resolver().resolve("dns.labmail.cloud", "A")[0].address, 53)
+    response = dns.query.tcp(update, server[0], port=server[1], timeout=5)
+    assert response.rcode() == dns.rcode.REFUSED
+    logged(log, start, "UPDATE refused")
+
+
+def test_axfr_of_another_zone_is_refused(env):
+    cfg, _pw, world, log, start = env
+    key = _tsig(cfg, DOMAIN)
+    server = world.endpoint(world.resolver().resolve("dns.labmail.cloud", "A")[0].address, 53)
+    query = dns.message.make_query(OTHER + ".", "AXFR")
+    query.use_tsig({key.name: key}, keyname=key.name, algorithm=key.algorithm)
+    response = dns.query.tcp(query, server[0], port=server[1], timeout=5)
+    assert response.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH) and not response.answer
+    logged(log, start, f"AXFR of {OTHER}. refused")
+
+
+# -- IMAP / POP: someone else's mailbox -----------------------------------------------------------------------------------
+def test_imap_and_pop_never_reach_another_mailbox(env):
+    cfg, passwords, world, log, start = env
+    assert mail.submit(MILOU, MILOU, "pour Milou seulement", "os", password=passwords[MILOU]).accepted
+    store = MailStore(cfg.state_dir / "mail")
+    deadline = time.monotonic() + 10
+    while store.counts(MILOU).get("INBOX", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    host, port = world.connect_address(HOST, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(TINTIN, passwords[TINTIN])
+        for name in ("../milou/Maildir", f"../../{DOMAIN}/milou", "Other Users/milou", "INBOX/../../milou", MILOU):
+            typ, _ = client.select(f'"{name}"')
+            assert typ == "NO", name
+        typ, _ = client.create('"../../evil"')
+        assert typ == "NO"
+        typ, _ = client.delete('"../milou"')
+        assert typ == "NO"
+        client.select("INBOX")
+        typ, data = client.search(None, 'SUBJECT "pour Milou"')
+        assert data in ([b""], [None])
+    pop_host, pop_port = world.connect_address(HOST, 995)
+    pop = poplib.POP3_SSL(pop_host, pop_port, context=tls(world), timeout=15)
+    try:
+        with pytest.raises(poplib.error_proto):
+            pop.user(MILOU)
+            pop.pass_(passwords[TINTIN])  # milou's mailbox with tintin's password
+    finally:
+        _close(pop)
+    logged(log, start, "SELECT", "refused (not one of the account's folders)", "CREATE", "DELETE",
+           f"POP3 login failed for {MILOU}")
+
+
+# -- HTTP: the API and the web server ------------------------------------------------------------------------------------
+def _https(world, method, path, *, key=None, body=None):
+    host, port = world.connect_address(HOST, 443)
+    connection = http.client.HTTPSConnection(host, port, context=tls(world), timeout=10)
+    headers = {"Host": HOST}
+    if key:
+        headers["X-API-Key"] = key
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def test_a_students_api_key_on_another_domain_is_refused(env):
+    cfg, _pw, world, log, start = env
+    key = lab.api_key(cfg)
+    assert _https(world, "GET", f"/api/v1/get/domain/{OTHER}", key=key) == (200, "{}")
+    status, body = _https(world, "POST", "/api/v1/add/mailbox", key=key,
+                          body={"local_part": "pirate", "domain": OTHER, "password": "x" * 12, "password2": "x" * 12,
+                                "active": "1"})
+    assert status == 200 and json.loads(body)[0]["type"] in ("danger", "error"), body
+    status, body = _https(world, "POST", "/api/v1/delete/mailbox", key=key, body=[f"lisa@{OTHER}"])
+    accounts = json.loads((cfg.state_dir / "mail" / "accounts.json").read_text())
+    assert f"lisa@{OTHER}" in accounts and f"pirate@{OTHER}" not in accounts
+    assert _https(world, "GET", "/api/v1/get/domain/all", key="pas-une-cle")[0] == 401
+    logged(log, start, f"API: the key of {DOMAIN} was refused on {OTHER}", "API: authentication failed")
+
+
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/mail/..%2f..%2f..%2fetc/passwd",
+                                  "/api/v1/get/../../../../etc/passwd", "/.well-known/..\\..\\etc\\passwd"])
+def test_path_traversal_is_refused(env, path):
+    _cfg, _pw, world, log, start = env
+    status, body = _https(world, "GET", path)
+    assert status == 400 and "root:" not in body
+    logged(log, start, "path traversal attempt refused")
+
+
+# -- the lab itself ----------------------------------------------------------------------------------------------------
+def _listening_addresses(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, listen in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes and fields[3] == listen:
+                local = fields[1].split(":")[0]
+                found.add(local)
+    return found
+
+
+def test_the_lab_listens_on_loopback_only(env):
+    cfg, _pw, _world, _log, _start = env
+    pid = lab.status(cfg).pid
+    addresses = _listening_addresses(pid)
+    assert addresses, "no listening socket found"
+    assert addresses <= {"0100007F", "00000000000000000000000001000000"}, addresses  # 127.0.0.1 (and ::1)
+
+
+def test_passwords_are_hashed_and_no_secret_is_ever_logged(env):
+    cfg, passwords, _world, log, _start = env
+    accounts = json.loads((cfg.state_dir / "mail" / "accounts.json").read_text())
+    assert all(entry["password"].startswith("scrypt$") for entry in accounts.values())
+    stored = (cfg.state_dir / "mail" / "accounts.json").read_text()
+    assert not any(p in stored for p in passwords.values())
+    text = log.read_text(encoding="utf-8", errors="replace")
+    secrets_ = list(passwords.values())
+    secrets_ += [e["secret"] for e in json.loads((cfg.state_dir / "keys" / "tsig.json").read_text()).values()]
+    from labmail.lab.apikeys import api_keys
+
+    keys = api_keys(cfg.state_dir)
+    secrets_ += [keys["admin"], *keys["domains"].values()]
+    secrets_ += list(json.loads((cfg.state_dir / "keys" / "provider-passwords.json").read_text()).values())
+    leaked = [s[:4] + "…" for s in secrets_ if s and s in text]
+    assert not leaked, f"secrets in the lab's log: {leaked}"
+    assert "refused" in text  # the matrix above did leave its refusals there
