@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
-import smtplib
 import socket
 import subprocess
 import threading
@@ -17,8 +14,9 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from labs import private_lab, use_lab
 
-from labmail import config, lab, mail
+from labmail import lab, mail
 from labmail.dns import ZonePanel
 from labmail.lab.mailstore import MailStore
 from labmail.world import current
@@ -30,23 +28,14 @@ HOST = "mailcow.labmail.cloud"
 
 @pytest.fixture(scope="module")
 def fault_lab(tmp_path_factory, world_template):
-    base = tmp_path_factory.mktemp("faultlab")
-    shutil.copytree(world_template, base / "state")
-    cfg = config.Config(prenom="jean-emile", state_dir=base / "state")
-    lab.start(cfg)
-    passwords = {TINTIN: secrets.token_urlsafe(12), MILOU: secrets.token_urlsafe(12)}
-    for address, password in passwords.items():
-        lab.add_mailbox(address, password, config=cfg)
-    yield cfg, passwords
-    lab.stop(cfg)
+    with private_lab(tmp_path_factory, world_template, "faultlab", addresses=(TINTIN, MILOU)) as running:
+        yield running
 
 
 @pytest.fixture
 def env(fault_lab, monkeypatch):
-    cfg, passwords = fault_lab
-    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
-    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
-    return cfg, passwords
+    use_lab(monkeypatch, fault_lab[0])
+    return fault_lab
 
 
 def subjects(store: MailStore, address: str, folders=("INBOX", "Junk")) -> list[str]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import smtplib
 import subprocess
 import time
 
 import pytest
+from labs import private_lab, use_lab
 
-from labmail import config, lab, mail
+from labmail import lab, mail
 from labmail.dns import ZonePanel
 from labmail.headers import parse_authentication_results
 from labmail.lab.mailstore import MailStore
@@ -22,23 +22,14 @@ TINTIN, MILOU = f"tintin@{DOMAIN}", f"milou@{DOMAIN}"
 
 @pytest.fixture(scope="module")
 def mail_lab(tmp_path_factory, world_template):
-    base = tmp_path_factory.mktemp("maillab")
-    shutil.copytree(world_template, base / "state")
-    cfg = config.Config(prenom="jean-emile", state_dir=base / "state")
-    lab.start(cfg)
-    passwords = {TINTIN: secrets.token_urlsafe(12), MILOU: secrets.token_urlsafe(12)}
-    for address, password in passwords.items():
-        lab.add_mailbox(address, password, config=cfg)
-    yield cfg, passwords
-    lab.stop(cfg)
+    with private_lab(tmp_path_factory, world_template, "maillab", addresses=(TINTIN, MILOU)) as running:
+        yield running
 
 
 @pytest.fixture
 def env(mail_lab, monkeypatch):
-    cfg, passwords = mail_lab
-    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
-    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
-    return cfg, passwords, current()
+    use_lab(monkeypatch, mail_lab[0])
+    return mail_lab[0], mail_lab[1], current()
 
 
 def wait_for(cfg, address, folder="INBOX", count=1, timeout=15.0):

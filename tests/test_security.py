@@ -11,8 +11,6 @@ import imaplib
 import json
 import os
 import poplib
-import secrets
-import shutil
 import smtplib
 import socket
 import ssl
@@ -25,8 +23,9 @@ import dns.rcode
 import dns.tsig
 import dns.update
 import pytest
+from labs import private_lab, use_lab
 
-from labmail import config, lab, mail
+from labmail import lab, mail
 from labmail.lab.mailstore import MailStore
 from labmail.world import current
 
@@ -37,24 +36,16 @@ HOST = "mailcow.labmail.cloud"
 
 @pytest.fixture(scope="module")
 def sec_lab(tmp_path_factory, world_template):
-    base = tmp_path_factory.mktemp("seclab")
-    shutil.copytree(world_template, base / "state")
-    cfg = config.Config(prenom="jean-emile", state_dir=base / "state")
-    lab.start(cfg)
-    lab.provision(cfg, students=["jean-emile", "zoe"])
-    passwords = {a: secrets.token_urlsafe(12) for a in
-                 (TINTIN, MILOU, f"haddock@{DOMAIN}", f"tournesol@{DOMAIN}", f"dupont@{DOMAIN}", f"lisa@{OTHER}")}
-    for address, password in passwords.items():
-        lab.add_mailbox(address, password, config=cfg)
-    yield cfg, passwords
-    lab.stop(cfg)
+    addresses = (TINTIN, MILOU, f"haddock@{DOMAIN}", f"tournesol@{DOMAIN}", f"dupont@{DOMAIN}", f"lisa@{OTHER}")
+    with private_lab(tmp_path_factory, world_template, "seclab", addresses=addresses,
+                     students=["jean-emile", "zoe"]) as running:
+        yield running
 
 
 @pytest.fixture
 def env(sec_lab, monkeypatch):
     cfg, passwords = sec_lab
-    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
-    monkeypatch.setenv("LABMAIL_PRENOM", "jean-emile")
+    use_lab(monkeypatch, cfg)
     log = lab.status(cfg).log_path
     return cfg, passwords, current(), log, log.stat().st_size
 

@@ -1,0 +1,36 @@
+"""Private labs for test modules that must not share the session's lab (lockouts, SIGKILL, a class of students)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+
+
+@contextlib.contextmanager
+def private_lab(tmp_path_factory, world_template, name: str, *, addresses=(), students=None, prenom="jean-emile"):
+    """Start a lab on a copy of the session's world; create ``addresses`` with generated passwords.
+
+    Yields (config, {address: password}); the lab is stopped afterwards, whatever happened.
+    """
+    from labmail import config, lab
+
+    base = tmp_path_factory.mktemp(name)
+    shutil.copytree(world_template, base / "state")
+    cfg = config.Config(prenom=prenom, state_dir=base / "state")
+    lab.start(cfg)
+    try:
+        if students:
+            lab.provision(cfg, students=list(students))
+        passwords = {address: secrets.token_urlsafe(12) for address in addresses}
+        for address, password in passwords.items():
+            lab.add_mailbox(address, password, config=cfg)
+        yield cfg, passwords
+    finally:
+        lab.stop(cfg)
+
+
+def use_lab(monkeypatch, cfg, prenom: str = "jean-emile") -> None:
+    """Point labmail's configuration (and the notebooks' kernels) at ``cfg``'s lab for one test."""
+    monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("LABMAIL_PRENOM", prenom)
