@@ -48,6 +48,7 @@ fuzz: install-test
 	LABMAIL_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -m fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-test sysdeps
+	bash scripts/bench-deps.sh
 	$(BIN)/python bench/run.py
 
 gallery: install-test

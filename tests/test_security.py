@@ -207,7 +207,7 @@ def test_oversized_lines_and_messages_are_refused(env):
         client.starttls(context=tls(world))
         client.login(TINTIN, passwords[TINTIN])
         code, reply = client.mail(TINTIN, ["SIZE=40000000"])
-    assert code == 552 and b"too large" in reply.lower() or code == 552
+    assert code == 552, reply
     host, port = world.connect_address(HOST, 995)
     pop = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
     try:
