@@ -47,8 +47,8 @@ FUZZ_SCALE ?= 40
 fuzz: install-test
 	LABMAIL_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -m fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: install-test sysdeps
-	bash scripts/bench-deps.sh
+bench: install-test
+	bash scripts/system-deps.sh bench
 	$(BIN)/python bench/run.py
 
 gallery: install-test

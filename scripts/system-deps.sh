@@ -2,7 +2,8 @@
 # Debian packages the test suite uses: dig, nsupdate (bind9-dnsutils), named and named-checkzone (bind9),
 # dnsperf for the DNS benchmark, Chromium and its driver (chromium, chromium-driver; fonts-liberation, a mere
 # recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
-# Installed only when missing, only as root; BIND's service is never started.
+# With the argument "bench" (make bench), also Postfix and Dovecot, the mail-side peers of the benchmark table.
+# Installed only when missing, only as root; no service is ever started (the tests and benchmarks start their own).
 set -euo pipefail
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -14,6 +15,10 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+if [ "${1:-}" = bench ]; then
+    [ -x /usr/sbin/postfix ] || need+=(postfix)
+    [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: missing Debian packages: ${need[*]} (install them as root; the tests that need them are skipped)" >&2
@@ -25,6 +30,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
 fi
 export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
