@@ -233,7 +233,7 @@ def _fetch(world: World, scheme: str, host: str, path: str, *, port: int | None 
         return None, tr("le nom n'existe pas dans le DNS" if missing else "ce nom n'a pas d'adresse (A) dans le DNS",
                         "the name does not exist in DNS" if missing else "the name has no address (A) in DNS"), path_text, {}
     try:
-        where = world.endpoint(address, port)  # local: the lab's port map, or LabError if nothing listens there
+        where = world.connect_address(address, port)  # local: the lab's port map, or LabError if nothing listens
     except LabmailError:
         return None, tr(f"rien n'écoute sur le port {port} de {address}", f"nothing listens on port {port} of {address}"), path_text, {}
     connection = _Connection(host, where, world.tls_context() if scheme == "https" else None, timeout)

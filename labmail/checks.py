@@ -163,6 +163,7 @@ class _Lookups:
         self.domain = domain
         self.shared = shared if shared is not None else {}
         self.recursive = Resolver(world=world, timeout=timeout)
+        self._inside: dict[tuple[str, str], LookupResult] = {}
         servers = self._zone_servers(world)
         self.authoritative = Resolver(servers, timeout=timeout) if servers else self.recursive
         self.negative_ttl = 300
@@ -183,8 +184,10 @@ class _Lookups:
     def get(self, name: str, rtype: str) -> LookupResult:
         key = name.rstrip(".").lower()
         inside = key == self.domain or key.endswith("." + self.domain)
-        if inside:
-            result = self.authoritative.query(name, rtype)
+        if inside:  # asked once per audit (the apex TXT serves both the SPF and the DMARC-at-the-apex rows)
+            result = self._inside.get((key, rtype))
+            if result is None:
+                result = self._inside[(key, rtype)] = self.authoritative.query(name, rtype)
             if result.soa is not None:
                 self.negative_ttl = result.soa.ttl
             return result
@@ -543,16 +546,17 @@ def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None,
 
 
 def _dkim_from_api(world: World, domain_name: str) -> str | None:
-    if world.kind != "local":
-        return None
-    stored = world.config.state_dir / "keys" / "dkim" / f"{domain_name}.dkim.txt"
-    if stored.exists():  # what the school server's API would answer (get/dkim), without an HTTPS round trip
-        return "v=DKIM1;k=rsa;t=s;s=email;p=" + stored.read_text(encoding="utf-8").strip().split("p=", 1)[1]
+    """The key record the school server signs ``domain_name`` with (its API's get/dkim), or None if unknown."""
+    if world.kind == "local":
+        stored = world.config.state_dir / "keys" / "dkim" / f"{domain_name}.dkim.txt"
+        if stored.exists():  # what the school server's API would answer (get/dkim), without an HTTPS round trip
+            return "v=DKIM1;k=rsa;t=s;s=email;p=" + stored.read_text(encoding="utf-8").strip().split("p=", 1)[1]
     try:
         from . import lab
         from .mail import MailcowAPI
 
-        answer = MailcowAPI(key=lab.api_key(world.config, admin=True), world=world).get_dkim(domain_name)
+        key = lab.api_key(world.config, admin=world.kind == "local")  # live: the student's key (credentials_file)
+        answer = MailcowAPI(key=key, world=world).get_dkim(domain_name)
     except LabmailError:
         return None
     return answer.get("dkim_txt") if isinstance(answer, dict) else None

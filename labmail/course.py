@@ -202,17 +202,14 @@ PROVIDER_IMAP = {"gmail.test": "imap.gmail.test", "outlook.test": "imap-mail.out
 
 
 def _received_at(data: bytes) -> float:
-    """When the receiving server got the message: the date of its topmost Received header (else Date), epoch seconds."""
+    """When the receiving server got the message: the date of its topmost Received header, epoch seconds (0 if none)."""
     from email import message_from_bytes
-    from email.utils import parsedate_to_datetime
 
-    message = message_from_bytes(data)
-    for text in [*(message.get_all("Received") or [])[:1], message.get("Date", "")]:
-        try:
-            return parsedate_to_datetime(str(text).rpartition(";")[2].strip() or str(text)).timestamp()
-        except (TypeError, ValueError, IndexError):
-            continue
-    return 0.0
+    from .headers import parse_received
+
+    top = (message_from_bytes(data).get_all("Received") or [None])[0]
+    when = parse_received(str(top)).date if top is not None else None
+    return when.timestamp() if when is not None else 0.0
 
 
 def find(address: str, subject: str, *, timeout: float = 15.0, since: float | None = None,

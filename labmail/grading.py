@@ -181,6 +181,7 @@ def spf(domain: str | None = None, *, world=None) -> None:
 def dkim(domain: str | None = None, *, selector: str = "dkim", world=None) -> None:
     """The DKIM record at ``<selector>._domainkey`` is the domain's key (same p=) and verifies a fresh signature."""
     from . import dkim as _dkim
+    from .checks import _dkim_from_api, _key_of
     from .dns import Resolver
 
     world, domain, _host = _context(domain, world)
@@ -189,11 +190,11 @@ def dkim(domain: str | None = None, *, selector: str = "dkim", world=None) -> No
     if not values:
         raise AssertionError(f"Rien n'est publié à {name} : publiez-y la clé DKIM donnée par le serveur "
                              "(api.get_dkim(domaine)[\"dkim_txt\"]).")
-    expected = _expected_dkim(domain, world)
-    published = _dkim_p(values[0])
-    if expected is not None and published != _dkim_p(expected):
+    expected = _dkim_from_api(world, domain)
+    published = _key_of(values[0]) or ""
+    if expected is not None and published != _key_of(expected):
         hint = ("elle est tronquée (chaînes de 255 caractères : découpez, ne coupez pas)"
-                if published and _dkim_p(expected).startswith(published) else "ce n'est pas celle du serveur")
+                if published and (_key_of(expected) or "").startswith(published) else "ce n'est pas celle du serveur")
         raise AssertionError(f"La clé publiée à {name} n'est pas la clé du domaine : {hint}. Republiez "
                              "exactement la valeur donnée par l'API.")
     key = _private_key(domain, world)
@@ -206,24 +207,6 @@ def dkim(domain: str | None = None, *, selector: str = "dkim", world=None) -> No
     if not results or results[0].result != "pass":
         why = results[0].reason if results else "aucune signature"
         raise AssertionError(f"Une signature neuve du domaine ne se vérifie pas avec la clé publiée : {why}")
-
-
-def _dkim_p(record: str) -> str:
-    tags = dict(part.strip().split("=", 1) for part in record.split(";") if "=" in part)
-    return "".join(tags.get("p", "").split())
-
-
-def _expected_dkim(domain: str, world) -> str | None:
-    if world.kind == "local":
-        path = world.config.state_dir / "keys" / "dkim" / f"{domain}.dkim.txt"
-        return path.read_text(encoding="utf-8").strip() if path.exists() else None
-    try:
-        from . import lab
-        from .mail import MailcowAPI
-
-        return MailcowAPI(key=lab.api_key(world.config), world=world).get_dkim(domain).get("dkim_txt")
-    except (LabmailError, AttributeError):
-        return None
 
 
 def _private_key(domain: str, world) -> bytes | None:

@@ -11,6 +11,7 @@ built from the configuration; nothing else branches on the world.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import ssl
@@ -57,10 +58,16 @@ class World:
         )
 
     def connect_address(self, host: str, port: int) -> tuple[str, int]:
-        """Where a client connects to reach ``host:port``: the lab's port map (local) or the host itself (live)."""
-        if self.kind == "live" or is_ip_address(host) and f"{host}:{port}" not in self.services:
+        """Where a client connects to reach ``host:port``: the lab's port map (local) or the host itself (live).
+
+        In the local world a simulated address that the lab does not serve on ``port`` is an error
+        (:class:`LabError`), never a connection to the real Internet; a loopback address is used as it is.
+        """
+        if self.kind == "live":
             return host, port
         if is_ip_address(host):
+            if f"{host}:{port}" not in self.services and ipaddress.ip_address(host).is_loopback:
+                return host, port
             return self.endpoint(host, port)
         answer = self.resolver().resolve(host, "A")
         return self.endpoint(answer[0].address, port)

@@ -292,3 +292,15 @@ def test_export_is_a_valid_bind_zone_file(zone_panel):
     assert len(txt.strings) == 2 and all(len(s) <= 255 for s in txt.strings)
     again = ldns.export_zone(zone_panel.list(), "jean-emile.labmail.cloud.")
     assert dns.zone.from_text(again, relativize=False) == parsed
+
+
+def test_a_simulated_address_the_lab_does_not_serve_is_an_error_not_the_internet(lab_env):
+    from labmail.errors import LabError
+    from labmail.world import current
+
+    world = current()
+    with pytest.raises(LabError, match="ne sert pas encore le port 80 de 203.0.113.10"):
+        world.connect_address("203.0.113.10", 80)
+    assert world.connect_address("127.0.0.1", 9) == ("127.0.0.1", 9)  # loopback is used as it is
+    host, port = world.connect_address("203.0.113.10", 25)
+    assert host == "127.0.0.1" and port != 25  # a served port: the lab's port map

@@ -97,9 +97,7 @@ def test_sigkill_during_traffic_loses_and_duplicates_nothing(env):
     for subject in accepted:  # every 250 delivered, exactly once, at both recipients
         assert local.count(subject) == 1, (subject, local.count(subject))
         assert remote.count(subject) == 1, (subject, remote.count(subject))
-    kills = [s for s in local + remote if s.startswith("kill-")]
-    assert all((local + remote).count(s) <= 2 for s in kills)  # nothing more than once per recipient either
-    assert len(set(local)) == len(local) and len(set(remote)) == len(remote)
+    assert len(set(local)) == len(local) and len(set(remote)) == len(remote)  # nothing twice, 250 or not
 
     zone = {r.value for r in ZonePanel().list() if r.name.startswith("kill.")}
     assert set(published) <= zone, "an acknowledged DNS update was lost"

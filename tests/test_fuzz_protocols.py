@@ -16,7 +16,7 @@ from fuzzing import count, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labmail import autodiscover, checks, headers, reports
+from labmail import autodiscover, headers, reports
 from labmail.errors import LabmailError
 from labmail.world import current
 
@@ -172,8 +172,4 @@ def test_received_messages_are_diagnosed_or_refused(data):
         report = headers.analyze(data, recompute=False)
     except LabmailError:
         return
-    assert report.spf is not None
-    try:
-        checks.message(data, recompute=False) if "recompute" in checks.message.__code__.co_varnames else None
-    except LabmailError:
-        pass
+    assert report.spf in ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")

@@ -188,12 +188,18 @@ class POP3Session:
         self.writer.write(body + b".\r\n")
         await self.writer.drain()
 
-    async def cmd_RETR(self, arg):
+    async def _need_message(self, arg):
+        """The (index, data) of message ``arg`` for a logged-in session, or None after saying why not."""
         if await self._need_login():
-            return
+            return None
         found = self._message(arg)
         if not found:
             await self.send("-ERR No such message.")
+        return found or None
+
+    async def cmd_RETR(self, arg):
+        found = await self._need_message(arg)
+        if not found:
             return
         await self.send(f"+OK {len(found[1])} octets")
         await self._multiline(found[1])
@@ -212,11 +218,8 @@ class POP3Session:
         await self._multiline(head + sep + kept)
 
     async def cmd_DELE(self, arg):
-        if await self._need_login():
-            return
-        found = self._message(arg)
+        found = await self._need_message(arg)
         if not found:
-            await self.send("-ERR No such message.")
             return
         self.deleted.add(found[0])
         await self.send(f"+OK Marked to be deleted.")
