@@ -172,3 +172,30 @@ def test_an_unreachable_dns_gives_temperror_quickly_not_a_hang():
         blackhole.close()
     assert result.result.value == "temperror" and elapsed < 10, (result.result, elapsed)
     assert "DNS" in str(result.reason)
+
+
+def test_a_crash_between_the_two_queue_writes_leaves_nothing_behind(tmp_path, world_template):
+    """Killed after the body and before the envelope (no 250 was sent): the restart removes the orphan."""
+    from labs import private_lab
+
+    class _Factory:
+        def mktemp(self, name):
+            path = tmp_path / name
+            path.mkdir()
+            return path
+
+    state = None
+    with private_lab(_Factory(), world_template, "orphan") as (cfg, _pw):
+        state = cfg.state_dir
+    (state / "queue" / "ABC123.eml").write_bytes(b"Subject: jamais acquitte\r\n\r\nx\r\n")
+    (state / "queue" / ".DEF456.json.x1y2.tmp").write_text("{")
+    (state / "queue" / "KEEP01.eml").write_bytes(b"Subject: acquitte\r\n\r\nx\r\n")
+    (state / "queue" / "KEEP01.json").write_text('{"mail_from": "", "rcpts": [], "attempts": 9, "next": 1e12, '
+                                                 '"created": 0, "errors": []}')
+    lab.start(cfg)
+    try:
+        names = sorted(p.name for p in (state / "queue").iterdir())
+    finally:
+        lab.stop(cfg)
+    assert names == ["KEEP01.eml", "KEEP01.json"]
+    assert "left by a crash removed" in lab.status(cfg).log_path.read_text()

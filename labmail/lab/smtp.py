@@ -295,6 +295,7 @@ class MailServices:
         self.resolver_address = resolver_address
         self.queue_dir = lab.state_dir / "queue"
         self.queue_dir.mkdir(parents=True, exist_ok=True)
+        self._recover_queue()
         spec = lab.spec
         hosts = spec.hosts()
         school_domains = {spec.student_zone(s).rstrip(".") for s in spec.students} | {spec.parent_domain}
@@ -510,6 +511,17 @@ class MailServices:
             self._loop_wakeup()
         except RuntimeError:
             pass
+
+    def _recover_queue(self) -> None:
+        """At start, before any listener: a crash may have left a message body without its envelope (killed between
+        the two writes of :meth:`enqueue`, so never acknowledged) or a temporary file of an atomic write. Remove them:
+        what got a 250 has both files and stays queued."""
+        leftovers = [p for p in self.queue_dir.glob("*.eml") if not p.with_suffix(".json").exists()]
+        leftovers += list(self.queue_dir.glob(".*.tmp"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            log.warning("queue: %d file(s) of unacknowledged messages left by a crash removed", len(leftovers))
 
     def _loop_wakeup(self) -> None:
         loop = self._worker.get_loop() if self._worker is not None else None
