@@ -25,7 +25,8 @@ from . import config as _config
 from ._files import atomic_write_text
 from .errors import ConfigError, LabmailError
 
-__all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP"]
+__all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
+           "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
 STEPS = {0: "démarrage", 1: "flux de la messagerie", 2: "ressources", 3: "domaine dans Mailcow", 4: "DNS : MX",
@@ -82,6 +83,9 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
     if step not in STEPS:
         raise ConfigError(f"Étape {step} inconnue : choisissez parmi {', '.join(f'{s:g}' for s in STEPS)}.",
                           f"Unknown step {step}: choose among {', '.join(f'{s:g}' for s in STEPS)}.")
+    from .errors import install_notebook_display
+
+    install_notebook_display()  # in a notebook: errors as one French line, never a traceback through labmail
     cfg = config or _config.load()
     if cfg.prenom is None:
         raise ConfigError("Prénom non configuré : exécutez le notebook 00 (ou « labmail config --prenom Jean-Émile »).",
@@ -157,6 +161,21 @@ def remember_password(address: str, password: str, *, config: _config.Config | N
     atomic_write_text(path, json.dumps(known) + "\n", mode=0o600)
 
 
+#: What the notebook forms did in this kernel, as the code that does the same (see :func:`note_form_action`).
+_FORM_ACTIONS: list[str] = []
+
+
+def note_form_action(code: str) -> None:
+    """Remember, for this kernel, that a form changed the world — as the code that does the same. A graded check
+    that then passes reminds the student that grading re-executes the exercise's code cell, not the form."""
+    _FORM_ACTIONS.append(code)
+
+
+def form_actions() -> list[str]:
+    """The code equivalent of what the forms did in this kernel, oldest first."""
+    return list(_FORM_ACTIONS)
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -212,12 +231,18 @@ def _received_at(data: bytes) -> float:
     return when.timestamp() if when is not None else 0.0
 
 
-def find(address: str, subject: str, *, timeout: float = 15.0, since: float | None = None,
+def find(address: str, subject: str, *, timeout: float | None = None, since: float | None = None,
          config: _config.Config | None = None) -> tuple[str, bytes]:
     """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
     read over IMAP as a mail client does (INBOX and Junk are both searched). With ``since`` (epoch seconds, e.g.
-    ``etat.started``), only a message received from then on counts — not one left by an earlier run; the newest wins."""
+    ``etat.started``), only a message received from then on counts — not one left by an earlier run; the newest wins.
+    The wait is 15 s, 5 s under nbgrader (``NBGRADER_EXECUTION``), where the message was sent a moment before."""
+    import os
+
     from . import mail
+
+    if timeout is None:
+        timeout = 5.0 if os.environ.get("NBGRADER_EXECUTION") else 15.0
 
     cfg = config or _config.load()
     domain = address.rpartition("@")[2].lower()
@@ -240,8 +265,8 @@ def find(address: str, subject: str, *, timeout: float = 15.0, since: float | No
             return folder, data
         if time.monotonic() > deadline:
             raise LabmailError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address}"
-                               + (" depuis le début de l'étape" if since is not None else "") + " : a-t-il été refusé ? "
-                               "Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",
-                               f"\"{subject}\" reached neither INBOX nor Junk of {address}: was it refused? See the "
-                               "sending result (mail.submit) and the lab's log.")
+                               + (" depuis le début de l'étape" if since is not None else "") + " : l'avez-vous envoyé ? "
+                               "a-t-il été refusé ? Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",
+                               f"\"{subject}\" reached neither INBOX nor Junk of {address}: was it sent? was it refused? "
+                               "See the sending result (mail.submit) and the lab's log.")
         time.sleep(0.1)

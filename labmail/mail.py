@@ -23,7 +23,8 @@ from .errors import LabmailError
 from .i18n import tr
 from .world import World, current
 
-__all__ = ["stored_password", "submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap", "imap_connect", "IMAPMessage"]
+__all__ = ["stored_password", "submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap",
+           "imap_connect", "IMAPMessage", "probe", "Probe"]
 
 
 def stored_password(address: str, password: str | None = None, world: World | None = None) -> str:
@@ -51,9 +52,11 @@ def stored_password(address: str, password: str | None = None, world: World | No
             continue
         if address.lower() in known:
             return known[address.lower()]
-    raise LabmailError(f"Aucun mot de passe connu pour {address} : passez password=getpass() (tapé, jamais écrit "
-                       "dans une cellule).", f"No known password for {address}: pass password=getpass() (typed, "
-                       "never written in a cell).")
+    raise LabmailError(f"Aucun mot de passe connu pour {address} : la boîte a-t-elle été créée (étape 5, ou l'exercice "
+                       "plus haut) ? Pour une boîte dont vous avez choisi le mot de passe, passez password=getpass() (tapé, "
+                       "jamais écrit dans une cellule).", f"No known password for {address}: was the mailbox created "
+                       "(step 5, or the exercise above)? For a mailbox whose password you chose, pass "
+                       "password=getpass() (typed, never written in a cell).")
 
 
 @dataclass(frozen=True)
@@ -407,3 +410,140 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
             client.logout()
         except Exception:
             pass
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a mail client finds on connecting to ``host:port``, before logging in: which protocol answers, and how
+    the connection is secured — ``"SSL/TLS"`` (TLS from the first byte, "implicit TLS", RFC 8314), ``"STARTTLS"``
+    (a clear connection the client upgrades; RFC 3207, 2595, 9051) or ``"aucune"``."""
+
+    host: str
+    port: int
+    protocol: str | None  # "SMTP", "IMAP", "POP3" or None (nothing recognisable)
+    security: str  # "SSL/TLS", "STARTTLS", "aucune"
+    greeting: str
+    capabilities: tuple[str, ...]
+    auth_in_clear: tuple[str, ...] = ()  # login methods offered before TLS (should be none)
+    tls_version: str | None = None
+
+    @property
+    def explanation(self) -> str:
+        """One sentence on what this means for a user's password."""
+        if self.security == "SSL/TLS":
+            return tr(f"TLS dès la connexion ({self.tls_version}) : tout, mot de passe compris, est chiffré (RFC 8314 "
+                      "recommande ce mode aux clients).", f"TLS from the start ({self.tls_version}): everything, the "
+                      "password included, is encrypted (RFC 8314 recommends this mode to clients).")
+        if self.security == "STARTTLS":
+            clear = (tr(f" ⚠ mais {', '.join(self.auth_in_clear)} proposé avant TLS", f" ⚠ but {', '.join(self.auth_in_clear)}"
+                        " offered before TLS") if self.auth_in_clear else
+                     tr(" ; aucune authentification n'est proposée avant", "; no login is offered before it"))
+            if self.protocol == "SMTP" and self.port == 25:
+                return tr("connexion en clair, STARTTLS proposé (opportuniste, entre serveurs) ; pas d'authentification "
+                          "sur ce port", "clear connection, STARTTLS offered (opportunistic, between servers); no login "
+                          "on this port")
+            return tr("connexion en clair, puis passage en TLS (STARTTLS) à la demande du client", "clear connection, "
+                      "then upgraded to TLS (STARTTLS) at the client's request") + clear
+        return tr("aucun chiffrement proposé : le mot de passe circulerait en clair", "no encryption offered: the "
+                  "password would travel in clear")
+
+    def to_dict(self) -> dict:
+        return {"port": self.port, "protocole": self.protocol, "sécurité": self.security,
+                "AUTH avant TLS": ", ".join(self.auth_in_clear) or "—", "explication": self.explanation}
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} — {self.protocol or '?'}, {self.security} : {self.explanation}"
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+def _lines(stream, until) -> list[str]:
+    """Read CRLF lines from a file-like socket until ``until(line)`` is true (or the server closes)."""
+    out = []
+    while len(out) < 200:
+        raw = stream.readline(4096)
+        if not raw:
+            break
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        out.append(line)
+        if until(line):
+            break
+    return out
+
+
+def _converse(stream, send) -> tuple[str | None, str, list[str]]:
+    """Read the greeting, recognise the protocol, ask for its capabilities; (protocol, greeting, capabilities)."""
+    greeting = _lines(stream, lambda line: not line.startswith("220-"))
+    first = greeting[0] if greeting else ""
+    if first.startswith("220"):
+        send(b"EHLO poste-etudiant\r\n")
+        caps = [line[4:] for line in _lines(stream, lambda line: not line.startswith("250-")) if line.startswith("250")][1:]
+        send(b"QUIT\r\n")
+        return "SMTP", first, caps
+    if first.startswith("* OK"):
+        send(b"p1 CAPABILITY\r\n")
+        caps = [word for line in _lines(stream, lambda line: line.startswith("p1 ")) if line.startswith("* CAPABILITY")
+                for word in line.split()[2:]]
+        send(b"p2 LOGOUT\r\n")
+        return "IMAP", first, caps
+    if first.startswith("+OK"):
+        send(b"CAPA\r\n")
+        lines = _lines(stream, lambda line: line == "." or line.startswith("-ERR"))
+        caps = [line for line in lines[1:] if line != "."] if lines and lines[0].startswith("+OK") else []
+        send(b"QUIT\r\n")
+        return "POP3", first, caps
+    return None, first, []
+
+
+def _auth_offered(protocol: str | None, caps: list[str]) -> list[str]:
+    upper = [c.upper() for c in caps]
+    if protocol == "SMTP":
+        return [m for c in upper if c.startswith("AUTH") for m in c.replace("=", " ").split()[1:]]
+    if protocol == "IMAP":
+        found = [c.split("=", 1)[1] for c in upper if c.startswith("AUTH=")]
+        return found + ([] if "LOGINDISABLED" in upper else ["LOGIN"])
+    if protocol == "POP3":
+        sasl = [m for c in upper if c.startswith("SASL") for m in c.split()[1:]]
+        return sasl + (["USER/PASS"] if "USER" in upper else [])
+    return []
+
+
+def probe(port: int, host: str | None = None, *, world: World | None = None, timeout: float = 10.0) -> Probe:
+    """Connect to ``host:port`` (default: the school's mail server) as a client would, without logging in: is it
+    TLS from the first byte, or a clear connection that offers STARTTLS? Which protocol answers, and does it offer
+    to log in before TLS? The answer of the real server — the way to fill in a client's security settings.
+
+    >>> probe(993)                  # doctest: +SKIP
+    mailcow.labmail.cloud:993 — IMAP, SSL/TLS : TLS dès la connexion (TLSv1.3) …
+    >>> probe(587).security         # doctest: +SKIP
+    'STARTTLS'
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise LabmailError(f"Port {port!r} impossible : un nombre de 1 à 65535, par exemple 993.",
+                           f"Port {port!r} is not possible: a number from 1 to 65535, for example 993.")
+    world = world or current()
+    server_name, where, context = _endpoint(world, host, port)
+
+    def connect() -> socket.socket:
+        try:
+            return socket.create_connection(where, timeout=timeout)
+        except OSError as exc:
+            raise LabmailError(f"Rien ne répond sur {server_name}:{port} ({exc}).",
+                               f"Nothing answers at {server_name}:{port} ({exc}).") from None
+
+    raw = connect()
+    try:
+        wrapped = context.wrap_socket(raw, server_hostname=server_name)
+    except (ssl.SSLError, OSError):  # the server spoke first, in clear: not implicit TLS
+        raw.close()
+        wrapped = None
+    if wrapped is not None:
+        with wrapped, wrapped.makefile("rb") as stream:
+            protocol, greeting, caps = _converse(stream, wrapped.sendall)
+            return Probe(server_name, port, protocol, "SSL/TLS", greeting, tuple(caps), (), wrapped.version())
+    with connect() as plain, plain.makefile("rb") as stream:
+        protocol, greeting, caps = _converse(stream, plain.sendall)
+    upper = {c.upper().split()[0] for c in caps if c.split()}
+    security = "STARTTLS" if upper & {"STARTTLS", "STLS"} else "aucune"
+    return Probe(server_name, port, protocol, security, greeting, tuple(caps), tuple(_auth_offered(protocol, caps)))

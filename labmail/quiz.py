@@ -1,4 +1,4 @@
-"""The "Interro !" questions: multiple choice with an explanation for every answer.
+"""The "Interro !" questions — multiple choice with an explanation for every answer — and the student's answers.
 
 The data and the check live here; :func:`labmail.widgets.quiz` is the clickable form. Open questions get a
 written-answer cell in the notebook as well.
@@ -7,15 +7,45 @@ written-answer cell in the notebook as well.
 ...              correct={0}, why=["la plus petite valeur est essayée d'abord", "non : MX ne chiffre rien"])
 >>> q.check({0}).correct
 True
+
+**Where an answer lives.** An answer to one of the course's questions is a :class:`Record`: the *first* answer
+(the one that is graded), the last one, how many tries, when, who (the JupyterHub user, else the system user),
+and a random ``nonce`` drawn at the first answer. It is kept in two places:
+
+* in the notebook itself — the quiz cell shows the record as an output (:func:`bundle`, MIME type
+  :data:`MIME_TYPE`), updated at every answer, so that saving the notebook saves the answer and nbgrader's
+  circuit (submit, collect, autograde) carries it with the notebook, nothing beside it;
+* in ``reponses.json`` beside the notebook (:func:`load`, :func:`record`), so that a restart of the kernel or
+  "Run All" finds the answers again and shows them in the quiz cell's output.
+
+At autograde, nbgrader re-executes the notebook in a fresh kernel: the course's nbgrader plugin
+(:mod:`labmail.nbgrader_plugins`) reads the records in the submitted notebook's outputs and writes them as
+``reponses.json`` in the folder where the notebook is re-executed, marked ``"source": "notebook"``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import getpass
+import html
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Iterator
 
 from .errors import LabmailError
+from .i18n import tr
 
-__all__ = ["Question", "Feedback"]
+__all__ = ["Question", "Feedback", "Record", "MIME_TYPE", "ANSWERS_FILE", "load", "flags", "record", "bundle",
+           "records_in", "current_user", "choices_text"]
+
+#: The MIME type of an answer record in a notebook output.
+MIME_TYPE = "application/vnd.labmail.reponse+json"
+#: The student's answers beside the notebook (the kernel's working directory).
+ANSWERS_FILE = "reponses.json"
+_FORMAT = "labmail-reponses/2"
 
 
 @dataclass(frozen=True)
@@ -24,9 +54,21 @@ class Feedback:
 
     correct: bool
     text: str
+    answered: bool = True  # False: no choice was made
 
     def __str__(self) -> str:
-        return ("✔ " if self.correct else "✘ ") + self.text
+        if not self.answered:
+            return "⚠ " + self.text
+        verdict = (tr("✔ Bonne réponse.", "✔ Right answer.") if self.correct
+                   else tr("✘ Ce n'est pas la bonne réponse.", "✘ Not the right answer."))
+        return verdict + "\n" + self.text
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython: the explanation as text, never a repr
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        colour = "#1b7f3b" if self.correct else "#b00020"
+        return f"<div class='labmail-feedback' style='color:{colour};white-space:pre-wrap'>{html.escape(str(self))}</div>"
 
 
 @dataclass(frozen=True)
@@ -52,12 +94,223 @@ class Question:
     def check(self, chosen: set[int] | int | None) -> Feedback:
         """Is ``chosen`` (an index or a set of indices) exactly the right answer? With why for each choice."""
         if chosen is None or chosen == set():
-            return Feedback(False, "Choisissez une réponse." + (" (plusieurs sont possibles)" if self.multiple else ""))
+            return Feedback(False, "Choisissez une réponse." + (" (plusieurs sont possibles)" if self.multiple else ""),
+                            answered=False)
         picked = {chosen} if isinstance(chosen, int) else set(chosen)
-        lines = [("✔ " if i in self.correct else "✘ ") + f"{self.choices[i]} : {self.why[i]}" for i in sorted(picked)]
+        lines = [("✔ " if i in self.correct else "✘ ") + f"{i} — {self.choices[i]} : {self.why[i]}" for i in sorted(picked)]
         missed = self.correct - picked
         if missed and not picked - self.correct:
             lines.append("Il manque une bonne réponse." if len(missed) == 1 else "Il manque des bonnes réponses.")
         if self.retain:
             lines.append("À retenir : " + self.retain)
         return Feedback(picked == self.correct, "\n".join(lines))
+
+
+def choices_text(choices: Iterable[int]) -> str:
+    """Choices as the quiz numbers them (0 = the first choice): ``"0, 2"``, or "aucun choix"."""
+    return ", ".join(str(i) for i in sorted(choices)) or tr("aucun choix", "no choice")
+
+
+# -- answers ----------------------------------------------------------------------------------------------------------
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _os_user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid())[0]
+    except (ImportError, KeyError):  # no password database entry (some containers), or not Unix
+        try:
+            return getpass.getuser()
+        except Exception:
+            return "?"
+
+
+def current_user() -> str:
+    """Who answers, named as nbgrader's exchange names a submission (``nbgrader.utils.get_username``): the system
+    user — or, for the ``jovyan`` user that JupyterHub's container images share, ``JUPYTERHUB_USER``."""
+    name = _os_user()
+    if name == "jovyan":
+        return os.environ.get("JUPYTERHUB_USER", "").strip() or name
+    return name
+
+
+def _domain() -> str | None:
+    try:
+        from .config import load as load_config
+
+        cfg = load_config()
+        return cfg.domain if cfg.prenom else None
+    except LabmailError:
+        return None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One question's answers: the first (graded), the last, the number of tries, who, when, and a nonce that
+    identifies this answer (copied elsewhere, it is still this student's answer — see the nbgrader plugin)."""
+
+    question: str
+    first: tuple[int, ...]
+    first_time: str
+    last: tuple[int, ...]
+    time: str
+    attempts: int
+    user: str
+    nonce: str
+    via: str = "code"  # how the first answer was given: "clic" (« Valider ») or "code" (.answer(...))
+    domain: str | None = None
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("extra")
+        data["first"], data["last"] = list(self.first), list(self.last)
+        return data
+
+    @classmethod
+    def from_dict(cls, question: str, data: dict) -> "Record":
+        """A record read from a file or a notebook output; raises ValueError if it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("not a record")
+
+        def indices(value) -> tuple[int, ...]:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                               and 0 <= i < 64 for i in value):
+                raise ValueError("bad choices")
+            return tuple(sorted(set(value)))
+
+        first = indices(data["first"])
+        last = indices(data.get("last", first))
+        when = str(data.get("time", ""))[:40]
+        attempts = data.get("attempts", 1)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ValueError("bad attempts")
+        return cls(question=str(data.get("question") or question)[:80], first=first,
+                   first_time=str(data.get("first_time") or when)[:40], last=last, time=when, attempts=attempts,
+                   user=str(data.get("user") or "?")[:100], nonce=str(data.get("nonce") or "")[:64],
+                   via=str(data.get("via") or "code")[:10], domain=(str(data["domain"])[:255] if data.get("domain") else None))
+
+
+def _path(folder: str | Path | None) -> Path:
+    return Path(folder or Path.cwd()) / ANSWERS_FILE
+
+
+def _read(folder: str | Path | None) -> dict:
+    try:
+        data = json.loads(_path(folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    if data.get("format") != _FORMAT:  # the first format: {question: {"first", "last", "attempts", "time"}}
+        data = {"format": _FORMAT, "interro": {k: v for k, v in data.items() if isinstance(v, dict)}}
+    return data
+
+
+def load(folder: str | Path | None = None) -> dict[str, Record]:
+    """The recorded answers in ``folder`` (default: the working directory, i.e. the notebook's folder)."""
+    out = {}
+    for question, entry in (_read(folder).get("interro") or {}).items():
+        try:
+            out[question] = Record.from_dict(question, entry)
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged entry counts as no answer
+    return out
+
+
+def flags(folder: str | Path | None = None) -> dict[str, str]:
+    """Answers set aside at autograde, with why (``{question: "copiée de …"}``); empty outside autograde."""
+    found = _read(folder).get("signalements") or {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def from_submission(folder: str | Path | None = None) -> bool | None:
+    """Where this folder's answers come from at autograde: True if the course's nbgrader plugin wrote them from the
+    submitted notebook, False if not (the plugin is missing from nbgrader's configuration); None outside autograde."""
+    if os.environ.get("NBGRADER_EXECUTION") != "autograde":
+        return None
+    return _read(folder).get("source") == "notebook"
+
+
+def record(question: str, chosen: Iterable[int], *, via: str = "code", folder: str | Path | None = None) -> Record:
+    """Record an answer: the first one is kept (it is graded), the last one and the count are updated.
+
+    The file is replaced atomically, so a crash never leaves half an answer file.
+    """
+    from ._files import atomic_write_text
+
+    data = _read(folder)
+    answers = data.setdefault("interro", {})
+    choice = tuple(sorted({int(i) for i in chosen}))
+    now = _now()
+    try:
+        previous = Record.from_dict(question, answers[question])
+    except (KeyError, ValueError, TypeError):
+        previous = None
+    if previous is None:
+        entry = Record(question, choice, now, choice, now, 1, current_user(), secrets.token_hex(8), via, _domain())
+    else:
+        entry = replace(previous, last=choice, time=now, attempts=previous.attempts + 1,
+                        nonce=previous.nonce or secrets.token_hex(8))
+    answers[question] = entry.to_dict()
+    data["format"] = _FORMAT
+    atomic_write_text(_path(folder), json.dumps(data, ensure_ascii=False, indent=1) + "\n", mode=0o644)
+    return entry
+
+
+def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -> dict:
+    """The notebook output that carries an answer: readable text and HTML (for the student, Formgrader and the
+    feedback) and, when answered, the record itself as :data:`MIME_TYPE`."""
+    from .interro import QUESTIONS
+
+    question = QUESTIONS.get(question_id)
+    title = f"« {question.text} »" if question else f"« {question_id} »"
+    if flag:
+        text = tr(f"📝 Interro {title} : réponse ignorée — {flag}", f"📝 Quiz {title}: answer set aside — {flag}")
+        colour = "#b00020"
+    elif entry is None:
+        text = tr(f"📝 Interro {title} : pas encore de réponse enregistrée — cochez, puis « Valider ».",
+                  f"📝 Quiz {title}: no answer recorded yet — tick, then \"Valider\".")
+        colour = "#555555"
+    else:
+        chosen = "; ".join(f"{i} — {question.choices[i]}" if question and i < len(question.choices) else str(i)
+                           for i in entry.first)
+        verdict = ""
+        if question is not None:
+            verdict = " ✔" if set(entry.first) == question.correct else " ✘"
+        text = tr(f"📝 Interro {title} — réponse enregistrée (la première compte) : {chosen}{verdict} · "
+                  f"{entry.attempts} essai(s) · {entry.user}, {entry.first_time.replace('T', ' ')}",
+                  f"📝 Quiz {title} — answer recorded (the first one counts): {chosen}{verdict} · "
+                  f"{entry.attempts} try(ies) · {entry.user}, {entry.first_time.replace('T', ' ')}")
+        colour = "#1b7f3b" if verdict == " ✔" else "#b00020" if verdict else "#555555"
+    data = {"text/plain": text,
+            "text/html": f"<div class='labmail-reponse' style='color:{colour}'>{html.escape(text)}</div>"}
+    if entry is not None and not flag:
+        data[MIME_TYPE] = entry.to_dict()
+    return data
+
+
+def records_in(notebook) -> Iterator[Record]:
+    """Every answer record shown in a notebook's outputs (an ``nbformat`` notebook or its JSON as a dict), in
+    cell order. What nbgrader's plugin reads in a submitted notebook."""
+    cells = notebook.get("cells", []) if isinstance(notebook, dict) else []
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        for output in cell.get("outputs") or []:
+            data = output.get("data") if isinstance(output, dict) else None
+            if not isinstance(data, dict) or MIME_TYPE not in data:
+                continue
+            payload = data[MIME_TYPE]
+            if isinstance(payload, str):  # some tools store JSON outputs as text
+                try:
+                    payload = json.loads(payload)
+                except ValueError:
+                    continue
+            try:
+                yield Record.from_dict(str(payload.get("question", "")), payload)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue

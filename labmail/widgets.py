@@ -34,15 +34,60 @@ def _say(ok: bool, text: str) -> str:
             f"{'✔' if ok else '⚠'} {html.escape(text)}</div>")
 
 
-def _attempt(message: w.HTML, action: Callable[[], object]):
-    """Run a widget's action: its result in green in ``message``, or the refusal's explanation in red (and None)."""
+def _attempt(message: w.HTML, action: Callable[[], object], code: Callable[[object], str] | None = None):
+    """Run a widget's action: its result in green in ``message``, or the refusal's explanation in red (and None).
+
+    With ``code`` (the code a student would write for the same action, from the result), the message also shows
+    that code and says that a graded exercise is the code cell (:func:`_graded_note`)."""
     try:
         result = action()
     except LabmailError as exc:
         message.value = _say(False, str(exc))
         return None
-    message.value = _say(True, str(result))
+    message.value = _say(True, str(result)) + (_graded_note(code(result)) if code else "")
     return result
+
+
+def _graded_note(code: str) -> str:
+    """What a form says each time it changes the world: the equivalent code, and that it is the code cell of an
+    exercise that nbgrader re-executes — a form's clicks are not part of the notebook that is graded."""
+    from . import course
+
+    course.note_form_action(code)
+    return ("<div class='labmail-form-note' style='margin-top:.3em;padding:.3em .6em;border-left:3px solid #1565c0;"
+            "background:#e3f2fd'>" + html.escape(tr("Code équivalent : ", "Equivalent code: ")) +
+            f"<code style='user-select:all'>{html.escape(code)}</code><br>" + html.escape(tr(
+                "ℹ Un formulaire sert à explorer. Pour un exercice noté, c'est la cellule de code de l'exercice qui "
+                "compte : à la correction, le notebook est ré-exécuté depuis le début et seules les cellules de code "
+                "refont votre travail. Copiez-y ce code.",
+                "ℹ A form is for exploring. For a graded exercise, the exercise's code cell is what counts: grading "
+                "re-executes the notebook from the start and only code cells redo your work. Copy this code there.")) +
+            "</div>")
+
+
+def _relative(name: str, zone: str) -> str:
+    """``name`` relative to ``zone`` as the panel takes it (``@`` for the zone itself)."""
+    name, zone = name.rstrip(".").lower(), zone.rstrip(".").lower()
+    if name == zone:
+        return "@"
+    return name[: -len(zone) - 1] if name.endswith("." + zone) else name + "."
+
+
+def _literal(value: str) -> str:
+    """A Python string literal in double quotes, as the notebooks write them."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _change_code(change, zone: str, variable: str = "zone") -> str:
+    """The :class:`labmail.dns.ZonePanel` call that makes ``change`` (a :class:`labmail.dns.Change`)."""
+    name = _relative(change.name, zone)
+    if change.action == "delete":
+        args = [_literal(name)] + ([_literal(change.type)] if change.type else []) + [_literal(v) for v in change.values]
+        return f"{variable}.delete({', '.join(args)})"
+    values = list(change.values)
+    value = (_literal(values[0]) if change.action == "add" or len(values) == 1
+             else "[" + ", ".join(_literal(v) for v in values) + "]")
+    return f"{variable}.{change.action}({_literal(name)}, {_literal(change.type)}, {value})"
 
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
@@ -183,12 +228,17 @@ def replay_steps(chain) -> StepReplay:
 class Quiz(w.VBox):
     """An "Interro !" question: the choices, a "Valider" button, and the explained feedback at once.
 
-    With a ``key`` (the question's id), each click on "Valider" records the answer for grading
-    (:func:`labmail.grading.record_answer`, file ``reponses.json`` beside the notebook); building the widget
-    records nothing, so re-running a notebook never overwrites an answer.
+    With a ``key`` (the question's id), each answer — a click on "Valider" or :meth:`answer` in code — is recorded
+    (:func:`labmail.quiz.record`): the first one is graded. The record is shown under the quiz as an output of its
+    cell, updated at each answer, so that saving the notebook saves the answer (nbgrader's circuit carries it with
+    the notebook), and it is kept in ``reponses.json`` beside the notebook, so that re-running the cell (after a
+    restart, "Run All", or at autograde) shows the recorded answer again instead of forgetting it. Building the
+    widget records nothing.
     """
 
     def __init__(self, question, key: str | None = None) -> None:
+        from . import quiz as _quiz
+
         self.question, self.key = question, key
         title = w.HTML(f"<b>Interro !</b> {html.escape(question.text)}")
         numbered = [f"{i} — {c}" for i, c in enumerate(question.choices)]
@@ -203,42 +253,93 @@ class Quiz(w.VBox):
         hint = tr("(plusieurs réponses possibles)", "(several answers possible)") if question.multiple else ""
         self.button = w.Button(description=tr("Valider", "Check"), button_style="primary")
         self.feedback = w.HTML()
+        self.status = w.HTML()
         self.result = None
-        self.button.on_click(lambda _b: self.submit())
-        super().__init__([title, w.HTML(f"<i>{html.escape(hint)}</i>"), choices, self.button, self.feedback])
+        self._handles: list = []
+        self.record = _quiz.load().get(key) if key else None
+        self.flag = _quiz.flags().get(key) if key else None
+        self.button.on_click(lambda _b: self.submit(via="clic"))
+        super().__init__([title, w.HTML(f"<i>{html.escape(hint)}</i>"), choices, self.button, self.feedback, self.status])
+        if self.record is not None:  # answered before (another run of the cell): show it again
+            self._tick(set(self.record.last))
+            self.result = question.check(set(self.record.first))
+        self._show()
 
     def chosen(self) -> set[int]:
         if self.boxes:
             return {i for i, box in enumerate(self.boxes) if box.value}
         return set() if self.radio.value is None else {self.radio.value}
 
-    def submit(self):
-        """Check the current answer, record it (if the quiz has a key) and show why — what "Valider" does."""
-        chosen = self.chosen()
-        self.result = self.question.check(chosen)
-        if self.key and chosen:
-            from .grading import record_answer
-
-            record_answer(self.key, chosen)
-        colour = "#1b7f3b" if self.result.correct else "#b00020"
-        self.feedback.value = (f"<div style='color:{colour};white-space:pre-wrap'>"
-                               f"{html.escape(str(self.result))}</div>")
-        return self.result
-
-    def answer(self, choices) -> object:
-        """Answer in code: tick ``choices`` (indices, 0 = first) and click "Valider"."""
-        picked = {choices} if isinstance(choices, int) else set(choices)
-        if not picked <= set(range(len(self.question.choices))):
-            raise LabmailError(f"Choix possibles : 0 à {len(self.question.choices) - 1}.",
-                               f"Possible choices: 0 to {len(self.question.choices) - 1}.")
+    def _tick(self, picked: set[int]) -> None:
         if self.boxes:
             for i, box in enumerate(self.boxes):
                 box.value = i in picked
-        else:
-            if len(picked) != 1:
-                raise LabmailError("Une seule réponse pour cette question.", "One answer only for this question.")
-            self.radio.value = next(iter(picked))
-        return self.submit()
+        elif picked:
+            self.radio.value = min(picked)
+
+    def _bundle(self) -> dict:
+        from . import quiz as _quiz
+
+        return _quiz.bundle(self.key, self.record, flag=self.flag)
+
+    def _show(self, chosen: set[int] | None = None) -> None:
+        """Refresh the explanation, the notes, and the record shown under the quiz (the cell's output)."""
+        from . import quiz as _quiz
+
+        colour = "#1b7f3b" if self.result and self.result.correct else "#b00020"
+        self.feedback.value = (f"<div style='color:{colour};white-space:pre-wrap'>"
+                               f"{html.escape(str(self.result))}</div>") if self.result else ""
+        notes = []
+        if self.flag:
+            notes.append(_say(False, tr(f"Réponse ignorée à la correction — {self.flag}",
+                                        f"Answer set aside by grading — {self.flag}")))
+        if self.record is not None and chosen and set(self.record.first) != chosen:
+            notes.append(html.escape(tr(
+                f"Ce nouvel essai ({_quiz.choices_text(chosen)}) sert à comprendre : la note reste celle de la première "
+                f"réponse ({_quiz.choices_text(self.record.first)}).",
+                f"This new try ({_quiz.choices_text(chosen)}) is for understanding: the grade stays that of the first "
+                f"answer ({_quiz.choices_text(self.record.first)}).")))
+        self.status.value = "".join(f"<div><i>{n}</i></div>" for n in notes)
+        for handle in self._handles:  # the record in the cell's output: saved with the notebook
+            handle.update(self._bundle(), raw=True)
+
+    def _ipython_display_(self) -> None:
+        """Display the quiz and, under it, the recorded answer as an output of the cell (updated at each answer)."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        if self.key:
+            self._handles.append(display(self._bundle(), raw=True, display_id=True))
+
+    def submit(self, via: str = "code"):
+        """Check the current answer, record it (if the quiz has a key) and show why — what "Valider" does."""
+        from . import quiz as _quiz
+
+        chosen = self.chosen()
+        if self.key and chosen:
+            self.record = _quiz.record(self.key, chosen, via=via)
+            self.flag = None
+        self.result = self.question.check(chosen)
+        self._show(chosen)
+        return self.result
+
+    def answer(self, choices) -> object:
+        """Answer in code: tick ``choices`` (the numbers shown before the choices, 0 = the first) and "Valider"."""
+        picked = {choices} if isinstance(choices, int) and not isinstance(choices, bool) else choices
+        valid = isinstance(picked, (set, frozenset, list, tuple))
+        if valid:
+            valid = all(isinstance(i, int) and not isinstance(i, bool) for i in picked)
+            picked = set(picked) if valid else set()
+        last = len(self.question.choices) - 1
+        if not valid or not picked or not picked <= set(range(last + 1)):
+            raise LabmailError(f"Réponse {choices!r} impossible : donnez les numéros de vos choix, de 0 à {last}, par "
+                               f"exemple {{0, {last}}}.", f"Answer {choices!r} is not possible: give the numbers of your "
+                               f"choices, 0 to {last}, for example {{0, {last}}}.")
+        if not self.boxes and len(picked) != 1:
+            raise LabmailError("Une seule réponse pour cette question : un seul numéro, par exemple {0}.",
+                               "One answer only for this question: one number, for example {0}.")
+        self._tick(picked)
+        return self.submit(via="code")
 
 
 def quiz(question) -> Quiz:
@@ -246,6 +347,7 @@ def quiz(question) -> Quiz:
     (:mod:`labmail.interro`), whose answers are then recorded for grading.
 
     >>> interro = quiz("interro_04_priorite")     # doctest: +SKIP
+    >>> interro.answer({0, 1})                    # doctest: +SKIP  (or tick and click « Valider »)
     """
     if isinstance(question, str):
         from .interro import get
@@ -358,21 +460,21 @@ class DnsPanel(w.VBox):
 
     def add(self):
         """Add the record typed in the form (what "Ajouter" does); the change or None if it was refused."""
-        try:
-            change = self.panel.add(self.name.value or "@", self.type.value, self.value.value)
-        except LabmailError as exc:
-            self.message.value = _say(False, str(exc))
-            return None
-        self.message.value = _say(True, str(change))
-        self.value.value = ""
-        self.refresh()
+        change = _attempt(self.message, lambda: self.panel.add(self.name.value or "@", self.type.value, self.value.value),
+                          self._code)
+        if change is not None:
+            self.value.value = ""
+            self.refresh()
         return change
 
     def delete(self, name: str, rtype: str, value: str):
         """Delete one record (what its "Supprimer" button does)."""
-        change = _attempt(self.message, lambda: self.panel.delete(name, rtype, value))
+        change = _attempt(self.message, lambda: self.panel.delete(name, rtype, value), self._code)
         self.refresh()
         return change
+
+    def _code(self, change) -> str:
+        return _change_code(change, self.panel.zone.to_text())
 
 
 def dns_panel(zone: str | None = None) -> DnsPanel:
@@ -436,7 +538,8 @@ class MailboxForm(w.VBox):
         from .course import remember_password
 
         remember_password(address, secret)  # like a mail client's password store (0600): never in a cell
-        self.message.value = _say(True, tr(f"Boîte {address} créée.", f"Mailbox {address} created."))
+        self.message.value = _say(True, tr(f"Boîte {address} créée.", f"Mailbox {address} created.")) + _graded_note(
+            f"api.add_mailbox({_literal(local)}, etat.domain, etat.new_password({_literal(address)}))")
         return address
 
 
@@ -627,7 +730,7 @@ class SpfBuilder(w.VBox):
                       and not r.value.lower().startswith("v=spf1")]
             return panel.replace("@", "TXT", others + [record])
 
-        return _attempt(self.message, replace)
+        return _attempt(self.message, replace, lambda change: _change_code(change, panel.zone.to_text()))
 
 
 def spf_builder(domain: str | None = None) -> SpfBuilder:
@@ -697,7 +800,8 @@ class DmarcChooser(w.VBox):
 
         panel = self._panel or ZonePanel(self.domain)
         record = self.build()
-        return _attempt(self.message, lambda: panel.replace("_dmarc", "TXT", record))
+        return _attempt(self.message, lambda: panel.replace("_dmarc", "TXT", record),
+                        lambda change: _change_code(change, panel.zone.to_text()))
 
 
 def dmarc_chooser(domain: str | None = None) -> DmarcChooser:

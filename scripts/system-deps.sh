@@ -4,6 +4,7 @@
 # recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
 # With the argument "bench" (make bench), also Postfix and Dovecot, the mail-side peers of the benchmark table.
 # Installed only when missing, only as root; no service is ever started (the tests and benchmarks start their own).
+# Also, as root, the system user "jovyan" (see below).
 set -euo pipefail
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -18,6 +19,11 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/postfix ] || need+=(postfix)
     [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+fi
+# The system user of JupyterHub's container images, "jovyan" (students are told apart by JUPYTERHUB_USER, as nbgrader's
+# exchange does): tests/test_grading_circuit.py runs the students' side of the nbgrader circuit as that user.
+if [ "$(id -u)" = 0 ] && ! id jovyan >/dev/null 2>&1; then
+    useradd --create-home --shell /usr/sbin/nologin jovyan 2>/dev/null || adduser --disabled-password --gecos "" jovyan >/dev/null
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

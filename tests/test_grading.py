@@ -49,32 +49,116 @@ def test_quiz_answers_are_recorded_on_answer_only_and_the_first_counts(tmp_path,
     fails(grading.answered, "interro_04_priorite", match="Pas encore de réponse.*Valider", capsys=capsys)
     widget.boxes[2].value = True
     widget.button.click()  # a click on "Valider"
-    assert "✘" in widget.feedback.value
     widget.answer({0, 1})  # then the right answer, in code
-    assert "✔" in widget.feedback.value
-    saved = json.loads((tmp_path / grading.ANSWERS_FILE).read_text())
-    assert saved["interro_04_priorite"]["first"] == [2] and saved["interro_04_priorite"]["last"] == [0, 1]
-    assert saved["interro_04_priorite"]["attempts"] == 2
     passes(grading.answered, "interro_04_priorite", capsys=capsys)
-    fails(grading.quiz_answer, "interro_04_priorite", {0, 1}, match="première réponse \\(n° 3\\) n'est pas la bonne",
-          capsys=capsys)
-    quiz("interro_04_priorite")  # re-running the notebook rebuilds the widget: the answers stay
-    assert json.loads((tmp_path / grading.ANSWERS_FILE).read_text()) == saved
+    # the numbers are the widget's (0 = the first choice), in the grading message too
+    fails(grading.quiz_answer, "interro_04_priorite", {0, 1},
+          match="votre première réponse \\(2\\) n'est pas la bonne \\(0, 1\\)", capsys=capsys)
     second = quiz("interro_02_zone")
     second.answer(0)
     passes(grading.quiz_answer, "interro_02_zone", [0], capsys=capsys)
-    fails(grading.quiz_answer, "interro_05_protocoles", {0, 1}, match="Pas de réponse", capsys=capsys)
-    with pytest.raises(Exception, match="Une seule réponse"):
-        second.answer({0, 1})
+    fails(grading.quiz_answer, "interro_05_protocoles", {0, 1}, match="Pas encore de réponse", capsys=capsys)
+
+
+def test_at_autograde_only_the_answers_read_in_the_submitted_notebook_count(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    quiz("interro_02_zone").answer(0)  # a reponses.json beside the notebook…
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # …but no answers written by labmail's nbgrader plugin
+    fails(grading.answered, "interro_02_zone", match="greffon de labmail", capsys=capsys)
+    entry = json.loads((tmp_path / grading.ANSWERS_FILE).read_text())["interro"]["interro_02_zone"]
+    (tmp_path / grading.ANSWERS_FILE).write_text(json.dumps({
+        "format": "labmail-reponses/2", "source": "notebook", "interro": {"interro_02_zone": entry},
+        "signalements": {"interro_04_priorite": "enregistrée par « alice » et rendue par « bob »"}}))
+    passes(grading.quiz_answer, "interro_02_zone", {0}, capsys=capsys)
+    fails(grading.answered, "interro_04_priorite", match="réponse ignorée — enregistrée par « alice »", capsys=capsys)
+    restored = quiz("interro_04_priorite")  # the quiz cell, re-executed, says so too
+    assert "Réponse ignorée à la correction" in restored.status.value
+
+
+def test_a_check_failure_is_one_french_line_and_a_stub_says_what_to_do():
+    from labmail.errors import ExerciceAFaire, VerificationEchouee
+
+    with pytest.raises(ExerciceAFaire) as stub:
+        grading.a_faire()
+    assert stub.value._render_traceback_() == [
+        "\x1b[0;31m✋ Exercice à faire : remplacez les lignes « # VOTRE CODE ICI » et « grading.a_faire() » par votre code "
+        "(la consigne est juste au-dessus), puis exécutez la cellule.\x1b[0m"]
+    with pytest.raises(VerificationEchouee) as check:
+        grading.expect(1 == 2, "Le MX manque : faites d'abord l'exercice.", "The MX is missing.")
+    assert isinstance(check.value, AssertionError) and len(check.value._render_traceback_()) == 1
+    from labmail import i18n
+
+    i18n.set_language("en")
+    assert "The MX is missing." in check.value._render_traceback_()[0]
+    assert grading.expect(True, "jamais affiché") is None
+
+
+def test_answers_read_from_the_exercises(lab_env, capsys):
+    course.prepare(3)
+    fails(grading.ns, "", match="Pas de nom de serveur", capsys=capsys)
+    fails(grading.ns, "ns1.labmail.cloud.", match="n'est pas le serveur qui fait autorité.*dns.labmail.cloud", capsys=capsys)
+    passes(grading.ns, "DNS.labmail.cloud.", capsys=capsys)
+    fails(grading.dkim_location, "", "", match="nom_dkim est vide", capsys=capsys)
+    fails(grading.dkim_location, f"_domainkey.{DOMAIN}", "v=DKIM1", match="soit dkim._domainkey", capsys=capsys)
+    fails(grading.dkim_location, f"dkim._domainkey.{DOMAIN}.", "v=DKIM1; p=MIIB", match="clé publique du serveur",
+          capsys=capsys)
+    row = __import__("labmail").checks.domain(DOMAIN).row("dkim")
+    passes(grading.dkim_location, row.name, row.expected, capsys=capsys)
+    source = ("Authentication-Results: mx.google.com; spf=pass smtp.mailfrom=a.example; dkim=none; dmarc=fail "
+              "header.from=a.example\r\nFrom: a@a.example\r\n\r\nx\r\n").encode()
+    fails(grading.verdict, {}, source, match="doit être un dictionnaire", capsys=capsys)
+    fails(grading.verdict, {"spf": "pass", "dkim": "none"}, source, match="Il manque dmarc", capsys=capsys)
+    fails(grading.verdict, {"spf": "pass", "dkim": "pass", "dmarc": "fail"}, source,
+          match="dkim='pass' au lieu de none", capsys=capsys)
+    passes(grading.verdict, {"spf": "PASS", "dkim": "none", "dmarc": "fail"}, source, capsys=capsys)
+
+
+@pytest.mark.parametrize("table, match", [
+    ([], "configuration est vide"),
+    ([("SMTP", 587)], "triplet"),
+    ([("FTP", 21, "STARTTLS")], "SMTP \\(envoi\\), IMAP ou POP3"),
+    ([("IMAP", "993", "SSL/TLS")], "le port est un nombre"),
+    ([("IMAP", 993, "chiffré")], "« SSL/TLS »"),
+    ([("IMAP", 995, "SSL/TLS")], "sur le port 995, le serveur parle POP3, pas IMAP"),
+    ([("IMAP", 143, "SSL/TLS")], "sur le port 143, la sécurité est STARTTLS, pas SSL/TLS"),
+    ([("SMTP", 25, "STARTTLS")], "Le port 25 sert entre serveurs"),
+    ([("SMTP", 587, "STARTTLS"), ("IMAP", 993, "SSL/TLS")], "Il manque POP3"),
+])
+def test_ports_table_is_checked_against_the_server(table, match, lab_env, capsys):
+    fails(grading.ports, table, match=match, capsys=capsys)
+
+
+def test_ports_table_right_either_way(lab_env, capsys):
+    passes(grading.ports, [("SMTP", 587, "STARTTLS"), ("IMAP", 993, "SSL/TLS"), ("POP3", 995, "SSL/TLS")], capsys=capsys)
+    passes(grading.ports, [["smtp", 465, "ssl/tls"], ("IMAP", 143, "STARTTLS"), ("POP", 110, "starttls")], capsys=capsys)
 
 
 # -- the world --------------------------------------------------------------------------------------------------------
 def test_mx(zone, capsys):
-    fails(grading.mx, match=f"{DOMAIN} ne publie aucun MX.*MX 10 {HOST}", capsys=capsys)
+    fails(grading.mx, match=f'{DOMAIN} ne publie aucun MX.*zone.add\\("@", "MX", "10 {HOST}."\\)', capsys=capsys)
     zone.add("@", "MX", "10 autre.labmail.cloud.")
     fails(grading.mx, match="doit désigner le serveur de l'école", capsys=capsys)
     zone.replace("@", "MX", f"10 {HOST}.")
     passes(grading.mx, capsys=capsys)
+    assert "formulaire" not in capsys.readouterr().out
+
+
+def test_a_form_says_the_code_it_ran_and_the_check_reminds_it(zone, capsys, monkeypatch):
+    from labmail import course as _course
+    from labmail.widgets import dns_panel
+
+    monkeypatch.setattr(_course, "_FORM_ACTIONS", [])
+    panel = dns_panel()
+    panel.name.value, panel.type.value, panel.value.value = "@", "MX", f"10 {HOST}."
+    panel.add_button.click()
+    note = panel.message.value
+    assert f'zone.add(&quot;@&quot;, &quot;MX&quot;, &quot;10 {HOST}.&quot;)' in note
+    assert "c&#x27;est la cellule de code de l&#x27;exercice qui compte" in note
+    assert grading.mx() is None
+    out = capsys.readouterr()
+    assert f'zone.add("@", "MX", "10 {HOST}.")' in out.out and "seule la cellule de l'exercice" in out.out and not out.err
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # nothing printed under nbgrader
+    assert grading.mx() is None and capsys.readouterr().out == ""
 
 
 def test_spf(zone, capsys):

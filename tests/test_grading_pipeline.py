@@ -2,13 +2,18 @@
 submissions per step, feedback, export — on a copy of the course, against the session's lab.
 
 Submissions per step: the reference solution (every automatic point), the untouched release (zero automatic
-points) and a partly right one (one answer wrong: exactly that test's points lost).
+points) and a partly right one (one answer wrong: exactly that test's points lost). The untouched release, as
+autograde executed it, is also what a student sees on "Run All" of the student version: it must stop at the first
+exercise, and every failure must be one short French line (no traceback through labmail, no English exception).
+The circuit through the exchange, with answers given in a browser, is tests/test_grading_circuit.py.
 """
 
 from __future__ import annotations
 
+import builtins
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +95,8 @@ def test_generate_validate_autograde_feedback(step, api, course):
     source = course / "notebooks" / step / f"{step}.ipynb"
     release = course / "release" / step / f"{step}.ipynb"
     text = release.read_text(encoding="utf-8")
-    for leak in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "quiz_answer(", "MARK SCHEME", "Réponse attendue"):
+    for leak in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "quiz_answer(", "MARK SCHEME", "Réponse attendue",
+                 "NotImplementedError"):
         assert leak not in text, f"{step}: the release shows {leak!r}"
     assert not (course / "release" / step / "reponses.json").exists()
 
@@ -122,6 +128,7 @@ def test_generate_validate_autograde_feedback(step, api, course):
             assert notebook.max_score == sum(auto.values()) + sum(tasks.values())
             manual = {g.name for g in notebook.grades if g.needs_manual_grade}
             assert manual == set(tasks), f"{step} {student}: the written answers wait for a human"
+    _student_sees_short_french_messages(step, course / "autograded" / "bob" / step / f"{step}.ipynb")
     for student in submissions:
         result = nbapi.generate_feedback(step, student, force=True)
         assert result["success"], result.get("error")
@@ -130,6 +137,34 @@ def test_generate_validate_autograde_feedback(step, api, course):
         assert f"Score: {sum(expected[student].values()):.1f} / {total:.1f}" in html  # what the student reads
         if tasks and student == "alice":
             assert "Barème" in html  # the mark scheme is shown with the grades
+
+
+_FRENCH = re.compile(r"[àâçéèêëîïôûù«»]|\b(le|la|les|des|du|de|une|votre|vos|faites|est|pas|dans|exercice)\b")
+_ENGLISH = re.compile(r"\b(\w*Error|\w*Exception|Traceback|NotImplemented\w*|KeyboardInterrupt)\b")
+
+
+def _student_sees_short_french_messages(step: str, executed: Path) -> None:
+    """The untouched student version, executed to the end: where "Run All" stops, and what every failure says."""
+    nb = nbformat.read(executed, as_version=4)
+    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"], step
+    for index, error in errors:  # what JupyterLab, Formgrader and the feedback show of an error: its traceback lines
+        shown = "\n".join(error.traceback)
+        assert len(error.traceback) == 1 and "labmail/" not in shown and ".py" not in shown, (step, index, shown)
+        assert not _ENGLISH.search(re.sub(r"\x1b\[[0-9;]*m", "", shown)), (step, index, shown)
+        assert shown.startswith("\x1b[0;31m") and _FRENCH.search(shown), (step, index, shown)
+        assert error.ename not in dir(builtins) or error.ename == "NameError", (step, index, error.ename)
+    assert len({i for i, _ in errors}) == len(errors), f"{step}: one error per cell (nbgrader matches its name)"
+    gids = [c.metadata.get("nbgrader", {}).get("grade_id", "") for c in nb.cells]
+    exercises = [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution")
+                 and c.cell_type == "code" and not gids[i].startswith("reponse_")]
+    assert not [i for i, _ in errors if gids[i].startswith("reponse_")], f"{step}: a quiz answer cell blocks Run All"
+    if exercises:  # "Run All" stops at the first exercise, with the stub's message
+        assert errors and errors[0][0] == exercises[0], (step, errors[:1], exercises[:1])
+        assert errors[0][1].ename == "ExerciceAFaire" and "Exercice à faire" in errors[0][1].traceback[0]
+    elif errors:  # no exercise: only the quiz checks fail (a student who clicked passes them)
+        assert all(gids[i].startswith("test_interro_") for i, _ in errors), (step, errors)
 
 
 def test_export_has_every_score(course, api):

@@ -64,19 +64,6 @@ def test_notebook_runs_on_the_lab(path, lab_env, tmp_path):
 _NBGRADER_KEYS = {"schema_version", "grade", "solution", "locked", "grade_id", "points", "task"}
 
 
-def _student_version(nb):
-    """What nbgrader's ClearSolutions makes of a source notebook (French stubs), for the student-version run."""
-    import re
-
-    student = nbformat.from_dict(json.loads(json.dumps(nb)))
-    for cell in student.cells:
-        if "BEGIN SOLUTION" not in cell.source:
-            continue
-        stub = "# VOTRE CODE ICI\nraise NotImplementedError()" if cell.cell_type == "code" else "VOTRE RÉPONSE ICI"
-        cell.source = re.sub(r"(?ms)^[ \t]*### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", stub, cell.source)
-    return student
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
 def test_nbgrader_source_format(path):
     import re
@@ -104,26 +91,28 @@ def test_nbgrader_source_format(path):
     assert len(ids) == len(set(ids)), f"{path.name}: duplicate grade_id"
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "BEGIN SOLUTION" in p.read_text()], ids=lambda p: p.parent.name)
-def test_student_version_stops_at_the_first_exercise(path, lab_env, tmp_path):
-    from nbclient.exceptions import CellExecutionError
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "99-formateur" not in str(p)], ids=lambda p: p.parent.name)
+def test_every_exercise_guides_the_student(path):
+    """A heading, a one-sentence goal, the stub's import, an open question stated in its task cell, a quiz answer cell
+    after its quiz — what the student version needs to guide (the stub itself is nbgrader's, see nbgrader_config.py)."""
+    import re
 
-    from labmail import course
-
-    cfg, _status = lab_env
-    student = _student_version(nbformat.read(path, as_version=4))
-    client = NotebookClient(student, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    first = next(i for i, c in enumerate(student.cells) if c.cell_type == "code" and "VOTRE CODE ICI" in c.source) \
-        if any(c.cell_type == "code" and "VOTRE CODE ICI" in c.source for c in student.cells) else None
-    try:
-        if first is None:
-            client.execute()
-        else:
-            with pytest.raises(CellExecutionError) as failure:
-                client.execute()
-            assert failure.value.ename == "NotImplementedError"
-            ran = [i for i, c in enumerate(student.cells) if c.cell_type == "code" and c.get("execution_count")]
-            assert max(ran) == first, "the student version must stop at its first exercise, not before"
-    finally:
-        course.prepare(0, config=cfg)
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    solutions = [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution")]
+    if solutions:
+        assert "grading" in code[0].source, f"{path.name}: the first cell must import grading (the stub calls it)"
+    for i in solutions:
+        gid = nb.cells[i].metadata["nbgrader"]["grade_id"]
+        before = [c for c in nb.cells[:i] if c.cell_type == "markdown"]
+        if gid.startswith("reponse_"):
+            qid = "interro_" + gid[len("reponse_"):]
+            assert any(f'quiz("{qid}")' in c.source for c in nb.cells[:i] if c.cell_type == "code"), gid
+            continue
+        heading = next(c.source for c in reversed(before) if re.search(r"^##.*Exercice", c.source, re.M))
+        assert "**But :**" in heading, f"{gid}: the exercise states its goal in one sentence"
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("task"):
+            question = cell.source.split("=== BEGIN MARK SCHEME ===")[0]
+            assert "?" in question and not question.startswith("Avec vos mots"), f"{meta['grade_id']}: state the question"

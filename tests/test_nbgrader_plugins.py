@@ -1,0 +1,132 @@
+"""labmail's nbgrader plugins, one by one, on small notebooks (the whole circuit is in test_grading_circuit.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+nbgrader = pytest.importorskip("nbgrader")
+
+from labmail import nbgrader_plugins as plugins  # noqa: E402
+from labmail import quiz  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:.*not in session.*")]
+
+
+def _cell(source: str, gid: str | None = None, solution: bool = False, outputs=None):
+    cell = nbformat.v4.new_code_cell(source)
+    if gid:
+        cell.metadata["nbgrader"] = {"schema_version": 3, "grade": False, "solution": solution, "locked": not solution,
+                                     "grade_id": gid}
+    cell.outputs = [nbformat.v4.new_output("display_data", data=d) for d in (outputs or [])]
+    return cell
+
+
+def _record(question: str, first, user: str, when: str, nonce: str) -> quiz.Record:
+    first = tuple(first)
+    return quiz.Record(question, first, when, first, when, 1, user, nonce, "clic", "x.labmail.cloud")
+
+
+def test_quiz_answer_cells_are_released_as_how_to_answer_not_as_a_stub_that_raises():
+    nb = nbformat.v4.new_notebook(cells=[
+        _cell('ports = quiz("interro_06_ports")\nports'),
+        _cell("# VOTRE CODE ICI\ngrading.a_faire()", "reponse_06_ports", solution=True),
+        _cell("# VOTRE CODE ICI\ngrading.a_faire()", "ex_06_ports", solution=True),
+    ])
+    out, _ = plugins.QuizAnswerCells().preprocess(nb, {})
+    answer = out.cells[1].source
+    assert all(line.startswith("#") for line in answer.splitlines()) and "# ports.answer({0, 2})" in answer
+    assert "« Valider »" in answer
+    assert out.cells[2].source.endswith("grading.a_faire()")  # a real exercise keeps its stub
+
+
+def test_the_preprocessor_lists_keep_nbgraders_own_steps():
+    from nbgrader.preprocessors import ClearOutput, ClearSolutions, Execute
+
+    generate = plugins.generate_preprocessors()
+    assert generate[generate.index(ClearSolutions) + 1] is plugins.QuizAnswerCells and len(generate) == 13
+    sanitize = plugins.sanitize_preprocessors()
+    assert sanitize[:2] == [plugins.CollectAnswers, ClearOutput]
+    graded = plugins.autograde_preprocessors()
+    assert graded[graded.index(Execute) - 1] is plugins.ProvideAnswers
+
+
+def test_the_oldest_first_answer_wins():
+    late = _record("interro_02_zone", [1], "carol", "2026-12-01T10:05:00Z", "b" * 16)
+    early = _record("interro_02_zone", [0], "carol", "2026-12-01T10:00:00Z", "a" * 16)
+    nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[quiz.bundle("interro_02_zone", late)]),
+                                         _cell("t", outputs=[quiz.bundle("interro_02_zone", early)])])
+    assert plugins.answers_of(nb)["interro_02_zone"] == early
+
+
+@pytest.fixture
+def submitted(tmp_path, monkeypatch):
+    """submitted/<student>/02-ressources/02-ressources.ipynb for a class, and a gradebook knowing its students."""
+    from nbgrader.api import Gradebook
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    db = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(db) as gradebook:
+        for student in ("alice", "bob", "carol", "dave"):
+            gradebook.add_student(student)
+
+    def hand_in(student: str, *records: quiz.Record) -> tuple[nbformat.NotebookNode, dict]:
+        folder = tmp_path / "submitted" / student / "02-ressources"
+        folder.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[quiz.bundle(r.question, r) for r in records])])
+        nb.metadata["labmail"] = {"reponses": {"interro_02_zone": {"first": [0]}}}  # forged: replaced by the plugin
+        nbformat.write(nb, folder / "02-ressources.ipynb")
+        resources = {"nbgrader": {"student": student, "assignment": "02-ressources", "notebook": "02-ressources",
+                                  "db_url": db}, "metadata": {"path": str(folder)}}
+        return nbformat.read(folder / "02-ressources.ipynb", as_version=4), resources
+
+    return hand_in
+
+
+def test_an_answer_copied_from_another_student_is_set_aside(submitted, caplog):
+    own = _record("interro_02_zone", [0], "alice", "2026-12-01T10:00:00Z", "1" * 16)
+    other = _record("interro_04_priorite", [0, 1], "alice", "2026-12-01T10:00:00Z", "2" * 16)
+    submitted("alice", own, other)
+    nb, resources = submitted("bob", other, _record("interro_02_zone", [1], "bob", "2026-12-01T10:01:00Z", "3" * 16))
+    out, _ = plugins.CollectAnswers().preprocess(nb, resources)
+    kept, flags = out.metadata["labmail"]["reponses"], out.metadata["labmail"]["signalements"]
+    assert set(kept) == {"interro_02_zone"} and kept["interro_02_zone"]["first"] == [1]  # the forged metadata is gone
+    assert "enregistrée par « alice » et rendue par « bob »" in flags["interro_04_priorite"]
+    # the same record with the name changed: the nonce gives it away
+    renamed = _record("interro_04_priorite", [0, 1], "dave", "2026-12-01T10:00:00Z", "2" * 16)
+    nb, resources = submitted("dave", renamed)
+    out, _ = plugins.CollectAnswers().preprocess(nb, resources)
+    assert out.metadata["labmail"]["reponses"] == {}
+    assert "même identifiant 2222222222222222" in out.metadata["labmail"]["signalements"]["interro_04_priorite"]
+    assert "alice" in out.metadata["labmail"]["signalements"]["interro_04_priorite"]
+    # both now claim the record: the teacher decides (Formgrader shows why)
+    nb, resources = submitted("alice", own, other)
+    flags = plugins.CollectAnswers().preprocess(nb, resources)[0].metadata["labmail"]["signalements"]
+    assert set(flags) == {"interro_04_priorite"} and "« bob, dave »" in flags["interro_04_priorite"]
+    # a copy under the original's name leaves the original alone; a user unknown to the course (no hub) is accepted
+    shutil.rmtree(Path(resources["metadata"]["path"]).parents[1] / "dave")
+    nb, resources = submitted("alice", own, other)
+    assert plugins.CollectAnswers().preprocess(nb, resources)[0].metadata["labmail"]["signalements"] == {}
+    nb, resources = submitted("carol", _record("interro_02_zone", [0], "jovyan", "2026-12-01T10:00:00Z", "4" * 16))
+    assert plugins.CollectAnswers().preprocess(nb, resources)[0].metadata["labmail"]["signalements"] == {}
+
+
+def test_the_answers_are_given_to_the_grading_kernel_and_nothing_handed_in_beside(tmp_path):
+    planted = tmp_path / quiz.ANSWERS_FILE
+    planted.write_text(json.dumps({"interro_02_zone": {"first": [0]}}))
+    nb = nbformat.v4.new_notebook()
+    plugins.ProvideAnswers().preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert not planted.exists()  # no labmail metadata (the sanitizing plugin did not run): nothing to grade with
+    nb.metadata["labmail"] = {"reponses": {"interro_02_zone": _record("interro_02_zone", [0], "a", "t", "n").to_dict()},
+                              "signalements": {"interro_04_priorite": "copiée"}}
+    plugins.ProvideAnswers().preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    data = json.loads(planted.read_text())
+    assert data["source"] == "notebook" and quiz.load(tmp_path)["interro_02_zone"].first == (0,)
+    assert quiz.flags(tmp_path) == {"interro_04_priorite": "copiée"}
