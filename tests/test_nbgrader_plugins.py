@@ -10,6 +10,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from fuzzing import count, examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 nbgrader = pytest.importorskip("nbgrader")
 
@@ -130,3 +133,25 @@ def test_the_answers_are_given_to_the_grading_kernel_and_nothing_handed_in_besid
     data = json.loads(planted.read_text())
     assert data["source"] == "notebook" and quiz.load(tmp_path)["interro_02_zone"].first == (0,)
     assert quiz.flags(tmp_path) == {"interro_04_priorite": "copiée"}
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=20)
+_RECORDISH = st.fixed_dictionaries({}, optional={k: _JSON | st.lists(st.integers(-5, 100), max_size=5)
+                                                for k in ("question", "first", "last", "attempts", "time", "user", "nonce",
+                                                          "via", "domain", "first_time")})
+
+
+@pytest.mark.fuzz
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_JSON, st.fixed_dictionaries({"cell_type": st.just("code"), "outputs": st.lists(
+    st.one_of(_JSON, st.fixed_dictionaries({"data": st.fixed_dictionaries({quiz.MIME_TYPE: _RECORDISH | _JSON})})),
+    max_size=3)})), max_size=5))
+def test_a_hostile_notebook_gives_records_or_nothing_never_a_crash(cells):
+    """What a student hands in is their file: any JSON in the outputs yields valid records or none."""
+    count()
+    for entry in plugins.answers_of({"cells": cells}).values():
+        assert isinstance(entry, quiz.Record) and entry.attempts >= 1
+        assert all(isinstance(i, int) and 0 <= i < 64 for i in entry.first + entry.last)
+        assert len(entry.user) <= 100 and len(entry.nonce) <= 64 and len(entry.question) <= 80
