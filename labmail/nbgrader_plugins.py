@@ -63,11 +63,7 @@ class QuizAnswerCells(NbGraderPreprocessor):
 
 def answers_of(nb) -> dict[str, quiz.Record]:
     """The answer to grade for each question shown in a notebook: the record whose first answer is the oldest."""
-    kept: dict[str, quiz.Record] = {}
-    for entry in quiz.records_in(nb):
-        if entry.question not in kept or entry.first_time < kept[entry.question].first_time:
-            kept[entry.question] = entry
-    return kept
+    return quiz._oldest(quiz.records_in(nb))
 
 
 def _known_students(db_url: str | None) -> set[str]:

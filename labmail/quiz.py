@@ -15,8 +15,10 @@ and a random ``nonce`` drawn at the first answer. It is kept in two places:
 * in the notebook itself — the quiz cell shows the record as an output (:func:`bundle`, MIME type
   :data:`MIME_TYPE`), updated at every answer, so that saving the notebook saves the answer and nbgrader's
   circuit (submit, collect, autograde) carries it with the notebook, nothing beside it;
-* in ``reponses.json`` beside the notebook (:func:`load`, :func:`record`), so that a restart of the kernel or
-  "Run All" finds the answers again and shows them in the quiz cell's output.
+* in ``reponses.json`` beside the notebook (:func:`load`, :func:`record`), a working copy, so that a restart of the
+  kernel or "Run All" finds the answers again and shows them in the quiz cell's output; the quiz also reads the
+  notebook as last saved (its path is in ``JPY_SESSION_NAME``), so an answer saved in the notebook is found even
+  without that copy (a notebook moved, downloaded elsewhere).
 
 At autograde, nbgrader re-executes the notebook in a fresh kernel: the course's nbgrader plugin
 (:mod:`labmail.nbgrader_plugins`) reads the records in the submitted notebook's outputs and writes them as
@@ -210,15 +212,39 @@ def _read(folder: str | Path | None) -> dict:
     return data
 
 
+def _oldest(records: Iterable[Record]) -> dict[str, Record]:
+    """For each question, the record whose first answer is the oldest (the first answer is the one that counts)."""
+    kept: dict[str, Record] = {}
+    for entry in records:
+        if entry.question not in kept or entry.first_time < kept[entry.question].first_time:
+            kept[entry.question] = entry
+    return kept
+
+
+def _in_saved_notebook() -> list[Record]:
+    """The records shown in this kernel's notebook as last saved (JupyterLab gives a kernel its notebook's path in
+    ``JPY_SESSION_NAME``): the notebook is where answers live, reponses.json only a working copy."""
+    path = os.environ.get("JPY_SESSION_NAME", "")
+    if not path.endswith(".ipynb") or os.environ.get("NBGRADER_EXECUTION"):
+        return []
+    try:
+        if os.path.getsize(path) > 64 * 2**20:
+            return []
+        return list(records_in(json.loads(Path(path).read_text(encoding="utf-8"))))
+    except (OSError, ValueError):
+        return []
+
+
 def load(folder: str | Path | None = None) -> dict[str, Record]:
-    """The recorded answers in ``folder`` (default: the working directory, i.e. the notebook's folder)."""
-    out = {}
+    """The recorded answers in ``folder``'s reponses.json; without ``folder``, those of the notebook being run: its
+    folder's reponses.json and what the notebook itself shows as last saved (the oldest first answer wins)."""
+    out = []
     for question, entry in (_read(folder).get("interro") or {}).items():
         try:
-            out[question] = Record.from_dict(question, entry)
+            out.append(Record.from_dict(question, entry))
         except (ValueError, KeyError, TypeError):
             continue  # a damaged entry counts as no answer
-    return out
+    return _oldest(out + (_in_saved_notebook() if folder is None else []))
 
 
 def flags(folder: str | Path | None = None) -> dict[str, str]:
@@ -246,10 +272,7 @@ def record(question: str, chosen: Iterable[int], *, via: str = "code", folder: s
     answers = data.setdefault("interro", {})
     choice = tuple(sorted({int(i) for i in chosen}))
     now = _now()
-    try:
-        previous = Record.from_dict(question, answers[question])
-    except (KeyError, ValueError, TypeError):
-        previous = None
+    previous = load(folder).get(question)
     if previous is None:
         entry = Record(question, choice, now, choice, now, 1, current_user(), secrets.token_hex(8), via, _domain())
     else:

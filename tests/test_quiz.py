@@ -158,3 +158,21 @@ def test_the_quiz_cell_shows_the_record_and_updates_it_at_each_answer(tmp_path, 
     widget.radio.value = 0
     widget.button.click()
     assert updates[-1][answers.MIME_TYPE]["first"] == [0] and updates[-1][answers.MIME_TYPE]["via"] == "clic"
+
+
+def test_the_saved_notebook_is_where_the_answer_lives(tmp_path, monkeypatch):
+    """Without reponses.json (a notebook moved, downloaded elsewhere), the quiz finds the answer the notebook shows."""
+    monkeypatch.chdir(tmp_path)
+    first = answers.record("interro_02_zone", [1], via="clic", folder=tmp_path / "ailleurs")
+    notebook = tmp_path / "02-ressources.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": answers.bundle("interro_02_zone", first)}]}]}))
+    assert quiz("interro_02_zone").record is None
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))  # what JupyterLab gives the notebook's kernel
+    widget = quiz("interro_02_zone")
+    assert widget.record == first and widget.radio.value == 1
+    widget.answer(0)  # a new try: the first answer stays the notebook's
+    entry = answers.load()["interro_02_zone"]
+    assert entry.first == (1,) and entry.last == (0,) and entry.attempts == 2 and entry.nonce == first.nonce
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # grading reads only what its plugin gives
+    assert answers._in_saved_notebook() == []
