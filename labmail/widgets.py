@@ -89,6 +89,7 @@ def _change_code(change, zone: str, variable: str = "zone") -> str:
              else "[" + ", ".join(_literal(v) for v in values) + "]")
     return f"{variable}.{change.action}({_literal(name)}, {_literal(change.type)}, {value})"
 
+
 class DnsCheck(w.VBox):
     """The widget: a domain box, a "Vérifier le DNS" button, the audit table and the fixes to copy.
 
@@ -286,9 +287,7 @@ class Quiz(w.VBox):
         """Refresh the explanation, the notes, and the record shown under the quiz (the cell's output)."""
         from . import quiz as _quiz
 
-        colour = "#1b7f3b" if self.result and self.result.correct else "#b00020"
-        self.feedback.value = (f"<div style='color:{colour};white-space:pre-wrap'>"
-                               f"{html.escape(str(self.result))}</div>") if self.result else ""
+        self.feedback.value = self.result._repr_html_() if self.result else ""
         notes = []
         if self.flag:
             notes.append(_say(False, tr(f"Réponse ignorée à la correction — {self.flag}",

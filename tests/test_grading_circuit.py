@@ -237,7 +237,8 @@ def _carol_02(session, panel, path: Path) -> None:
     session.wait_for(check, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ", timeout=2 * WAIT)
     session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ")
     last = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")[-1]
-    assert "[*]" not in last.text and panel.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']") == []
+    errors = panel.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")
+    assert "[*]" not in last.text and errors == [], [e.text for e in errors]
     session.save(path, lambda text: _recorded(text, "interro_02_zone") == [[0], [0]])
 
 
