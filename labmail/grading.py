@@ -88,6 +88,14 @@ def _display(data: dict) -> None:
 
 
 # -- quiz answers ---------------------------------------------------------------------------------------------------
+def _title(question_id: str) -> str:
+    """The question as the student reads it (its id if it is not one of the course's)."""
+    from .interro import QUESTIONS
+
+    question = QUESTIONS.get(question_id)
+    return f"« {question.text} »" if question else f"« {question_id} »"
+
+
 def _recorded(question_id: str, folder: str | Path | None):
     """The answer to grade, or a VerificationEchouee saying why there is none."""
     from . import quiz
@@ -100,15 +108,15 @@ def _recorded(question_id: str, folder: str | Path | None):
             "labmail's plugin (the course's nbgrader_config.py, see the README, \"Noter avec nbgrader\").")
     flag = quiz.flags(folder).get(question_id)
     if flag:
-        raise VerificationEchouee(f"Interro « {question_id} » : réponse ignorée — {flag}",
-                                  f"Quiz \"{question_id}\": answer set aside — {flag}")
+        raise VerificationEchouee(f"Interro {_title(question_id)} : réponse ignorée — {flag}",
+                                  f"Quiz {_title(question_id)}: answer set aside — {flag}")
     entry = quiz.load(folder).get(question_id)
     if entry is None:
         raise VerificationEchouee(
-            f"Pas encore de réponse à l'Interro « {question_id} » : cochez vos choix dans le quiz puis cliquez sur "
+            f"Pas encore de réponse à l'Interro {_title(question_id)} : cochez vos choix dans le quiz puis cliquez sur "
             "« Valider » (ou répondez en code : .answer({…})) ; votre première réponse est celle qui compte. "
             "Enregistrez ensuite le notebook.",
-            f"No answer yet to the quiz \"{question_id}\": tick your choices then click \"Valider\" (or answer in "
+            f"No answer yet to the quiz {_title(question_id)}: tick your choices then click \"Valider\" (or answer in "
             "code: .answer({…})); your first answer is the one that counts. Then save the notebook.")
     return entry
 
@@ -131,9 +139,9 @@ def quiz_answer(question_id: str, expected: Iterable[int], folder: str | Path | 
     first, wanted = set(entry.first), set(expected)
     if first != wanted:
         raise VerificationEchouee(
-            f"Interro « {question_id} » : votre première réponse ({choices_text(first)}) n'est pas la bonne "
+            f"Interro {_title(question_id)} : votre première réponse ({choices_text(first)}) n'est pas la bonne "
             f"({choices_text(wanted)}). Relisez l'explication affichée sous le quiz.",
-            f"Quiz \"{question_id}\": your first answer ({choices_text(first)}) is not the right one "
+            f"Quiz {_title(question_id)}: your first answer ({choices_text(first)}) is not the right one "
             f"({choices_text(wanted)}). Read the explanation under the quiz again.")
 
 
