@@ -129,7 +129,12 @@ def answered(question_id: str, folder: str | Path | None = None) -> None:
     """
     from . import quiz
 
-    _display(quiz.bundle(question_id, _recorded(question_id, folder)))
+    entry = _recorded(question_id, folder)
+    _display(quiz.bundle(question_id, entry))
+    if entry.via == "correction":  # for the teacher, in Formgrader (stdout: the score is not touched)
+        print("ℹ Réponse donnée en code à la correction : la copie rendue ne montrait aucune réponse enregistrée "
+              "(cellules jamais exécutées, ou sorties effacées) ; si une autre réponse avait été donnée avant, elle "
+              "n'est plus connue.")
 
 
 @_check
@@ -268,8 +273,8 @@ def ports(table: object, *, host: str | None = None, world=None) -> None:
         except LabmailError as exc:
             raise AssertionError(f"{item!r} : le serveur ne répond pas sur le port {port} ({exc.message('fr')}).") from None
         if probe.protocol != protocol:
-            raise AssertionError(f"{item!r} : sur le port {port}, le serveur parle {probe.protocol or 'autre chose'}, "
-                                 f"pas {protocol}.")
+            spoken = probe.protocol or "autre chose (pas un service de messagerie)"
+            raise AssertionError(f"{item!r} : sur le port {port}, le serveur parle {spoken}, pas {protocol}.")
         if probe.security != label:
             raise AssertionError(f"{item!r} : sur le port {port}, la sécurité est {probe.security}, pas {label} "
                                  "(regardez mail.probe).")

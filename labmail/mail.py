@@ -430,6 +430,9 @@ class Probe:
     @property
     def explanation(self) -> str:
         """One sentence on what this means for a user's password."""
+        if self.protocol is None:
+            return tr("aucun service de messagerie ne répond ici (ni SMTP, ni IMAP, ni POP3)",
+                      "no mail service answers here (neither SMTP, IMAP nor POP3)")
         if self.security == "SSL/TLS":
             return tr(f"TLS dès la connexion ({self.tls_version}) : tout, mot de passe compris, est chiffré (RFC 8314 "
                       "recommande ce mode aux clients).", f"TLS from the start ({self.tls_version}): everything, the "
@@ -538,12 +541,19 @@ def probe(port: int, host: str | None = None, *, world: World | None = None, tim
     except (ssl.SSLError, OSError):  # the server spoke first, in clear: not implicit TLS
         raw.close()
         wrapped = None
+    def talk(sock) -> tuple[str | None, str, list[str]]:
+        try:
+            with sock.makefile("rb") as stream:
+                return _converse(stream, sock.sendall)
+        except OSError:  # silent (a web server waits for the client), or closed: not a mail service
+            return None, "", []
+
     if wrapped is not None:
-        with wrapped, wrapped.makefile("rb") as stream:
-            protocol, greeting, caps = _converse(stream, wrapped.sendall)
+        with wrapped:
+            protocol, greeting, caps = talk(wrapped)
             return Probe(server_name, port, protocol, "SSL/TLS", greeting, tuple(caps), (), wrapped.version())
-    with connect() as plain, plain.makefile("rb") as stream:
-        protocol, greeting, caps = _converse(stream, plain.sendall)
+    with connect() as plain:
+        protocol, greeting, caps = talk(plain)
     upper = {c.upper().split()[0] for c in caps if c.split()}
     security = "STARTTLS" if upper & {"STARTTLS", "STLS"} else "aucune"
     return Probe(server_name, port, protocol, security, greeting, tuple(caps), tuple(_auth_offered(protocol, caps)))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from . import quiz
+from . import interro, quiz
 
 __all__ = ["QuizAnswerCells", "CollectAnswers", "ProvideAnswers", "generate_preprocessors", "sanitize_preprocessors",
            "autograde_preprocessors", "answers_of"]
@@ -52,12 +52,18 @@ class QuizAnswerCells(NbGraderPreprocessor):
             gid = str(meta.get("grade_id", ""))
             if cell.cell_type != "code" or not meta.get("solution") or not gid.startswith("reponse_"):
                 continue
-            name = names.get("interro_" + gid[len("reponse_"):], "interro")
+            qid = "interro_" + gid[len("reponse_"):]
+            name = names.get(qid, "interro")
+            question = interro.QUESTIONS.get(qid)
+            several = question is None or question.multiple
+            example = question.example if question else "{0, 1}"
             cell.source = (
-                "# Répondez en cochant vos choix dans le quiz ci-dessus, puis « Valider » : c'est enregistré, et votre\n"
+                f"# Répondez en cochant {'vos choix' if several else 'votre choix'} dans le quiz ci-dessus, puis "
+                "« Valider » : c'est enregistré, et votre\n"
                 "# première réponse est celle qui compte. Ou bien, en code : enlevez le # de la ligne suivante, mettez\n"
-                "# les numéros affichés devant vos choix (0 = le premier) et exécutez la cellule.\n"
-                f"# {name}.answer({{0, 2}})")
+                f"# {'les numéros affichés devant vos choix' if several else 'le numéro affiché devant votre choix'} "
+                "(0 = le premier) et exécutez la cellule.\n"
+                f"# {name}.answer({example})")
         return nb, resources
 
 
@@ -115,13 +121,14 @@ class CollectAnswers(NbGraderPreprocessor):
             other = path.parent.parent.name
             if other == student:
                 continue
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            try:  # another student's file, whatever it holds, never stops this one's grading
+                if path.stat().st_size > 64 * 2**20:
+                    continue
+                for entry in quiz.records_in(json.loads(path.read_text(encoding="utf-8"))):
+                    if entry.nonce:
+                        found.setdefault((entry.question, entry.nonce), set()).add((other, entry.user))
+            except Exception:  # noqa: BLE001 - unreadable, not JSON, too deep: no records from it
                 continue
-            for entry in quiz.records_in(data):
-                if entry.nonce:
-                    found.setdefault((entry.question, entry.nonce), set()).add((other, entry.user))
         return found
 
 

@@ -93,6 +93,15 @@ class Question:
     def multiple(self) -> bool:
         return len(self.correct) > 1
 
+    @property
+    def example(self) -> str:
+        """An answer to show as an example of the syntax — never the right one: ``"{0, 1}"``, or ``"{0}"``."""
+        from itertools import combinations
+
+        size = 2 if self.multiple else 1
+        picked = next(set(c) for c in combinations(range(len(self.choices)), size) if set(c) != self.correct)
+        return "{" + ", ".join(map(str, sorted(picked))) + "}"
+
     def check(self, chosen: set[int] | int | None) -> Feedback:
         """Is ``chosen`` (an index or a set of indices) exactly the right answer? With why for each choice."""
         if chosen is None or chosen == set():
@@ -184,16 +193,20 @@ class Record:
                 raise ValueError("bad choices")
             return tuple(sorted(set(value)))
 
+        def text(value, size: int) -> str:  # printable only: it goes into logs and pages
+            return "".join(c for c in str(value) if c.isprintable())[:size]
+
         first = indices(data["first"])
         last = indices(data.get("last", first))
-        when = str(data.get("time", ""))[:40]
+        when = text(data.get("time", ""), 40)
         attempts = data.get("attempts", 1)
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts < 10**6:
             raise ValueError("bad attempts")
-        return cls(question=str(data.get("question") or question)[:80], first=first,
-                   first_time=str(data.get("first_time") or when)[:40], last=last, time=when, attempts=attempts,
-                   user=str(data.get("user") or "?")[:100], nonce=str(data.get("nonce") or "")[:64],
-                   via=str(data.get("via") or "code")[:10], domain=(str(data["domain"])[:255] if data.get("domain") else None))
+        return cls(question=text(data.get("question") or question, 80), first=first,
+                   first_time=text(data.get("first_time") or when, 40), last=last, time=when, attempts=attempts,
+                   user=text(data.get("user") or "?", 100), nonce=text(data.get("nonce") or "", 64),
+                   via=text(data.get("via") or "code", 12),
+                   domain=text(data["domain"], 255) if data.get("domain") else None)
 
 
 def _path(folder: str | Path | None) -> Path:
@@ -261,10 +274,14 @@ def from_submission(folder: str | Path | None = None) -> bool | None:
     return _read(folder).get("source") == "notebook"
 
 
-def record(question: str, chosen: Iterable[int], *, via: str = "code", folder: str | Path | None = None) -> Record:
+def record(question: str, chosen: Iterable[int], *, via: str = "code",
+           folder: str | Path | None = None) -> Record | None:
     """Record an answer: the first one is kept (it is graded), the last one and the count are updated.
 
-    The file is replaced atomically, so a crash never leaves half an answer file.
+    At autograde, the answers are those of the submitted notebook: re-executing an answer cell records nothing
+    (nor for an answer set aside as copied, which returns None); a code answer where the submitted notebook showed
+    none is recorded with ``via="correction"``, so that the teacher sees it was given at grading time. The file is
+    replaced atomically, so a crash never leaves half an answer file.
     """
     from ._files import atomic_write_text
 
@@ -273,8 +290,12 @@ def record(question: str, chosen: Iterable[int], *, via: str = "code", folder: s
     choice = tuple(sorted({int(i) for i in chosen}))
     now = _now()
     previous = load(folder).get(question)
+    grading = from_submission(folder) is not None
+    if grading and (previous is not None or question in flags(folder)):
+        return previous
     if previous is None:
-        entry = Record(question, choice, now, choice, now, 1, current_user(), secrets.token_hex(8), via, _domain())
+        entry = Record(question, choice, now, choice, now, 1, current_user(), secrets.token_hex(8),
+                       "correction" if grading else via, _domain())
     else:
         entry = replace(previous, last=choice, time=now, attempts=previous.attempts + 1,
                         nonce=previous.nonce or secrets.token_hex(8))
@@ -308,6 +329,11 @@ def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -
                   f"{entry.attempts} essai(s) · {entry.user}, {entry.first_time.replace('T', ' ')}",
                   f"📝 Quiz {title} — answer recorded (the first one counts): {chosen}{verdict} · "
                   f"{entry.attempts} try(ies) · {entry.user}, {entry.first_time.replace('T', ' ')}")
+        if entry.via == "correction":
+            text += tr(" · donnée en code à la correction : la copie rendue ne montrait aucune réponse enregistrée "
+                       "(cellules jamais exécutées, ou sorties effacées)",
+                       " · given in code at grading time: the submitted notebook showed no recorded answer "
+                       "(cells never run, or outputs cleared)")
         colour = "#1b7f3b" if verdict == " ✔" else "#b00020" if verdict else "#555555"
     data = {"text/plain": text,
             "text/html": f"<div class='labmail-reponse' style='color:{colour}'>{html.escape(text)}</div>"}
@@ -319,11 +345,12 @@ def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -
 def records_in(notebook) -> Iterator[Record]:
     """Every answer record shown in a notebook's outputs (an ``nbformat`` notebook or its JSON as a dict), in
     cell order. What nbgrader's plugin reads in a submitted notebook."""
-    cells = notebook.get("cells", []) if isinstance(notebook, dict) else []
-    for cell in cells:
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        for output in cell.get("outputs") or []:
+        outputs = cell.get("outputs")
+        for output in outputs if isinstance(outputs, list) else []:
             data = output.get("data") if isinstance(output, dict) else None
             if not isinstance(data, dict) or MIME_TYPE not in data:
                 continue
@@ -331,7 +358,7 @@ def records_in(notebook) -> Iterator[Record]:
             if isinstance(payload, str):  # some tools store JSON outputs as text
                 try:
                     payload = json.loads(payload)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
             try:
                 yield Record.from_dict(str(payload.get("question", "")), payload)

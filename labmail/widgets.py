@@ -316,8 +316,7 @@ class Quiz(w.VBox):
 
         chosen = self.chosen()
         if self.key and chosen:
-            self.record = _quiz.record(self.key, chosen, via=via)
-            self.flag = None
+            self.record = _quiz.record(self.key, chosen, via=via) or self.record
         self.result = self.question.check(chosen)
         self._show(chosen)
         return self.result

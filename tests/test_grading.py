@@ -38,6 +38,9 @@ def test_the_catalog_is_well_formed():
     assert len(interro.QUESTIONS) >= 15
     for qid, question in interro.QUESTIONS.items():
         assert qid.startswith("interro_") and question.check(question.correct).correct, qid
+        assert question.example.strip("{}").split(", ") != sorted(map(str, question.correct)), qid  # no hint
+    # the numbers are shown (0 = the first): "always tick 0" must not be a strategy
+    assert sum(0 in q.correct for q in interro.QUESTIONS.values()) <= len(interro.QUESTIONS) // 3
     with pytest.raises(Exception, match="inconnue"):
         interro.get("interro_99_rien")
 
@@ -47,29 +50,29 @@ def test_quiz_answers_are_recorded_on_answer_only_and_the_first_counts(tmp_path,
     widget = quiz("interro_04_priorite")
     assert not (tmp_path / grading.ANSWERS_FILE).exists()  # building the widget records nothing
     fails(grading.answered, "interro_04_priorite", match="Pas encore de réponse.*Valider", capsys=capsys)
-    widget.boxes[2].value = True
+    widget.boxes[3].value = True
     widget.button.click()  # a click on "Valider"
-    widget.answer({0, 1})  # then the right answer, in code
+    widget.answer({1, 2})  # then the right answer, in code
     passes(grading.answered, "interro_04_priorite", capsys=capsys)
     # the numbers are the widget's (0 = the first choice), in the grading message too
-    fails(grading.quiz_answer, "interro_04_priorite", {0, 1},
-          match="votre première réponse \\(2\\) n'est pas la bonne \\(0, 1\\)", capsys=capsys)
+    fails(grading.quiz_answer, "interro_04_priorite", {1, 2},
+          match="votre première réponse \\(3\\) n'est pas la bonne \\(1, 2\\)", capsys=capsys)
     second = quiz("interro_02_zone")
-    second.answer(0)
-    passes(grading.quiz_answer, "interro_02_zone", [0], capsys=capsys)
+    second.answer(2)
+    passes(grading.quiz_answer, "interro_02_zone", [2], capsys=capsys)
     fails(grading.quiz_answer, "interro_05_protocoles", {0, 1}, match="Pas encore de réponse", capsys=capsys)
 
 
 def test_at_autograde_only_the_answers_read_in_the_submitted_notebook_count(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    quiz("interro_02_zone").answer(0)  # a reponses.json beside the notebook…
+    quiz("interro_02_zone").answer(2)  # a reponses.json beside the notebook…
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # …but no answers written by labmail's nbgrader plugin
     fails(grading.answered, "interro_02_zone", match="greffon de labmail", capsys=capsys)
     entry = json.loads((tmp_path / grading.ANSWERS_FILE).read_text())["interro"]["interro_02_zone"]
     (tmp_path / grading.ANSWERS_FILE).write_text(json.dumps({
         "format": "labmail-reponses/2", "source": "notebook", "interro": {"interro_02_zone": entry},
         "signalements": {"interro_04_priorite": "enregistrée par « alice » et rendue par « bob »"}}))
-    passes(grading.quiz_answer, "interro_02_zone", {0}, capsys=capsys)
+    passes(grading.quiz_answer, "interro_02_zone", {2}, capsys=capsys)
     fails(grading.answered, "interro_04_priorite", match="réponse ignorée — enregistrée par « alice »", capsys=capsys)
     restored = quiz("interro_04_priorite")  # the quiz cell, re-executed, says so too
     assert "Réponse ignorée à la correction" in restored.status.value
@@ -235,3 +238,31 @@ def test_final_message_and_audit(lab_env, capsys):
               match="depuis le début de l'étape", capsys=capsys)
     finally:
         course.prepare(4)
+
+
+def test_at_autograde_a_re_executed_answer_changes_nothing_and_a_late_one_is_marked(tmp_path, monkeypatch, capsys):
+    """Grading re-executes the answer cells: a submitted answer stays as it was (no extra try), a copied one stays set
+    aside, and an answer given only in code — the submitted notebook showed none — is graded but marked for the
+    teacher (cells never run, or outputs cleared: a wrong first answer could have been erased)."""
+    from labmail import quiz as answers
+
+    monkeypatch.chdir(tmp_path)
+    submitted = answers.record("interro_04_priorite", [3], via="clic", folder=tmp_path / "copie")
+    (tmp_path / grading.ANSWERS_FILE).write_text(json.dumps({
+        "format": "labmail-reponses/2", "source": "notebook", "interro": {"interro_04_priorite": submitted.to_dict()},
+        "signalements": {"interro_05_protocoles": "copiée de « alice »"}}))
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    quiz("interro_04_priorite").answer({1, 2})  # the answer cell, re-executed
+    assert answers.load()["interro_04_priorite"] == submitted  # first (3), one try
+    fails(grading.quiz_answer, "interro_04_priorite", {1, 2}, match="première réponse \\(3\\)", capsys=capsys)
+    copied = quiz("interro_05_protocoles")
+    copied.answer({1, 3})
+    assert "interro_05_protocoles" not in answers.load() and "Réponse ignorée" in copied.status.value
+    fails(grading.answered, "interro_05_protocoles", match="réponse ignorée — copiée de « alice »", capsys=capsys)
+    late = quiz("interro_02_zone")
+    late.answer(2)
+    assert late.record.via == "correction" and "donnée en code à la correction" in late._bundle()["text/plain"]
+    assert grading.quiz_answer("interro_02_zone", {2}) is None
+    assert grading.answered("interro_02_zone") is None
+    out = capsys.readouterr()
+    assert "Réponse donnée en code à la correction" in out.out and out.err == ""

@@ -195,9 +195,9 @@ def _alice_04(session, panel, path: Path) -> None:
     session.wait_for(check, ".jp-OutputArea-output", "Fait aussi avec un formulaire")  # and it still passes
     quiz = session.code_cell(panel, 'interro = quiz("interro_04_priorite")')
     session.wait_for(quiz, ".jp-OutputArea-output", "pas encore de réponse enregistrée")
-    _quiz_choices(session, quiz, {0, 1})
-    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ")
-    saved = session.save(path, lambda text: _recorded(text, "interro_04_priorite") == [[0, 1]])
+    _quiz_choices(session, quiz, {1, 2})
+    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 1 — ")
+    saved = session.save(path, lambda text: _recorded(text, "interro_04_priorite") == [[1, 2]])
     assert "grading.a_faire()" not in saved
 
 
@@ -210,14 +210,14 @@ def _bob_04(session, panel, path: Path) -> None:
     check = session.code_cell(panel, 'grading.answered("interro_04_priorite")')
     session.wait_for(check, ".jp-OutputArea-output", "Pas encore de réponse à l'Interro")
     quiz = session.code_cell(panel, 'interro = quiz("interro_04_priorite")')
-    _quiz_choices(session, quiz, {2})  # wrong…
-    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 2 — ")
-    answer = session.code_cell(panel, "# interro.answer({0, 2})")
-    session.type_code(answer, "interro.answer({0, 1})")  # …then right, in code
+    _quiz_choices(session, quiz, {3})  # wrong…
+    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 3 — ")
+    answer = session.code_cell(panel, "# interro.answer({0, 1})")
+    session.type_code(answer, "interro.answer({1, 2})")  # …then right, in code
     session.run(answer)
-    session.wait_for(answer, ".jp-OutputArea-output", "✔ Bonne réponse.\n✔ 0 — à choisir l'ordre")
-    session.wait_for(quiz, ".jp-OutputArea-output", "la note reste celle de la première réponse (2)")
-    session.save(path, lambda text: _recorded(text, "interro_04_priorite") == [[2]] and "interro.answer({0, 1})" in text)
+    session.wait_for(answer, ".jp-OutputArea-output", "✔ Bonne réponse.\n✔ 1 — à répartir")
+    session.wait_for(quiz, ".jp-OutputArea-output", "la note reste celle de la première réponse (3)")
+    session.save(path, lambda text: _recorded(text, "interro_04_priorite") == [[3]] and "interro.answer({1, 2})" in text)
 
 
 def _carol_02(session, panel, path: Path) -> None:
@@ -230,16 +230,16 @@ def _carol_02(session, panel, path: Path) -> None:
     session.menu("runmenu:run-all")
     quiz = session.code_cell(panel, 'interro = quiz("interro_02_zone")')
     session.wait_for(quiz, ".jp-OutputArea-output", "pas encore de réponse enregistrée")
-    _quiz_choices(session, quiz, {0})
-    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ")
+    _quiz_choices(session, quiz, {2})
+    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 2 — ")
     session.menu("runmenu:restart-and-run-all")  # a new kernel, every cell again: the answer cell does not stop it
     check = session.code_cell(panel, 'grading.answered("interro_02_zone")')
-    session.wait_for(check, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ", timeout=2 * WAIT)
-    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 0 — ")
+    session.wait_for(check, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 2 — ", timeout=2 * WAIT)
+    session.wait_for(quiz, ".jp-OutputArea-output", "réponse enregistrée (la première compte) : 2 — ")
     last = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")[-1]
     errors = panel.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")
     assert "[*]" not in last.text and errors == [], [e.text for e in errors]
-    session.save(path, lambda text: _recorded(text, "interro_02_zone") == [[0], [0]])
+    session.save(path, lambda text: _recorded(text, "interro_02_zone") == [[2], [2]])
 
 
 def _fill(path: Path, cells: dict[str, str]) -> None:
@@ -266,7 +266,7 @@ def test_the_whole_circuit_grades_what_the_students_did(circuit, tmp_path):
     # -- in code: alice does step 03 herself; dave does the exercise and takes alice's recorded answer
     dkim = 'ligne = audit.row("dkim")\nnom_dkim, valeur_dkim = ligne.name, ligne.expected\nprint(nom_dkim)'
     _fill(circuit.notebook("alice", "03-domaine-mailcow"), {"ex_03_dkim": dkim,
-                                                           "reponse_03_recommandations": "interro.answer({0, 1, 2, 3})"})
+                                                           "reponse_03_recommandations": "interro.answer({1, 2, 3, 4})"})
     circuit.execute("alice", "03-domaine-mailcow")
     _fill(circuit.notebook("dave", "03-domaine-mailcow"), {"ex_03_dkim": dkim})
     shutil.copy(circuit.notebook("alice", "03-domaine-mailcow").parent / "reponses.json",
@@ -283,7 +283,7 @@ def test_the_whole_circuit_grades_what_the_students_did(circuit, tmp_path):
     released = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(frank / "02-ressources.ipynb", 4).cells
                 if "nbgrader" in c.metadata}
     _fill(frank / "02-ressources.ipynb", {"ex_02_ns": 'serveur_ns = dns.lookup(etat.domain, "NS").values[0]',
-                                          "reponse_02_zone": "interro.answer({0})"})
+                                          "reponse_02_zone": "interro.answer({2})"})
     circuit.execute("frank", "02-ressources")
     _fill(frank / "02-ressources.ipynb", {"reponse_02_zone": released["reponse_02_zone"]})
     dropped = circuit.course / "submitted" / "frank" / "02-ressources"
@@ -316,9 +316,9 @@ def test_the_whole_circuit_grades_what_the_students_did(circuit, tmp_path):
     def feedback(step: str, student: str) -> str:
         return (circuit.course / "feedback" / student / step / f"{step}.html").read_text(encoding="utf-8")
 
-    assert "votre première réponse (2) n&#39;est pas la bonne (0, 1)" in feedback("04-dns-mx", "bob") or \
-        "votre première réponse (2) n'est pas la bonne (0, 1)" in feedback("04-dns-mx", "bob")
-    assert "réponse enregistrée (la première compte) : 0 — " in feedback("02-ressources", "carol")
+    assert "votre première réponse (3) n&#39;est pas la bonne (1, 2)" in feedback("04-dns-mx", "bob") or \
+        "votre première réponse (3) n'est pas la bonne (1, 2)" in feedback("04-dns-mx", "bob")
+    assert "réponse enregistrée (la première compte) : 2 — " in feedback("02-ressources", "carol")
     dave = feedback("03-domaine-mailcow", "dave")
     assert "enregistrée par « alice » et rendue par « dave »" in dave and "signalée à l" in dave
     assert "réponse ignorée" in logs["03-domaine-mailcow"].stderr  # nbgrader's log tells the teacher too

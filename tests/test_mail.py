@@ -11,6 +11,7 @@ import pytest
 from labs import private_lab, use_lab
 
 from labmail import lab, mail
+from labmail.errors import LabmailError
 from labmail.dns import ZonePanel
 from labmail.headers import parse_authentication_results
 from labmail.lab.mailstore import MailStore
@@ -606,3 +607,19 @@ def test_end_of_day_dmarc_reports(env, zone):
     _deliver_to_gmail(cfg, passwords, "rapport externe")
     [refused] = lab.send_dmarc_reports(cfg, format="9990")
     assert refused["status"] == "refused" and "7.1" in refused["reply"]
+
+
+def test_probe_tells_implicit_tls_from_starttls_as_a_client_sees_it(env):
+    """mail.probe connects without logging in: which protocol answers, TLS from the first byte (RFC 8314) or STARTTLS."""
+    seen = {port: mail.probe(port) for port in (25, 465, 587, 993, 995, 143, 110)}
+    assert {p: (s.protocol, s.security) for p, s in seen.items()} == {
+        25: ("SMTP", "STARTTLS"), 465: ("SMTP", "SSL/TLS"), 587: ("SMTP", "STARTTLS"), 993: ("IMAP", "SSL/TLS"),
+        995: ("POP3", "SSL/TLS"), 143: ("IMAP", "STARTTLS"), 110: ("POP3", "STARTTLS")}
+    assert seen[587].auth_in_clear == () and "AUTH LOGIN PLAIN" in seen[465].capabilities  # AUTH only after TLS
+    assert seen[993].tls_version.startswith("TLSv1.") and "RFC 8314" in seen[993].explanation
+    assert "pas d'authentification sur ce port" in seen[25].explanation
+    web = mail.probe(443, timeout=1)  # TLS, but no mail service speaks: said so, no traceback
+    assert web.protocol is None and web.security == "SSL/TLS" and "aucun service de messagerie" in str(web)
+    for bad in (0, 70000, "993", True, None):
+        with pytest.raises(LabmailError, match="impossible : un nombre de 1 à 65535"):
+            mail.probe(bad)

@@ -45,7 +45,7 @@ def test_quiz_answer_cells_are_released_as_how_to_answer_not_as_a_stub_that_rais
     ])
     out, _ = plugins.QuizAnswerCells().preprocess(nb, {})
     answer = out.cells[1].source
-    assert all(line.startswith("#") for line in answer.splitlines()) and "# ports.answer({0, 2})" in answer
+    assert all(line.startswith("#") for line in answer.splitlines()) and "# ports.answer({0, 1})" in answer
     assert "« Valider »" in answer
     assert out.cells[2].source.endswith("grading.a_faire()")  # a real exercise keeps its stub
 

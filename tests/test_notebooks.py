@@ -116,3 +116,17 @@ def test_every_exercise_guides_the_student(path):
         if meta.get("task"):
             question = cell.source.split("=== BEGIN MARK SCHEME ===")[0]
             assert "?" in question and not question.startswith("Avec vos mots"), f"{meta['grade_id']}: state the question"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "99-formateur" not in str(p)], ids=lambda p: p.parent.name)
+def test_quiz_examples_show_the_syntax_never_the_answer(path):
+    import re
+
+    from labmail.interro import QUESTIONS
+
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        found = re.search(r'(\w+) = quiz\("(interro_\w+)"\)', cell.source)
+        if found:
+            question = QUESTIONS[found.group(2)]
+            assert f"`{found.group(1)}.answer({question.example})`" in nb.cells[i + 1].source, found.group(2)

@@ -75,18 +75,18 @@ def test_the_first_answer_is_kept_with_who_when_how_and_a_nonce(tmp_path, monkey
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")  # …and the hub's user name, as nbgrader's exchange names submissions
     widget = quiz("interro_04_priorite")
     assert not (tmp_path / answers.ANSWERS_FILE).exists()  # building the widget records nothing
-    widget.boxes[2].value = True
+    widget.boxes[3].value = True
     widget.button.click()  # a click on "Valider"
     assert "✘" in widget.feedback.value
-    widget.answer({0, 1})  # then the right answer, in code
-    assert "✔" in widget.feedback.value and "la note reste celle de la première réponse (2)" in widget.status.value
+    widget.answer({1, 2})  # then the right answer, in code
+    assert "✔" in widget.feedback.value and "la note reste celle de la première réponse (3)" in widget.status.value
     entry = answers.load()["interro_04_priorite"]
-    assert entry.first == (2,) and entry.last == (0, 1) and entry.attempts == 2
+    assert entry.first == (3,) and entry.last == (1, 2) and entry.attempts == 2
     assert entry.user == "alice" and entry.via == "clic" and len(entry.nonce) == 16
     assert entry.domain == "jean-emile.labmail.cloud" or entry.domain is None
     again = quiz("interro_04_priorite")  # the cell re-run (Run All, a restart): the answer is shown again
-    assert again.record == entry and {i for i, b in enumerate(again.boxes) if b.value} == {0, 1}
-    assert "✘" in again.feedback.value and "réponse enregistrée (la première compte) : 2 — " in again._bundle()["text/plain"]
+    assert again.record == entry and {i for i, b in enumerate(again.boxes) if b.value} == {1, 2}
+    assert "✘" in again.feedback.value and "réponse enregistrée (la première compte) : 3 — " in again._bundle()["text/plain"]
     saved = json.loads((tmp_path / answers.ANSWERS_FILE).read_text())
     assert saved["format"] == "labmail-reponses/2" and saved["interro"]["interro_04_priorite"]["nonce"] == entry.nonce
 
@@ -115,10 +115,10 @@ def test_a_damaged_or_old_answers_file(tmp_path):
 
 
 def test_the_record_as_a_notebook_output_and_read_back(tmp_path):
-    entry = answers.record("interro_04_priorite", [0, 1], via="clic", folder=tmp_path)
+    entry = answers.record("interro_04_priorite", [1, 2], via="clic", folder=tmp_path)
     data = answers.bundle("interro_04_priorite", entry)
-    assert data[answers.MIME_TYPE]["first"] == [0, 1]
-    assert "0 — à choisir l'ordre" in data["text/plain"] and "✔" in data["text/plain"]
+    assert data[answers.MIME_TYPE]["first"] == [1, 2]
+    assert "2 — à choisir l'ordre" in data["text/plain"] and "✔" in data["text/plain"]
     assert "labmail-reponse" in data["text/html"]
     unanswered = answers.bundle("interro_04_priorite", None)
     assert answers.MIME_TYPE not in unanswered and "pas encore de réponse" in unanswered["text/plain"]
