@@ -155,3 +155,14 @@ def test_a_hostile_notebook_gives_records_or_nothing_never_a_crash(cells):
         assert isinstance(entry, quiz.Record) and entry.attempts >= 1
         assert all(isinstance(i, int) and 0 <= i < 64 for i in entry.first + entry.last)
         assert len(entry.user) <= 100 and len(entry.nonce) <= 64 and len(entry.question) <= 80
+
+
+def test_a_malformed_submission_never_stops_the_others_grading(submitted, tmp_path):
+    for name, text in (("eve", json.dumps({"cells": [{"cell_type": "code", "outputs": 5}]})),
+                       ("mallory", "[" * 100000 + "]" * 100000), ("trudy", json.dumps({"cells": 5}))):
+        folder = tmp_path / "submitted" / name / "02-ressources"
+        folder.mkdir(parents=True)
+        (folder / "02-ressources.ipynb").write_text(text)
+    nb, resources = submitted("alice", _record("interro_02_zone", [2], "alice", "2026-12-01T10:00:00Z", "5" * 16))
+    out, _ = plugins.CollectAnswers().preprocess(nb, resources)
+    assert out.metadata["labmail"]["reponses"]["interro_02_zone"]["first"] == [2]
