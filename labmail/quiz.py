@@ -17,8 +17,8 @@ and a random ``nonce`` drawn at the first answer. It is kept in two places:
   circuit (submit, collect, autograde) carries it with the notebook, nothing beside it;
 * in ``reponses.json`` beside the notebook (:func:`load`, :func:`record`), a working copy, so that a restart of the
   kernel or "Run All" finds the answers again and shows them in the quiz cell's output; the quiz also reads the
-  notebook as last saved (its path is in ``JPY_SESSION_NAME``), so an answer saved in the notebook is found even
-  without that copy (a notebook moved, downloaded elsewhere).
+  notebook as last saved (in JupyterLab, and under nbgrader's "Validate"), so an answer saved in the notebook is
+  found even without that copy (a notebook moved, downloaded elsewhere).
 
 At autograde, nbgrader re-executes the notebook in a fresh kernel: the course's nbgrader plugin
 (:mod:`labmail.nbgrader_plugins`) reads the records in the submitted notebook's outputs and writes them as
@@ -235,17 +235,26 @@ def _oldest(records: Iterable[Record]) -> dict[str, Record]:
 
 
 def _in_saved_notebook() -> list[Record]:
-    """The records shown in this kernel's notebook as last saved (JupyterLab gives a kernel its notebook's path in
-    ``JPY_SESSION_NAME``): the notebook is where answers live, reponses.json only a working copy."""
-    path = os.environ.get("JPY_SESSION_NAME", "")
-    if not path.endswith(".ipynb") or os.environ.get("NBGRADER_EXECUTION"):
+    """The records shown in this kernel's notebook as last saved — the notebook is where answers live, reponses.json
+    only a working copy. JupyterLab gives a kernel its notebook's path (``JPY_SESSION_NAME``); nbgrader's
+    "Validate" runs the notebook in its folder (the notebooks there are read). At autograde, nothing: the plugin
+    gives the submitted answers."""
+    mode = os.environ.get("NBGRADER_EXECUTION")
+    session = os.environ.get("JPY_SESSION_NAME", "")
+    if mode == "validate":
+        paths = sorted(Path.cwd().glob("*.ipynb"))
+    elif not mode and session.endswith(".ipynb"):
+        paths = [Path(session)]
+    else:
         return []
-    try:
-        if os.path.getsize(path) > 64 * 2**20:
-            return []
-        return list(records_in(json.loads(Path(path).read_text(encoding="utf-8"))))
-    except (OSError, ValueError):
-        return []
+    found: list[Record] = []
+    for path in paths:
+        try:
+            if path.stat().st_size <= 64 * 2**20:
+                found += records_in(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecursionError):
+            continue
+    return found
 
 
 def load(folder: str | Path | None = None) -> dict[str, Record]:

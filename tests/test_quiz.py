@@ -176,3 +176,7 @@ def test_the_saved_notebook_is_where_the_answer_lives(tmp_path, monkeypatch):
     assert entry.first == (1,) and entry.last == (0,) and entry.attempts == 2 and entry.nonce == first.nonce
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # grading reads only what its plugin gives
     assert answers._in_saved_notebook() == []
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")  # nbgrader's "Validate", in the notebook's folder
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    (tmp_path / answers.ANSWERS_FILE).unlink()
+    assert answers.load()["interro_02_zone"] == first
