@@ -615,14 +615,16 @@ def message(raw: bytes | str, envelope=None, *, world: World | None = None, rece
     ``Received`` header (the topmost, or the one ``by`` ``receiver``) and from ``Return-Path``.
     """
     import ipaddress as _ip
-    from email import message_from_bytes, policy
+    from email import message_from_bytes
 
     from .headers import Finding, analyze, envelope_from_headers
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     world = world or current()
     resolver = Resolver(world=world)
-    msg = message_from_bytes(data, policy=policy.compat32)
+    from .headers import READ_POLICY
+
+    msg = message_from_bytes(data, policy=READ_POLICY)
     if envelope is None:
         envelope = envelope_from_headers(data, receiver=receiver)
     report = analyze(data, envelope, resolver=resolver)

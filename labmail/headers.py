@@ -297,9 +297,28 @@ def parse_received(value: str) -> Hop:
                " ".join(clauses.get("id", [])) or None, for_, date, tls, auth, tuple(comments), text)
 
 
-def _message(raw: bytes | str):
+class _Raw8bit(policy.Compat32):
+    """``compat32`` (headers kept as received, nothing refolded), except that a header carrying raw 8-bit bytes —
+    UTF-8 as RFC 6532 allows, or anything else — reads as text (UTF-8, undecodable bytes replaced) instead of an
+    ``email.header.Header`` that string functions (``parseaddr``…) choke on."""
+
+    def header_fetch_parse(self, name, value):
+        if isinstance(value, str) and not value.isascii():
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return value
+
+
+#: The policy every reader of received mail in labmail uses (the lab's servers included).
+READ_POLICY = _Raw8bit()
+
+
+def read_message(raw: bytes | str):
+    """A received message, headers as received and readable even with raw 8-bit bytes (:data:`READ_POLICY`)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    return message_from_bytes(data, policy=policy.compat32)
+    return message_from_bytes(data, policy=READ_POLICY)
+
+
+_message = read_message
 
 
 def hops(raw: bytes | str) -> "pandas.DataFrame":
@@ -414,10 +433,10 @@ def envelope_from_headers(raw: bytes | str, *, receiver: str | None = None) -> E
     from ``Return-Path``, else from the ``smtp.mailfrom`` of its ``Authentication-Results``. None without a
     ``Received`` header that names the client's address.
     """
-    from email import message_from_bytes, policy
+    from email import message_from_bytes
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    msg = message_from_bytes(data, policy=policy.compat32)
+    msg = message_from_bytes(data, policy=READ_POLICY)
     received = [parse_received(str(v)) for v in msg.get_all("Received", [])]
     if not received:
         return None

@@ -380,11 +380,26 @@ def imap_connect(address: str, *, password: str | None = None, port: int = 993, 
     return client
 
 
+def _header_text(value: str | None) -> str:
+    """A header as a reader shows it: RFC 2047 encoded words decoded, raw UTF-8 (RFC 6532) kept as it is."""
+    from email.header import decode_header, make_header
+
+    if not value:
+        return ""
+    if not value.isascii():
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):  # a malformed encoded word: the header as written
+        return value
+
+
 def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fetch: bool = False, **kwargs) -> list[IMAPMessage]:
     """List a folder over IMAP (without marking anything as read): UID, flags, subject, sender, size."""
+    import imaplib
     import re as _re
-    from email import message_from_bytes
-    from email.header import decode_header, make_header
+
+    from .headers import read_message
 
     client = imap_connect(address, password=password, **kwargs)
     try:
@@ -401,10 +416,15 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
             uid = int(_re.search(r"UID (\d+)", meta).group(1))
             flags = tuple(_re.search(r"FLAGS \(([^)]*)\)", meta).group(1).split())
             size = int(_re.search(r"RFC822\.SIZE (\d+)", meta).group(1))
-            headers = message_from_bytes(payload)
-            text = lambda name: str(make_header(decode_header(headers.get(name, "")))) if headers.get(name) else ""  # noqa: E731
-            out.append(IMAPMessage(uid, flags, text("Subject"), text("From"), size, payload if fetch else None))
+            headers = read_message(payload)
+            out.append(IMAPMessage(uid, flags, _header_text(headers.get("Subject")), _header_text(headers.get("From")),
+                                   size, payload if fetch else None))
         return out
+    except (imaplib.IMAP4.error, OSError) as exc:  # the server dropped or refused the session
+        raise LabmailError(f"La session IMAP avec {address} a été interrompue ({exc}) : réessayez ; si cela se "
+                           "reproduit, regardez le journal du lab (labmail lab status).",
+                           f"The IMAP session of {address} was interrupted ({exc}): try again; if it happens again, "
+                           "look at the lab's log (labmail lab status).") from None
     finally:
         try:
             client.logout()

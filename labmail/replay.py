@@ -16,10 +16,11 @@ and the verdict (Inbox, Junk or refused). :func:`labmail.plots.trust_chain` draw
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy as _policy
+from email import message_from_bytes
 from typing import TYPE_CHECKING
 
 from .errors import LabmailError
+from .headers import READ_POLICY
 from .i18n import Text, tr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,7 +120,7 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
         resolver = Resolver(world=world or current())
     checks = run_checks(resolver, envelope.ip, envelope.mail_from, envelope.helo, data)
     verdict = POLICIES[receiver].decide(checks)
-    msg = message_from_bytes(data, policy=_policy.compat32)
+    msg = message_from_bytes(data, policy=READ_POLICY)
     steps = [*_smtp_steps(checks, envelope, rcpt or str(msg.get("To", "")), len(data)),
              _from_step(checks, str(msg.get("From", ""))), _spf_step(checks.spf),
              *_dkim_steps(checks.dkim), _dmarc_step(checks), _verdict_step(receiver, verdict)]

@@ -6,6 +6,7 @@ One private lab for the module (two students, jean-emile and zoe), so lockouts s
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import imaplib
 import json
@@ -383,3 +384,90 @@ def test_passwords_are_hashed_and_no_secret_is_ever_logged(env):
     leaked = [s[:4] + "…" for s in secrets_ if s and s in text]
     assert not leaked, f"secrets in the lab's log: {leaked}"
     assert "refused" in text  # the matrix above did leave its refusals there
+
+
+# -- IMAP: no password before TLS; raw 8-bit headers served; an empty SEARCH answered -----------------------------------
+@pytest.mark.parametrize("server", [HOST, "imap.gmail.test"])
+def test_imap_offers_and_takes_no_password_before_starttls(env, server):
+    """RFC 9051 §6.2.3 / RFC 3501 §6.2: before STARTTLS, no AUTH= mechanism, LOGINDISABLED, and LOGIN and
+    AUTHENTICATE PLAIN refused — even with the right password — for the school and a provider alike."""
+    _cfg, passwords, world, log, start = env
+    address = TINTIN if server == HOST else "jean-emile@gmail.test"
+    secret = passwords[TINTIN] if server == HOST else lab.provider_password(address)
+    host, port = world.connect_address(server, 143)
+    client = imaplib.IMAP4(host, port, timeout=15)
+    try:
+        caps = set(client.capabilities)
+        assert {"LOGINDISABLED", "STARTTLS"} <= caps and not [c for c in caps if c.startswith("AUTH=")], caps
+        with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+            client.authenticate("PLAIN", lambda _: f"\0{address}\0{secret}".encode())
+        typ, data = client._simple_command("LOGIN", address, secret)  # noqa: SLF001 - imaplib refuses to send it
+        assert typ == "NO" and b"PRIVACYREQUIRED" in data[-1]
+        client.starttls(ssl_context=tls(world))
+        assert {"AUTH=PLAIN", "AUTH=LOGIN"} <= set(client.capabilities) and "LOGINDISABLED" not in client.capabilities
+        assert client.login(address, secret)[0] == "OK"
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+RAW_8BIT = ("From: Expéditeur <anonyme@exemple.fr>\r\nTo: {to}\r\nSubject: Café crème, s'il vous plaît\r\n"
+            "Message-ID: <8bit.{n}@exemple.fr>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nCorps en UTF-8 : été\r\n")
+
+
+@pytest.mark.parametrize("to, server, folder", [(MILOU, HOST, "INBOX"), ("jean-emile@gmail.test", "imap.gmail.test", "Junk")])
+def test_an_anonymous_message_with_8bit_headers_is_stored_served_and_judged(env, to, server, folder):
+    """RFC 6532 headers from anyone on port 25: accepted, judged, and every IMAP view of them works (ENVELOPE,
+    RFC822.HEADER, BODY[HEADER] byte-exact, SEARCH on the text), as does POP3 and labmail's own client."""
+    cfg, passwords, world, log, start = env
+    raw = RAW_8BIT.format(to=to, n=time.monotonic_ns()).encode()
+    target = HOST if server == HOST else "gmail-smtp-in.l.gmail.test"
+    host, port = world.connect_address(target, 25)
+    with smtplib.SMTP(host, port, local_hostname="mx.exemple.fr", timeout=15) as client:
+        assert client.sendmail("anonyme@exemple.fr", [to], raw) == {}
+    address, secret = (MILOU, passwords[MILOU]) if server == HOST else (to, lab.provider_password(to))
+    deadline = time.monotonic() + 10
+    while True:
+        found = [m for m in mail.imap(address, password=secret, host=server, folder=folder)
+                 if m.subject == "Café crème, s'il vous plaît"]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert found and found[0].sender == "Expéditeur <anonyme@exemple.fr>"
+    host, port = world.connect_address(server, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(address, secret)
+        client.select(folder, readonly=True)
+        typ, ids = client.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT", "Café".encode())
+        assert typ == "OK" and ids[0], ids
+        uid = ids[0].split()[-1]
+        for query in ("(ENVELOPE)", "(RFC822.HEADER)", "(BODY.PEEK[HEADER])", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])",
+                      "(BODYSTRUCTURE)", "(BODY.PEEK[])"):
+            typ, data = client.uid("FETCH", uid, query)
+            assert typ == "OK" and data[0], (query, data)
+        envelope = client.uid("FETCH", uid, "(ENVELOPE)")[1][0]
+        assert b'"=?utf-8?q?Exp=C3=A9diteur?=" NIL "anonyme" "exemple.fr"' in envelope
+        header = client.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]
+        assert header == "Subject: Café crème, s'il vous plaît\r\n\r\n".encode()  # the bytes as received
+        full = client.uid("FETCH", uid, "(BODY.PEEK[])")[1][0][1]
+        assert full.endswith(raw.split(b"\r\n\r\n", 1)[1]) and b"Authentication-Results:" in full
+    if server == HOST:
+        messages = mail.pop3(MILOU, password=passwords[MILOU])
+        assert any(raw.split(b"\r\n\r\n")[0].split(b"\r\n")[2] in (m.data or b"") for m in messages)
+    text = logged(log, start, "delivered")
+    assert "Traceback" not in text and "UnicodeEncodeError" not in text
+
+
+def test_an_empty_search_still_answers_with_an_untagged_search(env):
+    """RFC 3501 §7.2.5 (RFC 9051 §7.3.4): the untagged SEARCH is sent even when nothing matches."""
+    _cfg, passwords, world, _log, _start = env
+    host, port = world.connect_address(HOST, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(TINTIN, passwords[TINTIN])
+        client.select("INBOX")
+        tag = client._new_tag()  # noqa: SLF001 - the raw exchange, as the RFC describes it
+        client.send(tag + b' SEARCH SUBJECT "rien de rien ' + str(time.time()).encode() + b'"\r\n')
+        lines = []
+        while not lines or not lines[-1].startswith(tag):
+            lines.append(client.readline().rstrip(b"\r\n"))
+    assert lines == [b"* SEARCH", tag + b" OK SEARCH completed"], lines

@@ -21,7 +21,8 @@ import mailbox as _mailbox
 import os
 import threading
 import time
-from email import message_from_bytes, policy
+from email import message_from_bytes
+from email.header import Header
 
 from twisted.cred import checkers, credentials, error as cred_error, portal
 from twisted.internet import defer, reactor, ssl as tssl, threads
@@ -29,6 +30,7 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from .._files import atomic_write_text
+from ..headers import READ_POLICY
 from .guard import AccountLocked
 
 log = logging.getLogger("labmail.lab.imap")
@@ -127,16 +129,38 @@ class _AllHeaders(dict):
         return list(self._pairs)
 
 
+def _names(names) -> set[str]:
+    return {n.lower() for n in (x.decode("ascii", "replace") if isinstance(x, bytes) else x for x in names)}
+
+
 @implementer(imap4.IMessagePart)
 class Part:
     def __init__(self, msg) -> None:
         self.msg = msg
 
     def getHeaders(self, negate, *names):
-        wanted = {n.lower() for n in (x.decode() if isinstance(x, bytes) else x for x in names)}
+        """Headers as text — raw 8-bit bytes (RFC 6532) decoded, so that SEARCH compares text with text."""
+        wanted = _names(names)
         pairs = [(k, str(v)) for k, v in self.msg.items()
                  if not names or ((k.lower() in wanted) != bool(negate))]
         return _AllHeaders(pairs)
+
+    def _header_block(self) -> bytes:
+        return _crlf(self.msg.as_bytes()).split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+    def header_bytes(self, negate: bool = False, names=()) -> bytes:
+        """The header fields as stored, byte for byte (8-bit included), with the blank line that ends them
+        (RFC 3501 §6.4.5) — all of them, or those named (HEADER.FIELDS), or all but those (HEADER.FIELDS.NOT)."""
+        fields: list[list[bytes]] = []
+        for line in self._header_block().split(b"\r\n")[:-1]:
+            if line[:1] in (b" ", b"\t") and fields:
+                fields[-1].append(line)
+            else:
+                fields.append([line])
+        wanted = _names(names)
+        keep = [f for f in fields if not names
+                or ((f[0].split(b":", 1)[0].strip().decode("ascii", "replace").lower() in wanted) != bool(negate))]
+        return b"".join(b"\r\n".join(f) + b"\r\n" for f in keep) + b"\r\n"
 
     def getBodyFile(self):
         payload = self.msg.get_payload(decode=False)
@@ -161,8 +185,12 @@ class Part:
 class Message(Part):
     def __init__(self, uid: int, raw: bytes, flags: list[str], date: float) -> None:
         self.raw = _crlf(raw)
-        super().__init__(message_from_bytes(self.raw, policy=policy.compat32))
+        super().__init__(message_from_bytes(self.raw, policy=READ_POLICY))
         self.uid, self.flags, self.date = uid, flags, date
+
+    def _header_block(self) -> bytes:
+        head, sep, _body = self.raw.partition(b"\r\n\r\n")
+        return head + b"\r\n" if sep else (head if head.endswith(b"\r\n") else head + b"\r\n")
 
     def open(self):
         return io.BytesIO(self.raw)  # BODY[] byte-exact
@@ -449,8 +477,111 @@ class _Locked(cred_error.UnauthorizedLogin):
     """The account is locked after repeated failed logins (the message says so)."""
 
 
+_ADDRESS_HEADERS = {"from", "sender", "reply-to", "to", "cc", "bcc"}
+
+
+def _ascii(name: str, value: str) -> str:
+    """A header value an IMAP4rev1 string can carry: non-ASCII text as RFC 2047 encoded words (display names only,
+    for address headers, so that the addresses stay parseable)."""
+    if value.isascii():
+        return value
+    if name.lower() in _ADDRESS_HEADERS:
+        out = []
+        for display, address in email.utils.getaddresses([value]):
+            try:
+                out.append(email.utils.formataddr((display, address), charset="utf-8"))
+            except UnicodeError:  # a UTF-8 address (RFC 6531) has no ASCII form: encoded as a whole
+                out.append(Header(email.utils.formataddr((display, address)), "utf-8", maxlinelen=998).encode())
+        return ", ".join(out)
+    return Header(value, "utf-8", maxlinelen=998).encode()
+
+
+class _AsciiView:
+    """A message (or part) whose headers read as IMAP4rev1 strings can carry them (ENVELOPE, BODYSTRUCTURE)."""
+
+    def __init__(self, part) -> None:
+        self._part = part
+
+    def __getattr__(self, name):
+        return getattr(self._part, name)
+
+    def getHeaders(self, negate, *names):  # noqa: N802 - Twisted's name
+        return _AllHeaders([(k, _ascii(k, v)) for k, v in self._part.getHeaders(negate, *names).items()])
+
+    def getSubPart(self, part):  # noqa: N802 - Twisted's name
+        return _AsciiView(self._part.getSubPart(part))
+
+
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
+
+    def _secure(self) -> bool:
+        from twisted.internet import interfaces
+
+        return bool(self.startedTLS) or interfaces.ISSLTransport(self.transport, None) is not None
+
+    def capabilities(self):
+        """Before TLS, no login of any kind is offered (LOGINDISABLED, no AUTH=): RFC 9051 §6.2.3, RFC 3501 §6.2."""
+        cap = super().capabilities()
+        if not self._secure():
+            cap.pop(b"AUTH", None)
+            cap[b"LOGINDISABLED"] = None
+        return cap
+
+    def _refuse_in_clear(self, tag) -> None:
+        self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+                                       b"connections: STARTTLS first (RFC 9051 6.2.3)")
+
+    def do_AUTHENTICATE(self, tag, args):  # noqa: N802 - Twisted's name
+        if not self._secure():
+            return self._refuse_in_clear(tag)
+        return super().do_AUTHENTICATE(tag, args)
+
+    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_atom)
+
+    def do_LOGIN(self, tag, user, passwd):  # noqa: N802 - Twisted's name
+        if not self._secure():
+            return self._refuse_in_clear(tag)
+        return super().do_LOGIN(tag, user, passwd)
+
+    unauth_LOGIN = (do_LOGIN, imap4.IMAP4Server.arg_astring, imap4.IMAP4Server.arg_finalastring)
+
+    def sendUntaggedResponse(self, message, isAsync=None):  # noqa: N802 - Twisted's name
+        if message.startswith(b"SEARCH"):
+            self._searched = True
+        return super().sendUntaggedResponse(message, isAsync)
+
+    def sendPositiveResponse(self, tag=None, message=b""):  # noqa: N802 - an empty SEARCH still answers "* SEARCH"
+        if message == b"SEARCH completed" and not self.__dict__.pop("_searched", False):
+            super().sendUntaggedResponse(b"SEARCH")  # RFC 3501 §7.2.5: the untagged SEARCH is always sent
+        return super().sendPositiveResponse(tag, message)
+
+    def spew_envelope(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
+        return super().spew_envelope(id, _AsciiView(msg), _w, _f)
+
+    def spew_bodystructure(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
+        return super().spew_bodystructure(id, _AsciiView(msg), _w, _f)
+
+    def spew_rfc822header(self, id, msg, _w=None, _f=None):  # noqa: A002 - the header as stored, 8-bit included
+        (_w or self.transport.write)(b"RFC822.HEADER " + imap4._literal(msg.header_bytes()))
+
+    def spew_body(self, part, id, msg, _w=None, _f=None):  # noqa: A002 - header sections as stored, 8-bit included
+        if (part.header or part.mime) and not part.text:
+            target = msg
+            for p in part.part:
+                if target.isMultipart():
+                    target = target.getSubPart(p)
+                elif p > 0:
+                    raise TypeError("Requested subpart of non-multipart message")
+            if part.header:
+                data = target.header_bytes(part.header.negate, part.header.fields or ())
+            else:
+                data = target.header_bytes()
+            (_w or self.transport.write)(part.__bytes__() + b" " + imap4._literal(data))
+            return None
+        if not (part.header or part.mime or part.text or part.empty):  # BODY (the structure)
+            return super().spew_body(part, id, _AsciiView(msg), _w, _f)
+        return super().spew_body(part, id, msg, _w, _f)
 
     def lookupCommand(self, cmd):  # noqa: N802 - Twisted's name; a non-ASCII command is unknown, not a crash
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..headers import MethodResult, make_authentication_results
+from ..headers import READ_POLICY, MethodResult, make_authentication_results
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Checks:
 
 def run_checks(resolver, ip: str, mail_from: str, helo: str, data: bytes) -> Checks:
     """SPF (MAIL FROM and HELO), every DKIM signature, DMARC, iprev — with the lab's engine."""
-    from email import message_from_bytes, policy
+    from email import message_from_bytes
 
     from .. import dkim, dmarc, spf
     from ..headers import _domain_of
@@ -84,7 +84,7 @@ def run_checks(resolver, ip: str, mail_from: str, helo: str, data: bytes) -> Che
         signatures = dkim.verify(data, resolver=resolver)
     except Exception:  # an unparseable message: no usable signature
         signatures = []
-    msg = message_from_bytes(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=policy.compat32)
+    msg = message_from_bytes(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=READ_POLICY)
     from_domain = _domain_of(msg.get("From"))
     verdict = None
     if from_domain:
