@@ -905,9 +905,11 @@ class ZonePanel:
         name = dns.rcode.to_text(rcode)
         reasons = {
             dns.rcode.REFUSED: ("le serveur refuse : cette clé ne peut pas modifier cette zone, ou la modification touche "
-                                "au SOA/NS de l'apex ou mêle un CNAME à d'autres données",
+                                "au SOA/NS de l'apex, mêle un CNAME à d'autres données, ou rendrait un enregistrement "
+                                "trop gros pour être servi (plus de 16 Ko ou de 100 valeurs au même nom et type)",
                                 "the server refuses: this key may not change this zone, or the change touches the apex "
-                                "SOA/NS or mixes a CNAME with other data"),
+                                "SOA/NS, mixes a CNAME with other data, or would make a record set too big to be served "
+                                "(over 16 KiB or 100 values at one name and type)"),
             dns.rcode.NOTAUTH: ("le serveur ne fait pas autorité pour cette zone, ou la clé est inconnue",
                                 "the server is not authoritative for this zone, or the key is unknown"),
             dns.rcode.NOTZONE: ("un nom est hors de la zone", "a name is outside the zone"),

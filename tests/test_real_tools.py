@@ -94,6 +94,47 @@ def test_exported_zone_passes_named_checkzone(lab_env, tmp_path):
                 p.delete(rec.name, rec.type)
 
 
+def _records(dig_output: str, rtype: str) -> int:
+    """How many records of ``rtype`` dig printed (answer lines, not the question)."""
+    import re
+
+    return sum(1 for line in dig_output.splitlines() if not line.startswith(";") and re.search(rf"\sIN\s+{rtype}\s", line))
+
+
+def test_an_oversized_update_is_refused_and_a_big_zone_still_transfers(lab_env, tmp_path):
+    """One update cannot make the zone unservable: an RRset that would outgrow a DNS answer is REFUSED, with nothing
+    changed; a zone larger than one DNS message (64 KiB) still transfers (AXFR in several signed messages), answers,
+    and passes named-checkzone."""
+    cfg, status = lab_env
+    own = lab.student_key_file(cfg)
+    zone = "jean-emile.labmail.cloud"
+    chunk = " ".join('"' + "a" * 250 + '"' for _ in range(30))  # one TXT record of 7.5 KB
+    try:
+        for i in range(12):  # 12 names × 7.5 KB = 90 KB: a zone bigger than a DNS message
+            ok = nsupdate(status, own, f"zone {zone}\nupdate add big{i}.{zone}. 300 TXT {chunk}\n")
+            assert ok.returncode == 0, ok.stdout + ok.stderr
+        before = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "-k", str(own), zone, "SOA", "+short"]).stdout
+        ok = nsupdate(status, own, f"zone {zone}\nupdate add big0.{zone}. 300 TXT {chunk.replace('a', 'b')}\n")
+        assert ok.returncode == 0  # 15 KB at one name and type: still servable
+        refused = nsupdate(status, own, f"zone {zone}\nupdate add big0.{zone}. 300 TXT {chunk.replace('a', 'c')}\n")
+        assert "REFUSED" in refused.stdout + refused.stderr  # 22 KB: refused, and nothing changed
+        after = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "-k", str(own), zone, "SOA", "+short"]).stdout
+        assert after.split()[2] == str(int(before.split()[2]) + 1)  # only the accepted update bumped the serial
+        answer = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+tcp", f"big0.{zone}", "TXT"])
+        assert "status: NOERROR" in answer.stdout and _records(answer.stdout, "TXT") == 2
+        axfr = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "-k", str(own), zone, "AXFR"])
+        assert "Transfer failed" not in axfr.stdout and _records(axfr.stdout, "TXT") == 13, axfr.stdout[-500:]
+        assert _records(axfr.stdout, "SOA") == 2 and "XFR size: 16 records (messages 2" in axfr.stdout, axfr.stdout[-300:]
+        path = tmp_path / "zone.db"
+        path.write_text(ldns.panel().export())
+        check = run(["named-checkzone", zone, str(path)])
+        assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
+        log = lab.status(cfg).log_path.read_text(errors="replace")
+        assert "would take" in log and "TooBig" not in log and "Traceback" not in log
+    finally:
+        nsupdate(status, own, f"zone {zone}\n" + "".join(f"update delete big{i}.{zone}.\n" for i in range(12)))
+
+
 # --- a real BIND as the class's authoritative server (live world) -------------------------------
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

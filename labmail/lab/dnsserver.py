@@ -77,6 +77,13 @@ OUR_PAYLOAD = 1232  # the DNS Flag Day 2020 value: no IP fragmentation
 MAX_CNAME_CHAIN = 8
 CACHE_LIMIT = 20_000
 _TSIG_ERRORS = {dns.rcode.BADSIG: "BADSIG", dns.rcode.BADKEY: "BADKEY", dns.rcode.BADTIME: "BADTIME"}
+# What one student zone may hold, so that every answer and every zone transfer can be served (a DNS message carries
+# at most 65,535 bytes) and one zone cannot fill the shared server: BIND has max-records-per-type (default 100);
+# a 4096-bit DKIM key is under 1 KiB.
+MAX_RRSET_BYTES = 16_384
+MAX_RECORDS_PER_RRSET = 100
+MAX_ZONE_BYTES = 1_048_576
+_AXFR_MESSAGE_BYTES = 60_000  # leaves room for the header, the question and TSIG in a 64 KiB message
 _FORBIDDEN_UPDATE_TYPES = {
     dns.rdatatype.ANY, dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA,
     dns.rdatatype.MAILB, dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY,
@@ -105,6 +112,15 @@ class _Refuse(Exception):
         super().__init__(reason)
         self.rcode = rcode
         self.reason = reason
+
+
+def _wire_size(name: dns.name.Name, rds: dns.rdataset.Rdataset) -> int:
+    """The uncompressed size of a record set on the wire (an upper bound of what it takes in a message)."""
+    import io
+
+    buffer = io.BytesIO()
+    rds.to_wire(name, buffer)
+    return buffer.tell()
 
 
 def _header_only_reply(wire: bytes, rcode: int) -> bytes:
@@ -326,15 +342,26 @@ class DNSEngine:
             log.warning("AXFR of %s refused to %s (key %s)", qname, peer, msg.keyname)
             response.set_rcode(dns.rcode.REFUSED)
             return [response.to_wire()]
-        response.flags |= dns.flags.AA
         soa = zone.nodes[zone.origin].get_rdataset(IN, SOA)
-        self._add(response.answer, zone.origin, soa)
-        for name, rds in zone.iterate_rdatasets():
-            if not (name == zone.origin and rds.rdtype == SOA):
-                self._add(response.answer, name, rds)
-        self._add(response.answer, zone.origin, soa)
-        log.info("AXFR of %s to %s (key %s)", qname, peer, msg.keyname)
-        return [response.to_wire(max_size=65535)]
+        rrsets = [(zone.origin, soa)] + [(name, rds) for name, rds in zone.iterate_rdatasets()
+                                         if not (name == zone.origin and rds.rdtype == SOA)] + [(zone.origin, soa)]
+        # As many messages as needed (RFC 5936 §2.2): the question in the first only, each one TSIG-signed in
+        # sequence (RFC 8945 §5.3.1).
+        out, current, size, tsig_ctx = [], response, 0, None
+        for name, rds in rrsets:
+            length = _wire_size(name, rds)
+            if current.answer and size + length > _AXFR_MESSAGE_BYTES:
+                out.append(current.to_wire(max_size=65535, multi=True, tsig_ctx=tsig_ctx))
+                tsig_ctx = current.tsig_ctx
+                current = dns.message.make_response(msg)
+                current.question = []
+                size = 0
+            current.flags |= dns.flags.AA
+            self._add(current.answer, name, rds)
+            size += length
+        out.append(current.to_wire(max_size=65535, multi=True, tsig_ctx=tsig_ctx))
+        log.info("AXFR of %s to %s (key %s, %d message(s))", qname, peer, msg.keyname, len(out))
+        return out
 
     # -- dynamic update (RFC 2136) ------------------------------------------
     def _update(self, msg: dns.update.UpdateMessage, peer: object) -> bytes:
@@ -375,11 +402,32 @@ class DNSEngine:
             if not any(changes):
                 txn.rollback()
                 return None
+            self._check_size(txn, origin, msg.update)
             txn.update_serial(name=origin)
             descr = "; ".join(c for c in changes if c)
         self.zones.committed(origin)
         log.info("UPDATE %s by key %s: %s", origin, msg.keyname, descr)
         return origin
+
+    @staticmethod
+    def _check_size(txn, origin: dns.name.Name, updates: list[dns.rrset.RRset]) -> None:
+        """Refuse an update after which a record set, or the zone, could no longer be served (nothing is changed)."""
+        for rr in updates:
+            if rr.deleting is not None:
+                continue
+            rds = txn.get(rr.name, rr.rdtype)
+            if rds is None:
+                continue
+            if len(rds) > MAX_RECORDS_PER_RRSET:
+                raise _Refuse(dns.rcode.REFUSED, f"{rr.name} {dns.rdatatype.to_text(rr.rdtype)} would hold {len(rds)} "
+                                                 f"records (at most {MAX_RECORDS_PER_RRSET})")
+            size = _wire_size(rr.name, rds)
+            if size > MAX_RRSET_BYTES:
+                raise _Refuse(dns.rcode.REFUSED, f"{rr.name} {dns.rdatatype.to_text(rr.rdtype)} would take {size} "
+                                                 f"bytes (at most {MAX_RRSET_BYTES}): an answer could not be served")
+        total = sum(_wire_size(name, rds) for name, rds in txn.iterate_rdatasets())
+        if total > MAX_ZONE_BYTES:
+            raise _Refuse(dns.rcode.REFUSED, f"the zone {origin} would take {total} bytes (at most {MAX_ZONE_BYTES})")
 
     @staticmethod
     def _check_prerequisites(txn, origin: dns.name.Name, prerequisites: list[dns.rrset.RRset]) -> None:
