@@ -471,3 +471,39 @@ def test_an_empty_search_still_answers_with_an_untagged_search(env):
         while not lines or not lines[-1].startswith(tag):
             lines.append(client.readline().rstrip(b"\r\n"))
     assert lines == [b"* SEARCH", tag + b" OK SEARCH completed"], lines
+
+
+def _curl_api(world, path, body: str, key: str) -> tuple[int, str]:
+    """curl, as an administrator's script would, with the lab CA."""
+    import subprocess
+
+    host, port = world.connect_address(HOST, 443)
+    out = subprocess.run(["curl", "-sS", "--cacert", world.ca_file, "--resolve", f"{HOST}:{port}:{host}",
+                          "-w", "\n%{http_code}", "-H", f"X-API-Key: {key}", "-H", "Content-Type: application/json",
+                          "--data-binary", "@-", f"https://{HOST}:{port}{path}"],
+                         input=body, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    text, _, code = out.stdout.rpartition("\n")
+    return int(code), text
+
+
+@pytest.mark.parametrize("body, msg", [
+    ('{"local_part": "x", "domain": "%s", "password": "p4ssw0rd-long", "password2": "p4ssw0rd-long", "quota": "beaucoup"}'
+     % DOMAIN, "quota_not_0_not_numeric"),
+    ('{"local_part": "x", "domain": "%s", "password": "p4ssw0rd-long", "password2": "p4ssw0rd-long", "quota": 1e308}'
+     % DOMAIN, "quota_not_0_not_numeric"),
+    ('{"local_part": ["x"], "domain": "%s", "password": 1, "password2": 1}' % DOMAIN, "mailbox_invalid"),
+    ('{"local_part": "x", "domain": {"a": 1}, "password": "p", "password2": "p"}', "mailbox_invalid"),
+    ("[" * 100_000 + "]" * 100_000, "request_body_invalid_json"),
+    ('{"a": ' * 50_000 + "1" + "}" * 50_000, "request_body_invalid_json"),
+    ("\xff\xfe pas du json", "request_body_invalid_json"),
+])
+def test_bad_api_input_gets_mailcows_json_answer_never_a_500(env, body, msg):
+    cfg, _pw, world, log, start = env
+    status, text = _curl_api(world, "/api/v1/add/mailbox", body, lab.api_key(cfg))
+    assert status == 200, (status, text[:300])
+    answer = json.loads(text)
+    assert answer[0]["type"] in ("danger", "error") and msg in answer[0]["msg"], answer
+    status, text = _curl_api(world, "/api/v1/delete/mailbox", '[["x"], 3, null]', lab.api_key(cfg))
+    assert status == 200 and {a["type"] for a in json.loads(text)} == {"danger"}
+    assert "Traceback" not in logged(log, start, "")

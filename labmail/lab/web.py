@@ -162,12 +162,16 @@ class WebApp:
             return web.json_response({"type": "error", "msg": "only POST method is allowed"}, status=405)
         try:
             payload = await request.json() if request.method == "POST" else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
             return web.json_response(_result("error", [], ["request_body_invalid_json"]))
         handler = getattr(self, f"_{action}_{parts[1].replace('-', '_')}" if len(parts) > 1 else "_none", None)
         if handler is None:
             return web.json_response({"type": "error", "msg": "route not found"}, status=404)
-        return web.json_response(await handler(scope, parts[2:], payload))
+        try:
+            return web.json_response(await handler(scope, parts[2:], payload))
+        except Exception:  # a bug of the lab's: said as Mailcow says things, and logged once
+            log.exception("API: %s %s failed", request.method, request.path[:200])
+            return web.json_response(_result("danger", [action], ["internal_error"]), status=500)
 
     def _allowed(self, scope: str, domain: str, *, quiet: bool = False) -> bool:
         allowed = scope == "*" or scope == domain.lower()
@@ -212,8 +216,18 @@ class WebApp:
     async def _add_mailbox(self, scope, args, payload):
         if not isinstance(payload, dict):
             return _result("error", [], ["request_body_invalid_json"])
-        local, domain = str(payload.get("local_part", "")).lower(), str(payload.get("domain", "")).lower()
-        password, password2 = str(payload.get("password", "")), str(payload.get("password2", ""))
+        text = {k: payload.get(k, "") for k in ("local_part", "domain", "password", "password2", "name")}
+        if not all(isinstance(v, str) for v in text.values()):  # what Mailcow's form sends: strings
+            return _result("danger", ["mailbox", "add"], ["mailbox_invalid"])
+        quota = payload.get("quota", 3072)
+        try:
+            quota = int(quota) if not isinstance(quota, bool) and isinstance(quota, (int, str)) else -1
+        except ValueError:
+            quota = -1
+        if not 0 <= quota <= 10240:
+            return _result("danger", ["mailbox", "add"], ["quota_not_0_not_numeric"])
+        local, domain = text["local_part"].lower(), text["domain"].lower()
+        password, password2 = text["password"], text["password2"]
         if domain not in self.services.hosts["school"].domains:
             return _result("danger", ["mailbox", "add", payload.get("local_part")], ["domain_not_found", domain])
         if not self._allowed(scope, domain):
@@ -225,7 +239,7 @@ class WebApp:
 
         try:
             account = await loop.run_in_executor(self.services.executor, lambda: self.store.add_mailbox(
-                f"{local}@{domain}", password, name=str(payload.get("name", "")), quota_mib=int(payload.get("quota", 3072))))
+                f"{local}@{domain}", password, name=text["name"], quota_mib=quota))
         except LabmailError as exc:
             msg = "object_exists" if "existe" in exc.text.fr else "password_complexity" if "Mot de passe" in exc.text.fr else "mailbox_invalid"
             return _result("danger", ["mailbox", "add"], [msg, f"{local}@{domain}"])
@@ -237,7 +251,10 @@ class WebApp:
             return _result("error", [], ["request_body_invalid_json"])
         out = []
         for address in payload:
-            address = str(address).lower()
+            if not isinstance(address, str):
+                out += _result("danger", ["mailbox", "delete"], ["mailbox_invalid"])
+                continue
+            address = address.lower()
             account = self.store.accounts.get(address)
             if account is None or not self._allowed(scope, account.domain):
                 out += _result("danger", ["mailbox", "delete", address], ["access_denied"])
