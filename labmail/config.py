@@ -385,11 +385,14 @@ def save(**changes: object) -> Config:
             f"Clé(s) inconnue(s) {', '.join(unknown)}. Clés possibles : {', '.join(_FIELDS)}.",
             f"Unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(_FIELDS)}.",
         )
+    if changes.get("prenom") is not None:
+        to_label(str(changes["prenom"]))  # an empty or impossible first name is an error, not "None" in the file
     path = user_config_path()
     current = _read_file(path)
     current.update({k: v for k, v in changes.items() if v is not None})
     checked = _coerce(current)  # validate before writing anything
     stored = {k: getattr(checked, k) if k == "prenom" else v for k, v in current.items()}
+    stored = {k: v for k, v in stored.items() if v is not None and v != ""}
     from ._files import atomic_write_text
 
     lines = ["# labmail configuration (see labmail.config for the keys)"]

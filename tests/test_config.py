@@ -194,3 +194,21 @@ def test_live_credentials_come_from_a_protected_file(tmp_path):
 
     with pytest.raises(LabmailError, match="monde live"):
         course.find("jean@gmail.test", "Bonjour", config=cfg)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "jean.pierre"])
+def test_cli_refuses_an_empty_or_impossible_first_name_and_keeps_the_file(isolated_config, value):
+    """`labmail config --prenom ""` used to write prenom = "None" and exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from labmail import config
+
+    config.set_student("Zoé")
+    before = config.user_config_path().read_text()
+    out = subprocess.run([sys.executable, "-m", "labmail.cli", "config", "--prenom", value], capture_output=True,
+                         text=True, env=dict(os.environ), timeout=60)
+    assert out.returncode == 2 and ("vide" in out.stderr or "point" in out.stderr), out.stderr
+    assert config.user_config_path().read_text() == before and config.load().prenom == "zoe"
+    assert "None" not in before
