@@ -98,15 +98,48 @@ def test_a_lab_from_another_version_is_restarted(own_lab, monkeypatch):
     assert new.pid != old.pid
 
 
-def test_reset_returns_to_step_zero_with_new_keys(own_lab):
+def test_reset_returns_to_the_course_start_and_keeps_ports_class_keys_and_ca(own_lab, tmp_path):
+    """Reset undoes the course (records, mailboxes, mail) and keeps the rest: the ports (the README says the DNS port
+    is chosen once), the class and its credentials, the keys, the lab CA — and no zone serial goes backwards."""
+    from labmail import mail
+
     status = lab.start(own_lab)
-    old_key = student_key(own_lab)
-    add_txt(status, old_key, "gone", "soon")
+    roster = tmp_path / "classe.csv"
+    roster.write_text("prenom,nom,email\nZoë,Martin,\n", encoding="utf-8")
+    credentials = lab.provision_class(roster, own_lab)
+    kept = {path: path.read_bytes() for path in (credentials, own_lab.state_dir / "keys" / "tsig.json",
+                                                  own_lab.state_dir / "keys" / "api-keys.json",
+                                                  own_lab.state_dir / "keys" / "provider-passwords.json",
+                                                  own_lab.state_dir / "tls" / "ca.pem")}
+    key = student_key(own_lab)
+    for i in range(3):
+        assert add_txt(status, key, f"gone{i}", "soon") == dns.rcode.NOERROR
+    before = soa_serial(status)
+    lab.add_mailbox("tintin@jean-emile.labmail.cloud", "mot-de-passe-de-tintin", config=own_lab)
+    gmail = "jean-emile@gmail.test"
+    assert mail.submit("tintin@jean-emile.labmail.cloud", gmail, "avant le reset", "x",
+                       password="mot-de-passe-de-tintin").accepted
+    deadline = time.monotonic() + 10
+    while not mail.imap(gmail, password=lab.provider_password(gmail), host="imap.gmail.test", folder="Junk") \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    endpoints = dict(status.endpoints)
+    assert len(endpoints) > 10
+
     fresh = lab.reset(own_lab)
-    assert fresh.running and fresh.students == ("jean-emile",)  # the configured student only
-    r = dns.query.udp(dns.message.make_query("gone.jean-emile.labmail.cloud", "TXT"), fresh.host, port=fresh.dns_port)
+
+    assert fresh.running and set(fresh.students) >= {"jean-emile", "milou", "zoe"}  # the class is still there
+    assert (fresh.dns_port, fresh.auth_port, fresh.registry_port) == (status.dns_port, status.auth_port, status.registry_port)
+    assert dict(fresh.endpoints) == endpoints  # every mail service on the same local port
+    assert all(path.read_bytes() == data for path, data in kept.items())
+    r = dns.query.udp(dns.message.make_query("gone0.jean-emile.labmail.cloud", "TXT"), fresh.host, port=fresh.dns_port)
     assert r.rcode() == dns.rcode.NXDOMAIN
-    assert student_key(own_lab).secret != old_key.secret
+    assert soa_serial(fresh) > before  # never backwards
+    assert add_txt(fresh, key, "again", "the same key works") == dns.rcode.NOERROR
+    assert "tintin@jean-emile.labmail.cloud" not in json.loads((own_lab.state_dir / "mail" / "accounts.json").read_text())
+    assert not (own_lab.state_dir / "course-passwords.json").exists()
+    for folder in ("INBOX", "Junk"):  # the provider mailbox is empty, and its password unchanged
+        assert mail.imap(gmail, password=lab.provider_password(gmail), host="imap.gmail.test", folder=folder) == []
 
 
 def test_reset_refuses_a_folder_that_is_not_a_lab(tmp_path, monkeypatch):

@@ -283,14 +283,24 @@ def stop(config: Config | None = None, *, timeout: float = 10.0) -> LabStatus:
 
 
 def reset(config: Config | None = None) -> LabStatus:
-    """Return the lab to its step-0 state: stop it, delete its state folder, start it again.
+    """Return the lab to the start of the course: stop it, undo the course's work, start it again.
 
-    Everything the students did (records, keys) is lost; new keys are generated.
+    What the students did is undone: their zones hold SOA and NS only (the serial moves forward), the mailboxes of
+    their domains and all mail are gone. What is not course state is kept: the ports, the class (students, keys,
+    provider mailboxes, class-credentials.csv) and the lab CA that Thunderbird may trust. A folder holding zones but
+    no world.json (a broken lab) is started afresh.
     """
     cfg = _cfg(config)
     stop(cfg)
     state_dir = cfg.state_dir
-    if (state_dir / "world.json").exists() or (state_dir / "zones").exists():
+    if (state_dir / "world.json").exists():
+        from .server import Lab
+
+        world = json.loads((state_dir / "world.json").read_text(encoding="utf-8"))
+        state = Lab(state_dir)
+        state.open(world["parent_domain"], world["mail_host"])
+        state.reset_course()
+    elif (state_dir / "zones").exists():
         shutil.rmtree(state_dir)
     elif state_dir.exists() and any(state_dir.iterdir()):
         raise LabError(

@@ -201,6 +201,36 @@ class Lab:
             passwords[address] = password
         atomic_write_text(path, json.dumps(passwords, indent=2) + "\n", mode=0o600)
 
+    def reset_course(self) -> None:
+        """Back to the start of the course (the lab stopped), keeping what is not course state: the ports, the class
+        (students, TSIG, DKIM and API keys, provider mailboxes and their passwords, class-credentials.csv) and the lab
+        CA. Each student zone holds its SOA and NS again, its serial moved forward — never back, or secondaries and
+        caches would keep the old zone (RFC 1982); the mailboxes of the students' domains go, with their mail; the
+        students' provider mailboxes are emptied; the queue, refusal records, report state and course passwords go."""
+        import shutil
+
+        spec = self.spec
+        domains = set()
+        for label in self.world["students"]:
+            origin = spec.student_zone(label)
+            domains.add(origin.rstrip("."))
+            zone = self.zones.zones.get(dns.name.from_text(origin))
+            soa = zone.get_rdataset(zone.origin, "SOA") if zone is not None else None
+            old = soa[0].serial if soa else 0
+            self.zones.add_zone_text(origin, _world.student_zone_text(spec, label, max(_serial(), old + 1)))
+        for address, account in list(self.store.accounts.items()):
+            if account.domain in domains:
+                self.store.delete_mailbox(address)
+            if account.domain in domains or account.domain in ("gmail.test", "outlook.test"):
+                shutil.rmtree(self.store._base(address), ignore_errors=True)  # noqa: SLF001 - the store's own folder
+        for domain in domains:
+            shutil.rmtree(self.store.root / domain, ignore_errors=True)
+        for folder in (self.state_dir / "queue", self.store.root / "rejected"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in (self.store.root / "dmarc-reports.json", self.state_dir / "course-passwords.json"):
+            path.unlink(missing_ok=True)
+        log.info("course reset: %d student zone(s) back to step 0", len(domains))
+
     def _delegate(self, origin: str) -> None:
         parent = dns.name.from_text(self.world["parent_domain"])
         zone = self.zones.zones[parent]
