@@ -507,3 +507,42 @@ def test_bad_api_input_gets_mailcows_json_answer_never_a_500(env, body, msg):
     status, text = _curl_api(world, "/api/v1/delete/mailbox", '[["x"], 3, null]', lab.api_key(cfg))
     assert status == 200 and {a["type"] for a in json.loads(text)} == {"danger"}
     assert "Traceback" not in logged(log, start, "")
+
+
+def test_the_lab_ca_cannot_vouch_for_names_outside_the_lab(env, tmp_path):
+    """A student is asked to trust the lab CA: it carries critical name constraints (RFC 5280 §4.2.1.10) to the lab's
+    names and addresses, lives two years, and says what it is — so a certificate it signed for a real site is refused
+    by OpenSSL, while the lab's own servers verify."""
+    import subprocess
+
+    from cryptography import x509
+
+    cfg, _pw, world, _log, _start = env
+    from labmail.lab.tls import LabCA
+
+    ca = LabCA(cfg.state_dir).load_or_create()
+    cert = x509.load_pem_x509_certificate(ca.ca_path.read_bytes())
+    constraints = cert.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical and cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    permitted = {str(getattr(n, "value", n)) for n in constraints.value.permitted_subtrees}
+    assert {"labmail.cloud", "test", "localhost", "127.0.0.0/8", "203.0.113.0/24"} <= permitted
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 731
+    assert "labmail" in cert.subject.rfc4514_string() and "Testing" not in cert.subject.rfc4514_string()
+    for name, verdict in (("accounts.google.com", "permitted subtree violation"), ("8.8.8.8", "permitted subtree violation"),
+                          ("mailcow.labmail.cloud", ": OK"), ("imap.gmail.test", ": OK")):
+        leaf = tmp_path / f"{name}.pem"
+        leaf.write_bytes(ca.leaf_pem(name))
+        out = subprocess.run(["openssl", "verify", "-CAfile", str(ca.ca_path), str(leaf)], capture_output=True, text=True)
+        assert verdict in out.stdout + out.stderr, (name, out.stdout, out.stderr)
+    old = tmp_path / "old-lab"  # a CA made by an older labmail (no constraints, valid for ages): replaced at load
+    (old / "tls").mkdir(parents=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(old / "tls" / "ca.key"), "-out", str(old / "tls" / "ca.pem"), "-days", "36500",
+                    "-subj", "/O=trustme/CN=Testing CA"], capture_output=True, check=True)
+    renewed = x509.load_pem_x509_certificate(LabCA(old).load_or_create().ca_path.read_bytes())
+    assert renewed.extensions.get_extension_for_class(x509.NameConstraints).critical
+    host, port = world.connect_address(HOST, 993)
+    served = subprocess.run(["openssl", "s_client", "-connect", f"{host}:{port}", "-servername", HOST, "-CAfile",
+                             str(ca.ca_path), "-verify_return_error", "-verify_hostname", HOST],
+                            input="", capture_output=True, text=True, timeout=20)
+    assert "Verify return code: 0 (ok)" in served.stdout, served.stdout[-1500:]
