@@ -129,47 +129,64 @@ def test_auth_before_tls_is_refused(env):
     logged(log, start, "refused", "530")
 
 
+GUESSER = r'''
+import imaplib, poplib, smtplib, ssl, sys
+protocol, host, port, address, password = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+context = ssl._create_unverified_context()  # this user cannot read the lab's CA: the login is what is tried
+try:
+    if protocol == "SMTP":
+        with smtplib.SMTP(host, port, timeout=15) as client:
+            client.starttls(context=context)
+            client.ehlo()
+            client.user, client.password = address, password
+            client.auth("PLAIN", client.auth_plain)
+    elif protocol == "IMAP":
+        with imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=15) as client:
+            client.login(address, password)
+    else:
+        client = poplib.POP3_SSL(host, port, context=context, timeout=15)
+        client.user(address)
+        client.pass_(password)
+        client.quit()
+    print("ok")
+except smtplib.SMTPAuthenticationError as exc:
+    print(exc.smtp_code, exc.smtp_error.decode())
+except (imaplib.IMAP4.error, poplib.error_proto) as exc:
+    print(exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0])
+'''
+
+
 @pytest.mark.parametrize("protocol", ["SMTP", "IMAP", "POP3"])
-def test_password_guessing_locks_the_account_with_a_clear_message(env, protocol):
+def test_password_guessing_locks_the_guesser_out_never_the_owner(env, protocol):
+    """Five wrong passwords lock the *guesser* out of the account for 5 minutes, with a clear message — and only them:
+    on a shared host every user comes from 127.0.0.1, so the guard tells local users apart (as identd does); another
+    user cannot lock a classmate out of their own mailbox. The owner, here, is the test; the guesser the user nobody."""
+    import pwd
+    import subprocess
+
     _cfg, passwords, world, log, start = env
+    if os.getuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the guessing test as root (the guesser runs as nobody)", pytrace=False)
+        pytest.skip("needs root (to run the guesser as the user nobody) and /usr/bin/python3")
     address = {"SMTP": f"haddock@{DOMAIN}", "IMAP": f"tournesol@{DOMAIN}", "POP3": f"dupont@{DOMAIN}"}[protocol]
+    host, port = world.connect_address(HOST, {"SMTP": 587, "IMAP": 993, "POP3": 995}[protocol])
+    nobody = pwd.getpwnam("nobody")
 
-    def attempt(password: str) -> str:
-        if protocol == "SMTP":
-            with smtp(world, 587) as client:
-                client.starttls(context=tls(world))
-                client.ehlo()
-                client.user, client.password = address, password
-                try:  # one mechanism per attempt (smtplib's login() would also try LOGIN after PLAIN)
-                    client.auth("PLAIN", client.auth_plain)
-                    return "ok"
-                except smtplib.SMTPAuthenticationError as exc:
-                    return f"{exc.smtp_code} {exc.smtp_error.decode()}"
-        if protocol == "IMAP":
-            host, port = world.connect_address(HOST, 993)
-            with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
-                try:
-                    client.login(address, password)
-                    return "ok"
-                except imaplib.IMAP4.error as exc:
-                    return str(exc)
-        host, port = world.connect_address(HOST, 995)
-        client = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
-        try:
-            client.user(address)
-            client.pass_(password)
-            return "ok"
-        except poplib.error_proto as exc:
-            return exc.args[0].decode()
-        finally:
-            _close(client)
+    def attempt(password: str, *, guesser: bool) -> str:
+        kwargs = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[]) if guesser else {}
+        out = subprocess.run(["/usr/bin/python3", "-c", GUESSER, protocol, host, str(port), address, password],
+                             capture_output=True, text=True, timeout=60, cwd="/", **kwargs)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
 
-    assert attempt(passwords[address]) == "ok"
-    guesses = [attempt(f"devine-{i}") for i in range(5)]
+    assert attempt(passwords[address], guesser=False) == "ok"
+    guesses = [attempt(f"devine-{i}", guesser=True) for i in range(5)]
     assert all(g != "ok" and "locked" not in g for g in guesses[:4]), guesses
-    refused = attempt(passwords[address])  # the right password, too late
+    refused = attempt(passwords[address], guesser=True)  # the right password, too late, for the guesser
     assert refused != "ok" and f"Too many failed logins for {address}: account locked" in refused, refused
-    text = logged(log, start, f"{protocol}: {address} locked for 300 s after 5 failed logins")
+    assert attempt(passwords[address], guesser=False) == "ok"  # the owner was never locked out
+    text = logged(log, start, f"{protocol}: {address} locked for 300 s for uid:{nobody.pw_uid} after 5 failed logins")
     assert not any(f"devine-{i}" in text for i in range(5)) and passwords[address] not in text
 
 
@@ -546,3 +563,73 @@ def test_the_lab_ca_cannot_vouch_for_names_outside_the_lab(env, tmp_path):
                              str(ca.ca_path), "-verify_return_error", "-verify_hostname", HOST],
                             input="", capture_output=True, text=True, timeout=20)
     assert "Verify return code: 0 (ok)" in served.stdout, served.stdout[-1500:]
+
+
+ATTACKER = r'''
+import json, socket, sys
+ports, relays = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+forged = b"PROXY TCP4 203.0.113.10 198.51.100.25 45000 25\r\n"
+out = {"relays": {}, "ports": {}}
+for path in relays:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        out["relays"][path] = "connected"
+    except OSError as exc:
+        out["relays"][path] = type(exc).__name__
+    finally:
+        s.close()
+for port in ports:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(forged + b"EHLO mailcow.labmail.cloud\r\nMAIL FROM:<direction@jean-emile.labmail.cloud>\r\n"
+                  b"RCPT TO:<jean-emile@gmail.test>\r\nDATA\r\n"
+                  b"From: direction@jean-emile.labmail.cloud\r\nSubject: forged-" + str(port).encode() +
+                  b"\r\n\r\nVirement urgent\r\n.\r\nQUIT\r\n")
+        s.settimeout(1)
+        data = b""
+        try:
+            while len(data) < 4096:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        out["ports"][str(port)] = data.decode("latin-1")[:300]
+    finally:
+        s.close()
+print(json.dumps(out))
+'''
+
+
+def test_another_local_user_cannot_claim_a_lab_address(env):
+    """On a shared host (a JupyterHub where every student's lab runs on one machine), another local user must not be
+    able to speak PROXY to the lab's internal hops and claim the school server's address: the relay listeners are
+    Unix sockets in a folder only the lab's user enters, and no TCP listener takes PROXY."""
+    import pwd
+    import subprocess
+
+    cfg, _pw, world, _log, _start = env
+    if os.getuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the other-local-user attack (as root, with /usr/bin/python3)", pytrace=False)
+        pytest.skip("needs root (to run the attacker as the user nobody) and /usr/bin/python3")
+    relays = sorted(str(p) for p in (cfg.state_dir / "relay").glob("*.sock"))
+    world_ports = json.loads((cfg.state_dir / "world.json").read_text())["ports"].values()
+    ports = sorted({p for p in [*lab.status(cfg).endpoints.values(), *world_ports] if isinstance(p, int)})
+    nobody = pwd.getpwnam("nobody")
+    out = subprocess.run(["/usr/bin/python3", "-c", ATTACKER, json.dumps(ports), json.dumps(relays)], user=nobody.pw_uid,
+                         group=nobody.pw_gid, extra_groups=[], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert set(seen["relays"].values()) <= {"PermissionError"}, seen["relays"]
+    # Whatever some port accepted (an MX takes mail from anyone), nothing arrived as coming from the school server.
+    time.sleep(2)
+    gmail = "jean-emile@gmail.test"
+    for folder in ("INBOX", "Junk"):
+        for message in mail.imap(gmail, password=lab.provider_password(gmail, cfg), host="imap.gmail.test", folder=folder,
+                                 fetch=True):
+            if message.subject.startswith("forged-"):
+                assert b"203.0.113.10" not in message.data.split(b"\r\n\r\n")[0] and b"spf=pass" not in message.data, \
+                    message.data[:800]

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from .._files import atomic_write_text
 from ..headers import READ_POLICY
-from .guard import AccountLocked
+from .guard import AccountLocked, client_of
 
 log = logging.getLogger("labmail.lab.imap")
 FOLDERS = ("INBOX", "Sent", "Junk", "Trash")
@@ -460,9 +460,11 @@ class _Checker:
         login = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
         password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
 
+        client = getattr(creds, "labmail_client", "?")
+
         def check():
             try:
-                account = self.server.store.authenticate(login, password, "IMAP")
+                account = self.server.store.authenticate(login, password, "IMAP", client)
             except AccountLocked as exc:
                 raise _Locked(exc.text.en) from None
             if account is None or account.domain not in self.server.domains:
@@ -545,6 +547,21 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return super().do_LOGIN(tag, user, passwd)
 
     unauth_LOGIN = (do_LOGIN, imap4.IMAP4Server.arg_astring, imap4.IMAP4Server.arg_finalastring)
+
+    def _client(self) -> str:
+        """Who is logging in, for the password-guessing guard (the local user on this host)."""
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        return client_of((getattr(peer, "host", None), getattr(peer, "port", 0)),
+                         (getattr(host, "host", None), getattr(host, "port", 0)))
+
+    def authenticateLogin(self, user, passwd):  # noqa: N802 - LOGIN, with who is logging in
+        creds = credentials.UsernamePassword(user, passwd)
+        creds.labmail_client = self._client()
+        return self.portal.login(creds, None, imap4.IAccount)
+
+    def authenticate(self, chal, tag):  # AUTHENTICATE, with who is logging in
+        chal.labmail_client = self._client()
+        return super().authenticate(chal, tag)
 
     def sendUntaggedResponse(self, message, isAsync=None):  # noqa: N802 - Twisted's name
         if message.startswith(b"SEARCH"):

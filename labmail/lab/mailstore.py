@@ -119,26 +119,27 @@ class MailStore:
                 raise LabError(f"Pas de boîte {address}.", f"No mailbox {address}.")
             self._save()
 
-    def authenticate(self, address: str, password: str, protocol: str = "login") -> Account | None:
+    def authenticate(self, address: str, password: str, protocol: str = "login", client: str = "?") -> Account | None:
         """The account if ``password`` is right, else None (the failure is counted and logged). Raises
-        :class:`AccountLocked` — even for the right password — while the account is locked after repeated failures."""
+        :class:`AccountLocked` — even for the right password — while ``client`` (see :func:`guard.client_of`) is locked
+        out of the account after repeated failures."""
         address = address.strip().lower()
-        self.guard.check(address)
+        self.guard.check(address, client)
         account = self.accounts.get(address)
         if account is None or not account.active:
             check_password(password, hash_password("decoy-password"))  # same time either way
-            self.guard.failed(address, protocol)
+            self.guard.failed(address, protocol, client)
             return None
         digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._auth_cache.get(address)
         if cached is not None and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], digest):
-            self.guard.succeeded(address)
+            self.guard.succeeded(address, client)
             return account
         if not check_password(password, account.password):
-            self.guard.failed(address, protocol)
+            self.guard.failed(address, protocol, client)
             return None
         self._auth_cache[address] = (digest, time.monotonic() + 300)
-        self.guard.succeeded(address)
+        self.guard.succeeded(address, client)
         return account
 
     def mailboxes(self, domain: str | None = None) -> list[Account]:

@@ -14,7 +14,7 @@ import base64
 import logging
 import ssl
 
-from .guard import AccountLocked
+from .guard import AccountLocked, client_of
 
 log = logging.getLogger("labmail.lab.pop3")
 
@@ -115,8 +115,9 @@ class POP3Session:
     async def _login(self, login: str, password: str) -> None:
         loop = asyncio.get_running_loop()
         try:
+            client = client_of(self.writer.get_extra_info("peername"), self.writer.get_extra_info("sockname"))
             account = await loop.run_in_executor(self.server.executor, self.server.store.authenticate, login, password,
-                                                 "POP3")
+                                                 "POP3", client)
         except AccountLocked as exc:
             await self.send(f"-ERR [AUTH] {exc.text.en}")
             self.user = None

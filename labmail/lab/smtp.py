@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import os
 import json
 import logging
 import re
@@ -24,11 +25,12 @@ import smtplib
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from .._files import atomic_write_bytes, atomic_write_text
-from .guard import AccountLocked
+from .guard import AccountLocked, client_of
 
 log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
@@ -185,7 +187,9 @@ class SchoolHandler(BaseHandler):
         login = auth_data.login.decode("utf-8", "replace")
         self.dialogue(server).append(f"C: AUTH {mechanism} {login} ********")
         try:
-            account = self.services.store.authenticate(login, auth_data.password.decode("utf-8", "replace"), "SMTP")
+            client = client_of(session.peer if isinstance(session.peer, tuple) else None,
+                               server.transport.get_extra_info("sockname") if server.transport else None)
+            account = self.services.store.authenticate(login, auth_data.password.decode("utf-8", "replace"), "SMTP", client)
         except AccountLocked as exc:
             reply = f"454 4.7.0 {exc.text.en}"
             self.dialogue(server).append("S: " + reply)
@@ -310,6 +314,7 @@ class MailServices:
                            "outlook": ("imap-mail.outlook.test", hosts["imap-mail.outlook.test"][0])}
         self.policies = providers.POLICIES
         self.ports: dict[str, int] = {}
+        self.relays: dict[str, Path] = {}  # internal relay listeners: Unix sockets (see relay_path)
         self.servers: list = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -330,6 +335,23 @@ class MailServices:
         if proxy:
             kwargs.update(proxy_protocol_timeout=5)
         return lambda: _LabSMTP(handler, **kwargs)
+
+    def relay_path(self, key: str) -> Path:
+        """The Unix socket of an internal relay listener (PROXY protocol accepted there, and only there), in a folder
+        only the lab's user may enter: another local user cannot claim a simulated address (e.g. the school
+        server's) by speaking PROXY to it, as a TCP port on loopback would let them."""
+        folder = self.lab.state_dir / "relay"
+        if len(str(folder / "outlook-relay.sock")) >= 100:  # AF_UNIX paths are short: a private folder in /tmp
+            import hashlib
+            import tempfile
+
+            digest = hashlib.sha256(str(self.lab.state_dir.resolve()).encode()).hexdigest()[:16]
+            folder = Path(tempfile.gettempdir()) / f"labmail-{os.getuid()}-{digest}-relay"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_uid != os.getuid():
+            raise OSError(f"{folder} belongs to another user: refusing to put the lab's relay sockets there")
+        os.chmod(folder, 0o700)
+        return folder / f"{key.replace(':', '-')}.sock"
 
     @staticmethod
     def cert_names(host: Host) -> tuple[str, ...]:
@@ -361,6 +383,14 @@ class MailServices:
         for key, handler, options in plan:
             factory = self._factory(handler, **options)
             ssl_ctx = options.get("tls_context") if options.get("implicit") else None
+            if options.get("proxy"):  # the internal hop: a socket only the lab's own user can reach
+                path = self.relay_path(key)
+                path.unlink(missing_ok=True)
+                server = await loop.create_unix_server(factory, str(path))
+                os.chmod(path, 0o600)
+                self.relays[key] = path
+                self.servers.append(server)
+                continue
             port = int(previous.get(key) or 0)
             try:
                 server = await loop.create_server(factory, "127.0.0.1", port, ssl=ssl_ctx)
@@ -602,7 +632,7 @@ class MailServices:
         last = ("temp", "no MX reachable")
         for target in targets:
             addrs = self.resolver().query(target, "A").values
-            relay = next((self.ports.get(f"{k}:relay") for k, h in self.hosts.items() if h.ip in addrs), None)
+            relay = next((self.relays.get(f"{k}:relay") for k, h in self.hosts.items() if h.ip in addrs), None)
             if relay is None:
                 last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
                 continue
@@ -759,15 +789,22 @@ def _report_mail(org: str, sender: str, rua: str, domain: str, report_id: str, b
 
 
 class _ProxySMTP(smtplib.SMTP):
-    """smtplib client that opens with a PROXY v1 line: the receiver sees ``source.ip`` as the client."""
+    """smtplib client to an internal relay socket that opens with a PROXY v1 line: the receiver sees ``source.ip``
+    as the client."""
 
-    def __init__(self, source: Host, dst_ip: str, port: int, target: str) -> None:
-        self._source, self._dst_ip = source, dst_ip
-        super().__init__("127.0.0.1", port, local_hostname=source.name, timeout=30)
+    def __init__(self, source: Host, dst_ip: str, path: Path, target: str) -> None:
+        self._source, self._dst_ip, self._path = source, dst_ip, path
+        super().__init__("localhost", 25, local_hostname=source.name, timeout=30)
         self._host = target  # STARTTLS checks the MX's certificate against its name
 
     def _get_socket(self, host, port, timeout):
-        sock = socket.create_connection((host, port), timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
         family = "TCP6" if ":" in self._source.ip else "TCP4"
         sock.sendall(f"PROXY {family} {self._source.ip} {self._dst_ip} {secrets.randbelow(20000) + 40000} 25\r\n".encode())
         return sock
