@@ -34,12 +34,24 @@ def _lab(args: argparse.Namespace) -> int:
         print(tr(f"Classe provisionnée ; identifiants (pour l'enseignant seulement) : {path}",
                  f"Class provisioned; credentials (for the instructor only): {path}"))
     print(result)
+    if args.action in ("start", "reset", "status") and result.running and not cfg.prenom and not args.roster:
+        print(tr("  Aucun prénom configuré : le lab n'a pas de domaine pour vous. Tapez « labmail config --prenom "
+                 "\"Votre prénom\" », puis « labmail lab start » (ou lancez le notebook 00).",
+                 "  No first name configured: the lab has no domain for you. Type \"labmail config --prenom "
+                 "\"Your first name\"\", then \"labmail lab start\" (or run notebook 00)."))
     if args.action == "status" and result.running and cfg.prenom:
         try:
             print(tr("  Clé TSIG de votre zone (pour nsupdate -k) : ", "  Your zone's TSIG key (for nsupdate -k): ")
                   + str(lab.student_key_file(cfg)))
         except LabmailError:
             pass
+        dkim = cfg.state_dir / "keys" / "dkim" / f"{cfg.domain}.dkim.txt"
+        if dkim.exists():
+            from .dns import txt_strings
+
+            print(tr("  Votre clé DKIM pour nsupdate (en chaînes de 255 octets, sinon BIND répond « syntax error ») :",
+                     "  Your DKIM key for nsupdate (in strings of 255 bytes, else BIND says \"syntax error\"):"))
+            print(f"  update add dkim._domainkey.{cfg.domain}. 300 TXT {txt_strings(dkim.read_text(encoding='utf-8'))}")
     return 0 if (result.running or args.action == "stop") else 1
 
 
@@ -136,9 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     lab = sub.add_parser("lab", help="le lab intégré / the embedded lab")
-    lab.add_argument("action", choices=["start", "status", "stop", "reset"])
-    lab.add_argument("--class", dest="roster", help="liste de classe CSV : un domaine par étudiant / class roster CSV")
-    lab.set_defaults(func=_lab)
+    actions = lab.add_subparsers(dest="action", required=True, metavar="{start,status,stop,reset}")
+    for name, text in (("start", "démarrer le lab (s'il ne tourne pas) / start the lab (if not running)"),
+                       ("status", "où le lab écoute, son dossier, votre clé / where the lab listens, its folder, your key"),
+                       ("stop", "arrêter le lab / stop the lab"),
+                       ("reset", "retour au début du TP (ports, classe, clés et autorité gardés) / back to the course's "
+                                 "start (ports, class, keys and CA kept)")):
+        action = actions.add_parser(name, help=text, description=text)
+        if name in ("start", "reset"):
+            action.add_argument("--class", dest="roster",
+                                help="liste de classe CSV : un domaine par étudiant / class roster CSV")
+        action.set_defaults(func=_lab, roster=None)
 
     cfg = sub.add_parser("config", help="afficher ou modifier la configuration / show or set the configuration")
     cfg.add_argument("--prenom", help="votre prénom, ex. \"Jean-Émile\"")

@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Outcome", "Record", "LookupResult", "lookup", "Resolver", "records", "mail_records", "MailRecord",
-    "ZonePanel", "Change", "panel", "export_zone", "use_world_resolver",
+    "ZonePanel", "Change", "panel", "export_zone", "use_world_resolver", "txt_strings",
 ]
 
 
@@ -989,6 +989,20 @@ class ZonePanel:
 def panel(zone: str | None = None, *, world: World | None = None) -> ZonePanel:
     """The DNS panel of the student's zone (or of ``zone``) in the current world."""
     return ZonePanel(zone, world=world)
+
+
+def txt_strings(value: str) -> str:
+    """A TXT value as zone files and ``nsupdate`` take it: quoted strings of at most 255 bytes (RFC 1035 §3.3),
+    which receivers join without spaces (RFC 6376 §3.6.2.2). A 2048-bit DKIM key (about 400 characters) pasted as
+    one string gives BIND's bare "syntax error"; this form is accepted.
+
+    >>> txt_strings("v=DKIM1; k=rsa; p=" + "A" * 300)[:30]
+    '"v=DKIM1; k=rsa; p=AAAAAAAAAAA'
+    """
+    data = value.strip().encode("utf-8")
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    # dnspython writes each string as BIND reads it: quotes and backslashes escaped, other bytes as \DDD
+    return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks).to_text()
 
 
 def export_zone(zone: dns.zone.Zone | Iterable[Record], origin: str | None = None, *, default_ttl: int = 300) -> str:

@@ -187,7 +187,8 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
             return SubmitResult(False, tr("le serveur ne propose pas AUTH ici (TLS manquant ?)", "the server offers no AUTH here (TLS missing?)"),
                                 "\n".join(client.lines))
         try:
-            refused = client.sendmail(sender, recipients, data)
+            utf8 = not all(a.isascii() for a in [sender, *recipients]) and client.has_extn("smtputf8")
+            refused = client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"] if utf8 else [])
         except smtplib.SMTPSenderRefused as exc:
             return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
         except smtplib.SMTPRecipientsRefused as exc:

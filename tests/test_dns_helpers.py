@@ -304,3 +304,16 @@ def test_a_simulated_address_the_lab_does_not_serve_is_an_error_not_the_internet
     assert world.connect_address("127.0.0.1", 9) == ("127.0.0.1", 9)  # loopback is used as it is
     host, port = world.connect_address("203.0.113.10", 25)
     assert host == "127.0.0.1" and port != 25  # a served port: the lab's port map
+
+
+@pytest.mark.parametrize("value", ["v=DKIM1; k=rsa; p=" + "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A" * 12, "court",
+                                   "é" * 200 + ' "guillemets" et \\ barre', ""])
+def test_txt_strings_is_what_bind_reads_back(value):
+    """The form shown for nsupdate: strings of at most 255 bytes that a zone-file parser joins back to the value,
+    8-bit bytes and quotes escaped (RFC 1035 §5.1)."""
+    import dns.rdata
+
+    text = ldns.txt_strings(value)
+    rdata = dns.rdata.from_text("IN", "TXT", text)
+    assert b"".join(rdata.strings).decode() == value
+    assert all(len(s) <= 255 for s in rdata.strings) and len(rdata.strings) == max(1, -(-len(value.encode()) // 255))

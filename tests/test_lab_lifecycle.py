@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -257,6 +258,26 @@ def test_cli_lab_commands(own_lab):
     assert started.returncode == 0 and "Résolveur DNS du lab" in started.stdout and "nsupdate" in started.stdout
     status = run("--lang", "en", "lab", "status")
     assert status.returncode == 0 and "Lab DNS resolver" in status.stdout and "nsupdate -k" in status.stdout
+    # the DKIM record as nsupdate takes it: strings of at most 255 bytes (one 400-byte string: BIND's "syntax error")
+    dkim = next(line.strip() for line in status.stdout.splitlines() if "update add dkim._domainkey." in line)
+    strings = re.findall(r'"([^"]*)"', dkim)
+    assert len(strings) >= 2 and all(len(x) <= 255 for x in strings) and "".join(strings).startswith("v=DKIM1;")
+    if shutil.which("nsupdate"):
+        st = lab.status(own_lab)
+        sent = subprocess.run(["nsupdate", "-k", str(lab.student_key_file(own_lab))], capture_output=True, text=True,
+                              timeout=30, input=f"server {st.host} {st.auth_port}\nzone jean-emile.labmail.cloud\n"
+                                                f"{dkim}\nsend\n")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        q = dns.message.make_query("dkim._domainkey.jean-emile.labmail.cloud", "TXT")
+        txt = dns.query.udp(q, st.host, port=st.dns_port, timeout=2).answer[0][0]
+        assert b"".join(txt.strings).decode() == "".join(strings)
+    helped = run("lab", "start", "--help")
+    assert helped.returncode == 0 and "démarrer le lab" in helped.stdout and "--class" in helped.stdout
+    assert "usage: labmail lab start" in helped.stdout
+    unnamed = subprocess.run(
+        [sys.executable, "-m", "labmail.cli", "lab", "status"], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in env.items() if k != "LABMAIL_PRENOM"})
+    assert "Aucun prénom configuré" in unnamed.stdout and "labmail config --prenom" in unnamed.stdout, unnamed.stdout
     looked = run("lookup", "jean-emile.labmail.cloud", "SOA", "--auth")
     assert looked.returncode == 0 and "answer" in looked.stdout
     stopped = run("lab", "stop")

@@ -75,6 +75,22 @@ def test_nsupdate_with_own_key_adds_mx_and_another_key_is_refused(lab_env):
         nsupdate(status, own, "zone jean-emile.labmail.cloud\nupdate delete jean-emile.labmail.cloud. MX\n")
 
 
+def test_real_tools_get_the_rfc_answers_to_odd_requests(lab_env):
+    """A known key name with another algorithm: NOTAUTH(BADKEY), as BIND answers (RFC 8945 §5.2.1), not FORMERR;
+    a malformed query to the resolver: FORMERR with RA set, as every reply of a recursive server carries it."""
+    _cfg, status = lab_env
+    other_algorithm = subprocess.run(
+        ["nsupdate", "-y", "hmac-sha512:jean-emile.labmail.cloud.:" + base64.b64encode(secrets.token_bytes(64)).decode()],
+        input=f"server {status.host} {status.auth_port}\nzone jean-emile.labmail.cloud\n"
+              "update add x.jean-emile.labmail.cloud. 300 TXT forged\nsend\n",
+        capture_output=True, text=True, timeout=30)
+    assert "NOTAUTH(BADKEY)" in other_algorithm.stdout + other_algorithm.stderr, other_algorithm.stderr
+    empty = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+header-only", "jean-emile.labmail.cloud"])
+    assert "status: FORMERR" in empty.stdout and "flags: qr rd ra;" in empty.stdout, empty.stdout
+    auth = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "+header-only", "jean-emile.labmail.cloud"])
+    assert "status: FORMERR" in auth.stdout and "flags: qr rd;" in auth.stdout, auth.stdout  # no recursion there
+
+
 def test_exported_zone_passes_named_checkzone(lab_env, tmp_path):
     p = ldns.panel()
     try:
@@ -131,6 +147,7 @@ def test_an_oversized_update_is_refused_and_a_big_zone_still_transfers(lab_env, 
         assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
         log = lab.status(cfg).log_path.read_text(errors="replace")
         assert "would take" in log and "TooBig" not in log and "Traceback" not in log
+        assert max(len(line) for line in log.splitlines()) < 2200  # records are cut in the log, never 7 KB lines
     finally:
         nsupdate(status, own, f"zone {zone}\n" + "".join(f"update delete big{i}.{zone}.\n" for i in range(12)))
 

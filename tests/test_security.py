@@ -12,9 +12,12 @@ import imaplib
 import json
 import os
 import poplib
+import re
+import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -220,12 +223,12 @@ def test_smtp_smuggling_with_bare_line_ends_is_refused(env, variant):
 def test_oversized_lines_and_messages_are_refused(env):
     _cfg, passwords, world, log, start = env
     answer = raw(world, 25, b"EHLO " + b"a" * 2000 + b"\r\nQUIT\r\n")
-    assert b"500 Command line too long" in answer
+    assert b"500 5.5.2 Command line too long" in answer
     with smtp(world, 587) as client:
         client.starttls(context=tls(world))
         client.login(TINTIN, passwords[TINTIN])
         code, reply = client.mail(TINTIN, ["SIZE=40000000"])
-    assert code == 552, reply
+    assert code == 552 and reply.startswith(b"5.3.4 "), reply
     host, port = world.connect_address(HOST, 995)
     pop = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
     try:
@@ -243,7 +246,85 @@ def test_oversized_lines_and_messages_are_refused(env):
         except (ConnectionError, TimeoutError, ssl.SSLError):
             reply = b""
     assert b"a1 OK" not in reply
-    logged(log, start, "500 Command line too long", "552")
+    logged(log, start, "500 5.5.2 Command line too long", "552 5.3.4")
+
+
+def test_a_huge_message_without_size_is_cut_short(env):
+    """A client that does not announce SIZE and sends 40 MB: the server answers ``552 5.3.4`` and closes once the
+    message is past the limit (as Postfix does with message_size_limit), instead of reading to the end; nothing is
+    delivered."""
+    cfg, _pw, world, log, start = env
+    store = MailStore(cfg.state_dir / "mail")
+    before = store.counts(MILOU)
+    host, real = world.connect_address(HOST, 25)
+    line = b"A" * 998 + b"\r\n"
+    sent, answer = 0, b""
+    with socket.create_connection((host, real), timeout=10) as sock:
+        sock.recv(4096)
+        sock.sendall(b"EHLO mx.expediteur.test\r\nMAIL FROM:<a@expediteur.test>\r\nRCPT TO:<" + MILOU.encode()
+                     + b">\r\nDATA\r\n")
+        while b"354" not in answer:
+            answer += sock.recv(4096)
+        sock.sendall(b"Subject: lourd\r\n\r\n")
+        try:
+            while sent < 40_000_000:
+                sock.sendall(line * 1000)
+                sent += len(line) * 1000
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        with contextlib.suppress(OSError):
+            sock.settimeout(5)
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert sent < 40_000_000 and b"552 5.3.4" in answer, (sent, answer[-300:])
+    time.sleep(0.5)
+    assert store.counts(MILOU) == before
+    text = logged(log, start, "552 5.3.4 message over 26214400 bytes, connection closed after")
+    read = int(re.search(r"connection closed after (\d+) bytes", text).group(1))
+    assert read < 26_214_400 + 1_048_576, read  # the server stopped reading just past the limit (one read)
+
+
+def test_refusals_carry_enhanced_status_codes_to_a_real_client(env):
+    """swaks against the school server: every refusal carries its RFC 3463 code (5.7.0 TLS first, 5.1.1 unknown
+    user, 5.7.1 relay), as Postfix's do."""
+    _cfg, _pw, world, log, start = env
+    if not shutil.which("swaks"):
+        pytest.skip("swaks absent (installed by make test as root)")
+    host, real = world.connect_address(HOST, 587)
+    out = subprocess.run(["swaks", "--server", f"{host}:{real}", "--helo", "client.test", "--from", TINTIN,
+                          "--to", MILOU, "--timeout", "10"], capture_output=True, text=True, timeout=30)
+    assert "<** 530 5.7.0 Must issue a STARTTLS command first" in out.stdout, out.stdout[-800:]
+    host, real = world.connect_address(HOST, 25)
+    for to, expected in ((f"personne@{DOMAIN}", "<** 550 5.1.1 "), ("victime@gmail.test", "<** 554 5.7.1 ")):
+        out = subprocess.run(["swaks", "--server", f"{host}:{real}", "--helo", "client.test", "--from",
+                              "a@expediteur.test", "--to", to, "--timeout", "10"], capture_output=True, text=True,
+                             timeout=30)
+        assert expected in out.stdout, out.stdout[-800:]
+    for line in logged(log, start, "530 5.7.0").splitlines():
+        if " WARNING refused " in line:
+            assert re.search(r": [45]\d\d [245]\.\d+\.\d+ ", line), line
+
+
+def test_utf8_addresses_are_taken_with_smtputf8(env):
+    """RFC 6531: SMTPUTF8 is offered beside 8BITMIME; a UTF-8 sender (swaks, no parameter; smtplib with SMTPUTF8)
+    is accepted, the message lands, and IMAP serves it."""
+    cfg, passwords, world, log, start = env
+    with smtp(world, 25) as client:
+        client.ehlo("mx.expediteur.test")
+        assert client.has_extn("smtputf8") and client.has_extn("8bitmime")
+        message = (f"From: André <andré@expéditeur.test>\r\nTo: {MILOU}\r\nSubject: Réunion\r\n"
+                   "Message-ID: <smtputf8-1@expediteur.test>\r\n\r\nBonjour\r\n").encode()
+        refused = client.sendmail("andré@expéditeur.test", [MILOU], message, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    assert refused == {}
+    time.sleep(0.5)
+    rows = [m for m in mail.imap(MILOU, password=passwords[MILOU]) if m.subject == "Réunion"]
+    assert len(rows) == 1 and rows[0].sender == "André <andré@expéditeur.test>", rows
+    if shutil.which("swaks"):
+        host, real = world.connect_address(HOST, 25)
+        out = subprocess.run(["swaks", "--server", f"{host}:{real}", "--helo", "client.test", "--from",
+                              "rené@exemple.test", "--to", MILOU, "--timeout", "10"], capture_output=True,
+                             text=True, timeout=30)
+        assert "<-  250 2.0.0 OK" in out.stdout and "strict ASCII" not in out.stdout, out.stdout[-800:]
 
 
 def test_proxy_header_on_a_public_listener_is_refused(env):

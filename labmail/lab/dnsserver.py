@@ -123,12 +123,13 @@ def _wire_size(name: dns.name.Name, rds: dns.rdataset.Rdataset) -> int:
     return buffer.tell()
 
 
-def _header_only_reply(wire: bytes, rcode: int) -> bytes:
-    """A reply built from the query header alone (when the rest cannot be parsed)."""
+def _header_only_reply(wire: bytes, rcode: int, *, recursion_available: bool = False) -> bytes:
+    """A reply built from the query header alone (when the rest cannot be parsed); RA as the server offers it."""
     qid, flags = struct.unpack("!HH", wire[:4])
     opcode_bits = flags & 0x7800
     rd = flags & 0x0100
-    return struct.pack("!HHHHHH", qid, 0x8000 | opcode_bits | rd | (rcode & 0xF), 0, 0, 0, 0)
+    ra = 0x0080 if recursion_available else 0
+    return struct.pack("!HHHHHH", qid, 0x8000 | opcode_bits | rd | ra | (rcode & 0xF), 0, 0, 0, 0)
 
 
 class DNSEngine:
@@ -162,12 +163,12 @@ class DNSEngine:
             return self._handle(wire, tcp, cache, peer)
         except Exception:  # never die on input
             log.exception("internal error on a DNS message from %s", peer)
-            return [_header_only_reply(wire, dns.rcode.SERVFAIL)]
+            return [_header_only_reply(wire, dns.rcode.SERVFAIL, recursion_available=not self.view.authoritative)]
 
     def _handle(self, wire: bytes, tcp: bool, cache: dict[bytes, bytes], peer: object) -> list[bytes]:
         opcode = (wire[2] >> 3) & 0xF
         if opcode not in (dns.opcode.QUERY, dns.opcode.UPDATE):
-            return [_header_only_reply(wire, dns.rcode.NOTIMP)]
+            return [_header_only_reply(wire, dns.rcode.NOTIMP, recursion_available=not self.view.authoritative)]
         try:
             msg = dns.message.from_wire(wire, keyring=self.keys.keyring)
         except dns.message.UnknownTSIGKey:
@@ -176,8 +177,10 @@ class DNSEngine:
             return self._tsig_error(wire, dns.rcode.BADSIG, peer)
         except dns.tsig.BadTime:
             return self._tsig_error(wire, dns.rcode.BADTIME, peer)
+        except dns.tsig.BadAlgorithm:  # a key this server knows, with another algorithm (RFC 8945 §5.2.1: BADKEY)
+            return self._tsig_error(wire, dns.rcode.BADKEY, peer)
         except Exception:  # FormError, ShortHeader, TrailingJunk, bad rdata, bad names...
-            return [_header_only_reply(wire, dns.rcode.FORMERR)]
+            return [_header_only_reply(wire, dns.rcode.FORMERR, recursion_available=not self.view.authoritative)]
 
         if msg.edns > 0:
             response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD)
@@ -187,7 +190,7 @@ class DNSEngine:
         if opcode == dns.opcode.UPDATE:
             return [self._update(msg, peer)]
         if len(msg.question) != 1 or msg.answer or msg.authority:
-            return [_header_only_reply(wire, dns.rcode.FORMERR)]
+            return [_header_only_reply(wire, dns.rcode.FORMERR, recursion_available=not self.view.authoritative)]
         question = msg.question[0]
         response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD,
                                              recursion_available=not self.view.authoritative)

@@ -438,6 +438,22 @@ def _acquire_lock(state_dir: Path):
     return fh
 
 
+class _ShortRecords(logging.Filter):
+    """A log line is for reading: a record's text (a 64 KB TXT value, a long reply) is cut at :data:`LOG_LINE`
+    characters, with how much was left out; tracebacks are kept whole."""
+
+    LOG_LINE = 2000
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not format: leave it to logging's own handling
+            return True
+        if len(text) > self.LOG_LINE:
+            record.msg, record.args = f"{text[:self.LOG_LINE]}… [{len(text) - self.LOG_LINE} caractères de plus]", None
+        return True
+
+
 class _BadRequestFilter(logging.Filter):
     """aiohttp logs a malformed HTTP request (it answers 400) as an ERROR with a traceback: log it as what it is,
     a refused request, on one line."""
@@ -474,6 +490,8 @@ class _SessionErrorFilter(logging.Filter):
 def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int) -> int:
     """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ShortRecords())
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     logging.getLogger("aiohttp.server").addFilter(_BadRequestFilter())
     logging.getLogger("mail.log").addFilter(_SessionErrorFilter())

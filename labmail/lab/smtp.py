@@ -94,17 +94,53 @@ def _tls_info(server: SMTP) -> tuple | None:
 _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
 
+#: RFC 3463 enhanced status codes for aiosmtpd's own refusals that have none (as Postfix words them).
+_ENHANCED = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0",
+             "534": "5.7.9", "535": "5.7.8", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0",
+             "421": "4.3.0", "450": "4.0.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0", "455": "4.5.4"}
+_HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
+
+
 class _LabSMTP(SMTP):
     """aiosmtpd's server, logging every refusal it sends (5xx, and 4xx but 421 at shutdown or timeout) with the
     client — what a mail log shows for an open-relay probe, AUTH before TLS, a line too long, a PROXY header on a
-    public port… Replies never contain credentials."""
+    public port… Replies never contain credentials. Every refusal carries an RFC 3463 enhanced status code, and a
+    message far over the size limit is cut short: ``552 5.3.4`` and the connection closed, instead of reading
+    megabytes more to the end (a client that did not announce SIZE)."""
 
-    async def push(self, status: str) -> None:
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, bytes):  # an AUTH challenge ("334 …"), pushed as bytes by aiosmtpd
+            return await super().push(status)
+        code, _, text = status.partition(" ")
+        if code in _ENHANCED and not _HAS_ENHANCED.match(text):
+            status = f"{code} {_ENHANCED[code]} {text}"
         if status[:1] in ("4", "5") and not status.startswith("421"):
             peer = self.session.peer if self.session else None
             log.warning("refused %s on %s: %s", peer[0] if isinstance(peer, tuple) else peer,
                         getattr(self.event_handler, "listener", "?"), status[:160])
         await super().push(status)
+
+    async def smtp_DATA(self, arg):  # noqa: N802 - aiosmtpd's name
+        self._labmail_data_bytes = 0
+        try:
+            return await super().smtp_DATA(arg)
+        finally:
+            self._labmail_data_bytes = None
+
+    def data_received(self, data: bytes) -> None:
+        received = getattr(self, "_labmail_data_bytes", None)
+        if received is not None and self.data_size_limit:
+            received += len(data)
+            self._labmail_data_bytes = received
+            if received > self.data_size_limit + 65_536 and self.transport is not None:
+                peer = self.session.peer if self.session else None
+                log.warning("refused %s on %s: 552 5.3.4 message over %d bytes, connection closed after %d bytes",
+                            peer[0] if isinstance(peer, tuple) else peer, getattr(self.event_handler, "listener", "?"),
+                            self.data_size_limit, received)
+                self.transport.write(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+                self.transport.close()
+                return
+        super().data_received(data)
 
 
 class BaseHandler:
@@ -325,7 +361,7 @@ class MailServices:
     # -- listeners --------------------------------------------------------------
     def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
         kwargs = dict(hostname=handler.host.name, ident="Postfix" if handler.host.role == "school" else "ESMTP",
-                      data_size_limit=MAX_SIZE, decode_data=False, timeout=60)
+                      data_size_limit=MAX_SIZE, decode_data=False, timeout=60, enable_SMTPUTF8=True)
         if tls_context is not None and not implicit:
             kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
         if auth:
@@ -642,7 +678,8 @@ class MailServices:
                     if client.has_extn("starttls"):
                         client.starttls(context=self.ca.client_context())
                         client.ehlo(source.name)
-                    refused = client.sendmail(mail_from, rcpts, data)
+                    utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
+                    refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
                 if refused:
                     return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
                 return "ok", target
