@@ -484,6 +484,33 @@ def test_passwords_are_hashed_and_no_secret_is_ever_logged(env):
     assert "refused" in text  # the matrix above did leave its refusals there
 
 
+def test_successful_logins_are_logged_as_dovecot_and_postfix_do(env):
+    """The teacher sees who logged in, how and from where (never with what): Dovecot's ``imap-login: Login:``,
+    ``pop3-login: Login:``, Postfix's ``sasl_method=… sasl_username=…``."""
+    _cfg, passwords, world, log, start = env
+    host, port = world.connect_address(HOST, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(TINTIN, passwords[TINTIN])
+    host, port = world.connect_address(HOST, 143)
+    with imaplib.IMAP4(host, port, timeout=15) as client:
+        client.starttls(ssl_context=tls(world))
+        client.authenticate("PLAIN", lambda _: f"\0{TINTIN}\0{passwords[TINTIN]}".encode())
+    host, port = world.connect_address(HOST, 995)
+    pop = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
+    pop.user(MILOU)
+    pop.pass_(passwords[MILOU])
+    _close(pop)
+    with smtp(world, 587) as client:
+        client.starttls(context=tls(world))
+        client.login(TINTIN, passwords[TINTIN])
+    text = logged(log, start, f"imap-login: Login: user=<{TINTIN}>, method=LOGIN, rip=127.0.0.1",
+                  f"imap-login: Login: user=<{TINTIN}>, method=PLAIN", f"pop3-login: Login: user=<{MILOU}>, method=USER",
+                  f"submission/smtpd: client=127.0.0.1, sasl_method=", f"sasl_username={TINTIN}, TLS")
+    logins = [line for line in text.splitlines() if "Login: user=" in line]
+    assert logins and all(line.rstrip().endswith("TLS") or "TLS (" in line for line in logins), logins
+    assert passwords[TINTIN] not in text and passwords[MILOU] not in text
+
+
 # -- IMAP: no password before TLS; raw 8-bit headers served; an empty SEARCH answered -----------------------------------
 @pytest.mark.parametrize("server", [HOST, "imap.gmail.test"])
 def test_imap_offers_and_takes_no_password_before_starttls(env, server):

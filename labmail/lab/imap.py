@@ -470,6 +470,7 @@ class _Checker:
             if account is None or account.domain not in self.server.domains:
                 log.warning("IMAP authentication failed for %s", login)
                 raise cred_error.UnauthorizedLogin("Authentication failed.")
+            log.info("imap-login: Login: user=<%s>, %s", account.address, getattr(creds, "labmail_session", "?"))
             return account.address.encode()
 
         return threads.deferToThread(check)
@@ -554,13 +555,21 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return client_of((getattr(peer, "host", None), getattr(peer, "port", 0)),
                          (getattr(host, "host", None), getattr(host, "port", 0)))
 
+    def _session(self, method: str) -> str:
+        """How a login came, as Dovecot logs it: ``method=PLAIN, rip=…, lip=…, TLS``."""
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        return (f"method={method}, rip={getattr(peer, 'host', '?')}, lip={getattr(host, 'host', '?')}, "
+                f"lport={getattr(host, 'port', '?')}, {'TLS' if self._secure() else 'cleartext'}")
+
     def authenticateLogin(self, user, passwd):  # noqa: N802 - LOGIN, with who is logging in
         creds = credentials.UsernamePassword(user, passwd)
         creds.labmail_client = self._client()
+        creds.labmail_session = self._session("LOGIN")
         return self.portal.login(creds, None, imap4.IAccount)
 
     def authenticate(self, chal, tag):  # AUTHENTICATE, with who is logging in
         chal.labmail_client = self._client()
+        chal.labmail_session = self._session(type(chal).__name__.removesuffix("Credentials").upper())
         return super().authenticate(chal, tag)
 
     def sendUntaggedResponse(self, message, isAsync=None):  # noqa: N802 - Twisted's name

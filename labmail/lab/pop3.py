@@ -92,7 +92,7 @@ class POP3Session:
         if self.address or self.user is None:
             await self.send("-ERR No username given.")
             return
-        await self._login(self.user, arg)
+        await self._login(self.user, arg, "USER")
 
     async def cmd_AUTH(self, arg):
         mechanism, _, initial = arg.partition(" ")
@@ -110,9 +110,9 @@ class POP3Session:
         except (ValueError, UnicodeDecodeError):
             await self.send("-ERR Invalid base64 data.")
             return
-        await self._login(login, password)
+        await self._login(login, password, "PLAIN")
 
-    async def _login(self, login: str, password: str) -> None:
+    async def _login(self, login: str, password: str, method: str) -> None:
         loop = asyncio.get_running_loop()
         try:
             client = client_of(self.writer.get_extra_info("peername"), self.writer.get_extra_info("sockname"))
@@ -136,7 +136,11 @@ class POP3Session:
         self.lock, self.address = lock, account.address
         self.messages = await loop.run_in_executor(self.server.executor, self.server.store.messages, account.address)
         self.messages = [(key, _crlf(data)) for key, data in self.messages]
-        log.info("POP3 login %s (%d messages)", account.address, len(self.messages))
+        peer, sock = self.writer.get_extra_info("peername"), self.writer.get_extra_info("sockname")
+        log.info("pop3-login: Login: user=<%s>, method=%s, rip=%s, lip=%s, lport=%s, %s (%d messages)", account.address,
+                 method, peer[0] if isinstance(peer, tuple) else peer, sock[0] if isinstance(sock, tuple) else sock,
+                 sock[1] if isinstance(sock, tuple) else "?",
+                 "TLS" if self.tls else "cleartext", len(self.messages))
         await self.send(f"+OK Logged in.")
 
     # -- TRANSACTION state -----------------------------------------------------

@@ -235,6 +235,8 @@ class SchoolHandler(BaseHandler):
             self.dialogue(server).append("S: 535 5.7.8 Error: authentication failed")
             return AuthResult(success=False, handled=False, message="535 5.7.8 Error: authentication failed")
         self.dialogue(server).append("S: 235 2.7.0 Authentication successful")
+        log.info("%s/smtpd: client=%s, sasl_method=%s, sasl_username=%s, %s", self.listener, self.client_ip(server),
+                 mechanism, account.address, "TLS" if _tls_info(server) else "cleartext")
         return AuthResult(success=True, auth_data=account.address)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
