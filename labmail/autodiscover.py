@@ -5,10 +5,11 @@ places in a fixed order until one answers. :func:`thunderbird` and :func:`outloo
 the world (each DNS answer, each HTTPS request and why it failed or won) and return the settings the client
 would fill in; :func:`check_settings` then logs in with them, as the client does after "Terminé".
 
-Thunderbird (``FetchConfig.sys.mjs``): ``https://autoconfig.<domain>/mail/config-v1.1.xml?emailaddress=…``, then
-``https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml`` (both fetched, the first wins), the same over
-``http://``, Mozilla's central ISPDB, then the MX's base domain, then guessing host names. It does not read
-RFC 6186 SRV records. Outlook (POX Autodiscover, [MS-OXDISCO]): POST to ``https://<domain>/autodiscover/
+Thunderbird (153 ESR, ``FindConfig.sys.mjs``): its own install file, ``https://autoconfig.<domain>/mail/
+config-v1.1.xml?emailaddress=…``, ``https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=…``,
+the same over ``http://``, Mozilla's central ISPDB (``live.thunderbird.net``), then the MX's domains — all at once,
+the first by priority wins — with Exchange Autodiscover alongside (used only if the others found nothing), then
+guessing host names. Outlook (POX Autodiscover, [MS-OXDISCO]): POST to ``https://<domain>/autodiscover/
 autodiscover.xml``, then ``https://autodiscover.<domain>/…``, then an ``http://autodiscover.<domain>`` redirect,
 then the ``_autodiscover._tcp.<domain>`` SRV record.
 
@@ -282,38 +283,126 @@ def _http_detail(status: int | None, text: str) -> str:
 
 # -- the two clients --------------------------------------------------------------------------------------------------
 def thunderbird(address: str, *, world: World | None = None, timeout: float = 5.0) -> Discovery:
-    """Replay Thunderbird's account setup for ``address``: every place it looks, in order, until one answers."""
+    """Replay Thunderbird's account setup for ``address``: every place it looks, by priority, until one answers.
+
+    As Thunderbird 153 ESR does it (``FindConfig.sys.mjs``, ``FetchConfig.sys.mjs``,
+    ``ExchangeAutoDiscover.sys.mjs``), its sources are queried together and the first **by priority** that answers
+    wins: (1) a file shipped with Thunderbird, ``isp/<domain>.xml``; (2) the domain's own server,
+    ``https://autoconfig.<domain>/mail/config-v1.1.xml?emailaddress=…`` then
+    ``https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=…``, then both over ``http://``;
+    (3) Mozilla's central database (ISPDB), ``https://live.thunderbird.net/autoconfig/v1.1/<domain>``; (4) the MX:
+    the same at the MX host's domain and its registrable domain. **Alongside**, Exchange Autodiscover
+    (``https://autodiscover.<domain>/autodiscover/autodiscover.xml``, ``https://<domain>/…``, the ``http://``
+    redirect, the ``_autodiscover._tcp`` SRV record): its IMAP/SMTP servers are used only when (1)–(4) found
+    nothing. Last, Thunderbird guesses usual host names.
+    """
+    from urllib.parse import quote
+
+    from . import dns as _dns
+
     domain = _domain(address)
     world = world or current()
     found = Discovery("Thunderbird", address)
-    isp = [("autoconfig (ISP)", "https", f"autoconfig.{domain}", f"/mail/config-v1.1.xml?emailaddress={address}"),
-           ("well-known (ISP)", "https", domain, "/.well-known/autoconfig/mail/config-v1.1.xml"),
-           ("autoconfig (ISP, http)", "http", f"autoconfig.{domain}", f"/mail/config-v1.1.xml?emailaddress={address}"),
-           ("well-known (ISP, http)", "http", domain, "/.well-known/autoconfig/mail/config-v1.1.xml")]
-    if _try_autoconfig(found, world, isp, timeout):
-        return found
-    found.attempts.append(Attempt("ISPDB (Mozilla)", f"https://autoconfig.thunderbird.net/v1.1/{domain}", "—", False, tr(
-        "base centrale de Mozilla : elle ne connaît que les grands fournisseurs, pas votre domaine (non interrogée dans le lab)",
-        "Mozilla's central database: it knows only big providers, not your domain (not queried in the lab)")))
+    query = "?emailaddress=" + quote(address, safe="@")
+    found.attempts.append(Attempt(tr("fichier d'installation", "install file"), f"<installation>/isp/{domain}.xml", "—",
+                                  False, tr("Thunderbird n'en livre que pour quelques fournisseurs, pas pour ce domaine",
+                                            "Thunderbird ships a few providers' files, not this domain's")))
+    isp = [("autoconfig (ISP)", "https", f"autoconfig.{domain}", f"/mail/config-v1.1.xml{query}"),
+           ("well-known (ISP)", "https", domain, f"/.well-known/autoconfig/mail/config-v1.1.xml{query}"),
+           ("autoconfig (ISP, http)", "http", f"autoconfig.{domain}", f"/mail/config-v1.1.xml{query}"),
+           ("well-known (ISP, http)", "http", domain, f"/.well-known/autoconfig/mail/config-v1.1.xml{query}")]
+    if not _try_autoconfig(found, world, isp, timeout):
+        found.attempts.append(_ispdb(domain))
+        mx = _dns.lookup(domain, "MX", world=world)
+        hosts = sorted((r.value.split() for r in mx.records if r.type == "MX"), key=lambda v: int(v[0]))
+        if hosts:
+            mx_host = hosts[0][1].rstrip(".").lower()
+            base = _base_domain(mx_host)
+            # Thunderbird looks at the MX host's own domain (one label under the registrable domain), then at the
+            # registrable domain: mailcow.labmail.cloud, then labmail.cloud
+            labels = mx_host.split(".")
+            below = ".".join(labels[-len(base.split(".")) - 1:]) if len(labels) > len(base.split(".")) else base
+            places = [] if base == domain else list(dict.fromkeys((below, base)))
+            found.attempts.append(Attempt("MX", domain, f"MX {hosts[0][0]} {hosts[0][1]}", True, tr(
+                f"le MX mène à {' puis '.join(places) or base} : Thunderbird y cherche aussi",
+                f"the MX leads to {' then '.join(places) or base}: Thunderbird looks there too")))
+            candidates = [(tr("autoconfig du MX", "MX's autoconfig"), "https", f"autoconfig.{d}",
+                           f"/mail/config-v1.1.xml{query}") for d in places]
+            if not _try_autoconfig(found, world, candidates, timeout):
+                found.attempts += [_ispdb(d) for d in places]
+        else:
+            found.attempts.append(Attempt("MX", domain, mx.outcome.name, False, tr("pas de MX", "no MX")))
+    winner = (found.source, found.servers) if found.found else None
+    exchange = _exchange_alongside(found, world, domain, address, timeout, used=winner is None)
+    if winner is None and exchange is not None:
+        found.source, found.servers = exchange
+    if not found.found:
+        for guess in (f"imap.{domain}", f"mail.{domain}"):
+            ip, path_text = _resolve(world, guess)
+            found.attempts.append(Attempt(tr("devinette", "guess"), guess, path_text, False, tr(
+                "nom usuel essayé en dernier recours" + (" : il existe, mais Thunderbird ne fait que deviner" if ip else " : inexistant"),
+                "usual name tried as a last resort" + (": it exists, but Thunderbird only guesses" if ip else ": does not exist"))))
+    return found
+
+
+def _ispdb(domain: str) -> Attempt:
+    return Attempt("ISPDB (Mozilla)", f"https://live.thunderbird.net/autoconfig/v1.1/{domain}", "—", False, tr(
+        "base centrale de Mozilla : elle ne connaît que les grands fournisseurs, pas ce domaine (non interrogée dans le lab)",
+        "Mozilla's central database: it knows only big providers, not this domain (not queried in the lab)"))
+
+
+def _exchange_alongside(found: Discovery, world: World, domain: str, address: str, timeout: float, *,
+                        used: bool) -> tuple[str, list[Server]] | None:
+    """Thunderbird's Exchange Autodiscover, run beside autoconfig: autodiscover.<domain>, then <domain>, the http
+    redirect, then the SRV target (asking the user first when it is another registrable domain)."""
     from . import dns as _dns
 
-    mx = _dns.lookup(domain, "MX", world=world)
-    hosts = sorted((r.value.split() for r in mx.records if r.type == "MX"), key=lambda v: int(v[0]))
-    if hosts:
-        base = _base_domain(hosts[0][1].rstrip("."))
-        found.attempts.append(Attempt("MX", domain, f"MX {hosts[0][0]} {hosts[0][1]}", True, tr(
-            f"le MX mène au domaine {base} : Thunderbird y cherche aussi", f"the MX leads to {base}: Thunderbird looks there too")))
-        if _try_autoconfig(found, world, [("autoconfig du MX", "https", f"autoconfig.{base}",
-                                           f"/mail/config-v1.1.xml?emailaddress={address}")], timeout):
-            return found
-    else:
-        found.attempts.append(Attempt("MX", domain, mx.outcome.name, False, tr("pas de MX", "no MX")))
-    for guess in (f"imap.{domain}", f"mail.{domain}"):
-        ip, path_text = _resolve(world, guess)
-        found.attempts.append(Attempt(tr("devinette", "guess"), guess, path_text, False, tr(
-            "nom usuel essayé en dernier recours" + (" : il existe, mais Thunderbird ne fait que deviner" if ip else " : inexistant"),
-            "usual name tried as a last resort" + (": it exists, but Thunderbird only guesses" if ip else ": does not exist"))))
-    return found
+    request = OUTLOOK_REQUEST.format(address=html.escape(address))
+    label = tr("Autodiscover (en parallèle)", "Autodiscover (alongside)")
+    first = None
+    for host in (f"autodiscover.{domain}", domain):
+        result = _autodiscover_try(found, world, label, "https", host, 443, request, timeout, used=used and first is None)
+        first = first or result
+    status, text, path_text, headers = _fetch(world, "http", f"autodiscover.{domain}", "/autodiscover/autodiscover.xml",
+                                              timeout=timeout)
+    location = headers.get("Location", "")
+    found.attempts.append(Attempt(label, f"http://autodiscover.{domain}/autodiscover/autodiscover.xml", path_text,
+                                  status in (301, 302) and location.startswith("https://"),
+                                  location if status in (301, 302) else _http_detail(status, text)))
+    srv = _dns.lookup(f"_autodiscover._tcp.{domain}", "SRV", world=world)
+    records = sorted((r.value.split() for r in srv.records if r.type == "SRV"), key=lambda v: int(v[1]))
+    if not records:
+        found.attempts.append(Attempt(label, f"_autodiscover._tcp.{domain}", srv.outcome.name, False,
+                                      tr("pas d'enregistrement SRV", "no SRV record")))
+        return first
+    target = records[0][3].rstrip(".")
+    other = _base_domain(target) != _base_domain(domain)
+    found.attempts.append(Attempt(label, f"_autodiscover._tcp.{domain}", " ".join(records[0]), True, tr(
+        f"le SRV désigne {target}" + (" (autre domaine : Thunderbird demande d'abord à l'utilisateur s'il lui fait "
+                                      "confiance)" if other else ""),
+        f"the SRV points to {target}" + (" (another domain: Thunderbird asks the user first)" if other else ""))))
+    result = _autodiscover_try(found, world, label, "https", target, 443, request, timeout, used=used and first is None)
+    return first or result
+
+
+def _autodiscover_try(found: Discovery, world: World, method: str, scheme: str, host: str, port: int, request: str,
+                      timeout: float, *, used: bool = True) -> tuple[str, list[Server]] | None:
+    """POST the Autodiscover request to ``host``; one attempt recorded; (URL, servers) when it answers."""
+    path = "/autodiscover/autodiscover.xml"
+    url = f"{scheme}://{host}{'' if port == 443 else f':{port}'}{path}"
+    status, text, path_text, _headers = _fetch(world, scheme, host, path, port=port, body=request, timeout=timeout)
+    if status != 200:
+        found.attempts.append(Attempt(method, url, path_text, False, _http_detail(status, text)))
+        return None
+    try:
+        servers = parse_autodiscover(text, found.address)
+    except LabmailError as exc:
+        found.attempts.append(Attempt(method, url, path_text, False, str(exc)))
+        return None
+    found.attempts.append(Attempt(method, url, path_text, True, tr(
+        f"HTTP 200, {len(servers)} serveurs décrits" + (" : retenu" if used else " ; non utilisé, l'autoconfig a déjà répondu"),
+        f"HTTP 200, {len(servers)} servers" + (": chosen" if used else "; not used, autoconfig already answered"))))
+    return url, servers
 
 
 def _try_autoconfig(found: Discovery, world: World, candidates, timeout: float) -> bool:
@@ -378,21 +467,10 @@ def outlook(address: str, *, world: World | None = None, timeout: float = 5.0) -
 
 def _outlook_try(found: Discovery, world: World, method: str, scheme: str, host: str, port: int, request: str,
                  timeout: float) -> bool:
-    path = "/autodiscover/autodiscover.xml"
-    url = f"{scheme}://{host}{'' if port == 443 else f':{port}'}{path}"
-    status, text, path_text, _headers = _fetch(world, scheme, host, path, port=port, body=request, timeout=timeout)
-    if status != 200:
-        found.attempts.append(Attempt(method, url, path_text, False, _http_detail(status, text)))
-        return False
-    try:
-        servers = parse_autodiscover(text, found.address)
-    except LabmailError as exc:
-        found.attempts.append(Attempt(method, url, path_text, False, str(exc)))
-        return False
-    found.attempts.append(Attempt(method, url, path_text, True, tr(
-        f"HTTP 200, {len(servers)} serveurs décrits : retenu", f"HTTP 200, {len(servers)} servers: chosen")))
-    found.source, found.servers = url, servers
-    return True
+    result = _autodiscover_try(found, world, method, scheme, host, port, request, timeout)
+    if result is not None:
+        found.source, found.servers = result
+    return result is not None
 
 
 def _domain(address: str) -> str:

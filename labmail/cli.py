@@ -10,6 +10,7 @@
     labmail replay MESSAGE.eml [--receiver gmail] [--png F]   the receiver's judgment, step by step
     labmail class ROSTER.csv [--csv F] [--png F]   audit a whole class
     labmail lab start --class ROSTER.csv    one lab for a class (credentials in a 0600 file)
+    labmail thunderbird [--profil DIR]      a Thunderbird profile that reaches the lab (its names and ports)
 """
 
 from __future__ import annotations
@@ -142,6 +143,17 @@ def _class(args: argparse.Namespace) -> int:
     return 0
 
 
+def _thunderbird(args: argparse.Namespace) -> int:
+    from . import lab
+    from .thunderbird import make_profile
+
+    cfg = _config.load()
+    if cfg.world == "local":
+        lab.ensure(cfg)  # the profile needs the lab's ports: start it if needed, as the notebooks do
+    print(make_profile(args.profile, config=cfg))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labmail", description="labmail — les mécanismes de la messagerie")
     parser.add_argument("--lang", choices=["fr", "en"], help="langue des messages / message language")
@@ -194,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     klass.add_argument("--csv", help="écrire le tableau en CSV / write the table as CSV")
     klass.add_argument("--png", help="écrire la carte de chaleur / write the heat map")
     klass.set_defaults(func=_class)
+
+    bird = sub.add_parser("thunderbird", help="un profil Thunderbird qui joint le lab / a Thunderbird profile that "
+                                              "reaches the lab",
+                          description="Crée (ou met à jour) un profil Thunderbird dédié au lab : les noms du lab sur "
+                                      "cette machine, chaque port simulé (993, 465, 587…) vers son port local, "
+                                      "l'autorité du lab approuvée pour les serveurs. / Creates (or updates) a "
+                                      "Thunderbird profile for the lab.")
+    bird.add_argument("--profil", "--profile", dest="profile",
+                      help="dossier du profil (défaut : thunderbird dans le dossier d'état du lab)")
+    bird.set_defaults(func=_thunderbird)
 
     args = parser.parse_args(argv)
     set_language(args.lang)

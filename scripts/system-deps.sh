@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: dig, nsupdate (bind9-dnsutils), named and named-checkzone (bind9),
+# Debian packages the test suite uses: dig, nsupdate (bind9-dnsutils), named and named-checkzone (bind9), mail
+# clients (isync, msmtp, thunderbird; see below),
 # dnsperf for the DNS benchmark, Chromium and its driver (chromium, chromium-driver; fonts-liberation, a mere
 # recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
 # With the argument "bench" (make bench), also Postfix and Dovecot, the mail-side peers of the benchmark table.
@@ -15,6 +16,15 @@ command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+# The real-client matrix (tests/test_real_clients.py): isync (mbsync), msmtp, and Thunderbird with its French
+# interface, on a virtual screen (xvfb, xauth for xvfb-run), its NSS profile made with certutil (libnss3-tools).
+command -v mbsync >/dev/null 2>&1 || need+=(isync)
+command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
+command -v thunderbird >/dev/null 2>&1 || need+=(thunderbird)
+dpkg -s thunderbird-l10n-fr >/dev/null 2>&1 || need+=(thunderbird-l10n-fr)
+command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb xauth)
+command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/postfix ] || need+=(postfix)

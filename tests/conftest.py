@@ -152,7 +152,8 @@ def lab_env(running_lab, monkeypatch):
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``tools`` need Debian's dig/nsupdate/named: in CI they must run, elsewhere they may skip."""
-    missing = [t for t in ("dig", "nsupdate", "named", "named-checkzone", "swaks") if shutil.which(t) is None
+    missing = [t for t in ("dig", "nsupdate", "named", "named-checkzone", "swaks", "mbsync", "msmtp", "thunderbird",
+                           "xvfb-run", "certutil") if shutil.which(t) is None
                and not Path(f"/usr/sbin/{t}").exists()]
     if not missing:
         return

@@ -42,11 +42,26 @@ def test_documents_are_read_as_a_client_reads_them():
 def test_without_records_nothing_is_found_and_every_place_is_named(clean):
     tb = autodiscover.thunderbird(TINTIN)
     assert not tb.found and "saisir à la main" in str(tb)
-    assert [a.method for a in tb.attempts][:4] == ["autoconfig (ISP)", "well-known (ISP)", "autoconfig (ISP, http)",
-                                                   "well-known (ISP, http)"]
-    assert tb.attempts[0].detail == "le nom n'existe pas dans le DNS"
-    assert tb.attempts[1].detail == "ce nom n'a pas d'adresse (A) dans le DNS"  # the apex exists, without an address
-    assert any(a.method == "MX" and "labmail.cloud" in a.detail for a in tb.attempts)  # then the MX's base domain
+    # Thunderbird 153's priorities (FindConfig.sys.mjs): its install file, the domain's autoconfig (HTTPS, then
+    # HTTP, with ?emailaddress=), Mozilla's ISPDB, the MX's domains; Exchange Autodiscover alongside; guesses last
+    methods = [a.method for a in tb.attempts]
+    assert methods[:7] == ["fichier d'installation", "autoconfig (ISP)", "well-known (ISP)", "autoconfig (ISP, http)",
+                           "well-known (ISP, http)", "ISPDB (Mozilla)", "MX"], methods
+    assert tb.attempts[1].target == f"https://autoconfig.{DOMAIN}/mail/config-v1.1.xml?emailaddress={TINTIN}"
+    assert tb.attempts[2].target == f"https://{DOMAIN}/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress={TINTIN}"
+    assert tb.attempts[5].target == f"https://live.thunderbird.net/autoconfig/v1.1/{DOMAIN}"
+    assert tb.attempts[1].detail == "le nom n'existe pas dans le DNS"
+    assert tb.attempts[2].detail == "ce nom n'a pas d'adresse (A) dans le DNS"  # the apex exists, without an address
+    mx = tb.attempts[6]
+    assert "mailcow.labmail.cloud puis labmail.cloud" in mx.detail  # the MX host's domain, then its registrable one
+    assert [a.target for a in tb.attempts if a.method == "autoconfig du MX"] == [
+        f"https://autoconfig.{HOST}/mail/config-v1.1.xml?emailaddress={TINTIN}",
+        f"https://autoconfig.labmail.cloud/mail/config-v1.1.xml?emailaddress={TINTIN}"]
+    alongside = [a.target for a in tb.attempts if a.method == "Autodiscover (en parallèle)"]
+    assert alongside == [f"https://autodiscover.{DOMAIN}/autodiscover/autodiscover.xml",
+                         f"https://{DOMAIN}/autodiscover/autodiscover.xml",
+                         f"http://autodiscover.{DOMAIN}/autodiscover/autodiscover.xml", f"_autodiscover._tcp.{DOMAIN}"]
+    assert methods[-2:] == ["devinette", "devinette"]
     ol = autodiscover.outlook(TINTIN)
     assert not ol.found and [a.method for a in ol.attempts] == ["domaine", "autodiscover", "redirection http", "SRV"]
     with pytest.raises(LabmailError, match="Rien à tester"):
@@ -63,7 +78,10 @@ def test_the_seed_records_make_both_clients_configure_themselves(clean):
     assert answer.ok and answer.authoritative and answer.values == [f"{HOST}."], answer.explanation
     tb = autodiscover.thunderbird(TINTIN)
     assert tb.found and tb.source.startswith(f"https://autoconfig.{DOMAIN}/mail/config-v1.1.xml")
-    assert tb.attempts[0].ok and f"CNAME {HOST}" in tb.attempts[0].dns and "A 203.0.113.10" in tb.attempts[0].dns
+    assert tb.attempts[1].ok and f"CNAME {HOST}" in tb.attempts[1].dns and "A 203.0.113.10" in tb.attempts[1].dns
+    # Exchange Autodiscover ran alongside and answered too, but autoconfig has the priority
+    exchange = next(a for a in tb.attempts if a.method == "Autodiscover (en parallèle)")
+    assert exchange.ok and "non utilisé" in exchange.detail
     assert (tb.best("imap").port, tb.best("smtp").port) == (993, 465)  # implicit TLS first (RFC 8314)
     status, xml = autodiscover.fetch(f"https://autoconfig.{DOMAIN}/mail/config-v1.1.xml")
     assert status == 200 and f"<hostname>{HOST}</hostname>" in xml
@@ -87,7 +105,12 @@ def test_outlook_falls_back_to_the_srv_record(clean):
     ol = autodiscover.outlook(TINTIN)
     assert ol.found and ol.source == f"https://{HOST}/autodiscover/autodiscover.xml"
     assert [a.ok for a in ol.attempts] == [False, False, False, True, True]
-    assert not autodiscover.thunderbird(TINTIN).found  # Thunderbird does not read SRV records
+    # Thunderbird reads no SRV for autoconfig, but its Exchange Autodiscover, run alongside, does (153 ESR,
+    # ExchangeAutoDiscover.sys.mjs): with autoconfig silent, the IMAP/SMTP servers it lists are used
+    tb = autodiscover.thunderbird(TINTIN)
+    assert tb.found and tb.source == f"https://{HOST}/autodiscover/autodiscover.xml"
+    assert (tb.best("imap").port, tb.best("smtp").port) == (993, 465)
+    assert not any(a.ok for a in tb.attempts if "ISP" in a.method or a.method == "autoconfig du MX")
 
 
 def test_an_unknown_mailbox_gets_error_600(clean):

@@ -106,8 +106,13 @@ class WebApp:
             return web.Response(status=400, text="Bad request\n")
         path = request.path
         if re.fullmatch(r"/(?:[mM]ail)/(?:[cC]onfig)-v1\.1\.xml", path) or path == "/.well-known/autoconfig/mail/config-v1.1.xml":
+            # as the web server's access log shows it: which host name and address the client asked for
+            log.info("autoconfig: %s https://%s%s (emailaddress=%s) from %s", request.method, request.host.split(":")[0],
+                     path, request.query.get("emailaddress", "-")[:320], request.remote)
             return web.Response(text=autoconfig_xml(self.mail_host), content_type="application/xml")
         if path.lower() == "/autodiscover/autodiscover.xml":
+            log.info("autodiscover: %s https://%s%s from %s", request.method, request.host.split(":")[0], path,
+                     request.remote)
             return await self.autodiscover(request)
         if path.lower() == "/autodiscover/autodiscover.json":
             protocol = request.query.get("Protocol", "")
