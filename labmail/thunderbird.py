@@ -34,7 +34,10 @@ from .config import Config, load
 from .errors import LabError
 from .i18n import tr
 
-__all__ = ["SIMULATED_PORTS", "Profile", "prefs", "make_profile"]
+__all__ = ["SIMULATED_PORTS", "CA_NICKNAME", "QUIET_PREFS", "Profile", "prefs", "make_profile"]
+
+#: The name of the lab's CA in a profile's certificate database.
+CA_NICKNAME = "Autorité du lab labmail"
 
 #: The school server's ports a mail client uses (HTTPS for autoconfig/Autodiscover, IMAP, POP3, SMTP submission).
 SIMULATED_PORTS = (443, 993, 143, 995, 110, 465, 587)
@@ -156,8 +159,10 @@ def make_profile(path: str | Path | None = None, *, config: Config | None = None
         database = f"sql:{target}"
         if not (target / "cert9.db").exists():
             _run([certutil, "-N", "-d", database, "--empty-password"])
-        # "C,," : a CA trusted to identify servers (TLS), not for S/MIME mail nor code signing.
-        _run([certutil, "-A", "-n", "Autorité du lab labmail", "-t", "C,,", "-i", str(ca), "-d", database])
+        # the lab's CA as it is now (an older one, e.g. from before a rebuilt lab, is replaced); "C,,": trusted to
+        # identify servers (TLS), not for S/MIME mail nor code signing
+        subprocess.run([certutil, "-D", "-n", CA_NICKNAME, "-d", database], capture_output=True, timeout=60)
+        _run([certutil, "-A", "-n", CA_NICKNAME, "-t", "C,,", "-i", str(ca), "-d", database])
         trusted = True
     binary = shutil.which("thunderbird") or "thunderbird"
     return Profile(target, values, trusted, [binary, "--profile", str(target), "--no-remote"])

@@ -296,7 +296,7 @@ def run(out: Path) -> dict:
 
             # 2. without the lab's CA: nothing found over HTTPS, and the course's values fail on the certificate
             bare = tb.make_profile(base / "untrusted", config=cfg, extra_prefs=extra)
-            subprocess.run(["certutil", "-D", "-n", "Autorité du lab labmail", "-d", f"sql:{bare.path}"], check=True)
+            subprocess.run(["certutil", "-D", "-n", tb.CA_NICKNAME, "-d", f"sql:{bare.path}"], check=True)
             results["marks"]["untrusted"] = _log_size(status.log_path)
             with thunderbird(binary, bare.path, log) as driver:
                 results["untrusted"] = driver.js(FIND_AND_CREATE, tintin, passwords[tintin], "Tintin", False)

@@ -190,6 +190,10 @@ def test_the_lab_profile_maps_the_course_ports_and_names_and_trusts_the_ca_for_s
     assert f'user_pref("network.socket.forcePort", "{values["network.socket.forcePort"]}");' in user_js
     listed = subprocess.run(["certutil", "-L", "-d", f"sql:{made.path}"], capture_output=True, text=True, timeout=30)
     assert "Autorité du lab labmail" in listed.stdout and "C,," in listed.stdout  # servers only, not S/MIME
+    pem = subprocess.run(["certutil", "-L", "-n", thunderbird.CA_NICKNAME, "-a", "-d", f"sql:{made.path}"],
+                         capture_output=True, text=True, timeout=30).stdout
+    lab_ca = (cfg.state_dir / "tls" / "ca.pem").read_text()
+    assert "".join(pem.split()) in "".join(lab_ca.split())  # the lab's CA, as it is now
     (tmp_path / "fichier").write_text("x")
     with pytest.raises(LabError, match="n'est pas un dossier"):
         thunderbird.make_profile(tmp_path / "fichier", config=cfg)
