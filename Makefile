@@ -53,7 +53,7 @@ bench: install-test
 
 gallery: install-test
 	$(BIN)/python scripts/gallery.py docs/gallery
-	$(BIN)/python scripts/real_thunderbird.py --netns build/thunderbird && cp build/thunderbird/thunderbird.png docs/gallery/
+	$(BIN)/python scripts/real_thunderbird.py build/thunderbird && cp build/thunderbird/thunderbird.png docs/gallery/
 
 # Student versions of every step (nbgrader generate_assignment: solutions and hidden tests removed) into release/.
 # nbgrader runs alembic: the venv's bin/ goes first on PATH.

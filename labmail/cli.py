@@ -148,8 +148,10 @@ def _thunderbird(args: argparse.Namespace) -> int:
     from .thunderbird import make_profile
 
     cfg = _config.load()
-    if cfg.world == "local":
-        lab.ensure(cfg)  # the profile needs the lab's ports: start it if needed, as the notebooks do
+    cfg.domain  # noqa: B018 - says what to do when no first name is configured
+    if cfg.world == "local" and not lab.status(cfg).running:  # the profile needs the lab's ports
+        lab.ensure(cfg)
+        print(tr("Lab démarré (il ne tournait pas).", "Lab started (it was not running)."))
     print(make_profile(args.profile, config=cfg))
     return 0
 

@@ -58,6 +58,12 @@ QUIET_PREFS: dict[str, object] = {
     "app.donation.eoy.version.viewed": 999,
     # Mozilla's central database knows real providers only; the lab's domains are found by their own autoconfig.
     "mailnews.auto_config_url": "",
+    "mailnews.auto_config.addons_url": "",
+    # Thunderbird's defaults also try http:// (the address in clear) and guess host names, on whatever answers:
+    # in the lab profile, HTTPS only (verified with the lab's CA), and no guessing — if the records of step 13 are
+    # missing, Thunderbird says it found nothing, and the values of step 6 are typed by hand.
+    "mailnews.auto_config.fetchFromISP.sslOnly": True,
+    "mailnews.auto_config.guess.enabled": False,
     "network.captive-portal-service.enabled": False,
     "network.connectivity-service.enabled": False,
 }
@@ -92,6 +98,9 @@ class Profile:
         return "\n".join(lines)
 
 
+_HEADER = "// Written by labmail (labmail thunderbird): the lab's names and ports on this machine."
+
+
 def _js(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -123,7 +132,7 @@ def prefs(config: Config | None = None) -> dict[str, object]:
         remap.append(f"{port}={local}")
     names = [status.mail_host]
     domains = [f"{s}.{status.parent_domain}" for s in status.students]
-    if cfg.prenom and cfg.domain not in domains:
+    if cfg.domain not in domains:  # (cfg.domain says what to do when no first name is configured)
         domains.insert(0, cfg.domain)
     for domain in domains:  # the names Thunderbird's autoconfig and Autodiscover try, all kept on this machine
         names += [f"autoconfig.{domain}", f"autodiscover.{domain}", domain]
@@ -142,16 +151,33 @@ def make_profile(path: str | Path | None = None, *, config: Config | None = None
 
     cfg = config or load()
     values = {**prefs(cfg), **(extra_prefs or {})}
-    target = Path(path).expanduser() if path is not None else cfg.state_dir / "thunderbird"
+    if path is not None and not str(path).strip():
+        raise LabError("Chemin de profil vide : donnez un dossier (ou rien, pour le dossier du lab).",
+                       "Empty profile path: give a folder (or nothing, for the lab's folder).")
+    try:
+        target = Path(path).expanduser().absolute() if path is not None else cfg.state_dir / "thunderbird"
+    except RuntimeError as exc:  # "~someone" who does not exist
+        raise LabError(f"Chemin de profil incompris ({exc}) : donnez un dossier.",
+                       f"Profile path not understood ({exc}): give a folder.") from None
     if target.exists() and not target.is_dir():
         raise LabError(f"{target} existe et n'est pas un dossier : choisissez un autre emplacement.",
                        f"{target} exists and is not a folder: choose another place.")
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    user_js = ["// Written by labmail (labmail thunderbird): the lab's names and ports on this machine.",
-               *(f"user_pref({_js(k)}, {_js(v)});" for k, v in values.items())]
-    tmp = target / "user.js.tmp"
-    tmp.write_text("\n".join(user_js) + "\n", encoding="utf-8")
-    tmp.replace(target / "user.js")
+    user_js = target / "user.js"
+    ours = user_js.exists() and user_js.read_text(encoding="utf-8", errors="replace").startswith(_HEADER)
+    if target.exists() and not ours and ((target / "prefs.js").exists() or user_js.exists()):
+        raise LabError(f"{target} contient déjà un profil Thunderbird qui n'est pas celui du lab : labmail n'y touche "
+                       "pas (vos comptes, votre courrier). Choisissez un dossier vide, ou laissez le dossier du lab.",
+                       f"{target} already holds a Thunderbird profile that is not the lab's: labmail leaves it alone "
+                       "(your accounts, your mail). Choose an empty folder, or keep the lab's folder.")
+    lines = [_HEADER, *(f"user_pref({_js(k)}, {_js(v)});" for k, v in values.items())]
+    try:
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = target / "user.js.tmp"
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(user_js)
+    except OSError as exc:
+        raise LabError(f"Impossible d'écrire le profil dans {target} ({exc.strerror}) : choisissez un dossier à vous.",
+                       f"Cannot write the profile in {target} ({exc.strerror}): choose a folder of yours.") from None
     ca = lab.status(cfg).ca_path
     trusted = False
     certutil = shutil.which("certutil")

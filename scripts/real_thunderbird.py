@@ -1,9 +1,10 @@
 """Thunderbird (Debian's package) against a throw-away lab: the real client path of the course, end to end.
 
 Run: ``.venv/bin/python scripts/real_thunderbird.py OUT_DIR`` (``make gallery`` runs it for the README's screenshot;
-``tests/test_real_clients.py`` runs it and checks ``OUT_DIR/results.json`` and the lab's log). With ``--netns`` it
-re-runs itself in a new network namespace where only loopback exists, so that nothing Thunderbird tries (its update
-or telemetry services, DNS queries for MX and SRV records) can leave the machine.
+``tests/test_real_clients.py`` runs it and checks ``OUT_DIR/results.json`` and the lab's log). It always re-runs
+itself in a new network namespace where only loopback exists (``unshare --net``; ``--map-root-user`` when not
+root): nothing Thunderbird tries (update or telemetry services, DNS queries for MX and SRV records) can leave the
+machine, and no other user can reach its remote-control port.
 
 What it does, as a student would, with the profile ``labmail thunderbird`` makes (:mod:`labmail.thunderbird`):
 
@@ -11,11 +12,13 @@ What it does, as a student would, with the profile ``labmail thunderbird`` makes
    tintin a message (step 6, scenario 2);
 2. Thunderbird without the lab's CA in its profile: its own discovery finds no usable configuration and a login to
    ``mailcow.labmail.cloud:993`` fails on the certificate — TLS really is verified;
-3. the profile made by :func:`labmail.thunderbird.make_profile` (CA trusted, lab names and ports): Thunderbird's own
-   account setup code (``FindConfig`` → ``ConfigVerifier`` → ``CreateInBackend``, what the Account Hub runs after
-   "Continuer") finds the configuration at ``https://autoconfig.<domain>/mail/config-v1.1.xml``, logs in over IMAP
-   (SSL/TLS, 993), stores the password (``logins.json``, encrypted by NSS), fetches the INBOX; then sends a message
-   to milou over SMTP (465), and the window showing the message is saved as ``thunderbird.png``;
+3. the profile made by :func:`labmail.thunderbird.make_profile` (CA trusted, lab names and ports). Before the records
+   of step 13, Thunderbird's discovery finds nothing, and the course's values typed by hand (step 6) log in. Once
+   they are published, Thunderbird's own account setup code (``FindConfig`` → ``ConfigVerifier`` →
+   ``CreateInBackend``, what the Account Hub runs after "Continuer") finds the configuration at
+   ``https://autoconfig.<domain>/mail/config-v1.1.xml``, logs in over IMAP (SSL/TLS, 993), stores the password
+   (``logins.json``, encrypted by NSS), fetches the INBOX; then sends a message to milou over SMTP (465), and the
+   window showing the message is saved as ``thunderbird.png``;
 4. Thunderbird quits and starts again: with nothing but its profile it logs in by itself and fetches the message
    milou sent in between.
 
@@ -163,7 +166,9 @@ for (let i = 0; i < view.rowCount; i++) {
   if (view.getMsgHdrAt(i).mime2DecodedSubject == subject) { about3Pane.threadTree.selectedIndex = i; break; }
 }
 await new Promise(r => win.setTimeout(r, 2500));
-return win.document.title;
+const shown = about3Pane.messageBrowser?.contentWindow?.gMessage;
+return {title: win.document.title, selected: shown?.mime2DecodedSubject ?? null,
+        body: about3Pane.messageBrowser?.contentDocument?.getElementById("messagepane")?.contentDocument?.body?.textContent ?? null};
 """
 
 
@@ -277,7 +282,7 @@ def run(out: Path) -> dict:
         base = Path(tmp)
         os.environ.update({"LABMAIL_STATE_DIR": str(base / "state"), "LABMAIL_CONFIG": str(base / "config.toml"),
                            "LABMAIL_SYSTEM_CONFIG": str(base / "system.toml"), "LABMAIL_PRENOM": "jean-emile"})
-        from labmail import config, lab, mail
+        from labmail import config, dns, lab, mail
         from labmail import thunderbird as tb
 
         cfg = config.load()
@@ -301,17 +306,26 @@ def run(out: Path) -> dict:
             with thunderbird(binary, bare.path, log) as driver:
                 results["untrusted"] = driver.js(FIND_AND_CREATE, tintin, passwords[tintin], "Tintin", False)
 
-            # 3. the profile labmail makes: Thunderbird finds, logs in, fetches, sends
+            # 3. the profile labmail makes. Before step 13's records: Thunderbird finds nothing by itself, the
+            # course's values typed by hand (step 6) log in; after them: it finds everything alone, logs in,
+            # fetches, sends
             profile = tb.make_profile(base / "profile", config=cfg, extra_prefs=extra)
             results["profile"] = {"ca_trusted": profile.ca_trusted, "prefs": {k: profile.prefs[k] for k in (
                 "network.dns.localDomains", "network.socket.forcePort")}}
-            results["marks"]["first"] = _log_size(status.log_path)
+            results["marks"]["before"] = _log_size(status.log_path)
             with thunderbird(binary, profile.path, log) as driver:
+                results["before"] = driver.js(FIND_AND_CREATE, tintin, passwords[tintin], "Tintin", False)
+                results["marks"]["first"] = _log_size(status.log_path)
+                panel = dns.ZonePanel(cfg.domain)
+                for name, rtype, value in (("autoconfig", "CNAME", f"{cfg.mail_host}."),
+                                           ("autodiscover", "CNAME", f"{cfg.mail_host}."),
+                                           ("_autodiscover._tcp", "SRV", f"0 0 443 {cfg.mail_host}.")):
+                    panel.add(name, rtype, value)
                 results["setup"] = driver.js(FIND_AND_CREATE, tintin, passwords[tintin], "Tintin", True)
                 results["inbox"] = driver.wait(INBOX, tintin, until=lambda v: v and any(
                     m["subject"] == SUBJECT_IN for m in v))
                 results["send"] = driver.js(SEND, tintin, milou, SUBJECT_OUT, "Bien reçu, j'y serai.\r\n\r\nTintin\r\n")
-                driver.js(SHOW, tintin, SUBJECT_IN)
+                results["shown"] = driver.js(SHOW, tintin, SUBJECT_IN)
                 png = driver.command("WebDriver:TakeScreenshot", {"full": False})["value"]
                 (out / "thunderbird.png").write_bytes(base64.b64decode(png))
             results["milou_received"] = _wait_subject(mail, milou, passwords[milou], SUBJECT_OUT)
@@ -325,7 +339,7 @@ def run(out: Path) -> dict:
                 results["inbox_after_restart"] = driver.wait(INBOX, tintin, until=lambda v: v and any(
                     m["subject"] == SUBJECT_AFTER for m in v))
             stored = json.loads((profile.path / "logins.json").read_text())
-            results["logins"] = [{"hostname": e["hostname"], "encrypted": e["encryptedPassword"].startswith("M")}
+            results["logins"] = [{"hostname": e["hostname"], "encrypted": _sdr_blob(e["encryptedPassword"])}
                                  for e in stored["logins"]]
             results["password_in_clear_in_profile"] = any(_contains(p, passwords.values()) for p in
                                                           profile.path.rglob("*") if p.is_file())
@@ -335,6 +349,15 @@ def run(out: Path) -> dict:
             lab.stop(cfg)
     (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     return results
+
+
+def _sdr_blob(value: str) -> bool:
+    """Is this what NSS's SDR writes: base64 of a DER SEQUENCE (key id, algorithm, ciphertext)?"""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return False
+    return len(raw) > 32 and raw[0] == 0x30
 
 
 def _log_size(path: Path) -> int:
@@ -359,16 +382,19 @@ def _contains(path: Path, secrets_) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    netns = "--netns" in argv
-    args = [a for a in argv if a != "--netns"]
-    out = Path(args[0]) if args else ROOT / "build" / "thunderbird"
-    if netns:
+    if "--inside-netns" not in argv:
+        # Always in a network namespace of its own: nothing leaves the machine, and no other user of the machine can
+        # reach Thunderbird's remote-control port (Marionette runs privileged code and has no password).
+        args = [a for a in argv if a != "--netns"]
+        out = Path(args[0]) if args else ROOT / "build" / "thunderbird"
         unshare = ["unshare", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
-        return subprocess.run([*unshare, sys.executable, __file__, "--inside-netns", str(out)]).returncode
-    if "--inside-netns" in args:
-        args.remove("--inside-netns")
-        out = Path(args[0])
-        _loopback_up()
+        try:
+            return subprocess.run([*unshare, sys.executable, __file__, "--inside-netns", str(out.absolute())]).returncode
+        except FileNotFoundError:
+            raise SystemExit("unshare (util-linux) is needed: this script runs Thunderbird in its own network namespace")
+    args = [a for a in argv if a != "--inside-netns"]
+    out = Path(args[0])
+    _loopback_up()
     results = run(out)
     print(json.dumps({k: v for k, v in results.items() if k not in ("log_text", "ports")}, ensure_ascii=False, indent=1))
     return 0

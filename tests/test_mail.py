@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import smtplib
+import socket
 import subprocess
 import time
 
@@ -218,8 +219,9 @@ def test_swaks_submits_with_starttls_and_auth(env):
 
 
 # --- HTTPS: autoconfig, Autodiscover, Mailcow API --------------------------------------------------
-def _https(world, name, path, *, method="GET", data=None, headers=None):
-    """curl, as a user would, checking the lab CA and the certificate's name."""
+def _https(world, name, path, *, method="GET", data=None, headers=None, check=True):
+    """curl, as a user would, checking the lab CA and the certificate's name (``--resolve``: the name mapped by the
+    client, as Thunderbird's lab profile does)."""
     host, port = world.connect_address("mailcow.labmail.cloud", 443)
     cmd = ["curl", "-sS", "--cacert", world.ca_file, "--resolve", f"{name}:{port}:{host}", "-w", "\n%{http_code}",
            "-X", method, f"https://{name}:{port}{path}"]
@@ -228,6 +230,8 @@ def _https(world, name, path, *, method="GET", data=None, headers=None):
     if data is not None:
         cmd += ["--data-binary", data]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if not check:
+        return out
     assert out.returncode == 0, out.stderr
     body, _, code = out.stdout.rpartition("\n")
     return int(code), body
@@ -239,8 +243,36 @@ OUTLOOK_REQUEST = ('<Autodiscover xmlns="http://schemas.microsoft.com/exchange/a
                    "</AcceptableResponseSchema></Request></Autodiscover>")
 
 
-def test_autoconfig_and_autodiscover_with_curl(env):
+@pytest.fixture
+def step13(env):
+    """The records of step 13 in the student's zone (removed afterwards)."""
+    zone = ZonePanel(DOMAIN)
+    records = [("autoconfig", "CNAME", "mailcow.labmail.cloud."), ("autodiscover", "CNAME", "mailcow.labmail.cloud.")]
+    for record in records:
+        zone.add(*record)
+    yield env
+    for record in records:
+        zone.delete(*record)
+
+
+def test_autoconfig_names_lead_nowhere_until_the_zone_says_so(env):
+    """As on the Internet: before step 13, a client that reaches the server under autoconfig.<domain> (curl
+    --resolve, Thunderbird's lab profile) is turned away during the TLS handshake (unrecognized_name), and the lab's
+    log says why; once the CNAME is published, the same request is served."""
     _cfg, _pw, world = env
+    refused = _https(world, f"autoconfig.{DOMAIN}", "/mail/config-v1.1.xml", check=False)
+    assert refused.returncode == 35, refused.stderr  # the TLS handshake is refused
+    zone = ZonePanel(DOMAIN)
+    zone.add("autoconfig", "CNAME", "mailcow.labmail.cloud.")
+    try:
+        assert _https(world, f"autoconfig.{DOMAIN}", "/mail/config-v1.1.xml")[0] == 200
+    finally:
+        zone.delete("autoconfig", "CNAME", "mailcow.labmail.cloud.")
+    assert _https(world, f"autoconfig.{DOMAIN}", "/mail/config-v1.1.xml", check=False).returncode == 35
+
+
+def test_autoconfig_and_autodiscover_with_curl(step13):
+    _cfg, _pw, world = step13
     code, xml = _https(world, f"autoconfig.{DOMAIN}", f"/mail/config-v1.1.xml?emailaddress={TINTIN}")
     assert code == 200 and "<hostname>mailcow.labmail.cloud</hostname>" in xml
     assert [p for p in ("993", "143", "995", "110", "465", "587") if f"<port>{p}</port>" in xml] == ["993", "143", "995", "110", "465", "587"]
@@ -299,8 +331,12 @@ def test_admin_key_sees_every_domain(env):
 def test_a_new_student_gets_autoconfig_names_in_the_certificate(env):
     cfg, _pw, world = env
     lab.provision(cfg, students=["zoe"])
-    code, xml = _https(world, "autoconfig.zoe.labmail.cloud", "/mail/config-v1.1.xml")
-    assert code == 200 and "mailcow.labmail.cloud" in xml
+    host, port = world.connect_address("mailcow.labmail.cloud", 443)
+    context = world.tls_context()
+    with socket.create_connection((host, port), timeout=10) as sock, \
+            context.wrap_socket(sock, server_hostname="mailcow.labmail.cloud") as secure:
+        names = {value for kind, value in secure.getpeercert()["subjectAltName"] if kind == "DNS"}
+    assert {"autoconfig.zoe.labmail.cloud", "autodiscover.zoe.labmail.cloud"} <= names  # ready for zoe's step 13
 
 
 # --- POP3 -------------------------------------------------------------------------------------------

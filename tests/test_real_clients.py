@@ -184,6 +184,10 @@ def test_the_lab_profile_maps_the_course_ports_and_names_and_trusts_the_ca_for_s
     assert {HOST, "autoconfig.jean-emile.labmail.cloud", "autodiscover.jean-emile.labmail.cloud"} <= set(names)
     assert values["mailnews.auto_config_url"] == ""  # nothing asked of Mozilla's servers
     made = thunderbird.make_profile(tmp_path / "profil", config=cfg)
+    # an older CA under the same name (a lab rebuilt since): replaced by the lab's current one
+    subprocess.run(["certutil", "-D", "-n", thunderbird.CA_NICKNAME, "-d", f"sql:{made.path}"], check=True, timeout=30)
+    subprocess.run(["certutil", "-A", "-n", thunderbird.CA_NICKNAME, "-t", "C,,", "-i", str(_other_ca(tmp_path)),
+                    "-d", f"sql:{made.path}"], check=True, timeout=30)
     again = thunderbird.make_profile(tmp_path / "profil", config=cfg)  # idempotent: run it again after a change
     assert made.path == again.path and again.ca_trusted
     user_js = (made.path / "user.js").read_text()
@@ -192,11 +196,25 @@ def test_the_lab_profile_maps_the_course_ports_and_names_and_trusts_the_ca_for_s
     assert "Autorité du lab labmail" in listed.stdout and "C,," in listed.stdout  # servers only, not S/MIME
     pem = subprocess.run(["certutil", "-L", "-n", thunderbird.CA_NICKNAME, "-a", "-d", f"sql:{made.path}"],
                          capture_output=True, text=True, timeout=30).stdout
+    assert pem.count("BEGIN CERTIFICATE") == 1, pem  # one CA under that name: the old one is gone
     lab_ca = (cfg.state_dir / "tls" / "ca.pem").read_text()
     assert "".join(pem.split()) in "".join(lab_ca.split())  # the lab's CA, as it is now
+    # a folder holding another Thunderbird profile (the student's own) is left alone; bad paths are explained
+    own = tmp_path / "mon-profil"
+    own.mkdir()
+    (own / "prefs.js").write_text('user_pref("mail.account.account1.server", "server1");\n')
+    with pytest.raises(LabError, match="n'est pas celui du lab"):
+        thunderbird.make_profile(own, config=cfg)
+    assert sorted(p.name for p in own.iterdir()) == ["prefs.js"]
+    (tmp_path / "fichier").write_text("x")
+    for bad, message in (("", "vide"), (str(tmp_path / "fichier" / "sous"), "Impossible d'écrire")):
+        with pytest.raises(LabError, match=message):
+            thunderbird.make_profile(bad, config=cfg)
     (tmp_path / "fichier").write_text("x")
     with pytest.raises(LabError, match="n'est pas un dossier"):
         thunderbird.make_profile(tmp_path / "fichier", config=cfg)
+    assert values["mailnews.auto_config.fetchFromISP.sslOnly"] is True  # the address never sent in clear
+    assert values["mailnews.auto_config.guess.enabled"] is False
     cli = subprocess.run([sys.executable, "-m", "labmail.cli", "thunderbird", "--profil", str(tmp_path / "cli")],
                          capture_output=True, text=True, timeout=60, env={**os.environ})
     assert cli.returncode == 0 and f"--profile {tmp_path / 'cli'} --no-remote" in cli.stdout, cli.stdout + cli.stderr
@@ -208,7 +226,7 @@ def thunderbird_run(tmp_path_factory):
     """One run of scripts/real_thunderbird.py in a network namespace with only loopback (results.json, screenshot)."""
     _need("thunderbird", "xvfb-run", "certutil", "unshare")
     out = tmp_path_factory.mktemp("thunderbird")
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "real_thunderbird.py"), "--netns", str(out)],
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "real_thunderbird.py"), str(out)],
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0 and "unshare" in done.stderr and not os.environ.get("CI"):
         pytest.skip(f"no network namespace for this user: {done.stderr.strip()[-200:]}")
@@ -216,7 +234,8 @@ def thunderbird_run(tmp_path_factory):
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     log = results["log_text"].encode("utf-8")
     marks = results["marks"]
-    results["log_untrusted"] = log[marks["untrusted"]:marks["first"]].decode("utf-8", "replace")
+    results["log_untrusted"] = log[marks["untrusted"]:marks["before"]].decode("utf-8", "replace")
+    results["log_before"] = log[marks["before"]:marks["first"]].decode("utf-8", "replace")
     results["log_first"] = log[marks["first"]:marks["second"]].decode("utf-8", "replace")
     results["log_second"] = log[marks["second"]:].decode("utf-8", "replace")
     results["out"] = out
@@ -230,6 +249,18 @@ def test_thunderbird_without_the_lab_ca_refuses_the_server(thunderbird_run):
     assert untrusted["found"] == {"error": "no configuration found"}
     assert untrusted["certDialogs"] == [f"{HOST}:993"] and untrusted["verified"] != "ok" and untrusted["key"] is None
     assert "Login: user=" not in thunderbird_run["log_untrusted"] and "autoconfig:" not in thunderbird_run["log_untrusted"]
+
+
+def test_thunderbird_before_step_13_finds_nothing_and_the_course_values_typed_by_hand_log_in(thunderbird_run):
+    """The profile maps names, not the DNS: the lab answers autoconfig.<domain> and autodiscover.<domain> only once
+    the zone leads them to the school server, so the real Thunderbird sees the "before" of step 13."""
+    before = thunderbird_run["before"]
+    assert before["found"] == {"error": "no configuration found"} and before["certDialogs"] == []
+    assert before["verified"] == "ok"  # IMAP 993 SSL/TLS at mailcow.labmail.cloud, as step 6 types it
+    log = thunderbird_run["log_before"]
+    assert "autoconfig: GET" not in log and "autodiscover: POST" not in log  # the names led nowhere
+    assert "https: autoconfig.jean-emile.labmail.cloud is not in the DNS" in thunderbird_run["log_untrusted"] + log
+    assert "imap-login: Login: user=<tintin@jean-emile.labmail.cloud>, method=PLAIN" in log
 
 
 def test_thunderbird_finds_the_lab_by_its_own_autoconfig_and_logs_in_over_imap_tls(thunderbird_run):
@@ -266,13 +297,17 @@ def test_thunderbird_restarted_logs_in_by_itself_with_the_password_it_stored(thu
     assert "Compte rendu" in [m["subject"] for m in thunderbird_run["inbox_after_restart"]]
     assert "imap-login: Login: user=<tintin@jean-emile.labmail.cloud>" in thunderbird_run["log_second"]
     assert {e["hostname"] for e in thunderbird_run["logins"]} == {f"imap://{HOST}", f"smtp://{HOST}"}
-    assert all(e["encrypted"] for e in thunderbird_run["logins"])
+    assert all(e["encrypted"] for e in thunderbird_run["logins"])  # an NSS SDR blob: DER, not the password
     assert thunderbird_run["password_in_clear_in_profile"] is False
     assert thunderbird_run["profile"]["ca_trusted"] is True
 
 
 def test_thunderbird_shows_the_lab_message(thunderbird_run):
+    """The window of the screenshot: tintin's inbox, Milou's message selected and displayed."""
+    shown = thunderbird_run["shown"]
+    assert shown["selected"] == "Réunion de service" and "tintin@jean-emile.labmail.cloud" in shown["title"]
+    assert "Réunion demain à 10 h." in (shown["body"] or "")
     png = (thunderbird_run["out"] / "thunderbird.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert width >= 800 and height >= 600
+    assert width >= 800 and height >= 600 and len(png) > 20_000  # a drawn window, not a blank screen

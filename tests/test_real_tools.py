@@ -87,6 +87,7 @@ def test_real_tools_get_the_rfc_answers_to_odd_requests(lab_env):
     assert "NOTAUTH(BADKEY)" in other_algorithm.stdout + other_algorithm.stderr, other_algorithm.stderr
     empty = run(["dig", f"@{status.host}", "-p", str(status.dns_port), "+header-only", "jean-emile.labmail.cloud"])
     assert "status: FORMERR" in empty.stdout and "flags: qr rd ra;" in empty.stdout, empty.stdout
+    assert "OPT PSEUDOSECTION" in empty.stdout and "retry with +noedns" not in empty.stdout  # EDNS answered in kind
     auth = run(["dig", f"@{status.host}", "-p", str(status.auth_port), "+header-only", "jean-emile.labmail.cloud"])
     assert "status: FORMERR" in auth.stdout and "flags: qr rd;" in auth.stdout, auth.stdout  # no recursion there
 

@@ -190,7 +190,11 @@ class DNSEngine:
         if opcode == dns.opcode.UPDATE:
             return [self._update(msg, peer)]
         if len(msg.question) != 1 or msg.answer or msg.authority:
-            return [_header_only_reply(wire, dns.rcode.FORMERR, recursion_available=not self.view.authoritative)]
+            # FORMERR, with an OPT record when the query had one (RFC 6891 §7), as BIND answers
+            refusal = dns.message.make_response(msg, our_payload=OUR_PAYLOAD,
+                                                recursion_available=not self.view.authoritative)
+            refusal.set_rcode(dns.rcode.FORMERR)
+            return [refusal.to_wire()]
         question = msg.question[0]
         response = dns.message.make_response(msg, our_payload=OUR_PAYLOAD,
                                              recursion_available=not self.view.authoritative)

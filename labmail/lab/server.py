@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import re
 import os
 import signal
 import sys
@@ -438,9 +439,14 @@ def _acquire_lock(state_dir: Path):
     return fh
 
 
-class _ShortRecords(logging.Filter):
-    """A log line is for reading: a record's text (a 64 KB TXT value, a long reply) is cut at :data:`LOG_LINE`
-    characters, with how much was left out; tracebacks are kept whole."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class _SafeRecords(logging.Filter):
+    """A log line is one line, for reading: what a client sent (a login name, a query parameter, a host name) cannot
+    start a forged line nor drive the teacher's terminal — control characters are written ``\\x0a``, as Postfix's
+    ``printable()`` and Dovecot's ``str_sanitize()`` neutralise them — and a record's text (a 64 KB TXT value) is cut
+    at :data:`LOG_LINE` characters, with how much was left out. Tracebacks are kept whole."""
 
     LOG_LINE = 2000
 
@@ -449,8 +455,11 @@ class _ShortRecords(logging.Filter):
             text = record.getMessage()
         except Exception:  # a record whose arguments do not format: leave it to logging's own handling
             return True
-        if len(text) > self.LOG_LINE:
-            record.msg, record.args = f"{text[:self.LOG_LINE]}… [{len(text) - self.LOG_LINE} caractères de plus]", None
+        safe = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else "\\ufffd", text)
+        if len(safe) > self.LOG_LINE:
+            safe = f"{safe[:self.LOG_LINE]}… [{len(safe) - self.LOG_LINE} caractères de plus]"
+        if safe != text:
+            record.msg, record.args = safe, None
         return True
 
 
@@ -463,7 +472,8 @@ class _BadRequestFilter(logging.Filter):
 
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            record.msg, record.args = "bad HTTP request refused (%s): %s", (error.code, str(error.message)[:120])
+            # the reason only: aiohttp's message quotes the offending header, which may be an API key
+            record.msg, record.args = "bad HTTP request refused (%s): %s", (error.code, type(error).__name__)
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -491,7 +501,7 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
     """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_ShortRecords())
+        handler.addFilter(_SafeRecords())
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     logging.getLogger("aiohttp.server").addFilter(_BadRequestFilter())
     logging.getLogger("mail.log").addFilter(_SessionErrorFilter())

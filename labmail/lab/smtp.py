@@ -24,10 +24,11 @@ import secrets
 import smtplib
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 
 from .._files import atomic_write_bytes, atomic_write_text
 from .guard import AccountLocked, client_of
@@ -97,8 +98,20 @@ _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 #: RFC 3463 enhanced status codes for aiosmtpd's own refusals that have none (as Postfix words them).
 _ENHANCED = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0",
              "534": "5.7.9", "535": "5.7.8", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0",
-             "421": "4.3.0", "450": "4.0.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0", "455": "4.5.4"}
+             "555": "5.5.4", "421": "4.3.0", "450": "4.0.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0",
+             "455": "4.5.4"}
 _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
+#: What no host name or address may hold: control characters, and bytes that were not UTF-8 (aiosmtpd keeps them as
+#: lone surrogates). Postfix refuses them the same way; passed on, they break every later step.
+_BAD_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+#: aiosmtpd's reply to an unknown command quotes it: a password typed at the wrong prompt would reach the log. The
+#: log keeps the command only when it is a known verb (a PROXY header, HTTP or POP3 sent to SMTP tell a story).
+_QUOTED_COMMAND = re.compile(r'command "([^"]*)" not recognized')
+_KNOWN_VERBS = {"PROXY", "XCLIENT", "XFORWARD", "BDAT", "ETRN", "TURN", "ATRN", "VERB", "XEXCH50", "GET", "POST",
+                "HEAD", "PUT", "OPTIONS", "CONNECT", "USER", "PASS", "CAPA", "STLS", "LOGIN", "AUTHENTICATE", "SELECT"}
+#: On 465 TLS is implicit (the listener is TLS from the first byte), which aiosmtpd cannot tell: its warning that
+#: AUTH is required without STARTTLS is a false alarm there.
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
 
 
 class _LabSMTP(SMTP):
@@ -111,14 +124,44 @@ class _LabSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, bytes):  # an AUTH challenge ("334 …"), pushed as bytes by aiosmtpd
             return await super().push(status)
+        status = status.encode("utf-8", "backslashreplace").decode("utf-8")  # a reply quoting bytes that were not UTF-8
         code, _, text = status.partition(" ")
         if code in _ENHANCED and not _HAS_ENHANCED.match(text):
             status = f"{code} {_ENHANCED[code]} {text}"
         if status[:1] in ("4", "5") and not status.startswith("421"):
             peer = self.session.peer if self.session else None
             log.warning("refused %s on %s: %s", peer[0] if isinstance(peer, tuple) else peer,
-                        getattr(self.event_handler, "listener", "?"), status[:160])
+                        getattr(self.event_handler, "listener", "?"),
+                        _QUOTED_COMMAND.sub(lambda m: m.group() if m.group(1) in _KNOWN_VERBS
+                                            else 'command "…" not recognized', status)[:160])
         await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str):  # noqa: N802 - aiosmtpd's name
+        if hostname and _BAD_CHARS.search(hostname):
+            return await self.push("501 5.5.2 Error: invalid characters in the host name (RFC 5321 4.1.1.1)")
+        return await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str):  # noqa: N802 - aiosmtpd's name
+        if hostname and _BAD_CHARS.search(hostname):
+            return await self.push("501 5.5.2 Error: invalid characters in the host name (RFC 5321 4.1.1.1)")
+        return await super().smtp_HELO(hostname)
+
+    async def smtp_MAIL(self, arg: str):  # noqa: N802 - aiosmtpd's name
+        if arg and _BAD_CHARS.search(arg):
+            return await self.push("501 5.1.7 Bad sender address syntax")
+        return await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str):  # noqa: N802 - aiosmtpd's name
+        if arg and _BAD_CHARS.search(arg):
+            return await self.push("501 5.1.3 Bad recipient address syntax")
+        return await super().smtp_RCPT(arg)
+
+    async def challenge_auth(self, *args, **kwargs):
+        try:
+            return await super().challenge_auth(*args, **kwargs)
+        except (ValueError, asyncio.LimitOverrunError):  # a line longer than the reader's limit
+            await self.push("500 5.5.6 Authentication exchange line is too long")
+            return MISSING
 
     async def smtp_DATA(self, arg):  # noqa: N802 - aiosmtpd's name
         self._labmail_data_bytes = 0
@@ -132,7 +175,7 @@ class _LabSMTP(SMTP):
         if received is not None and self.data_size_limit:
             received += len(data)
             self._labmail_data_bytes = received
-            if received > self.data_size_limit + 65_536 and self.transport is not None:
+            if received > self.data_size_limit + 1_048_576 and self.transport is not None:
                 peer = self.session.peer if self.session else None
                 log.warning("refused %s on %s: 552 5.3.4 message over %d bytes, connection closed after %d bytes",
                             peer[0] if isinstance(peer, tuple) else peer, getattr(self.event_handler, "listener", "?"),
@@ -159,6 +202,16 @@ class BaseHandler:
             return str(proxy.src_addr)
         peer = server.session.peer
         return peer[0] if isinstance(peer, tuple) else str(peer)
+
+    @staticmethod
+    def address_refusal(envelope, address: str, *, recipient: bool) -> str | None:
+        """RFC 6531 §3.4: a UTF-8 address only in a transaction declared SMTPUTF8 (Postfix's 553 5.6.7); an empty
+        recipient is no address."""
+        if recipient and address in ("", "<>"):
+            return "501 5.1.3 Bad recipient address syntax"
+        if address and not address.isascii() and not getattr(envelope, "smtp_utf8", False):
+            return "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+        return None
 
     def dialogue(self, server: SMTP) -> list[str]:
         if not hasattr(server, "labmail_dialogue"):
@@ -241,6 +294,10 @@ class SchoolHandler(BaseHandler):
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
+        refusal = self.address_refusal(envelope, address, recipient=False)
+        if refusal:
+            self.dialogue(server).append("S: " + refusal)
+            return refusal
         if self.submission:
             user = session.auth_data
             if address and address.lower() != str(user).lower():
@@ -255,6 +312,10 @@ class SchoolHandler(BaseHandler):
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.dialogue(server).append(f"C: RCPT TO:<{address}>")
+        refusal = self.address_refusal(envelope, address, recipient=True)
+        if refusal:
+            self.dialogue(server).append("S: " + refusal)
+            return refusal
         domain = _domain(address)
         if domain in self.host.domains:
             if address.lower() not in self.services.store.accounts:
@@ -297,6 +358,10 @@ class ProviderHandler(BaseHandler):
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
+        refusal = self.address_refusal(envelope, address, recipient=False)
+        if refusal:
+            self.dialogue(server).append("S: " + refusal)
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.dialogue(server).append("S: 250 2.1.0 OK")
@@ -304,7 +369,10 @@ class ProviderHandler(BaseHandler):
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.dialogue(server).append(f"C: RCPT TO:<{address}>")
-        if _domain(address) not in self.host.domains:
+        refusal = self.address_refusal(envelope, address, recipient=True)
+        if refusal:
+            reply = refusal
+        elif _domain(address) not in self.host.domains:
             reply = "550 5.7.1 Relaying denied."
         elif address.lower() not in self.services.store.accounts:
             reply = "550 5.1.1 The email account that you tried to reach does not exist."
@@ -631,7 +699,11 @@ class MailServices:
         for rcpt in meta["rcpts"]:
             by_domain.setdefault(_domain(rcpt), []).append(rcpt)
         for domain, rcpts in by_domain.items():
-            status, text = self.send(self.hosts["school"], meta["mail_from"], rcpts, data, domain)
+            try:
+                status, text = self.send(self.hosts["school"], meta["mail_from"], rcpts, data, domain)
+            except Exception as exc:  # a bug must not keep a message in the queue for ever: retried, then returned
+                log.exception("queue %s: delivery to %s failed", qid, domain)
+                status, text = "temp", f"internal error: {type(exc).__name__}"
             if status == "ok":
                 continue
             if status == "temp" and meta["attempts"] < 5:
@@ -692,6 +764,8 @@ class MailServices:
                 return ("perm" if exc.smtp_code >= 500 else "temp"), f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
             except (OSError, smtplib.SMTPException) as exc:
                 last = ("temp", f"{target}: {exc}")
+            except UnicodeError as exc:  # an address no SMTP server can take (not UTF-8): returned to the sender
+                return "perm", f"invalid address for {target}: {exc.reason}"
         return last
 
     def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
@@ -712,7 +786,7 @@ class MailServices:
                 f"{', '.join(rcpts)}\r\nReason: {text}\r\n\r\n"
                 f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n\r\n"
                 + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {text}\r\n\r\n" for r in rcpts)
-                + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode() + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
+                + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode("utf-8", "backslashreplace") + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
         self.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce", "reason": text, "rcpts": rcpts})
 
     def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:

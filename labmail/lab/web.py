@@ -20,6 +20,7 @@ import logging
 import re
 import secrets
 import ssl
+import time
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -291,6 +292,7 @@ async def start_web(services, ca, previous_port: int = 0):
     await runner.setup()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.configure(context, web_names(services))
+    context.sni_callback = _only_published(services)
     services.web_context = context  # re-configured in place when a student (autoconfig.<domain>) is added
     site = None
     for port in (previous_port, 0):
@@ -303,6 +305,57 @@ async def start_web(services, ca, previous_port: int = 0):
                 raise
     sock = site._server.sockets[0]  # noqa: SLF001  (aiohttp exposes no public accessor for the bound port)
     return runner, sock.getsockname()[1]
+
+
+def published(services, name: str) -> bool:
+    """Does ``name`` lead to the school server in the lab's DNS — an address of it, or a CNAME chain to such a
+    name? Read from the zones in memory (the DNS is served by this very event loop: no query over the network)."""
+    import dns.name
+    import dns.rdatatype
+
+    school = services.hosts["school"]
+    try:
+        qname = dns.name.from_text(name)
+    except Exception:  # noqa: BLE001 - any malformed SNI name is simply not published
+        return False
+    for _hop in range(8):
+        if qname.to_text(omit_final_dot=True).lower() == school.name:
+            return True
+        zone = services.lab.zones.find_zone(qname)
+        if zone is None:
+            return False
+        with zone.reader() as txn:
+            cname, a = txn.get(qname, dns.rdatatype.CNAME), txn.get(qname, dns.rdatatype.A)
+        if a is not None:
+            return any(r.address == school.ip for r in a)
+        if cname is None:
+            return False
+        qname = cname[0].target
+    return False
+
+
+def _only_published(services):
+    """SNI callback: ``autoconfig.<domain>`` and ``autodiscover.<domain>`` are answered only once the student's zone
+    makes them lead here (step 13) — as on the Internet, where a client cannot reach a name that is not in the DNS.
+    A real client on this machine (Thunderbird in the lab's profile) maps the names without asking the lab's DNS:
+    this keeps what it finds true to the zone."""
+
+    logged: dict[str, float] = {}
+
+    def callback(ssl_object, server_name, context):
+        if server_name and server_name.lower().startswith(("autoconfig.", "autodiscover.")) \
+                and not published(services, server_name):
+            now = time.monotonic()
+            if now - logged.get(server_name, -60.0) > 30:  # a client retries a dozen times in a second: one line
+                if len(logged) > 1000:
+                    logged.clear()
+                logged[server_name] = now
+                log.info("https: %s is not in the DNS (no record leads to this server): connection refused",
+                         server_name[:255])
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        return None
+
+    return callback
 
 
 def web_names(services) -> tuple[str, ...]:
