@@ -136,25 +136,25 @@ class _LabSMTP(SMTP):
                                             else 'command "…" not recognized', status)[:160])
         await super().push(status)
 
+    async def _clean(self, arg: str | None, refusal: str, command):
+        """Run ``command`` unless ``arg`` holds bytes that were not UTF-8 or control characters (then ``refusal``)."""
+        if arg and _BAD_CHARS.search(arg):
+            return await self.push(refusal)
+        return await command(arg)
+
+    _BAD_HOST = "501 5.5.2 Error: invalid characters in the host name (RFC 5321 4.1.1.1)"
+
     async def smtp_EHLO(self, hostname: str):  # noqa: N802 - aiosmtpd's name
-        if hostname and _BAD_CHARS.search(hostname):
-            return await self.push("501 5.5.2 Error: invalid characters in the host name (RFC 5321 4.1.1.1)")
-        return await super().smtp_EHLO(hostname)
+        return await self._clean(hostname, self._BAD_HOST, super().smtp_EHLO)
 
     async def smtp_HELO(self, hostname: str):  # noqa: N802 - aiosmtpd's name
-        if hostname and _BAD_CHARS.search(hostname):
-            return await self.push("501 5.5.2 Error: invalid characters in the host name (RFC 5321 4.1.1.1)")
-        return await super().smtp_HELO(hostname)
+        return await self._clean(hostname, self._BAD_HOST, super().smtp_HELO)
 
     async def smtp_MAIL(self, arg: str):  # noqa: N802 - aiosmtpd's name
-        if arg and _BAD_CHARS.search(arg):
-            return await self.push("501 5.1.7 Bad sender address syntax")
-        return await super().smtp_MAIL(arg)
+        return await self._clean(arg, "501 5.1.7 Bad sender address syntax", super().smtp_MAIL)
 
     async def smtp_RCPT(self, arg: str):  # noqa: N802 - aiosmtpd's name
-        if arg and _BAD_CHARS.search(arg):
-            return await self.push("501 5.1.3 Bad recipient address syntax")
-        return await super().smtp_RCPT(arg)
+        return await self._clean(arg, "501 5.1.3 Bad recipient address syntax", super().smtp_RCPT)
 
     async def challenge_auth(self, *args, **kwargs):
         try:
