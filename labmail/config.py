@@ -53,7 +53,7 @@ from pathlib import Path
 from .errors import ConfigError, InvalidName
 
 WORLDS = ("local", "live")
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # .fullmatch only
 _SPECIAL = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ł": "l", "þ": "th", "ð": "d", "ı": "i"}
 
 
@@ -154,7 +154,7 @@ def check_label(label: str, *, original: str | None = None) -> str:
             f"(\"xn--\"). Type it with one hyphen: \"{label[:2]}-{label[4:]}\".",
             rfc="RFC 5891 §4.2.3.1",
         )
-    if not _LABEL_RE.match(label):
+    if not _LABEL_RE.fullmatch(label):
         raise InvalidName(
             f"« {shown} » n'est pas un label DNS valide : lettres, chiffres et tirets seulement.",
             f"\"{shown}\" is not a valid DNS label: letters, digits and hyphens only.",

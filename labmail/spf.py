@@ -80,10 +80,10 @@ _MEANINGS = {
 _QUALIFIERS = {"+": SPFResult.PASS, "-": SPFResult.FAIL, "~": SPFResult.SOFTFAIL, "?": SPFResult.NEUTRAL}
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
 _LOOKUP_TERMS = ("include", "a", "mx", "ptr", "exists", "redirect")
-_MODIFIER_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.\-]*)=(.*)$", re.S)
+_MODIFIER_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.\-]*)=(.*)", re.S)  # always .fullmatch (a "$" would pass a final "\n")
 _MACRO_RE = re.compile(r"%(?:\{([A-Za-z])([0-9]*)([rR]?)([.\-+,/_=]*)\}|%|_|-)")
-_TOPLABEL = re.compile(r"^(?:[0-9A-Za-z]*[A-Za-z][0-9A-Za-z]*|[0-9A-Za-z]+-[0-9A-Za-z\-]*[0-9A-Za-z])$")
-_CIDR_RE = re.compile(r"^(.*?)(?:/(0|[1-9][0-9]*))?(?://(0|[1-9][0-9]*))?$", re.S)
+_TOPLABEL = re.compile(r"[0-9A-Za-z]*[A-Za-z][0-9A-Za-z]*|[0-9A-Za-z]+-[0-9A-Za-z\-]*[0-9A-Za-z]")
+_CIDR_RE = re.compile(r"(.*?)(?:/(0|[1-9][0-9]*))?(?://(0|[1-9][0-9]*))?", re.S)
 
 
 class SPFSyntaxError(LabmailError):
@@ -158,14 +158,14 @@ def _check_domain_spec(spec: str, position: int) -> None:
     if _MACRO_RE.fullmatch(spec[spec.rfind("%"):]) and spec.endswith("}"):
         return
     body = spec[:-1] if spec.endswith(".") else spec
-    if "." not in body or not _TOPLABEL.match(body.rsplit(".", 1)[1]):
+    if "." not in body or not _TOPLABEL.fullmatch(body.rsplit(".", 1)[1]):
         raise _syntax(position, f"« {spec} » n'est pas un nom de domaine complet (il faut un dernier label alphabétique, "
                                 "ex. example.com)",
                       f"\"{spec}\" is not a fully qualified domain name (it needs an alphabetic last label, e.g. example.com)")
 
 
 def _parse_term(text: str, position: int) -> Term:
-    mod = _MODIFIER_RE.match(text)
+    mod = _MODIFIER_RE.fullmatch(text)
     if mod:
         name, value = mod.group(1).lower(), mod.group(2)
         if name in ("redirect", "exp"):
@@ -177,7 +177,7 @@ def _parse_term(text: str, position: int) -> Term:
     body = text
     if body[:1] in _QUALIFIERS:
         qualifier, body = body[0], body[1:]
-    match = _CIDR_RE.match(body)
+    match = _CIDR_RE.fullmatch(body)
     assert match is not None
     head, c4, c6 = match.group(1), match.group(2), match.group(3)
     name, _, arg = head.partition(":")
@@ -250,6 +250,11 @@ def parse(record: str) -> list[Term]:
     except UnicodeEncodeError:
         bad = next(i for i, ch in enumerate(record) if ord(ch) > 127)
         raise _syntax(bad, "caractère non ASCII dans l'enregistrement", "non-ASCII character in the record") from None
+    bad = next((i for i, ch in enumerate(record) if ch != " " and not 0x21 <= ord(ch) <= 0x7E), None)
+    if bad is not None:  # RFC 7208 §12: terms are separated by SP only; a tab or a line feed is not part of any term
+        shown = {"\n": "saut de ligne \\n", "\r": "retour chariot \\r", "\t": "tabulation \\t"}.get(record[bad], f"{ord(record[bad]):#04x}")
+        raise _syntax(bad, f"caractère de contrôle ({shown}) dans l'enregistrement : les termes ne sont séparés que par des espaces",
+                      f"control character ({shown.split(' ')[-1]}) in the record: terms are separated by spaces only")
     terms: list[Term] = []
     position = 6
     seen: set[str] = set()

@@ -212,3 +212,9 @@ def test_cli_refuses_an_empty_or_impossible_first_name_and_keeps_the_file(isolat
     assert out.returncode == 2 and ("vide" in out.stderr or "point" in out.stderr), out.stderr
     assert config.user_config_path().read_text() == before and config.load().prenom == "zoe"
     assert "None" not in before
+
+
+def test_a_label_with_a_final_line_feed_is_refused():
+    """The label pattern is matched whole (fullmatch): "$" would accept "jean\n"."""
+    with pytest.raises(config.InvalidName):
+        config.check_label("jean\n")

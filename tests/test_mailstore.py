@@ -41,6 +41,7 @@ def test_authenticate_and_its_cache(store):
 @pytest.mark.parametrize("address,password,message", [
     ("tintin@alice.test", "court", "trop court"), ("Tin tin@alice.test", "motdepasse-long", "invalide"),
     ("@alice.test", "motdepasse-long", "invalide"),
+    ("tintin\n@alice.test", "motdepasse-long", "invalide"),  # a "$"-anchored pattern used to accept a final line feed
 ])
 def test_bad_mailboxes(store, address, password, message):
     with pytest.raises(LabError, match=message):

@@ -286,3 +286,21 @@ def test_bad_ip_is_a_clear_error(resolver):
 
     with pytest.raises(LabmailError, match="n'est pas une adresse IP"):
         spf.evaluate("not-an-ip", "a@b.test", "h", resolver=resolver)
+
+
+@pytest.mark.parametrize("record", ["v=spf1 mx\n", "v=spf1 -all\n", "v=spf1 ip4:192.0.2.1\n", "v=spf1 ip4:192.0.2.1\n -all",
+                                    "v=spf1 include:spf.test\n", "v=spf1 redirect=spf.test\n", "v=spf1 mx\r\n", "v=spf1 mx\t-all"])
+def test_a_term_followed_by_a_control_character_is_a_syntax_error(resolver, record):
+    """RFC 7208 §12: terms are separated by SP only; a "$"-anchored regex used to let "mx\\n" pass as "mx".
+    pyspf 2.0.14 answers permerror for the same records ("Unknown mechanism found: mx\\n")."""
+    with pytest.raises(SPFSyntaxError) as info:
+        spf.parse(record)
+    bad = next(i for i, ch in enumerate(record) if ch in "\r\n\t")
+    assert info.value.position == bad and "caractère de contrôle" in str(info.value)
+    assert check(resolver, record, "192.0.2.1").result is SPFResult.PERMERROR
+
+
+@pytest.mark.parametrize("term", ["mx\n", "all\n", "ip4:192.0.2.1\n", "a:spf.test/24\n", "exp=spf.test\n", "x=y\n"])
+def test_term_grammar_is_anchored_at_the_true_end(term):
+    with pytest.raises(SPFSyntaxError):
+        spf._parse_term(term, 7)

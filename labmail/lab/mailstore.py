@@ -30,7 +30,7 @@ from ..errors import LabError
 from .guard import AccountLocked, LoginGuard  # noqa: F401 - AccountLocked is re-exported for the protocols
 
 FOLDERS = ("Sent", "Junk", "Trash")
-_LOCAL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
+_LOCAL_RE = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?")  # .fullmatch only
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -98,7 +98,7 @@ class MailStore:
     def add_mailbox(self, address: str, password: str, *, name: str = "", quota_mib: int = 3072) -> Account:
         address = address.strip().lower()
         local, _, domain = address.partition("@")
-        if not _LOCAL_RE.match(local) or not domain:
+        if not _LOCAL_RE.fullmatch(local) or not domain:
             raise LabError(f"Adresse « {address} » invalide : partie locale en lettres, chiffres, . _ + - (ex. tintin@…).",
                            f"Invalid address \"{address}\": local part of letters, digits, . _ + - (e.g. tintin@…).")
         if len(password) < 8:
