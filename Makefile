@@ -39,7 +39,13 @@ lab: install
 	@echo "JupyterLab démarre : ouvrez l'adresse http://127.0.0.1:$(PORT)/lab?token=… affichée ci-dessous (Ctrl-C pour arrêter JupyterLab ; 'make stop' arrête le lab)."
 	$(BIN)/jupyter lab $(JUPYTER_FLAGS)
 
+# Independent implementations the tests compare labmail with (Node: mailauth, pinned in tests/js/package-lock.json).
+tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
+	else echo "note: npm absent: the differential DMARC test against mailauth is skipped"; fi
+
 test: install-test sysdeps
+	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The long fuzz run (outside make test): every fuzz test with 40× its examples — over 100,000 cases in all.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import html
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,8 @@ from .i18n import Text, tr
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-__all__ = ["DMARCRecord", "parse_record", "organizational_domain", "discover", "evaluate", "DMARCEvaluation",
-           "Verdict", "report_authorization", "STANDARDS", "PSL_PATH"]
+__all__ = ["DMARCRecord", "parse_record", "is_dmarc_record", "organizational_domain", "discover", "Discovery", "Lookup",
+           "evaluate", "DMARCEvaluation", "Verdict", "report_authorization", "STANDARDS", "PSL_PATH"]
 
 STANDARDS = ("7489", "9989")
 PSL_PATH = Path(__file__).resolve().parents[1] / "data" / "public_suffix_list.dat"
@@ -107,8 +108,17 @@ _TAG_MEANINGS = {
 }
 
 
+_VERSION_RE = re.compile(r"[vV][ \t]*=[ \t]*DMARC1[ \t]*(?:;.*)?", re.S)
+
+
 def is_dmarc_record(text: str) -> bool:
-    return re.match(r"^v\s*=\s*DMARC1\s*(;|$)", text) is not None
+    """Does this TXT value start with the DMARC version tag? (RFC 9989 §4.8: ``dmarc-version = "v" equals %s"DMARC1"``
+    — the tag name in any case, as every ABNF quoted string; the value ``DMARC1`` case-sensitive; then ``;`` or the end.)
+
+    >>> is_dmarc_record("V=DMARC1; P=Reject"), is_dmarc_record("v=dmarc1; p=reject"), is_dmarc_record(" v=DMARC1")
+    (True, False, False)
+    """
+    return _VERSION_RE.fullmatch(text) is not None
 
 
 def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
@@ -129,7 +139,7 @@ def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
             continue
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+        if not sep or not re.fullmatch(r"[A-Za-z]+", key):  # dmarc-tag = 1*ALPHA equals 1*dmarc-value
             note("error", "syntax", f"« {part} » n'est pas une balise=valeur", f"\"{part}\" is not a tag=value", f"{ref} §4.7")
             valid = False
             continue
@@ -141,9 +151,9 @@ def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
                  f"{ref} §4.7")
             continue
         tags[key_l] = value
-    if tags.get("v") != "DMARC1":
-        note("error", "version", "un enregistrement DMARC commence par « v=DMARC1 » (en majuscules)",
-             "a DMARC record starts with \"v=DMARC1\" (upper case)", f"{ref} §4.7")
+    if tags.get("v") != "DMARC1" or not is_dmarc_record(text.strip()):
+        note("error", "version", "un enregistrement DMARC commence par « v=DMARC1 » (DMARC1 en majuscules)",
+             "a DMARC record starts with \"v=DMARC1\" (DMARC1 in upper case)", f"{ref} §4.8")
         return DMARCRecord(text, standard, tags, None, None, None, 100, False, "r", "r", (), (), "0", "u", tuple(notes), False)
 
     def policy(key: str) -> str | None:
@@ -162,14 +172,19 @@ def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
         note("info", "np-ignored", "np= n'existe pas dans RFC 7489 : ignoré", "np= does not exist in RFC 7489: ignored", "RFC 7489 §6.3")
     rua = _uris(tags.get("rua", ""), "rua", note, ref)
     ruf = _uris(tags.get("ruf", ""), "ruf", note, ref)
-    if p is None:
+    # RFC 7489 §6.6.3 step 6, RFC 9989 §4.10.1: no valid p, or an sp (9989: or np) that is present but not valid
+    broken = [k for k, v in (("p", p), ("sp", sp), ("np", np)) if (k == "p" or k in tags) and v is None
+              and not (k == "np" and standard == "7489")]
+    if broken:
+        what = ", ".join(f"{k}=" for k in broken)
+        section = "RFC 9989 §4.10.1" if standard == "9989" else "RFC 7489 §6.6.3"
         if rua:
-            note("warning", "no-p", "pas de p= valide mais un rua= valide : traité comme p=none",
-                 "no valid p= but a valid rua=: treated as p=none", f"{ref} §4.7")
-            p = "none"
+            note("warning", "policy-fallback", f"{what} manquant ou invalide mais un rua= valide : l'enregistrement vaut « p=none »",
+                 f"{what} missing or invalid but a valid rua=: the record acts as \"p=none\"", section)
+            p, sp, np = "none", None, None
         else:
-            note("error", "no-p", "p= manquant ou invalide (et pas de rua=) : l'enregistrement est ignoré",
-                 "p= missing or invalid (and no rua=): the record is ignored", f"{ref} §4.7")
+            note("error", "no-processing", f"{what} manquant ou invalide et pas de rua= valide : aucun traitement DMARC",
+                 f"{what} missing or invalid and no valid rua=: no DMARC processing", section)
             valid = False
     pct = 100
     if "pct" in tags:
@@ -245,16 +260,52 @@ def _normalize(domain: str) -> str:
     return domain.strip().rstrip(".").lower()
 
 
-def _fetch(resolver: Resolver, domain: str) -> tuple[str, list[str]]:
-    """Valid DMARC records at ``_dmarc.<domain>``: ("ok", records) or ("error", [])."""
+def _labels(name: str) -> int:
+    return len(name.split("."))
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One DMARC query: ``_dmarc.<domain>`` and what it gave — ``record`` (exactly one), ``none``,
+    ``multiple`` (all discarded) or ``error`` (a DNS failure)."""
+
+    domain: str
+    outcome: str
+    records: tuple[str, ...] = ()
+    psd: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"_dmarc.{self.domain}"
+
+    def describe(self) -> Text:
+        if self.outcome == "record":
+            extra = f" (psd={self.psd})" if self.psd in ("y", "n") else ""
+            return Text(f"{self.name} : « {self.records[0]} »{extra}", f"{self.name}: \"{self.records[0]}\"{extra}")
+        if self.outcome == "multiple":
+            return Text(f"{self.name} : {len(self.records)} enregistrements DMARC, tous écartés",
+                        f"{self.name}: {len(self.records)} DMARC records, all discarded")
+        if self.outcome == "error":
+            return Text(f"{self.name} : erreur DNS", f"{self.name}: DNS error")
+        return Text(f"{self.name} : aucun enregistrement DMARC", f"{self.name}: no DMARC record")
+
+
+def _lookup(resolver: Resolver, domain: str) -> Lookup:
+    """Query ``_dmarc.<domain>``; keep the TXT values that start with the DMARC version tag (RFC 9989 §4.10 step 2)."""
     answer = resolver.query(f"_dmarc.{domain}", "TXT")
     if answer.outcome in (Outcome.TIMEOUT, Outcome.SERVFAIL, Outcome.UNREACHABLE, Outcome.ERROR, Outcome.REFUSED):
-        return "error", []
-    return "ok", [r.value for r in answer.records if is_dmarc_record(r.value)]
+        return Lookup(domain, "error")
+    records = tuple(r.value for r in answer.records if is_dmarc_record(r.value))
+    if len(records) > 1:
+        return Lookup(domain, "multiple", records)
+    if records:
+        return Lookup(domain, "record", records, parse_record(records[0], standard="9989").psd)
+    return Lookup(domain, "none")
 
 
 def _walk(domain: str) -> list[str]:
-    """RFC 9989 tree walk: the author domain, then (after a jump to 7 labels for long names) one label less each time."""
+    """RFC 9989 §4.10 tree walk: the starting name, then (after a jump to 7 labels for names of 8 labels or more)
+    one label less each time, down to the top-level domain — 8 names at most."""
     labels = domain.split(".")
     names = [domain]
     if len(labels) >= 8:
@@ -271,26 +322,65 @@ def _walk(domain: str) -> list[str]:
     return out[:8]
 
 
+def _tree_walk(resolver: Resolver, names: list[str], done: list[Lookup] | None = None) -> tuple[list[Lookup], bool]:
+    """Query each name in turn (``done``: lookups already made, reused by name); stop at a single record carrying
+    psd=y or psd=n, or at a DNS error (second value). Returns the lookups of the names walked, in order."""
+    known = {lk.domain: lk for lk in done or []}
+    lookups = []
+    for name in names:
+        lk = known.get(name) or _lookup(resolver, name)
+        lookups.append(lk)
+        if lk.outcome == "error":
+            return lookups, True
+        if lk.outcome == "record" and lk.psd in ("y", "n"):
+            break
+    return lookups, False
+
+
+def _select_org(start: str, lookups: list[Lookup]) -> tuple[str, str, str | None]:
+    """RFC 9989 §4.10.2: (organizational domain, rule, PSD name) from the records a tree walk found,
+    looked at from the longest name to the shortest."""
+    found = sorted((lk for lk in lookups if lk.outcome == "record"), key=lambda lk: -_labels(lk.domain))
+    for lk in found:
+        if lk.psd == "n":
+            return lk.domain, "psd=n", None
+        if lk.psd == "y" and lk.domain != start:
+            below = ".".join(start.split(".")[-(_labels(lk.domain) + 1):])
+            return below, "psd=y", lk.domain
+    if found:
+        return found[-1].domain, "fewest-labels", None
+    return start, "start", None
+
+
+_ORG_RULES = {
+    "psd=n": Text("l'enregistrement porte psd=n : c'est le domaine organisationnel (RFC 9989 §4.10.2 règle 1)",
+                  "the record carries psd=n: it is the organizational domain (RFC 9989 §4.10.2 rule 1)"),
+    "psd=y": Text("un label sous l'enregistrement psd=y (RFC 9989 §4.10.2 règle 2)",
+                  "one label below the psd=y record (RFC 9989 §4.10.2 rule 2)"),
+    "fewest-labels": Text("l'enregistrement trouvé au nom qui a le moins de labels (RFC 9989 §4.10.2 règle 3)",
+                          "the record found at the name with the fewest labels (RFC 9989 §4.10.2 rule 3)"),
+    "start": Text("aucun enregistrement : le nom de départ lui-même (RFC 9989 §4.10.2)",
+                  "no record: the starting name itself (RFC 9989 §4.10.2)"),
+    "psl": Text("suffixe public + 1 label, liste des suffixes publics (RFC 7489 §3.2)",
+                "public suffix + 1 label, Public Suffix List (RFC 7489 §3.2)"),
+}
+
+
 def organizational_domain(domain: str, *, standard: str = "9989", resolver: Resolver | None = None, world=None) -> str:
-    """The organizational domain of ``domain``: PSL (RFC 7489) or DNS tree walk (RFC 9989)."""
+    """The organizational domain of ``domain``: PSL (RFC 7489 §3.2) or the DNS tree walk (RFC 9989 §4.10.2)."""
+    if standard == "7489":
+        return _organizational(domain, standard, resolver)[0]  # type: ignore[arg-type]  # the PSL needs no DNS
+    return _organizational(domain, standard, resolver or Resolver(world=world))[0]
+
+
+def _organizational(domain: str, standard: str, resolver: Resolver, done: list[Lookup] | None = None
+                    ) -> tuple[str, str, list[Lookup]]:
     domain = _normalize(domain)
     if standard == "7489":
-        return _psl().privatesuffix(domain) or domain
-    resolver = resolver or Resolver(world=world)
-    found: list[tuple[str, DMARCRecord]] = []
-    for name in _walk(domain):
-        status, records = _fetch(resolver, name)
-        if status == "ok" and len(records) == 1:
-            record = parse_record(records[0], standard="9989")
-            if record.psd == "n":
-                return name
-            if record.psd == "y":
-                below = domain.split(".")[-(len(name.split(".")) + 1):]
-                return ".".join(below) if len(below) > len(name.split(".")) else domain
-            found.append((name, record))
-    if found:
-        return min(found, key=lambda item: len(item[0].split(".")))[0]
-    return domain
+        return _psl().privatesuffix(domain) or domain, "psl", []
+    lookups, _error = _tree_walk(resolver, _walk(domain), done)
+    org, rule, _psd = _select_org(domain, lookups)
+    return org, rule, lookups
 
 
 # ---------------------------------------------------------------------------
@@ -298,44 +388,116 @@ def organizational_domain(domain: str, *, standard: str = "9989", resolver: Reso
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Discovery:
-    """Where the policy of a domain was found (or not), under one standard."""
+    """Where the policy of a domain was found (or not), under one standard, and by which rule.
+
+    ``rule``: ``author`` (the From domain's own record), ``organizational`` (its organizational domain's),
+    ``psd`` (its public suffix domain's, RFC 9989); ``lookups`` lists every query in order.
+    """
 
     standard: str
     domain: str
     record_domain: str | None
     record: DMARCRecord | None
     queried: tuple[str, ...]
-    status: str  # found, none, error, multiple
+    status: str  # found, none, error, multiple (RFC 7489: several records stop discovery)
+    rule: str | None = None
+    org_domain: str | None = None
+    org_rule: str | None = None
+    lookups: tuple[Lookup, ...] = ()
+
+    def explain(self) -> Text:
+        """Which record governs the domain, found where, by which rule — in one sentence."""
+        ref = "RFC 9989 §4.10.1" if self.standard == "9989" else "RFC 7489 §6.6.3"
+        if self.status == "error":
+            return Text(f"erreur DNS en cherchant la politique ({ref})", f"DNS error while looking for the policy ({ref})")
+        if self.status == "multiple":
+            return Text(f"plusieurs enregistrements DMARC à _dmarc.{self.record_domain} : la recherche s'arrête, pas de DMARC "
+                        f"({ref} étape 5)", f"several DMARC records at _dmarc.{self.record_domain}: discovery stops, no DMARC "
+                        f"({ref} step 5)")
+        if self.record is None:
+            return Text(f"aucun enregistrement DMARC applicable ({', '.join(self.queried)}) : DMARC ne s'applique pas ({ref})",
+                        f"no applicable DMARC record ({', '.join(self.queried)}): DMARC does not apply ({ref})")
+        which = {"author": Text("celui du domaine de l'auteur (From)", "the author (From) domain's own"),
+                 "organizational": Text(f"celui du domaine organisationnel {self.org_domain}",
+                                        f"that of the organizational domain {self.org_domain}"),
+                 "psd": Text(f"celui du domaine de suffixe public {self.record_domain} (psd=y)",
+                             f"that of the public suffix domain {self.record_domain} (psd=y)")}[self.rule or "author"]
+        return Text(f"enregistrement appliqué : _dmarc.{self.record_domain}, {which.fr} ({ref})",
+                    f"record applied: _dmarc.{self.record_domain}, {which.en} ({ref})")
 
 
 def discover(domain: str, *, standard: str = "9989", resolver: Resolver | None = None, world=None) -> Discovery:
-    """Find the DMARC record that governs ``domain``: RFC 7489 (the domain, then its PSL organizational domain)
-    or RFC 9989 (the tree walk)."""
+    """Find the DMARC record that governs ``domain``.
+
+    RFC 9989 §4.10.1: the author domain's record; else, after a tree walk from its parent, the record of its
+    organizational domain (§4.10.2), else of its public suffix domain — never a record met in between. Several
+    records at one name are all discarded and the walk goes on. RFC 7489 §6.6.3: the domain, then its PSL
+    organizational domain; several records stop discovery.
+    """
     domain = _normalize(domain)
     resolver = resolver or Resolver(world=world)
     if standard == "7489":
-        names = [domain]
-        org = organizational_domain(domain, standard="7489")
-        if org != domain:
-            names.append(org)
-    else:
-        names = _walk(domain)
-    queried = []
-    for name in names:
-        queried.append(f"_dmarc.{name}")
-        status, records = _fetch(resolver, name)
-        if status == "error":
-            return Discovery(standard, domain, None, None, tuple(queried), "error")
-        if len(records) > 1:
-            return Discovery(standard, domain, name, None, tuple(queried), "multiple")
-        if records:
-            return Discovery(standard, domain, name, parse_record(records[0], standard=standard), tuple(queried), "found")
-    return Discovery(standard, domain, None, None, tuple(queried), "none")
+        return _discover_7489(domain, resolver)
+    first = _lookup(resolver, domain)
+    if first.outcome == "error":
+        return Discovery(standard, domain, None, None, (first.name,), "error", lookups=(first,))
+    if first.outcome == "record":
+        org, org_rule, lookups = _organizational(domain, "9989", resolver, [first])
+        return Discovery(standard, domain, domain, parse_record(first.records[0], standard=standard), (first.name,), "found",
+                         "author", org, org_rule, (first,))
+    walk = _walk(domain)
+    rest, error = _tree_walk(resolver, walk[1:])
+    lookups = [first] + rest
+    queried = tuple(lk.name for lk in lookups)
+    if error:
+        return Discovery(standard, domain, None, None, queried, "error", lookups=tuple(lookups))
+    org, org_rule, psd_name = _select_org(domain, lookups)
+    by_name = {lk.domain: lk for lk in lookups}
+    chosen, rule = None, None
+    if org in by_name and by_name[org].outcome == "record":
+        chosen, rule = by_name[org], "organizational"
+    elif psd_name is not None:
+        chosen, rule = by_name[psd_name], "psd"
+    if chosen is None:
+        return Discovery(standard, domain, None, None, queried, "none", None, org, org_rule, tuple(lookups))
+    return Discovery(standard, domain, chosen.domain, parse_record(chosen.records[0], standard=standard), queried, "found",
+                     rule, org, org_rule, tuple(lookups))
+
+
+def _discover_7489(domain: str, resolver: Resolver) -> Discovery:
+    org = _psl().privatesuffix(domain) or domain
+    lookups = []
+    for name, rule in ((domain, "author"), (org, "organizational")):
+        if lookups and name == domain:
+            break
+        lk = _lookup(resolver, name)
+        lookups.append(lk)
+        queried = tuple(x.name for x in lookups)
+        if lk.outcome == "error":
+            return Discovery("7489", domain, None, None, queried, "error", lookups=tuple(lookups))
+        if lk.outcome == "multiple":
+            return Discovery("7489", domain, name, None, queried, "multiple", None, org, "psl", tuple(lookups))
+        if lk.outcome == "record":
+            return Discovery("7489", domain, name, parse_record(lk.records[0], standard="7489"), queried, "found", rule, org, "psl",
+                             tuple(lookups))
+    return Discovery("7489", domain, None, None, tuple(x.name for x in lookups), "none", None, org, "psl", tuple(lookups))
+
+
+def _exists(resolver: Resolver, domain: str) -> bool | None:
+    """RFC 9989 §3.2.13 / A.4: a domain does not exist when a query for it gets NXDOMAIN (any type: RFC 8020)."""
+    answer = resolver.query(domain, "A")
+    if answer.outcome == Outcome.NXDOMAIN:
+        return False
+    if answer.outcome in (Outcome.TIMEOUT, Outcome.SERVFAIL, Outcome.UNREACHABLE, Outcome.ERROR, Outcome.REFUSED):
+        return None
+    return True
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """DMARC's judgement of one message under one standard."""
+    """DMARC's judgement of one message under one standard, with the trace a student reads: which record was
+    used (``discovery``), which of its tags gave the policy (``policy_tag``: p, sp or np), the test mode or
+    sampling that lowered it, and every DNS query (:meth:`trace`)."""
 
     standard: str
     result: str  # pass, fail, none, temperror, permerror
@@ -351,10 +513,51 @@ class Verdict:
     reason: Text
     queried: tuple[str, ...] = ()
     notes: tuple[Text, ...] = ()
+    discovery: Discovery | None = None
+    policy_tag: str | None = None
+    testing: bool = False
+    pct: int | None = None
+    sample: float | None = None
+    sampled: bool | None = None
 
     def __str__(self) -> str:
-        return (f"RFC {self.standard}: dmarc={self.result} (p={self.policy or '-'} → {self.disposition}) "
+        tag = self.policy_tag or "p"
+        return (f"RFC {self.standard}: dmarc={self.result} ({tag}={self.policy or '-'} → {self.disposition}) "
                 f"header.from={self.from_domain} — {self.reason}")
+
+    def trace(self) -> list[Text]:
+        """The steps, in order: each query and its answer, the record applied and why, the policy tag, the lowering."""
+        steps: list[Text] = []
+        d = self.discovery
+        if d is not None:
+            steps += [lk.describe() for lk in d.lookups]
+            steps.append(d.explain())
+            if d.org_domain:
+                rule = _ORG_RULES.get(d.org_rule or "", Text("", ""))
+                steps.append(Text(f"domaine organisationnel de {self.from_domain} : {d.org_domain} — {rule.fr}",
+                                  f"organizational domain of {self.from_domain}: {d.org_domain} — {rule.en}"))
+        if self.policy_tag:
+            steps.append(_TAG_RULES[self.policy_tag])
+        steps.append(Text(f"SPF : {self.spf_detail.fr}", f"SPF: {self.spf_detail.en}"))
+        steps.append(Text(f"DKIM : {self.dkim_detail.fr}", f"DKIM: {self.dkim_detail.en}"))
+        steps.append(self.reason)
+        steps += list(self.notes)
+        return steps
+
+    def trace_frame(self) -> "pandas.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame({"étape": range(1, len(self.trace()) + 1), "explication": [str(t) for t in self.trace()]})
+
+
+_TAG_RULES = {
+    "p": Text("politique lue dans p= : l'enregistrement est celui du domaine du From",
+              "policy read from p=: the record is the From domain's own"),
+    "sp": Text("politique lue dans sp= (ou p= sans sp=) : l'enregistrement est celui d'un domaine parent et le From existe",
+               "policy read from sp= (or p= without sp=): the record is a parent domain's and the From exists"),
+    "np": Text("politique lue dans np= : le domaine du From n'existe pas (NXDOMAIN, RFC 9989 §4.10.1)",
+               "policy read from np=: the From domain does not exist (NXDOMAIN, RFC 9989 §4.10.1)"),
+}
 
 
 @dataclass(frozen=True)
@@ -405,32 +608,35 @@ def _aligned(domain: str | None, from_domain: str, mode: str, org_of) -> tuple[b
 
 
 def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain: str | None,
-             dkim: list[tuple[str, str]], resolver: Resolver, nonexistent: bool) -> Verdict:
+             dkim: list[tuple[str, str]], resolver: Resolver, nonexistent: bool | None, sample: float | None) -> Verdict:
     found = discover(from_domain, standard=standard, resolver=resolver)
     cache: dict[str, str] = {}
+    if found.org_domain and standard == "9989":
+        cache[from_domain] = found.org_domain
 
     def org_of(name: str) -> str:
         if name not in cache:
-            cache[name] = organizational_domain(name, standard=standard, resolver=resolver)
+            cache[name] = _organizational(name, standard, resolver, list(found.lookups))[0]
         return cache[name]
 
-    org_from = org_of(from_domain)
-    notes: list[Text] = []
+    empty = Text("", "")
+    base = dict(queried=found.queried, discovery=found)
     if found.status == "error":
-        return Verdict(standard, "temperror", "none", None, from_domain, None, org_from, False, False, Text("", ""), Text("", ""),
-                       Text("erreur DNS en cherchant la politique DMARC", "DNS error while looking for the DMARC policy"), found.queried)
-    if found.status == "multiple":
-        return Verdict(standard, "none", "none", None, from_domain, found.record_domain, org_from, False, False, Text("", ""),
-                       Text("", ""), Text(f"plusieurs enregistrements DMARC à _dmarc.{found.record_domain} : aucune politique ne s'applique",
-                                          f"several DMARC records at _dmarc.{found.record_domain}: no policy applies"), found.queried)
+        return Verdict(standard, "temperror", "none", None, from_domain, None, from_domain, False, False, empty, empty,
+                       found.explain(), **base)
+    org_from = org_of(from_domain)
+    if found.status == "multiple" or found.record is None:
+        return Verdict(standard, "none", "none", None, from_domain, found.record_domain, org_from, False, False, empty, empty,
+                       found.explain(), **base)
     record = found.record
-    if record is None or not record.valid:
-        reason = (Text("aucun enregistrement DMARC trouvé (" + ", ".join(found.queried) + ")",
-                       "no DMARC record found (" + ", ".join(found.queried) + ")") if record is None else
-                  Text("enregistrement DMARC invalide : " + "; ".join(n.message.fr for n in record.notes if n.severity == "error"),
-                       "invalid DMARC record: " + "; ".join(n.message.en for n in record.notes if n.severity == "error")))
-        return Verdict(standard, "none", "none", None, from_domain, found.record_domain, org_from, False, False, Text("", ""),
-                       Text("", ""), reason, found.queried)
+    if not record.valid:
+        reason = Text("enregistrement DMARC inutilisable, aucun traitement DMARC : " +
+                      "; ".join(n.message.fr for n in record.notes if n.severity == "error"),
+                      "unusable DMARC record, no DMARC processing: " +
+                      "; ".join(n.message.en for n in record.notes if n.severity == "error"))
+        return Verdict(standard, "none", "none", None, from_domain, found.record_domain, org_from, False, False, empty, empty,
+                       reason, **base)
+    notes: list[Text] = []
     spf_ok = spf_result == "pass"
     spf_aligned, spf_dom = _aligned(spf_domain, from_domain, record.aspf, org_of) if spf_ok else (False, _normalize(spf_domain or ""))
     spf_detail = _align_text("SPF", spf_ok, spf_dom, from_domain, record.aspf, spf_aligned, org_of)
@@ -442,8 +648,16 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
         dkim_aligned = dkim_aligned or aligned
         dkim_texts.append(_align_text("DKIM", ok, dom, from_domain, record.adkim, aligned, org_of))
     dkim_detail = Text(" ; ".join(t.fr for t in dkim_texts) or "aucune signature DKIM", "; ".join(t.en for t in dkim_texts) or "no DKIM signature")
-    subdomain = found.record_domain != from_domain
-    policy = record.policy_for(subdomain=subdomain, nonexistent=nonexistent)
+    tag = "p"
+    if found.rule != "author":  # the record is a parent's: sp, or np for a From domain that does not exist (9989)
+        tag = "sp"
+        if standard == "9989" and record.np:
+            missing = nonexistent if nonexistent is not None else _exists(resolver, from_domain) is False
+            if missing:
+                tag = "np"
+    policy = {"p": record.p, "sp": record.sp or record.p, "np": record.np}[tag] or "none"
+    pct = record.pct if standard == "7489" else None
+    sampled = None
     if spf_aligned or dkim_aligned:
         result, disposition = "pass", "none"
         reason = Text(f"{'SPF' if spf_aligned else 'DKIM'} passe et est aligné avec le From ({from_domain})",
@@ -454,17 +668,29 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
                       f"neither SPF nor DKIM pass aligned with {from_domain}: policy {policy}")
         if standard == "9989" and record.t and policy != "none":
             disposition = _LOWER[policy]
-            notes.append(Text(f"t=y : politique appliquée un cran plus bas ({disposition})", f"t=y: policy applied one level lower ({disposition})"))
-        if standard == "7489" and record.pct < 100 and policy != "none":
-            notes.append(Text(f"pct={record.pct} : la politique ne s'applique qu'à {record.pct} % des messages en échec",
-                              f"pct={record.pct}: the policy applies to only {record.pct}% of failing messages"))
+            notes.append(Text(f"t=y : politique appliquée un cran plus bas ({disposition}) (RFC 9989 §4.7)",
+                              f"t=y: policy applied one level lower ({disposition}) (RFC 9989 §4.7)"))
+        if standard == "7489" and policy != "none" and pct is not None and (pct < 100 or "pct" in record.tags):
+            if sample is None:
+                sample = random.random()
+            sampled = sample * 100 < pct
+            if sampled:
+                notes.append(Text(f"pct={pct} : tirage {sample:.2f} < {pct / 100:.2f}, message retenu : politique {policy} appliquée "
+                                  "(RFC 7489 §6.6.4)", f"pct={pct}: draw {sample:.2f} < {pct / 100:.2f}, message selected: "
+                                  f"policy {policy} applied (RFC 7489 §6.6.4)"))
+            else:
+                disposition = _LOWER[policy]
+                notes.append(Text(f"pct={pct} : tirage {sample:.2f} ≥ {pct / 100:.2f}, message non retenu : politique un cran plus bas "
+                                  f"({disposition}) (RFC 7489 §6.6.4)", f"pct={pct}: draw {sample:.2f} ≥ {pct / 100:.2f}, message not "
+                                  f"selected: next lower policy ({disposition}) (RFC 7489 §6.6.4)"))
     if org_from != from_domain and from_domain.endswith("." + org_from):
         notes.append(Text(f"domaine organisationnel de {from_domain} : {org_from} — en alignement relâché, tout sous-domaine "
                           f"de {org_from} s'aligne avec lui",
                           f"organizational domain of {from_domain}: {org_from} — under relaxed alignment, any subdomain of "
                           f"{org_from} aligns with it"))
     return Verdict(standard, result, disposition, policy, from_domain, found.record_domain, org_from, spf_aligned, dkim_aligned,
-                   spf_detail, dkim_detail, reason, found.queried, tuple(notes))
+                   spf_detail, dkim_detail, reason, found.queried, tuple(notes), found, tag, bool(record.t and standard == "9989"),
+                   pct, sample if sampled is not None else None, sampled)
 
 
 def _align_text(method: str, ok: bool, domain: str, from_domain: str, mode: str, aligned: bool, org_of) -> Text:
@@ -480,7 +706,7 @@ def _align_text(method: str, ok: bool, domain: str, from_domain: str, mode: str,
 
 def evaluate(from_domain: str, *, spf_result: str | None = None, spf_domain: str | None = None,
              dkim: list[tuple[str, str]] | None = None, resolver: Resolver | None = None, world=None,
-             nonexistent: bool = False) -> DMARCEvaluation:
+             nonexistent: bool | None = None, sample: float | None = None) -> DMARCEvaluation:
     """Judge a message by DMARC under RFC 7489 and RFC 9989.
 
     Parameters
@@ -492,12 +718,15 @@ def evaluate(from_domain: str, *, spf_result: str | None = None, spf_domain: str
     dkim : list of (domain, result)
         Each DKIM signature's ``d=`` and result (``"pass"``, ``"fail"``…). A signature whose key is in
         testing mode should be passed as not ``"pass"`` (see :attr:`labmail.dkim.SignatureCheck.counts_for_dmarc`).
-    nonexistent : bool
-        The From domain does not exist in DNS (RFC 9989's ``np=`` then applies).
+    nonexistent : bool, optional
+        The From domain does not exist in DNS (RFC 9989's ``np=`` then applies). ``None`` (default): asked to the DNS
+        when it matters (an NXDOMAIN for the domain, RFC 9989 §3.2.13).
+    sample : float in [0, 1), optional
+        RFC 7489's ``pct`` sampling draw (a message is selected when ``sample × 100 < pct``); random by default.
     """
     from_domain = _normalize(from_domain)
     resolver = resolver or Resolver(world=world)
-    verdicts = {s: _verdict(s, from_domain, spf_result, spf_domain, list(dkim or []), resolver, nonexistent) for s in STANDARDS}
+    verdicts = {s: _verdict(s, from_domain, spf_result, spf_domain, list(dkim or []), resolver, nonexistent, sample) for s in STANDARDS}
     old, new = verdicts["7489"], verdicts["9989"]
     differences: list[Text] = []
     if old.org_from != new.org_from:

@@ -20,6 +20,7 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from typing import TYPE_CHECKING
 
+from ._rfc5322 import Token, lex
 from .errors import LabmailError
 from .i18n import Text
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .dns import Resolver
 
-__all__ = ["AuthResults", "MethodResult", "parse_authentication_results", "make_authentication_results", "Hop",
+__all__ = ["AuthResults", "MethodResult", "Property", "RESULTS", "parse_authentication_results", "make_authentication_results", "Hop",
            "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "envelope_from_headers", "verify_arc", "arc_sign", "ARCResult"]
 
 
@@ -36,8 +37,28 @@ __all__ = ["AuthResults", "MethodResult", "parse_authentication_results", "make_
 # Authentication-Results (RFC 8601)
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Property:
+    """One property of a result: ``ptype.name=value`` (RFC 8601 §2.2), or a bare ``name=value`` without ptype
+    as Microsoft 365 writes (``action=none``), with the comments that follow it."""
+
+    ptype: str | None
+    name: str
+    value: str
+    comments: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.ptype}.{self.name}" if self.ptype else self.name
+
+
+@dataclass(frozen=True)
 class MethodResult:
-    """One ``method=result`` of an Authentication-Results header, with its properties and comments."""
+    """One ``method=result`` of an Authentication-Results header, with its properties and comments.
+
+    ``comments`` lists every comment of the result in order; ``positions`` says what each one follows:
+    ``"method"`` (the method name or its ``=``), ``"result"``, ``"reason"``, or a property key such as
+    ``"header.d"``. ``items`` keeps every property in order, repeated ones included.
+    """
 
     method: str
     result: str
@@ -45,19 +66,32 @@ class MethodResult:
     reason: str | None = None
     properties: dict = field(default_factory=dict)
     comments: tuple[str, ...] = ()
+    positions: tuple[tuple[str, str], ...] = ()
+    items: tuple[Property, ...] = ()
+    for_: str | None = None
 
     def get(self, prop: str, default: str | None = None) -> str | None:
-        return self.properties.get(prop, default)
+        return self.properties.get(prop.lower(), default)
 
 
 @dataclass(frozen=True)
 class AuthResults:
-    """A parsed Authentication-Results header."""
+    """A parsed Authentication-Results (or ARC-Authentication-Results) header.
+
+    ``comments`` are the header-level comments with what they follow (``"start"``, ``"instance"``,
+    ``"authserv-id"``, ``"version"``, ``"none"``); ``stray`` keeps the items that are not ``method=result``
+    (Exchange's bare tenant domain…); ``findings`` says, in French and English, what was not by the grammar.
+    """
 
     authserv_id: str | None
     version: str | None
     results: tuple[MethodResult, ...]
     raw: str = ""
+    instance: int | None = None
+    comments: tuple[tuple[str, str], ...] = ()
+    stray: tuple[str, ...] = ()
+    findings: tuple[Text, ...] = ()
+    none: bool = False
 
     def get(self, method: str) -> MethodResult | None:
         """The first result of ``method`` (``"spf"``, ``"dkim"``, ``"dmarc"``…)."""
@@ -66,109 +100,335 @@ class AuthResults:
     def all(self, method: str) -> list[MethodResult]:
         return [r for r in self.results if r.method == method.lower()]
 
+    def _comment(self, where: str) -> str | None:
+        return next((text for position, text in self.comments if position == where), None)
+
+    @property
+    def authserv_comment(self) -> str | None:
+        """The comment after the authserv-id, e.g. Gmail's ``(Postfix)`` or RFC 8601 B.7's ``(foobar)``."""
+        return self._comment("authserv-id")
+
+    @property
+    def version_comment(self) -> str | None:
+        return self._comment("version")
+
     def to_dataframe(self) -> "pandas.DataFrame":
         import pandas as pd
 
         return pd.DataFrame([{"serveur": self.authserv_id, "méthode": r.method, "résultat": r.result, "raison": r.reason,
-                              "propriétés": " ".join(f"{k}={v}" for k, v in r.properties.items()),
+                              "propriétés": " ".join(f"{p.key}={p.value}" for p in r.items) or
+                              " ".join(f"{k}={v}" for k, v in r.properties.items()),
                               "commentaires": " ".join(r.comments)} for r in self.results],
                             columns=["serveur", "méthode", "résultat", "raison", "propriétés", "commentaires"])
 
 
-def _split_cfws(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """Split on ';' outside quotes and comments; return [(segment text without comments, comments)]."""
-    segments: list[tuple[str, list[str]]] = []
-    current, comments, comment = [], [], []
-    depth, quoted, escape = 0, False, False
-    for ch in text:
-        if escape:
-            (comment if depth else current).append(ch)
-            escape = False
-            continue
-        if ch == "\\" and (quoted or depth):
-            escape = True
-            (comment if depth else current).append(ch)
-            continue
-        if depth:
-            if ch == "(":
-                depth += 1
-                comment.append(ch)
-            elif ch == ")":
-                depth -= 1
-                if depth == 0:
-                    comments.append("".join(comment).strip())
-                    comment = []
-                    current.append(" ")
-                else:
-                    comment.append(ch)
-            else:
-                comment.append(ch)
-            continue
-        if ch == '"':
-            quoted = not quoted
-            current.append(ch)
-        elif ch == "(" and not quoted:
-            depth = 1
-        elif ch == ";" and not quoted:
-            segments.append(("".join(current), comments))
-            current, comments = [], []
-        else:
-            current.append(ch)
-    if comment:
-        comments.append("".join(comment).strip())
-    segments.append(("".join(current), comments))
-    return segments, []
+#: Result words of each method (RFC 8601 §2.7, RFC 7489 §11.2, RFC 8617 §4.4, RFC 9989); others are kept, with a finding.
+RESULTS = {
+    "auth": ("none", "pass", "fail", "temperror", "permerror"),
+    "dkim": ("none", "pass", "fail", "policy", "neutral", "temperror", "permerror"),
+    "domainkeys": ("none", "pass", "fail", "policy", "neutral", "temperror", "permerror"),
+    "spf": ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"),
+    "sender-id": ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror", "policy"),
+    "iprev": ("pass", "fail", "temperror", "permerror"),
+    "dmarc": ("none", "pass", "fail", "temperror", "permerror"),
+    "arc": ("none", "pass", "fail"),
+}
 
 
-def _tokens(text: str) -> list[str]:
-    return re.findall(r'[^\s"=]+="(?:[^"\\]|\\.)*"|"(?:[^"\\]|\\.)*"|[^\s]+', text)
+class _Stream:
+    """Tokens of a header with white space dropped; each remembers whether white space (a fold) came before it."""
+
+    def __init__(self, text: str, specials: str) -> None:
+        self.items: list[tuple[Token, bool, bool]] = []
+        space = fold = False
+        for tok in lex(text, specials):
+            if tok.kind == "ws":
+                space, fold = True, fold or tok.fold
+                continue
+            self.items.append((tok, space, fold))
+            space = fold = False
+        self.pos = 0
+
+    def peek(self, skip_comments: bool = False, offset: int = 0) -> Token | None:
+        i, seen = self.pos, 0
+        while i < len(self.items):
+            tok = self.items[i][0]
+            if skip_comments and tok.kind == "comment":
+                i += 1
+                continue
+            if seen == offset:
+                return tok
+            seen += 1
+            i += 1
+        return None
+
+    def spaced(self) -> tuple[bool, bool]:
+        """(white space before the next token, a fold among it)."""
+        return (self.items[self.pos][1], self.items[self.pos][2]) if self.pos < len(self.items) else (False, False)
+
+    def next(self) -> Token:
+        tok = self.items[self.pos][0]
+        self.pos += 1
+        return tok
+
+    def comments(self) -> list[str]:
+        out = []
+        while self.pos < len(self.items) and self.items[self.pos][0].kind == "comment":
+            out.append(self.next().text)
+        return out
+
+    def at(self, kind: str, text: str | None = None, *, skip_comments: bool = False) -> bool:
+        tok = self.peek(skip_comments)
+        return tok is not None and tok.kind == kind and (text is None or tok.text == text)
+
+    def done(self) -> bool:
+        return self.pos >= len(self.items)
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
-    return value
+def _finding(fr: str, en: str) -> Text:
+    return Text(fr, en)
 
 
 def parse_authentication_results(value: str) -> AuthResults:
-    """Parse an Authentication-Results header value (or a whole ``Authentication-Results: …`` line), tolerantly."""
-    text = re.sub(r"\r?\n[ \t]+", " ", value or "").strip()
-    text = re.sub(r"(?i)^(arc-)?authentication-results:\s*", "", text)
-    text = re.sub(r"^i=\d+\s*;\s*", "", text)  # ARC-Authentication-Results instance
-    segments, _ = _split_cfws(text)
-    authserv, version = None, None
-    first, first_comments = segments[0]
-    rest = segments[1:]
-    first_tokens = _tokens(first)
-    if first_tokens and "=" not in first_tokens[0]:
-        authserv = first_tokens[0]
-        if len(first_tokens) > 1 and first_tokens[1].isdigit():
-            version = first_tokens[1]
-    else:  # Microsoft 365: no authserv-id, the first segment is already a result
-        rest = segments
-    results = []
-    for segment, comments in rest:
-        tokens = _tokens(segment)
-        if not tokens or tokens == ["none"]:
-            continue
-        head = tokens[0]
-        if "=" not in head:
-            continue
-        method, _, result = head.partition("=")
-        method_version = None
-        if "/" in method:
-            method, _, method_version = method.partition("/")
-        reason, props = None, {}
-        for token in tokens[1:]:
-            key, sep, val = token.partition("=")
-            if not sep:
-                continue
-            if key.lower() == "reason":
-                reason = _unquote(val)
+    """Parse an Authentication-Results (or ARC-Authentication-Results) value, or a whole header line, by RFC 8601's
+    ABNF with comments and folding wherever the grammar allows them — and tolerantly: Microsoft 365's form without
+    authserv-id, bare ``key=value`` items, Exchange's bare tokens, non-standard result words, a trailing ``;`` and
+    ``for <rcpt>`` are parsed; malformed input gives a partial result with :attr:`AuthResults.findings`, never an
+    exception.
+
+    >>> ar = parse_authentication_results("foo.example.net (foobar) 1 (baz); dkim (Because I like it) / 1 "
+    ...                                   "(One yay) = (wait for it) fail policy (A dot can go here) . (like that) "
+    ...                                   "expired (this surprised me) = (as I wasn't expecting it) 1362471462")
+    >>> ar.authserv_id, ar.version, ar.results[0].method, ar.results[0].version, ar.results[0].result
+    ('foo.example.net', '1', 'dkim', '1', 'fail')
+    >>> ar.results[0].get("policy.expired"), ar.authserv_comment
+    ('1362471462', 'foobar')
+    """
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    text = re.sub(r"(?is)^\s*(arc-)?authentication-results\s*:", "", text, count=1)
+    stream = _Stream(text, ";=")
+    findings: list[Text] = []
+    header_comments: list[tuple[str, str]] = []
+    stray: list[str] = []
+    for tok, _s, _f in stream.items:
+        if not tok.closed:
+            kind = "commentaire" if tok.kind == "comment" else "chaîne entre guillemets"
+            findings.append(_finding(f"{kind} non fermé(e) à la position {tok.start} : lu jusqu'à la fin",
+                                     f"unclosed {'comment' if tok.kind == 'comment' else 'quoted string'} at position "
+                                     f"{tok.start}: read to the end"))
+    header_comments += [("start", c) for c in stream.comments()]
+    instance = None
+    # ARC-Authentication-Results: "i=" [CFWS] instance ";" (RFC 8617 §4.1.1)
+    first, second = stream.peek(True), stream.peek(True, 1)
+    if (first is not None and first.kind == "word" and first.text.lower() == "i" and second is not None
+            and second.kind == "special" and second.text == "="):
+        stream.next()
+        stream.comments()
+        stream.next()
+        header_comments += [("instance", c) for c in stream.comments()]
+        tok = stream.peek()
+        if tok is not None and tok.kind == "word" and tok.text.isdigit():
+            instance = int(stream.next().text)
+        else:
+            findings.append(_finding("instance ARC « i= » sans nombre", "ARC instance \"i=\" without a number"))
+        header_comments += [("instance", c) for c in stream.comments()]
+        if stream.at("special", ";"):
+            stream.next()
+        header_comments += [("instance", c) for c in stream.comments()]
+    authserv = version = None
+    first, second = stream.peek(True), stream.peek(True, 1)
+    if first is None:
+        findings.append(_finding("en-tête vide : ni authserv-id ni résultat", "empty header: no authserv-id and no result"))
+    elif first.kind == "special" and first.text == ";":
+        findings.append(_finding("authserv-id manquant avant le premier « ; »", "authserv-id missing before the first \";\""))
+    elif second is not None and second.kind == "special" and second.text == "=":
+        findings.append(_finding("pas d'authserv-id : le premier élément est déjà un résultat (forme de Microsoft 365)",
+                                 "no authserv-id: the first item is already a result (Microsoft 365's form)"))
+    else:
+        stream.comments()
+        authserv = stream.next().text
+        header_comments += [("authserv-id", c) for c in stream.comments()]
+        tok = stream.peek()
+        if tok is not None and tok.kind == "word" and tok.text.isdigit():
+            version = stream.next().text
+            header_comments += [("version", c) for c in stream.comments()]
+        extra = []
+        while not stream.done() and not stream.at("special", ";"):
+            tok = stream.next()
+            if tok.kind == "comment":
+                header_comments.append(("authserv-id", tok.text))
             else:
-                props[key.lower()] = _unquote(val)
-        results.append(MethodResult(method.lower(), _unquote(result).lower(), method_version, reason, props, tuple(comments)))
-    return AuthResults(authserv, version, tuple(results), text)
+                extra.append(tok.text)
+        if extra:
+            stray.append(" ".join(extra))
+            findings.append(_finding(f"texte inattendu après l'authserv-id : « {' '.join(extra)} » (gardé tel quel)",
+                                     f"unexpected text after the authserv-id: \"{' '.join(extra)}\" (kept as is)"))
+    results: list[MethodResult] = []
+    none = False
+    leading = authserv is None and first is not None and not (first.kind == "special" and first.text == ";")
+    while not stream.done():
+        if not leading:
+            tok = stream.next()
+            if not (tok.kind == "special" and tok.text == ";"):  # cannot happen: every item stops at ";"
+                continue
+        leading = False
+        before = stream.comments()
+        if stream.done():
+            findings.append(_finding("« ; » final : toléré", "trailing \";\": tolerated"))
+            header_comments += [("none" if none else "end", c) for c in before]
+            break
+        if stream.at("special", ";"):
+            findings.append(_finding("élément vide entre deux « ; »", "empty item between two \";\""))
+            continue
+        nxt, after = stream.peek(True), stream.peek(True, 1)
+        if nxt.kind == "word" and nxt.text.lower() == "none" and (after is None or (after.kind == "special" and after.text == ";")):
+            stream.next()
+            none = True
+            header_comments += [("none", c) for c in before + stream.comments()]
+            continue
+        item = _resinfo(stream, before, findings, stray)
+        if item is not None:
+            results.append(item)
+    if none and results:
+        findings.append(_finding("« none » à côté de résultats : contradictoire", "\"none\" beside results: contradictory"))
+    return AuthResults(authserv, version, tuple(results), re.sub(r"\r?\n[ \t]+", " ", text).strip(), instance,
+                       tuple(header_comments), tuple(stray), tuple(findings), none)
+
+
+def _words_until(stream: _Stream, stop: str, positions: list, where: str) -> tuple[list[str], bool]:
+    """Words (and quoted strings) up to the special ``stop`` (consumed) or to ";"/the end; comments go to positions."""
+    words: list[str] = []
+    while not stream.done():
+        tok = stream.peek()
+        if tok.kind == "comment":
+            positions.append((where, stream.next().text))
+        elif tok.kind == "special" and tok.text == stop:
+            stream.next()
+            return words, True
+        elif tok.kind == "special" and tok.text == ";":
+            return words, False
+        else:
+            space, _fold = stream.spaced()
+            stream.next()
+            text = tok.text if tok.kind != "quoted" else '"' + tok.text + '"'
+            if words and not space:
+                words[-1] += text
+            else:
+                words.append(text)
+    return words, False
+
+
+def _join(words: list[str], glue: str) -> list[str]:
+    """Rejoin pieces split by CFWS around ``glue`` ("/" in methods, "." in property names)."""
+    return re.sub(rf"\s*{re.escape(glue)}\s*", glue, " ".join(words)).split()
+
+
+def _value(stream: _Stream, findings: list[Text], key: str) -> str:
+    tok = stream.peek()
+    if tok is None or tok.kind == "special" and tok.text == ";":
+        findings.append(_finding(f"{key}= sans valeur", f"{key}= without a value"))
+        return ""
+    if tok.kind == "special":  # "==": a value made of "=" signs
+        value = ""
+    else:
+        stream.next()
+        value = tok.text
+    while not stream.done():  # unquoted "=" padding and adjacent pieces (base64 header.b=…==) belong to the value
+        space, _fold = stream.spaced()
+        nxt = stream.peek()
+        if space or nxt.kind == "comment" or (nxt.kind == "special" and nxt.text == ";"):
+            break
+        stream.next()
+        value += nxt.text
+    # local-part [CFWS] "@" domain (RFC 8601 §2.2 pvalue): "user (c) @example.com"
+    while True:
+        nxt, follow = stream.peek(True), stream.peek(True, 1)
+        if nxt is None or nxt.kind != "word":
+            break
+        space, fold = stream.spaced()
+        joins_at = value.endswith("@") or nxt.text.startswith("@")
+        continues = (fold and "=" not in nxt.text and nxt.text.lower() != "for"
+                     and not (follow is not None and follow.kind == "special" and follow.text == "=")
+                     and not (follow is not None and follow.kind == "word" and follow.text in (".",) ))
+        if not joins_at and not continues:
+            break
+        if not joins_at:
+            findings.append(_finding(f"valeur de {key} coupée par un pli : recollée", f"value of {key} split by a fold: joined"))
+        stream.comments()
+        value += stream.next().text
+    return value
+
+
+def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: list[str]) -> MethodResult | None:
+    positions: list[tuple[str, str]] = [("method", c) for c in before]
+    words, found = _words_until(stream, "=", positions, "method")
+    parts = _join(words, "/")
+    if not found:
+        if parts:
+            stray.append(" ".join(parts))
+            findings.append(_finding(f"« {' '.join(parts)} » n'est pas « méthode=résultat » : gardé tel quel (jeton nu d'Exchange ?)",
+                                     f"\"{' '.join(parts)}\" is not \"method=result\": kept as is (Exchange's bare token?)"))
+        return None
+    if len(parts) > 1:
+        stray.append(" ".join(parts[:-1]))
+        findings.append(_finding(f"texte inattendu avant la méthode : « {' '.join(parts[:-1])} »",
+                                 f"unexpected text before the method: \"{' '.join(parts[:-1])}\""))
+    method_text = parts[-1] if parts else ""
+    method, _, method_version = method_text.partition("/")
+    method = method.lower()
+    if not method:
+        findings.append(_finding("« =résultat » sans méthode", "\"=result\" without a method"))
+    positions += [("method", c) for c in stream.comments()]
+    tok = stream.peek()
+    result = ""
+    if tok is None or tok.kind == "special":
+        findings.append(_finding(f"{method}= sans résultat", f"{method}= without a result"))
+    else:
+        result = stream.next().text.lower()
+    if method in RESULTS and result and result not in RESULTS[method]:
+        findings.append(_finding(f"résultat « {result} » non standard pour {method} (RFC 8601 §2.7 : {', '.join(RESULTS[method])})",
+                                 f"non-standard result \"{result}\" for {method} (RFC 8601 §2.7: {', '.join(RESULTS[method])})"))
+    positions += [("result", c) for c in stream.comments()]
+    reason = None
+    properties: dict[str, str] = {}
+    items: list[Property] = []
+    for_ = None
+    while not stream.done() and not stream.at("special", ";"):
+        key_positions: list[tuple[str, str]] = []
+        words, found = _words_until(stream, "=", key_positions, "?")
+        keys = _join(words, ".")
+        loose = keys[:-1] if found else keys
+        key = keys[-1] if found and keys else ""
+        last = items[-1].key if items else ("reason" if reason is not None else "result")
+        positions += [(last, c) for _w, c in key_positions]
+        i = 0
+        while i < len(loose):  # "for <rcpt>" clauses, or stray words
+            if loose[i].lower() == "for" and i + 1 < len(loose):
+                for_ = loose[i + 1].strip("<>")
+                i += 2
+                continue
+            stray.append(loose[i])
+            findings.append(_finding(f"jeton isolé « {loose[i]} » dans le résultat {method} : gardé tel quel",
+                                     f"stray token \"{loose[i]}\" in the {method} result: kept as is"))
+            i += 1
+        if not found:
+            break
+        if not key:
+            findings.append(_finding("« =valeur » sans nom de propriété", "\"=value\" without a property name"))
+        after: list[str] = stream.comments()
+        pvalue = _value(stream, findings, key or "?")
+        after += stream.comments()
+        if key.lower() == "reason":
+            reason = pvalue if reason is None else reason
+            positions += [("reason", c) for c in after]
+            continue
+        ptype, dot, name = key.partition(".")
+        prop = Property(ptype.lower(), name.lower(), pvalue, tuple(after)) if dot else Property(None, key.lower(), pvalue, tuple(after))
+        items.append(prop)
+        properties.setdefault(prop.key, pvalue)
+        positions += [(prop.key, c) for c in after]
+    return MethodResult(method, result, method_version or None, reason, properties, tuple(c for _p, c in positions),
+                        tuple(positions), tuple(items), for_)
 
 
 def make_authentication_results(authserv_id: str, results: list[MethodResult]) -> str:

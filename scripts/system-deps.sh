@@ -26,6 +26,9 @@ command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb xauth)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The differential DMARC test runs the Node library mailauth (tests/js, installed by make test with npm ci).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/postfix ] || need+=(postfix)
     [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)

@@ -1,0 +1,95 @@
+"""A lexer for structured header fields (RFC 5322 §3.2): comments, quoted strings, folding — shared by the
+Authentication-Results and Received parsers of :mod:`labmail.headers`.
+
+Comments nest and may hold quoted pairs; a fold (CRLF + WSP) is white space that remembers it was a fold.
+The lexer never raises: an unclosed comment or quoted string ends at the end of the text and is marked
+``closed=False`` so the parser can say so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One lexical item: ``word``, ``quoted`` (content unescaped), ``comment`` (content, nested comments kept
+    with their parentheses), ``special`` (one of the specials asked for) or ``ws`` (``fold`` if it held a CRLF)."""
+
+    kind: str
+    text: str
+    start: int
+    fold: bool = False
+    closed: bool = True
+
+
+def unfold(text: str) -> str:
+    """RFC 5322 §2.2.3: unfolding removes the CRLF before the WSP of a fold (the WSP stays)."""
+    return _FOLD.sub("", text)
+
+
+def lex(text: str, specials: str = ";=") -> list[Token]:
+    """Split ``text`` into tokens; every character outside comments, quotes and white space that is not one of
+    ``specials`` belongs to a word (so dots, slashes, ``@`` and brackets stay inside words)."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in " \t\r\n":
+            j = i
+            while j < n and text[j] in " \t\r\n":
+                j += 1
+            chunk = text[i:j]
+            tokens.append(Token("ws", " ", i, fold="\n" in chunk))
+            i = j
+        elif ch == "(":
+            depth, j, buf = 1, i + 1, []
+            while j < n and depth:
+                c = text[j]
+                if c == "\\" and j + 1 < n:
+                    buf.append(text[j + 1])
+                    j += 2
+                    continue
+                if c == "(":
+                    depth += 1
+                elif c == ")":
+                    depth -= 1
+                    if depth == 0:
+                        j += 1
+                        break
+                buf.append(c)
+                j += 1
+            content = re.sub(r"\s+", " ", unfold("".join(buf))).strip()
+            tokens.append(Token("comment", content, i, closed=depth == 0))
+            i = j
+        elif ch == '"':
+            j, buf, closed = i + 1, [], False
+            while j < n:
+                c = text[j]
+                if c == "\\" and j + 1 < n:
+                    buf.append(text[j + 1])
+                    j += 2
+                    continue
+                if c == '"':
+                    closed = True
+                    j += 1
+                    break
+                buf.append(c)
+                j += 1
+            tokens.append(Token("quoted", unfold("".join(buf)), i, closed=closed))
+            i = j
+        elif ch in specials:
+            tokens.append(Token("special", ch, i))
+            i += 1
+        else:
+            j = i
+            while j < n and text[j] not in " \t\r\n()\"" and text[j] not in specials:
+                j += 1
+            if j == i:  # a stray ")": a word of its own
+                j = i + 1
+            tokens.append(Token("word", text[i:j], i))
+            i = j
+    return tokens
