@@ -519,6 +519,7 @@ class Verdict:
     pct: int | None = None
     sample: float | None = None
     sampled: bool | None = None
+    from_exists: bool | None = None
 
     def __str__(self) -> str:
         tag = self.policy_tag or "p"
@@ -536,7 +537,11 @@ class Verdict:
                 rule = _ORG_RULES.get(d.org_rule or "", Text("", ""))
                 steps.append(Text(f"domaine organisationnel de {self.from_domain} : {d.org_domain} — {rule.fr}",
                                   f"organizational domain of {self.from_domain}: {d.org_domain} — {rule.en}"))
-        if self.policy_tag:
+        if self.policy_tag == "sp" and self.from_exists is False:
+            steps.append(Text(f"{self.from_domain} n'existe pas (NXDOMAIN) mais l'enregistrement n'a pas de np= : politique lue "
+                              "dans sp= (ou p= sans sp=)", f"{self.from_domain} does not exist (NXDOMAIN) but the record has no "
+                              "np=: policy read from sp= (or p= without sp=)"))
+        elif self.policy_tag:
             steps.append(_TAG_RULES[self.policy_tag])
         steps.append(Text(f"SPF : {self.spf_detail.fr}", f"SPF: {self.spf_detail.en}"))
         steps.append(Text(f"DKIM : {self.dkim_detail.fr}", f"DKIM: {self.dkim_detail.en}"))
@@ -577,6 +582,10 @@ class DMARCEvaluation:
     def disposition(self) -> str:
         return self.rfc9989.disposition
 
+    def trace(self) -> list[Text]:
+        """The RFC 9989 verdict's steps (:meth:`Verdict.trace`): queries, record applied and rule, policy tag."""
+        return self.rfc9989.trace()
+
     def __str__(self) -> str:
         lines = [str(self.rfc9989), str(self.rfc7489)] + [f"≠ {d}" for d in self.differences]
         return "\n".join(lines)
@@ -586,12 +595,15 @@ class DMARCEvaluation:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>RFC {v.standard}</td><td><b>{v.result}</b></td><td>{v.disposition}</td><td>{html.escape(v.org_from)}</td>"
+            f"<tr><td>RFC {v.standard}</td><td><b>{v.result}</b></td><td>{v.disposition}</td>"
+            f"<td>{html.escape(str(v.discovery.explain()) if v.discovery else '')}"
+            f"{' — ' + (v.policy_tag or 'p') + '=' + v.policy if v.policy else ''}</td><td>{html.escape(v.org_from)}</td>"
             f"<td>{'✔' if v.spf_aligned else '✘'} {html.escape(str(v.spf_detail))}</td>"
             f"<td>{'✔' if v.dkim_aligned else '✘'} {html.escape(str(v.dkim_detail))}</td><td>{html.escape(str(v.reason))}</td></tr>"
             for v in (self.rfc9989, self.rfc7489))
         diff = "".join(f"<li>{html.escape(str(d))}</li>" for d in self.differences)
-        return (f"<div><table><tr><th>norme</th><th>dmarc</th><th>traitement</th><th>domaine org.</th><th>SPF aligné</th>"
+        return (f"<div><table><tr><th>norme</th><th>dmarc</th><th>traitement</th><th>enregistrement appliqué</th>"
+                f"<th>domaine org.</th><th>SPF aligné</th>"
                 f"<th>DKIM aligné</th><th>pourquoi</th></tr>{rows}</table>{'<ul>' + diff + '</ul>' if diff else ''}</div>")
 
 
@@ -648,12 +660,12 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
         dkim_aligned = dkim_aligned or aligned
         dkim_texts.append(_align_text("DKIM", ok, dom, from_domain, record.adkim, aligned, org_of))
     dkim_detail = Text(" ; ".join(t.fr for t in dkim_texts) or "aucune signature DKIM", "; ".join(t.en for t in dkim_texts) or "no DKIM signature")
-    tag = "p"
+    tag, exists = "p", None
     if found.rule != "author":  # the record is a parent's: sp, or np for a From domain that does not exist (9989)
         tag = "sp"
-        if standard == "9989" and record.np:
-            missing = nonexistent if nonexistent is not None else _exists(resolver, from_domain) is False
-            if missing:
+        if standard == "9989":
+            exists = (not nonexistent) if nonexistent is not None else _exists(resolver, from_domain)
+            if exists is False and record.np:
                 tag = "np"
     policy = {"p": record.p, "sp": record.sp or record.p, "np": record.np}[tag] or "none"
     pct = record.pct if standard == "7489" else None
@@ -690,7 +702,7 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
                           f"{org_from} aligns with it"))
     return Verdict(standard, result, disposition, policy, from_domain, found.record_domain, org_from, spf_aligned, dkim_aligned,
                    spf_detail, dkim_detail, reason, found.queried, tuple(notes), found, tag, bool(record.t and standard == "9989"),
-                   pct, sample if sampled is not None else None, sampled)
+                   pct, sample if sampled is not None else None, sampled, exists)
 
 
 def _align_text(method: str, ok: bool, domain: str, from_domain: str, mode: str, aligned: bool, org_of) -> Text:

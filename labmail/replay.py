@@ -234,13 +234,16 @@ def _dmarc_step(checks) -> Step:
                     Text("sans From lisible, DMARC ne peut rien vérifier", "without a readable From DMARC cannot check"),
                     rfc="RFC 9989")
     v = checks.dmarc.rfc9989
-    found = tr(f"enregistrement trouvé sur _dmarc.{v.record_domain}", f"record found at _dmarc.{v.record_domain}") \
-        if v.record_domain else tr("aucun enregistrement (cherché : ", "no record (looked up: ") + ", ".join(v.queried) + ")"
+    if v.discovery is not None:
+        found = str(v.discovery.explain())
+    else:
+        found = tr(f"enregistrement trouvé sur _dmarc.{v.record_domain}", f"record found at _dmarc.{v.record_domain}") \
+            if v.record_domain else tr("aucun enregistrement (cherché : ", "no record (looked up: ") + ", ".join(v.queried) + ")"
     lines = ((found, "pass" if v.record_domain else "neutral"),
              (tr(f"domaine organisationnel du From : {v.org_from}", f"From's organizational domain: {v.org_from}"), "neutral"),
              ("SPF : " + str(v.spf_detail), "pass" if v.spf_aligned else "fail"),
              ("DKIM : " + str(v.dkim_detail), "pass" if v.dkim_aligned else "fail"))
-    policy = f"p={v.policy}" if v.policy else tr("pas de politique", "no policy")
+    policy = f"{v.policy_tag or 'p'}={v.policy}" if v.policy else tr("pas de politique", "no policy")
     return Step("dmarc", "DMARC", Text(f"dmarc={v.result} ({policy} → {v.disposition})",
                                        f"dmarc={v.result} ({policy} → {v.disposition})"),
                 _STATUS.get(v.result, "neutral"), v.reason, lines, "RFC 9989 §4")

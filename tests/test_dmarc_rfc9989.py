@@ -175,6 +175,10 @@ def test_the_non_existent_from_domain_takes_np():
     assert (real.policy_tag, real.policy) == ("sp", "quarantine")
     assert (ghost.policy_tag, ghost.policy) == ("np", "none")
     assert judge(tree, "ghost.example.com").rfc7489.policy == "quarantine"  # np= does not exist in RFC 7489
+    without_np = Tree({"_dmarc.example.com": ["v=DMARC1; p=reject; sp=quarantine"]}, a=["real.example.com"])
+    v = judge(without_np, "ghost.example.com").rfc9989
+    assert (v.policy_tag, v.policy, v.from_exists) == ("sp", "quarantine", False)
+    assert any("n'existe pas (NXDOMAIN) mais l'enregistrement n'a pas de np=" in str(t) for t in v.trace())
 
 
 @pytest.mark.parametrize("record,standard,result,policy", [
