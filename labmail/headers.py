@@ -252,18 +252,11 @@ def parse_authentication_results(value: str) -> AuthResults:
         if tok is not None and tok.kind == "word" and tok.text.isdigit():
             version = stream.next().text
             header_comments += [("version", c) for c in stream.comments()]
-        extra = []
-        while not stream.done() and not stream.at("special", ";"):
-            tok = stream.next()
-            if tok.kind == "comment":
-                header_comments.append(("authserv-id", tok.text))
-            else:
-                extra.append(tok.text)
-        if extra:
-            stray.append(" ".join(extra))
-            findings.append(_finding(f"texte inattendu après l'authserv-id : « {' '.join(extra)} » (gardé tel quel)",
-                                     f"unexpected text after the authserv-id: \"{' '.join(extra)}\" (kept as is)"))
     results: list[MethodResult] = []
+    if authserv is not None and not stream.done() and not stream.at("special", ";"):
+        findings.append(_finding("« ; » manquant après l'authserv-id : la suite est lue comme un résultat",
+                                 "\";\" missing after the authserv-id: what follows is read as a result"))
+        results += _resinfo(stream, [], findings, stray)
     none = False
     leading = authserv is None and first is not None and not (first.kind == "special" and first.text == ";")
     while not stream.done():
@@ -286,9 +279,7 @@ def parse_authentication_results(value: str) -> AuthResults:
             none = True
             header_comments += [("none", c) for c in before + stream.comments()]
             continue
-        item = _resinfo(stream, before, findings, stray)
-        if item is not None:
-            results.append(item)
+        results += _resinfo(stream, before, findings, stray)
     if none and results:
         findings.append(_finding("« none » à côté de résultats : contradictoire", "\"none\" beside results: contradictory"))
     return AuthResults(authserv, version, tuple(results), re.sub(r"\r?\n[ \t]+", " ", text).strip(), instance,
@@ -318,16 +309,14 @@ def _words_until(stream: _Stream, stop: str, positions: list, where: str) -> tup
     return words, False
 
 
-def _join(words: list[str], glue: str) -> list[str]:
-    """Rejoin pieces split by CFWS around ``glue`` ("/" in methods, "." in property names)."""
-    return re.sub(rf"\s*{re.escape(glue)}\s*", glue, " ".join(words)).split()
-
-
 def _value(stream: _Stream, findings: list[Text], key: str) -> str:
     tok = stream.peek()
     if tok is None or tok.kind == "special" and tok.text == ";":
         findings.append(_finding(f"{key}= sans valeur", f"{key}= without a value"))
         return ""
+    if tok.kind == "quoted":  # a quoted-string is the whole value
+        stream.next()
+        return tok.text
     if tok.kind == "special":  # "==": a value made of "=" signs
         value = ""
     else:
@@ -347,9 +336,9 @@ def _value(stream: _Stream, findings: list[Text], key: str) -> str:
             break
         space, fold = stream.spaced()
         joins_at = value.endswith("@") or nxt.text.startswith("@")
-        continues = (fold and "=" not in nxt.text and nxt.text.lower() != "for"
-                     and not (follow is not None and follow.kind == "special" and follow.text == "=")
-                     and not (follow is not None and follow.kind == "word" and follow.text in (".",) ))
+        starts_key = (nxt.text.endswith(".") or (follow is not None and (
+            (follow.kind == "special" and follow.text == "=") or (follow.kind == "word" and follow.text.startswith(".")))))
+        continues = fold and "=" not in nxt.text and nxt.text.lower() != "for" and not starts_key
         if not joins_at and not continues:
             break
         if not joins_at:
@@ -359,76 +348,133 @@ def _value(stream: _Stream, findings: list[Text], key: str) -> str:
     return value
 
 
-def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: list[str]) -> MethodResult | None:
-    positions: list[tuple[str, str]] = [("method", c) for c in before]
-    words, found = _words_until(stream, "=", positions, "method")
-    parts = _join(words, "/")
-    if not found:
-        if parts:
-            stray.append(" ".join(parts))
-            findings.append(_finding(f"« {' '.join(parts)} » n'est pas « méthode=résultat » : gardé tel quel (jeton nu d'Exchange ?)",
-                                     f"\"{' '.join(parts)}\" is not \"method=result\": kept as is (Exchange's bare token?)"))
-        return None
-    if len(parts) > 1:
-        stray.append(" ".join(parts[:-1]))
-        findings.append(_finding(f"texte inattendu avant la méthode : « {' '.join(parts[:-1])} »",
-                                 f"unexpected text before the method: \"{' '.join(parts[:-1])}\""))
-    method_text = parts[-1] if parts else ""
-    method, _, method_version = method_text.partition("/")
-    method = method.lower()
-    if not method:
-        findings.append(_finding("« =résultat » sans méthode", "\"=result\" without a method"))
-    positions += [("method", c) for c in stream.comments()]
-    tok = stream.peek()
-    result = ""
-    if tok is None or tok.kind == "special":
-        findings.append(_finding(f"{method}= sans résultat", f"{method}= without a result"))
-    else:
-        result = stream.next().text.lower()
-    if method in RESULTS and result and result not in RESULTS[method]:
-        findings.append(_finding(f"résultat « {result} » non standard pour {method} (RFC 8601 §2.7 : {', '.join(RESULTS[method])})",
-                                 f"non-standard result \"{result}\" for {method} (RFC 8601 §2.7: {', '.join(RESULTS[method])})"))
-    positions += [("result", c) for c in stream.comments()]
-    reason = None
-    properties: dict[str, str] = {}
-    items: list[Property] = []
-    for_ = None
+@dataclass
+class _Pair:
+    key: str
+    value: str
+    key_comments: list[str]  # inside the key and before "=": they follow the previous element
+    eq_comments: list[str]  # after "=", before the value
+    comments: list[str]  # after the value
+    loose: list[str]  # words before the key that belong to no pair
+
+
+def _pairs(stream: _Stream, findings: list[Text]) -> tuple[list[_Pair], list[str]]:
+    """The ``key=value`` pairs of one item, up to ";" or the end (CFWS anywhere the ABNF allows it), and the words
+    left over at the end (no "=" after them)."""
+    pairs: list[_Pair] = []
     while not stream.done() and not stream.at("special", ";"):
         key_positions: list[tuple[str, str]] = []
-        words, found = _words_until(stream, "=", key_positions, "?")
-        keys = _join(words, ".")
-        loose = keys[:-1] if found else keys
-        key = keys[-1] if found and keys else ""
-        last = items[-1].key if items else ("reason" if reason is not None else "result")
-        positions += [(last, c) for _w, c in key_positions]
+        words, found = _words_until(stream, "=", key_positions, "")
+        keys = re.sub(r"\s*([./])\s*", r"\1", " ".join(words)).split()
+        if not found:
+            return pairs, keys
+        key = keys[-1] if keys else ""
+        between = stream.comments()
+        value = _value(stream, findings, key or "?")
+        pairs.append(_Pair(key, value, [c for _w, c in key_positions], between, stream.comments(), keys[:-1]))
+    return pairs, []
+
+
+def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: list[str]) -> list[MethodResult]:
+    """One resinfo: ``method[/version]=result [reason=…] [ptype.property=value …]``, read as key=value pairs.
+
+    Also read: bare keys after the result (``action=none``, ``x-bits=1024``) as properties without ptype, a
+    ``for <rcpt>`` clause, and Yahoo's order where properties come before their method (several methods then)."""
+    pairs, tail = _pairs(stream, findings)
+    results: list[MethodResult] = []
+    if not pairs:
+        words = " ".join(tail)
+        if words:
+            stray.append(words)
+            findings.append(_finding(f"« {words} » n'est pas « méthode=résultat » : gardé tel quel (jeton nu d'Exchange ?)",
+                                     f"\"{words}\" is not \"method=result\": kept as is (Exchange's bare token?)"))
+        return results
+    yahoo = "." in pairs[0].key
+    if yahoo and any("." not in pair.key and pair.key.lower() != "reason" for pair in pairs):
+        findings.append(_finding("propriétés avant leur méthode (ordre de Yahoo) : rattachées à la méthode qui suit",
+                                 "properties before their method (Yahoo's order): attached to the method that follows"))
+    pending: list[_Pair] = []
+    current: dict | None = None
+
+    def close() -> None:
+        if current is not None:
+            results.append(MethodResult(current["method"], current["result"], current["version"], current["reason"],
+                                        current["properties"], tuple(c for _p, c in current["positions"]),
+                                        tuple(current["positions"]), tuple(current["items"]), current["for"]))
+
+    def loose(words: list[str], method: str) -> None:
         i = 0
-        while i < len(loose):  # "for <rcpt>" clauses, or stray words
-            if loose[i].lower() == "for" and i + 1 < len(loose):
-                for_ = loose[i + 1].strip("<>")
+        while i < len(words):
+            if words[i].lower() == "for" and i + 1 < len(words) and current is not None:
+                current["for"] = words[i + 1].strip("<>")
                 i += 2
                 continue
-            stray.append(loose[i])
-            findings.append(_finding(f"jeton isolé « {loose[i]} » dans le résultat {method} : gardé tel quel",
-                                     f"stray token \"{loose[i]}\" in the {method} result: kept as is"))
+            stray.append(words[i])
+            findings.append(_finding(f"jeton isolé « {words[i]} » dans le résultat {method} : gardé tel quel",
+                                     f"stray token \"{words[i]}\" in the {method} result: kept as is"))
             i += 1
-        if not found:
-            break
-        if not key:
+
+    def add_property(pair: _Pair) -> None:
+        last = current["items"][-1].key if current["items"] else ("reason" if current["reason"] is not None else "result")
+        current["positions"] += [(last, c) for c in pair.key_comments]
+        if pair.key.lower() == "reason":
+            current["reason"] = pair.value if current["reason"] is None else current["reason"]
+            current["positions"] += [("reason", c) for c in pair.eq_comments + pair.comments]
+            return
+        if not pair.key:
             findings.append(_finding("« =valeur » sans nom de propriété", "\"=value\" without a property name"))
-        after: list[str] = stream.comments()
-        pvalue = _value(stream, findings, key or "?")
-        after += stream.comments()
-        if key.lower() == "reason":
-            reason = pvalue if reason is None else reason
-            positions += [("reason", c) for c in after]
+        ptype, dot, name = pair.key.partition(".")
+        own = tuple(pair.eq_comments + pair.comments)
+        prop = Property(ptype.lower(), name.lower(), pair.value, own) if dot else Property(None, pair.key.lower(), pair.value, own)
+        current["items"].append(prop)
+        current["properties"].setdefault(prop.key, pair.value)
+        current["positions"] += [(prop.key, c) for c in own]
+
+    for index, pair in enumerate(pairs):
+        is_method = index == 0 if not yahoo else ("." not in pair.key and pair.key.lower() != "reason")
+        if is_method:
+            close()
+            words = pair.loose
+            if words:
+                stray.append(" ".join(words))
+                findings.append(_finding(f"texte inattendu avant la méthode : « {' '.join(words)} »",
+                                         f"unexpected text before the method: \"{' '.join(words)}\""))
+            method, _, version = pair.key.partition("/")
+            method = method.lower()
+            if not method:
+                findings.append(_finding("« =résultat » sans méthode", "\"=result\" without a method"))
+            result = pair.value.lower()
+            if not result:
+                findings.append(_finding(f"{method}= sans résultat", f"{method}= without a result"))
+            elif method in RESULTS and result not in RESULTS[method]:
+                findings.append(_finding(
+                    f"résultat « {result} » non standard pour {method} (RFC 8601 §2.7 : {', '.join(RESULTS[method])})",
+                    f"non-standard result \"{result}\" for {method} (RFC 8601 §2.7: {', '.join(RESULTS[method])})"))
+            current = {"method": method, "result": result, "version": version or None, "reason": None, "properties": {},
+                       "items": [], "for": None,
+                       "positions": [("method", c) for c in (before if not results else [])] +
+                                    [("method", c) for c in pair.key_comments + pair.eq_comments] +
+                                    [("result", c) for c in pair.comments]}
+            for held in pending:
+                add_property(held)
+            pending = []
             continue
-        ptype, dot, name = key.partition(".")
-        prop = Property(ptype.lower(), name.lower(), pvalue, tuple(after)) if dot else Property(None, key.lower(), pvalue, tuple(after))
-        items.append(prop)
-        properties.setdefault(prop.key, pvalue)
-        positions += [(prop.key, c) for c in after]
-    return MethodResult(method, result, method_version or None, reason, properties, tuple(c for _p, c in positions),
-                        tuple(positions), tuple(items), for_)
+        if current is None:
+            pending.append(pair)
+            continue
+        loose(pair.loose, current["method"])
+        if yahoo and "." in pair.key and any("." not in p.key and p.key.lower() != "reason" for p in pairs[index + 1:]):
+            pending.append(pair)  # Yahoo: belongs to the next method
+            continue
+        add_property(pair)
+    if current is not None:
+        loose(tail, current["method"])
+    close()
+    for pair in pending:  # properties that no method follows (a "smtp.remote-ip=…;" item of its own)
+        stray.append(f"{pair.key}={pair.value}")
+        findings.append(_finding(f"propriété sans méthode « {pair.key}={pair.value} » : gardée telle quelle",
+                                 f"property without a method \"{pair.key}={pair.value}\": kept as is"))
+    return results
 
 
 def make_authentication_results(authserv_id: str, results: list[MethodResult]) -> str:
