@@ -16,7 +16,7 @@ import email.utils
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from typing import TYPE_CHECKING
 
@@ -502,7 +502,12 @@ def make_authentication_results(authserv_id: str, results: list[MethodResult]) -
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hop:
-    """One Received header: who handed the message to whom, how, and when."""
+    """One Received header: who handed the message to whom, how, and when.
+
+    ``from_helo`` is the name the client gave at EHLO/HELO (from a ``helo=``/``(EHLO x)`` comment when the server
+    wrote one, else the word after ``from``, as Postfix and Sendmail write it); ``from_rdns`` the reverse name the
+    server found; ``from_ip`` the connecting address (IPv6 zone index kept), ``from_port`` its port when written.
+    """
 
     from_helo: str | None
     from_rdns: str | None
@@ -517,90 +522,235 @@ class Hop:
     authenticated: bool
     comments: tuple[str, ...]
     raw: str
+    from_name: str | None = None
+    from_port: int | None = None
+    envelope_from: str | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    auth_user: str | None = None
+    findings: tuple[Text, ...] = ()
 
 
 _CLAUSES = ("from", "by", "via", "with", "id", "for")
+_MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+_DATE_RE = re.compile(rf"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s*,\s*)?\d{{1,2}}\s+(?:{_MONTHS})\s+\d{{2,4}}\s+\d{{1,2}}:\d{{2}}"
+                      rf"(?::\d{{2}})?(?:\s*[+-]\d{{4}}|\s+[A-Z]{{1,5}})?", re.I)
+_LITERAL_RE = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\](?::(\d{1,5}))?", re.I)  # [ip], [IPv6:…], [ip]:port
+
+
+def _literal(match: re.Match | None) -> tuple[str | None, int | None]:
+    """(address, port) of an address literal match; also ``[ip:port]`` (ecelerity) and ``[a.b.c.d.port]`` (Exim 3)."""
+    if match is None:
+        return None, None
+    inside, port = match.group(1), int(match.group(2)) if match.group(2) else None
+    if _ip(inside):
+        return _ip(inside), port
+    m = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3})[:.](\d{1,5})", inside)
+    if m and _ip(m.group(1)):
+        return m.group(1), int(m.group(2))
+    return None, None
+
+
+def _ip(text: str | None) -> str | None:
+    """``text`` if it is an IPv4 or IPv6 address (a zone index allowed), else None."""
+    import ipaddress
+
+    if not text:
+        return None
+    candidate = text.strip().strip("[]")
+    if candidate.lower().startswith("ipv6:"):
+        candidate = candidate[5:]
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+    return candidate
 
 
 def parse_received(value: str) -> Hop:
-    """Parse one Received header value; missing parts are ``None``, never an exception."""
-    text = re.sub(r"\r?\n[ \t]+", " ", value or "").strip()
-    text = re.sub(r"(?i)^received:\s*", "", text)
-    head, date_text = text, None
-    if ";" in text:
-        head, date_text = text.rsplit(";", 1)
+    """Parse one Received header value (RFC 5321 §4.4 time-stamp line, RFC 5322 §3.6.7), as real servers write it.
+
+    The connecting address is read from every TCP-info form seen in the wild — ``[ip]`` inside or outside a
+    comment, ``(ip)`` (qmail, Exchange), ``(/ip)``, ``[IPv6:…]``, a link-local address with its zone index,
+    ``[ip]:port`` — then from an address literal after ``from``. A hop without ``;`` still yields its date. Missing
+    parts are ``None``, never an exception; what is odd is said in ``findings``.
+
+    >>> hop = parse_received("from [95.248.141.113] (port=63559 helo=[192.168.178.65]) by esm19.siteground.biz "
+    ...                      "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384 (Exim 4.98.1) "
+    ...                      "(envelope-from <francesco@valla.it>) id 1veasj-00000000ODh-1OLP; Sat, 10 Jan 2026 15:28:01 +0000")
+    >>> hop.from_ip, hop.from_port, hop.from_helo, hop.envelope_from, hop.tls_version, hop.authenticated
+    ('95.248.141.113', 63559, '[192.168.178.65]', 'francesco@valla.it', 'TLS1.3', True)
+    """
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    text = re.sub(r"(?i)^\s*received\s*:", "", re.sub(r"\r?\n[ \t]+", " ", text)).strip()
+    findings: list[Text] = []
+    lead = re.match(r"\(\s*(from\s[^()]*(?:\([^()]*\)[^()]*)*)\)", text, re.I)
+    if lead:  # "(from KRYPTIK [70.20.57.51]) by …" (Symantec NAVGW): the from clause written as a comment
+        text = lead.group(1) + text[lead.end():]
+    tokens = lex(text, ";")
+    semis = [i for i, t in enumerate(tokens) if t.kind == "special"]
+    head_tokens, tail_tokens = (tokens[:semis[-1]], tokens[semis[-1] + 1:]) if semis else (tokens, [])
     comments: list[str] = []
-
-    def strip_comments(s: str) -> str:
-        out, depth, buf = [], 0, []
-        for ch in s:
-            if ch == "(":
-                if depth:
-                    buf.append(ch)
-                depth += 1
-            elif ch == ")" and depth:
-                depth -= 1
-                if depth == 0:
-                    comments.append("".join(buf).strip())
-                    buf = []
-                    out.append(" \x00 ")
-                else:
-                    buf.append(ch)
-            elif depth:
-                buf.append(ch)
-            else:
-                out.append(ch)
-        return "".join(out)
-
-    body = strip_comments(head)
-    tokens = body.split()
-    clauses: dict[str, list[str]] = {}
-    current = None
-    comment_index = 0
-    from_comment = None
-    for token in tokens:
-        if token == "\x00":
-            if current == "from" and from_comment is None and comment_index < len(comments):
-                from_comment = comments[comment_index]
-            comment_index += 1
-            continue
-        if token.lower() in _CLAUSES and token.lower() not in clauses:
-            current = token.lower()
-            clauses[current] = []
-            continue
-        if current:
-            clauses[current].append(token)
-    helo = clauses.get("from", [None])[0] if clauses.get("from") else None
-    rdns = ip = None
-    if from_comment:
-        m = re.search(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", from_comment)
-        if m:
-            ip = m.group(1)
-            before = from_comment[: m.start()].strip().split()
-            rdns = before[-1] if before else None
-            if rdns in ("unknown", "HELO"):
-                rdns = None
-    if ip is None and helo:
-        m = re.fullmatch(r"\[?(?:IPv6:)?([0-9A-Fa-f:.]+)\]?", helo)
-        if m and (":" in m.group(1) or m.group(1).count(".") == 3):
-            ip = m.group(1)
     date = None
+    date_text = "".join(t.text for t in tail_tokens if t.kind in ("word", "ws")).strip() if semis else ""
+    tail_comments = [t.text for t in tail_tokens if t.kind == "comment"]
+    if not semis:
+        whole = "".join(t.text if t.kind != "comment" else f"({t.text})" for t in head_tokens)
+        found = list(_DATE_RE.finditer(whole))
+        if found:
+            date_text = found[-1].group(0)
+            findings.append(Text("pas de « ; » avant la date : date trouvée quand même", "no \";\" before the date: date found anyway"))
+            cut = found[-1].start()
+            head_tokens = lex(whole[:cut], ";")
     if date_text:
+        match = _DATE_RE.search(date_text)
         try:
-            date = email.utils.parsedate_to_datetime(date_text.strip())
+            date = email.utils.parsedate_to_datetime(match.group(0) if match else date_text)
         except (TypeError, ValueError, IndexError):
             date = None
         if date is not None and date.tzinfo is None:
-            date = None
-    with_ = " ".join(clauses.get("with", [])) or None
-    proto = (with_ or "").upper().split()[0] if with_ else ""
-    joined = " ".join(comments).lower()
-    tls = proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS")) or "using tls" in joined or "tls" in proto
-    auth = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or "authenticated sender" in joined
-    by = clauses.get("by", [None])[0] if clauses.get("by") else None
-    for_ = " ".join(clauses.get("for", [])).strip("<>") or None
-    return Hop(helo, rdns, ip, by, " ".join(clauses.get("via", [])) or None, with_,
-               " ".join(clauses.get("id", [])) or None, for_, date, tls, auth, tuple(comments), text)
+            # "-0000": the time is UTC, the sender's zone unknown (RFC 5322 §3.3); a missing zone: no date
+            date = date.replace(tzinfo=timezone.utc) if re.search(r"-0000\b", date_text) else None
+    # clauses, in order; comments stay attached to the clause they follow
+    clauses: dict[str, list[Token]] = {}
+    current = None
+    for tok in head_tokens:
+        if tok.kind == "ws" or tok.kind == "special":
+            continue
+        if tok.kind == "comment":
+            comments.append(tok.text)
+        word = tok.text.lower() if tok.kind == "word" else None
+        if word in _CLAUSES and word not in clauses:
+            current = word
+            clauses[current] = []
+            continue
+        if word == "envelope-from" and current is not None:
+            current = "envelope-from"
+            clauses.setdefault(current, [])
+            continue
+        if current is not None:
+            clauses[current].append(tok)
+        elif tok.kind == "word":
+            clauses.setdefault("", []).append(tok)
+    comments += tail_comments
+
+    def words(name: str) -> list[str]:
+        return [t.text for t in clauses.get(name, []) if t.kind == "word"]
+
+    def notes(name: str) -> list[str]:
+        return [t.text for t in clauses.get(name, []) if t.kind == "comment"]
+
+    by_words = words("by")
+    if by_words and "with" not in clauses:
+        glued = re.fullmatch(r"(.+\.[A-Za-z]{2,})with", by_words[0])
+        if glued and len(by_words) > 1:  # "…yahoo.comwith SMTPs": the space was lost
+            clauses["with"] = [Token("word", w, 0) for w in by_words[1:]]
+            by_words = [glued.group(1)]
+            findings.append(Text("« by » et « with » collés : séparés", "\"by\" and \"with\" glued together: split"))
+    from_words, from_notes = words("from"), notes("from")
+    from_name = from_words[0] if from_words else None
+    ip = port = rdns = helo = None
+    # 1. an address in a comment of the from clause: "(rdns [ip])", "([ip]:port helo=x)", "(ip)", "(/ip)"
+    for note in from_notes:
+        literal = next((m for m in _LITERAL_RE.finditer(note) if _literal(m)[0]  # not the HELO argument: "helo=[ip]"
+                        and not re.search(r"(?:helo=|(?:HELO|EHLO)\s+)$", note[:m.start()], re.I)), None)
+        if literal is not None:
+            ip, port = _literal(literal)
+            before = note[:literal.start()].strip().split()
+            after = note[literal.end():].strip().split()
+            if before and before[-1].lower() not in ("unknown", "helo", "ehlo") and not before[-1].endswith(("=", ":")):
+                rdns = before[-1].rstrip(".")
+            elif after and not after[0].startswith(("(", '"')) and "=" not in after[0] and after[0].lower() not in ("helo", "ehlo"):
+                rdns = after[0].rstrip(".")  # ZoneMTA: "([ip] host)"
+            break
+        bare = note.strip().lstrip("/").split()
+        if bare and _ip(bare[-1]) and bare[0].upper() not in ("HELO", "EHLO"):
+            ip = _ip(bare[-1])
+            break
+        if "@" in note and _LITERAL_RE.search(note.split("@")[-1]):  # qmail: (user@[ip])
+            literal = _LITERAL_RE.search(note.split("@")[-1])
+            if _ip(literal.group(1)):
+                ip = _ip(literal.group(1))
+                break
+    # 2. an address literal written after the from name, outside a comment (ZoneMTA "from foo [127.0.0.1]")
+    if ip is None:
+        for word in from_words[1:]:
+            literal = _LITERAL_RE.fullmatch(word)
+            if literal and _literal(literal)[0]:
+                ip, port = _literal(literal)
+                break
+    # 3. the from name itself: "[ip]", "[ip]:port", "ip"
+    if ip is None and from_name:
+        literal = _LITERAL_RE.fullmatch(from_name)
+        if literal and _literal(literal)[0]:
+            ip, port = _literal(literal)
+        elif _ip(from_name):
+            ip = _ip(from_name)
+    for note in from_notes:
+        m = re.search(r"(?:^|[\s(])helo=(\S+?)\)?(?:\s|$)", note, re.I)
+        if m:
+            helo = m.group(1)
+        m_port = re.search(r"(?:^|\s)port=(\d{1,5})", note)
+        if m_port and port is None:
+            port = int(m_port.group(1))
+        m = re.match(r"\s*(?:HELO|EHLO)\s*(\S*)\s*$", note, re.I) or re.search(r"\"(?:HELO|EHLO)\s+([^\"\s]+)\"", note, re.I) \
+            or re.search(r"(?:^|\s)(?:HELO|EHLO)\s+(\S+)\s*$", note, re.I)
+        if m and helo is None:
+            helo = m.group(1) or None
+    if helo is not None and from_name and from_name.lower() != "unknown" and not _ip(from_name.strip("[]")) and rdns is None \
+            and not _LITERAL_RE.fullmatch(from_name):
+        rdns = from_name.rstrip(".")  # Exim and qmail write the reverse name after "from" and the HELO in a comment
+    if helo is None and from_name and from_name.lower() != "unknown":
+        helo = from_name
+    if rdns and (rdns.lower() == "unknown" or _ip(rdns)):
+        rdns = None
+    envelope = None
+    for note in comments + [" ".join(["envelope-from"] + words("envelope-from"))]:
+        m = re.search(r"envelope-(?:from|sender)\s*<([^>]*)>", note, re.I)
+        if m:
+            envelope = m.group(1)
+            break
+    with_ = " ".join(words("with")) or None
+    joined = " ".join(comments)
+    tls_version = tls_cipher = None
+    m = re.search(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", joined, re.I)
+    if m:
+        tls_version, tls_cipher = m.group(1), m.group(2)
+    m = m or re.search(r"version=(TLS[\w.]*|SSLv\d[\w/]*),?\s+cipher=([\w-]+)", joined, re.I)
+    if m and tls_version is None:
+        tls_version, tls_cipher = m.group(1), m.group(2)
+    elif tls_version is None:
+        m = re.search(r"cipher=([\w-]+)", joined)
+        tls_cipher = m.group(1) if m else None
+    with_notes = " ".join(notes("with") + notes("by"))
+    m = re.search(r"\b(TLS\s?1[._]\d|TLSv1(?:\.\d)?)\b", with_notes)
+    if m and tls_version is None:
+        tls_version = m.group(1)
+    wt = words("with")
+    if "tls" in [w.lower() for w in wt]:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
+        i = [w.lower() for w in wt].index("tls")
+        tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
+    m = re.search(r"/TLS/([\w-]+)", with_ or "")
+    if m:
+        tls_cipher = tls_cipher or m.group(1)
+    proto = (wt[0] if wt else "").upper()
+    tls = bool(tls_version or tls_cipher) or proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS", "SMTPS")) or "/TLS" in proto \
+        or "using tls" in joined.lower()
+    auth_user = None
+    m = re.search(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", joined, re.I) or \
+        re.search(r"User authenticated as\s+(\S+)", joined, re.I) or re.search(r"(?:^|\s)AUTH\s+([^\s,]+)", joined) or \
+        re.search(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)", joined)
+    if m:
+        auth_user = m.group(1)
+    authenticated = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or auth_user is not None \
+        or "authenticated" in joined.lower()
+    for_words = words("for")
+    for_ = for_words[0].strip("<>;") if for_words else None
+    if not clauses.get("by"):
+        findings.append(Text("pas de clause « by »", "no \"by\" clause"))
+    return Hop(helo, rdns, ip, by_words[0].rstrip(",") if by_words else None, " ".join(words("via")) or None, with_,
+               (words("id") or [None])[0], for_, date, tls, authenticated, tuple(comments), text, from_name, port, envelope,
+               tls_version, tls_cipher, auth_user, tuple(findings))
 
 
 class _Raw8bit(policy.Compat32):
@@ -628,12 +778,13 @@ _message = read_message
 
 
 def hops(raw: bytes | str) -> "pandas.DataFrame":
-    """The message's hops as a DataFrame, oldest first: from, IP, by, protocol, TLS, auth, date, delay, skew."""
+    """The message's hops as a DataFrame, oldest first: from (HELO), IP, reverse name, by, protocol, TLS and its version,
+    auth, envelope-from, date, delay, skew."""
     import pandas as pd
 
     rows = _hop_rows(raw)
-    return pd.DataFrame(rows, columns=["étape", "de", "ip", "par", "protocole", "tls", "authentifié", "date", "délai_s",
-                                       "décalage_horloge"])
+    return pd.DataFrame(rows, columns=["étape", "de", "ip", "nom_inverse", "par", "protocole", "tls", "version_tls", "authentifié",
+                                       "enveloppe", "date", "délai_s", "décalage_horloge"])
 
 
 def _hop_rows(raw: bytes | str) -> list[dict]:
@@ -644,8 +795,9 @@ def _hop_rows(raw: bytes | str) -> list[dict]:
         delay = None
         if hop.date is not None and previous is not None:
             delay = (hop.date - previous).total_seconds()
-        rows.append({"étape": index, "de": hop.from_helo, "ip": hop.from_ip, "par": hop.by, "protocole": hop.with_,
-                     "tls": hop.tls, "authentifié": hop.authenticated, "date": hop.date, "délai_s": delay,
+        rows.append({"étape": index, "de": hop.from_helo, "ip": hop.from_ip, "nom_inverse": hop.from_rdns, "par": hop.by,
+                     "protocole": hop.with_, "tls": hop.tls, "version_tls": hop.tls_version, "authentifié": hop.authenticated,
+                     "enveloppe": hop.envelope_from, "date": hop.date, "délai_s": delay,
                      "décalage_horloge": bool(delay is not None and delay < 0)})
         if hop.date is not None:
             previous = hop.date
