@@ -199,6 +199,11 @@ def test_ipv6_macro():
     ctx = spf._Context(Resolver(exchange=lambda q: q), ipaddress.ip_address("2001:db8::cb01"), RFC_SENDER, "h", time.monotonic() + 5)
     assert ctx.expand("%{ir}.%{v}._spf.%{d2}", "email.example.com") == (
         "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com")
+    # RFC 7208 §7.4's own example, in lower case; pyspf writes the same nibbles in upper case: the same DNS name
+    import spf as pyspf
+
+    theirs = pyspf.query("2001:db8::cb01", RFC_SENDER, "h").expand("%{ir}.%{v}._spf.%{d2}", "email.example.com")
+    assert theirs != theirs.lower() and theirs.lower() == ctx.expand("%{ir}.%{v}._spf.%{d2}", "email.example.com")
 
 
 def test_trace_shows_queries_counters_and_sections(resolver):
