@@ -146,9 +146,10 @@ def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
         key_l = key.lower()
         if index == 0 and (key_l != "v" or value != "DMARC1"):
             break
-        if key_l in tags:
-            note("warning", "duplicate", f"balise {key_l} répétée : seule la première compte", f"tag {key_l} repeated: only the first counts",
-                 f"{ref} §4.7")
+        if key_l in tags:  # RFC 6376 §3.2 (to which RFC 9989 §4.7 refers): "the entire tag-list is invalid"
+            note("error", "duplicate", f"balise {key_l} répétée : tout l'enregistrement est invalide (RFC 6376 §3.2)",
+                 f"tag {key_l} repeated: the whole record is invalid (RFC 6376 §3.2)", f"{ref} §4.7")
+            valid = False
             continue
         tags[key_l] = value
     if tags.get("v") != "DMARC1" or not is_dmarc_record(text.strip()):
@@ -257,7 +258,20 @@ def _psl():
 
 
 def _normalize(domain: str) -> str:
-    return domain.strip().rstrip(".").lower()
+    """Lower case, no final dot, and A-labels: a U-label author domain is converted (RFC 9989 §5.3.1)."""
+    name = domain.strip().rstrip(".").lower()
+    if not name.isascii():
+        import dns.name
+
+        try:
+            name = dns.name.from_unicode(name).to_text(omit_final_dot=True).lower()
+        except Exception:  # noqa: BLE001 - not convertible: kept as typed, it will simply not be found
+            pass
+    return name
+
+
+class _DNSFailure(Exception):
+    """A DNS query needed by DMARC failed: neither pass nor fail (RFC 9989 §5.3.6)."""
 
 
 def _labels(name: str) -> int:
@@ -293,6 +307,8 @@ class Lookup:
 def _lookup(resolver: Resolver, domain: str) -> Lookup:
     """Query ``_dmarc.<domain>``; keep the TXT values that start with the DMARC version tag (RFC 9989 §4.10 step 2)."""
     answer = resolver.query(f"_dmarc.{domain}", "TXT")
+    if answer.outcome == Outcome.ERROR and answer.rcode == "bad name":
+        return Lookup(domain, "none")  # a name that cannot exist in the DNS (a 64-octet label…) has no record
     if answer.outcome in (Outcome.TIMEOUT, Outcome.SERVFAIL, Outcome.UNREACHABLE, Outcome.ERROR, Outcome.REFUSED):
         return Lookup(domain, "error")
     records = tuple(r.value for r in answer.records if is_dmarc_record(r.value))
@@ -370,7 +386,12 @@ def organizational_domain(domain: str, *, standard: str = "9989", resolver: Reso
     """The organizational domain of ``domain``: PSL (RFC 7489 §3.2) or the DNS tree walk (RFC 9989 §4.10.2)."""
     if standard == "7489":
         return _organizational(domain, standard, resolver)[0]  # type: ignore[arg-type]  # the PSL needs no DNS
-    return _organizational(domain, standard, resolver or Resolver(world=world))[0]
+    try:
+        return _organizational(domain, standard, resolver or Resolver(world=world))[0]
+    except _DNSFailure:
+        raise LabmailError(f"Erreur DNS en cherchant le domaine organisationnel de {domain} : réessayez plus tard.",
+                           f"DNS error while looking for the organizational domain of {domain}: try again later.",
+                           rfc="RFC 9989 §4.10") from None
 
 
 def _organizational(domain: str, standard: str, resolver: Resolver, done: list[Lookup] | None = None
@@ -378,7 +399,9 @@ def _organizational(domain: str, standard: str, resolver: Resolver, done: list[L
     domain = _normalize(domain)
     if standard == "7489":
         return _psl().privatesuffix(domain) or domain, "psl", []
-    lookups, _error = _tree_walk(resolver, _walk(domain), done)
+    lookups, error = _tree_walk(resolver, _walk(domain), done)
+    if error:
+        raise _DNSFailure(domain)
     org, rule, _psd = _select_org(domain, lookups)
     return org, rule, lookups
 
@@ -442,7 +465,10 @@ def discover(domain: str, *, standard: str = "9989", resolver: Resolver | None =
     if first.outcome == "error":
         return Discovery(standard, domain, None, None, (first.name,), "error", lookups=(first,))
     if first.outcome == "record":
-        org, org_rule, lookups = _organizational(domain, "9989", resolver, [first])
+        try:
+            org, org_rule, lookups = _organizational(domain, "9989", resolver, [first])
+        except _DNSFailure:
+            org, org_rule = None, None
         return Discovery(standard, domain, domain, parse_record(first.records[0], standard=standard), (first.name,), "found",
                          "author", org, org_rule, (first,))
     walk = _walk(domain)
@@ -633,6 +659,18 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
 
     empty = Text("", "")
     base = dict(queried=found.queried, discovery=found)
+    try:
+        return _judged(standard, from_domain, spf_result, spf_domain, dkim, resolver, nonexistent, sample, found, org_of)
+    except _DNSFailure as failure:
+        return Verdict(standard, "temperror", "none", None, from_domain, found.record_domain, from_domain, False, False, empty,
+                       empty, Text(f"erreur DNS pendant la vérification ({failure}) : ni pass ni fail (RFC 9989 §5.3.6)",
+                                   f"DNS error during validation ({failure}): neither pass nor fail (RFC 9989 §5.3.6)"),
+                       **base)
+
+
+def _judged(standard, from_domain, spf_result, spf_domain, dkim, resolver, nonexistent, sample, found, org_of) -> Verdict:
+    empty = Text("", "")
+    base = dict(queried=found.queried, discovery=found)
     if found.status == "error":
         return Verdict(standard, "temperror", "none", None, from_domain, None, from_domain, False, False, empty, empty,
                        found.explain(), **base)
@@ -665,6 +703,8 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
         tag = "sp"
         if standard == "9989":
             exists = (not nonexistent) if nonexistent is not None else _exists(resolver, from_domain)
+            if exists is None and record.np and record.np != (record.sp or record.p):
+                raise _DNSFailure(from_domain)  # np or sp: which one is not known
             if exists is False and record.np:
                 tag = "np"
     policy = {"p": record.p, "sp": record.sp or record.p, "np": record.np}[tag] or "none"

@@ -395,6 +395,9 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
                                  "properties before their method (Yahoo's order): attached to the method that follows"))
     pending: list[_Pair] = []
     current: dict | None = None
+    method_after = [False] * (len(pairs) + 1)  # is there a method after pair i? (one pass: no quadratic scan)
+    for i in range(len(pairs) - 1, -1, -1):
+        method_after[i] = method_after[i + 1] or ("." not in pairs[i].key and pairs[i].key.lower() != "reason")
 
     def close() -> None:
         if current is not None:
@@ -432,6 +435,10 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
 
     for index, pair in enumerate(pairs):
         is_method = index == 0 if not yahoo else ("." not in pair.key and pair.key.lower() != "reason")
+        if not yahoo and index and pair.key.lower() in RESULTS and pair.value.lower() in RESULTS[pair.key.lower()]:
+            is_method = True  # "spf=pass … dkim=pass": a ";" is missing, this is the next result
+            findings.append(_finding(f"« ; » manquant avant {pair.key.lower()}={pair.value.lower()} : lu comme un nouveau résultat",
+                                     f"\";\" missing before {pair.key.lower()}={pair.value.lower()}: read as a new result"))
         if is_method:
             close()
             words = pair.loose
@@ -463,7 +470,7 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
             pending.append(pair)
             continue
         loose(pair.loose, current["method"])
-        if yahoo and "." in pair.key and any("." not in p.key and p.key.lower() != "reason" for p in pairs[index + 1:]):
+        if yahoo and "." in pair.key and method_after[index + 1]:
             pending.append(pair)  # Yahoo: belongs to the next method
             continue
         add_property(pair)
@@ -611,6 +618,8 @@ def parse_received(value: str) -> Hop:
         if date is not None and date.tzinfo is None:
             # "-0000": the time is UTC, the sender's zone unknown (RFC 5322 §3.3); a missing zone: no date
             date = date.replace(tzinfo=timezone.utc) if re.search(r"-0000\b", date_text) else None
+    if date_text and date is None:
+        findings.append(Text(f"date illisible « {date_text[:60]} » (RFC 5322 §3.3)", f"unreadable date \"{date_text[:60]}\" (RFC 5322 §3.3)"))
     # clauses, in order; comments stay attached to the clause they follow
     clauses: dict[str, list[Token]] = {}
     current = None
@@ -653,20 +662,23 @@ def parse_received(value: str) -> Hop:
     # 1. an address in a comment of the from clause: "(rdns [ip])", "([ip]:port helo=x)", "(ip)", "(/ip)"
     for note in from_notes:
         literal = next((m for m in _LITERAL_RE.finditer(note) if _literal(m)[0]  # not the HELO argument: "helo=[ip]"
-                        and not re.search(r"(?:helo=|(?:HELO|EHLO)\s+)$", note[:m.start()], re.I)), None)
+                        and not re.search(r"helo=\S*$|\b(?:HELO|EHLO)\b", note[:m.start()], re.I)), None)
         if literal is not None:
             ip, port = _literal(literal)
             before = note[:literal.start()].strip().split()
             after = note[literal.end():].strip().split()
-            if before and before[-1].lower() not in ("unknown", "helo", "ehlo") and not before[-1].endswith(("=", ":")):
+            if before and before[-1].lower() not in ("unknown", "helo", "ehlo") and not before[-1].endswith(("=", ":", "@")):
                 rdns = before[-1].rstrip(".")
             elif after and not after[0].startswith(("(", '"')) and "=" not in after[0] and after[0].lower() not in ("helo", "ehlo"):
                 rdns = after[0].rstrip(".")  # ZoneMTA: "([ip] host)"
             break
-        bare = note.strip().lstrip("/").split()
-        if bare and _ip(bare[-1]) and bare[0].upper() not in ("HELO", "EHLO"):
-            ip = _ip(bare[-1])
+        bare = note.strip().lstrip("/").strip()
+        m_bare = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", bare)
+        if _ip(bare) or (m_bare and _ip(m_bare.group(1))):  # "(ip)" qmail and Exchange, "(/ip)", "(ip:port)" XMail
+            ip, port = (_ip(bare), port) if _ip(bare) else (m_bare.group(1), int(m_bare.group(2)))
             break
+        if re.search(r"(?:HELO|EHLO)\s", note, re.I):  # a HELO argument is what the client claims, never its address
+            continue
         if "@" in note and _LITERAL_RE.search(note.split("@")[-1]):  # qmail: (user@[ip])
             literal = _LITERAL_RE.search(note.split("@")[-1])
             if _ip(literal.group(1)):
@@ -710,7 +722,7 @@ def parse_received(value: str) -> Hop:
         if m:
             envelope = m.group(1)
             break
-    with_ = " ".join(words("with")) or None
+    with_ = " ".join(w for w in words("with") if w.strip(",;")).strip() or None
     joined = " ".join(comments)
     tls_version = tls_cipher = None
     m = re.search(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", joined, re.I)
@@ -1004,8 +1016,18 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
     headers = [(k, re.sub(r"\r?\n[ \t]+", " ", str(v))) for k, v in msg.items()]
     from_domain = _domain_of(msg.get("From"))
     ars = tuple(parse_authentication_results(str(v)) for v in msg.get_all("Authentication-Results", []))
-    chosen = next((a for a in ars if authserv_id and a.authserv_id == authserv_id), ars[0] if ars else None)
     findings: list[Finding] = []
+    if authserv_id:  # RFC 8601 §5: only the results of one's own boundary count; a header of another id is ignored
+        chosen = next((a for a in ars if (a.authserv_id or "").lower() == authserv_id.lower()), None)
+        if chosen is None and ars:
+            findings.append(Finding("warning", Text(f"aucun Authentication-Results de {authserv_id} : les autres en-têtes sont ignorés",
+                                                    f"no Authentication-Results from {authserv_id}: the other headers are ignored"),
+                                    Text("n'importe qui peut écrire un Authentication-Results dans son message",
+                                         "anyone can write an Authentication-Results header into their message"),
+                                    Text("recalculez les verdicts (recompute=True) ou donnez l'authserv-id du destinataire",
+                                         "recompute the verdicts (recompute=True) or give the receiver's authserv-id"), "RFC 8601 §5"))
+    else:
+        chosen = ars[0] if ars else None  # the topmost: added last, by the final receiver (RFC 8601 §5 trusts no other)
     spf_detail = dmarc_detail = None
     dkim_detail: tuple = ()
     if recompute and (resolver is not None or world is not None or _world_available()):
@@ -1038,7 +1060,7 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
         spf = spf_r.result if spf_r else "none"
         spf_domain = ((spf_r.get("smtp.mailfrom") or spf_r.get("smtp.helo") or "").rsplit("@", 1)[-1] or None) if spf_r else None
         dkim_pairs = tuple((r.get("header.d") or (r.get("header.i") or "").lstrip("@") or "?", r.result)
-                           for r in (chosen.all("dkim") if chosen else []))
+                           for r in (chosen.all("dkim") if chosen else []) if r.result != "none")
         dmarc_r = chosen.get("dmarc") if chosen else None
         dmarc = dmarc_r.result if dmarc_r else "none"
     findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope)

@@ -358,3 +358,34 @@ def test_every_real_header_parses_without_a_lost_word():
                            + " ".join(f"{p.key} {p.value}" for p in r.items) for r in ar.results]).lower()
         for word in re.findall(r"[a-z0-9@_+-]{3,}", re.sub(r"\([^()]*\)", " ", text.split(":", 1)[1] if ":" in text.split("\n")[0][:30] else text).lower()):
             assert word in kept, (name, word)
+
+
+# --- found by an outside review -----------------------------------------------------------------------------------
+def test_a_forged_header_of_another_authserv_id_is_ignored_by_analyze():
+    """RFC 8601 §5: only the results added inside one's own boundary count (compared without case)."""
+    forged = ("Authentication-Results: other.example; spf=pass smtp.mailfrom=bank.example; dkim=pass header.d=bank.example; "
+              "dmarc=pass header.from=bank.example\r\nFrom: a@bank.example\r\nSubject: s\r\n\r\nbody\r\n").encode()
+    report = headers.analyze(forged, recompute=False, authserv_id="mx.receiver.example")
+    assert (report.spf, report.dmarc, report.dkim) == ("none", "none", ()) and any("RFC 8601 §5" == f.rfc for f in report.findings)
+    real = b"Authentication-Results: MX.Receiver.example; spf=fail smtp.mailfrom=bank.example\r\n" + forged
+    assert headers.analyze(real, recompute=False, authserv_id="mx.receiver.example").spf == "fail"
+
+
+def test_a_missing_semicolon_between_results_is_not_a_merge():
+    ar = parse("mx; dkim=pass header.d=a dkim=fail header.d=evil")
+    assert [(r.result, r.get("header.d")) for r in ar.all("dkim")] == [("pass", "a"), ("fail", "evil")]
+    assert any("manquant" in f.fr for f in ar.findings)
+
+
+def test_yahoo_order_stays_linear():
+    import time
+
+    start = time.perf_counter()
+    parse("mx; a.b=c dkim=pass " + "h.d=x " * 20000)
+    assert time.perf_counter() - start < 5  # was quadratic: 29 s for 240 kB
+
+
+def test_dkim_none_is_not_a_signature_when_reading_headers():
+    raw = b"Authentication-Results: mx.example; dkim=none; spf=pass smtp.mailfrom=a.example\r\nFrom: x@a.example\r\n\r\nb\r\n"
+    report = headers.analyze(raw, recompute=False)
+    assert report.dkim == () and any("non signé" in str(f.what) for f in report.findings)

@@ -297,3 +297,37 @@ def test_same_verdicts_as_mailauth_on_generated_trees():
                 disagreements.append((tree.txt, case, ours, them))
     assert compared == 1000
     assert not disagreements, "\n".join(map(str, disagreements[:5]))
+
+
+# --- found by an outside review: DNS failures, IDN, repeated tags, impossible names --------------------------------
+def test_a_dns_failure_while_walking_for_alignment_is_temperror_not_fail():
+    """RFC 9989 §5.3.6: a DNS query that does not complete: "the message cannot be considered to pass or fail"."""
+    tree = Tree({"_dmarc.a.example.com": ["v=DMARC1; p=reject"], "_dmarc.example.com": ["v=DMARC1; p=none"]},
+                a=["a.example.com", "b.example.com"], servfail=["_dmarc.example.com"])
+    v = judge(tree, "a.example.com", dkim=("b.example.com",)).rfc9989
+    assert (v.result, v.disposition) == ("temperror", "none") and "§5.3.6" in str(v.reason)
+
+
+def test_an_unknown_existence_between_sp_and_np_is_temperror():
+    tree = Tree({"_dmarc.example.com": ["v=DMARC1; p=reject; np=none"]}, a=["x.example.com"], servfail=["ghost.example.com"])
+    assert judge(tree, "ghost.example.com").rfc9989.result == "temperror"
+
+
+def test_a_u_label_author_domain_is_converted_to_an_a_label():
+    """RFC 9989 §5.3.1: "If the domain is a U-label, the domain MUST be converted to an A-label"."""
+    tree = Tree({"_dmarc.xn--bcher-kva.example": ["v=DMARC1; p=reject"]}, a=["xn--bcher-kva.example"])
+    v = judge(tree, "BÜCHER.example", spf="xn--bcher-kva.example").rfc9989
+    assert (v.result, v.record_domain) == ("pass", "xn--bcher-kva.example")
+
+
+def test_a_repeated_tag_makes_the_record_invalid():
+    """RFC 9989 §4.7 refers to RFC 6376 §3.2: "if a tag name does occur more than once, the entire tag-list is invalid"."""
+    tree = Tree({"_dmarc.example.com": ["v=DMARC1; p=none; p=reject"]}, a=["example.com"])
+    v = judge(tree, "example.com").rfc9989
+    assert (v.result, v.disposition) == ("none", "none") and "répétée" in str(v.reason)
+
+
+def test_a_from_name_that_cannot_exist_still_gets_its_parents_policy():
+    tree = Tree({"_dmarc.example.com": ["v=DMARC1; p=reject"]}, a=["example.com"])
+    v = judge(tree, "a" * 64 + ".example.com").rfc9989
+    assert (v.result, v.disposition, v.record_domain) == ("fail", "reject", "example.com")

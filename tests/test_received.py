@@ -153,6 +153,11 @@ def test_real_received_headers(source, header, expected):
     ("from [192.0.2.9] (port=1 helo=[192.0.2.7]) by y; Mon, 1 Dec 2026 10:00:00 +0000", "192.0.2.9", 1),  # not the HELO's
     ("from x (EHLO [192.0.2.7]) (192.0.2.9) by y; Mon, 1 Dec 2026 10:00:00 +0000", "192.0.2.9", None),
     ("from x (x [not-an-ip]) by y; Mon, 1 Dec 2026 10:00:00 +0000", None, None),
+    # the HELO argument is what the client claims, never its address (CommuniGate's form, qmail's)
+    ("from [154.118.61.214] (account u@example.ru HELO [6.6.6.6]) by mx with ESMTPA id 1; Fri, 07 Aug 2020 19:21:52 +0300",
+     "154.118.61.214", None),
+    ("from x (HELO a@[6.6.6.6]) (192.0.2.4) by y; Fri, 07 Aug 2020 19:21:52 +0300", "192.0.2.4", None),
+    ("from list.example (192.0.2.150:4323) by mx1; Sat, 18 Sep 2004 23:17:54 -0500", "192.0.2.150", 4323),  # XMail
 ])
 def test_tcp_info_forms(header, ip, port):
     hop = parse_received(header)
@@ -180,3 +185,9 @@ def test_the_engine_doctests_run():
     for module in (headers, dmarc, spf):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted and not result.failed, module.__name__
+
+
+def test_an_unreadable_date_is_said():
+    for text in ("from x by y; Mon, 32 Jan 2020 10:00:00 +0000", "from x by y; Sun Nov 13 14:50:12 2005"):
+        hop = parse_received(text)
+        assert hop.date is None and any("date illisible" in f.fr for f in hop.findings)
