@@ -29,6 +29,7 @@ import dns.name
 from .dns import LookupResult, Outcome, Resolver
 from .errors import LabmailError
 from .i18n import Text, tr
+from .state import Layout
 from .world import World, current
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -548,7 +549,7 @@ def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None,
 def _dkim_from_api(world: World, domain_name: str) -> str | None:
     """The key record the school server signs ``domain_name`` with (its API's get/dkim), or None if unknown."""
     if world.kind == "local":
-        stored = world.config.state_dir / "keys" / "dkim" / f"{domain_name}.dkim.txt"
+        stored = Layout(world.config.state_dir).dkim_record(domain_name)
         if stored.exists():  # what the school server's API would answer (get/dkim), without an HTTPS round trip
             return "v=DKIM1;k=rsa;t=s;s=email;p=" + stored.read_text(encoding="utf-8").strip().split("p=", 1)[1]
     try:

@@ -21,6 +21,7 @@ import sys
 from . import config as _config
 from .errors import LabmailError
 from .i18n import set_language, tr
+from .state import Layout
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def _lab(args: argparse.Namespace) -> int:
                   + str(lab.student_key_file(cfg)))
         except LabmailError:
             pass
-        dkim = cfg.state_dir / "keys" / "dkim" / f"{cfg.domain}.dkim.txt"
+        dkim = Layout(cfg.state_dir).dkim_record(cfg.domain)
         if dkim.exists():
             from .dns import txt_strings
 

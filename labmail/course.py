@@ -24,6 +24,7 @@ from pathlib import Path
 from . import config as _config
 from ._files import atomic_write_text
 from .errors import ConfigError, LabmailError
+from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
            "note_form_action", "form_actions"]
@@ -91,7 +92,7 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
         raise ConfigError("Prénom non configuré : exécutez le notebook 00 (ou « labmail config --prenom Jean-Émile »).",
                           "First name not configured: run notebook 00 (or \"labmail config --prenom Jean-Émile\").")
     changes: list[str] = []
-    passwords = cfg.state_dir / "course-passwords.json"
+    passwords = Layout(cfg.state_dir).course_passwords
     if cfg.world == "local":
         lab.ensure(cfg)
         from .world import current
@@ -99,7 +100,7 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
         world = current(cfg)
         panel = ZonePanel(world=world)
         domain, host = cfg.domain, cfg.mail_host
-        dkim_file = cfg.state_dir / "keys" / "dkim" / f"{domain}.dkim.txt"
+        dkim_file = Layout(cfg.state_dir).dkim_record(domain)
         wanted = [(4, "@", "MX", f"10 {host}."), (9, "@", "TXT", "v=spf1 ip4:203.0.113.10 -all"),
                   (10, "dkim._domainkey", "TXT", dkim_file.read_text().strip() if dkim_file.exists() else ""),
                   (11, "_dmarc", "TXT", "v=DMARC1; p=quarantine"),
@@ -155,7 +156,7 @@ def remember_password(address: str, password: str, *, config: _config.Config | N
     """Keep the password of a mailbox the student created (the mailbox form does it), like a mail client's password
     store: in ``<state>/course-passwords.json`` (0600), so later notebooks log in without it ever being in a cell."""
     cfg = config or _config.load()
-    path = cfg.state_dir / "course-passwords.json"
+    path = Layout(cfg.state_dir).course_passwords
     known = _read(path)
     known[address.lower()] = password
     atomic_write_text(path, json.dumps(known) + "\n", mode=0o600)
@@ -197,13 +198,13 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
                            "live world, send yourself a message and open its source.")
     sender = f"facteur@{cfg.domain}"
     to = to or f"{cfg.prenom}@gmail.test"
-    passwords = cfg.state_dir / "course-passwords.json"
+    passwords = Layout(cfg.state_dir).course_passwords
     known = _read(passwords)
     if sender not in known:
         known[sender] = secrets.token_urlsafe(12)
         lab.add_mailbox(sender, known[sender], name="Le facteur", config=cfg)
         atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
-    store = MailStore(cfg.state_dir / "mail")
+    store = MailStore(Layout(cfg.state_dir).mail_dir)
     before = store.counts(to)
     result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.")
     if not result.accepted:
@@ -217,7 +218,7 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
 
 
 #: The IMAP server of each provider of the lab, where the student reads their own provider mailbox.
-PROVIDER_IMAP = {"gmail.test": "imap.gmail.test", "outlook.test": "imap-mail.outlook.test"}
+PROVIDER_IMAP = {p.domain: p.imap_host for p in PROVIDERS.values()}
 
 
 def _received_at(data: bytes) -> float:

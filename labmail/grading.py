@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from .errors import ExerciceAFaire, LabmailError, VerificationEchouee
 from .quiz import ANSWERS_FILE, choices_text
+from .state import Layout
 
 __all__ = ["ANSWERS_FILE", "a_faire", "expect", "answered", "quiz_answer", "ns", "dkim_location", "verdict", "ports",
            "mx", "spf", "dkim", "dmarc", "mailboxes", "final_message", "autodiscover", "audit"]
@@ -382,7 +383,7 @@ def dkim(domain: str | None = None, *, selector: str = "dkim", world=None) -> No
 def _private_key(domain: str, world) -> bytes | None:
     if world.kind != "local":
         return None
-    path = world.config.state_dir / "keys" / "dkim" / f"{domain}.dkim.pem"
+    path = Layout(world.config.state_dir).dkim_private(domain)
     return path.read_bytes() if path.exists() else None
 
 

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 
 from .errors import LabmailError
 from .i18n import tr
+from .state import Layout
 from .world import World, current
 
 __all__ = ["stored_password", "submit", "SubmitResult", "make_message", "MailcowAPI", "pop3", "POP3Message", "imap",
@@ -38,9 +39,9 @@ def stored_password(address: str, password: str | None = None, world: World | No
 
     world = world or current()
     state = world.config.state_dir
-    files = [state / "course-passwords.json"]
+    files = [Layout(state).course_passwords]
     if world.config.world == "local":
-        files.append(state / "keys" / "provider-passwords.json")
+        files.append(Layout(state).provider_passwords)
     else:  # live: the class's credentials file (never a cell)
         known = {str(k).lower(): v for k, v in (live_credentials(world.config).get("passwords") or {}).items()}
         if address.lower() in known:

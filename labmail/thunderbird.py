@@ -33,6 +33,7 @@ from pathlib import Path
 from .config import Config, load
 from .errors import LabError
 from .i18n import tr
+from .state import Layout
 
 __all__ = ["SIMULATED_PORTS", "CA_NICKNAME", "QUIET_PREFS", "Profile", "prefs", "make_profile"]
 
@@ -155,7 +156,7 @@ def make_profile(path: str | Path | None = None, *, config: Config | None = None
         raise LabError("Chemin de profil vide : donnez un dossier (ou rien, pour le dossier du lab).",
                        "Empty profile path: give a folder (or nothing, for the lab's folder).")
     try:
-        target = Path(path).expanduser().absolute() if path is not None else cfg.state_dir / "thunderbird"
+        target = Path(path).expanduser().absolute() if path is not None else Layout(cfg.state_dir).thunderbird_dir
     except RuntimeError as exc:  # "~someone" who does not exist
         raise LabError(f"Chemin de profil incompris ({exc}) : donnez un dossier.",
                        f"Profile path not understood ({exc}): give a folder.") from None

@@ -24,6 +24,7 @@ import dns.tsig
 
 from .config import Config, is_ip_address, load, parse_hostport
 from .errors import ConfigError, LabError
+from .state import Layout, read_run
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class World:
     def tsig_key(self) -> dns.tsig.Key:
         """The student's TSIG key for RFC 2136 updates of their zone (never printed)."""
         if self.kind == "local":
-            path = self.config.state_dir / "keys" / "tsig.json"
+            path = Layout(self.config.state_dir).tsig_file
             try:
                 keys = json.loads(path.read_text(encoding="utf-8"))
             except FileNotFoundError:
@@ -146,23 +147,14 @@ def current(config: Config | None = None) -> World:
     """The world of the configuration; in the local world the lab must be running."""
     cfg = config if config is not None else load()
     if cfg.world == "local":
-        from .lab import PROTOCOL
-
+        run = read_run(cfg.state_dir)
         try:
-            run = json.loads((cfg.state_dir / "run.json").read_text(encoding="utf-8"))
-            if run.get("protocol") != PROTOCOL:
-                raise LabError(
-                    "Le lab en marche vient d'une autre version de labmail : relancez-le (labmail lab stop puis "
-                    "labmail lab start, ou labmail.lab.ensure()).",
-                    "The running lab comes from another version of labmail: restart it (labmail lab stop then "
-                    "labmail lab start, or labmail.lab.ensure()).",
-                )
             host = run["host"]
             resolver = (host, int(run["ports"]["resolver"]))
             server = (host, int(run["ports"]["students"]))
             servers = {addr: (host, int(port)) for addr, port in run["dns_servers"].items()}
             services = {key: (host, int(port)) for key, port in run.get("endpoints", {}).items()}
-        except (OSError, ValueError, KeyError):
+        except (TypeError, ValueError, KeyError):
             raise LabError(
                 "Le lab n'est pas démarré. Dans un notebook : labmail.lab.ensure() ; "
                 "dans un terminal : labmail lab start.",

@@ -30,11 +30,12 @@ from pathlib import Path
 from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
+from ..state import PROTOCOL, Layout  # PROTOCOL: also lab.PROTOCOL
 
 __all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class"]
 
 _children: dict[int, subprocess.Popen] = {}
-PROTOCOL = 4  # version of what the lab process reports (run.json, control replies)
+
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class LabStatus:
 
     @property
     def log_path(self) -> Path:
-        return self.state_dir / "lab.log"
+        return Layout(self.state_dir).log_file
 
     def _service_ports(self) -> dict[str, int]:
         names = {"203.0.113.10:25": f"{self.mail_host}:25 (MX)", "203.0.113.10:587": f"{self.mail_host}:587 (submission, STARTTLS)",
@@ -138,7 +139,7 @@ def _request(path: Path, payload: dict, timeout: float = 10.0) -> dict:
 
 def _control_path(state_dir: Path) -> Path:
     """The running lab's control socket, as recorded in ``run.json`` (OSError/KeyError if none)."""
-    return Path(json.loads((state_dir / "run.json").read_text(encoding="utf-8"))["control"])
+    return Path(json.loads(Layout(state_dir).run_file.read_text(encoding="utf-8"))["control"])
 
 
 def _status_from(state_dir: Path, info: dict) -> LabStatus:
@@ -176,7 +177,7 @@ def status(config: Config | None = None) -> LabStatus:
 
 def _log_tail(state_dir: Path, lines: int = 15) -> str:
     try:
-        return "\n".join((state_dir / "lab.log").read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        return "\n".join(Layout(state_dir).log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
 
@@ -214,7 +215,7 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    with open(state_dir / "lab.log", "ab") as log:
+    with open(Layout(state_dir).log_file, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                 start_new_session=True, close_fds=True)
     _children[proc.pid] = proc
@@ -227,9 +228,9 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
                 if current.running:
                     return current
             raise LabError(
-                f"Le lab n'a pas pu démarrer (code {proc.returncode}). Fin du journal {state_dir / 'lab.log'} :\n"
+                f"Le lab n'a pas pu démarrer (code {proc.returncode}). Fin du journal {Layout(state_dir).log_file} :\n"
                 f"{_log_tail(state_dir)}",
-                f"The lab could not start (exit code {proc.returncode}). End of the log {state_dir / 'lab.log'}:\n"
+                f"The lab could not start (exit code {proc.returncode}). End of the log {Layout(state_dir).log_file}:\n"
                 f"{_log_tail(state_dir)}",
             )
         current = status(cfg)
@@ -238,8 +239,8 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
         time.sleep(0.02)
     proc.kill()
     raise LabError(
-        f"Le lab n'a pas répondu en {timeout:.0f} s. Consultez {state_dir / 'lab.log'}.",
-        f"The lab did not answer within {timeout:.0f} s. See {state_dir / 'lab.log'}.",
+        f"Le lab n'a pas répondu en {timeout:.0f} s. Consultez {Layout(state_dir).log_file}.",
+        f"The lab did not answer within {timeout:.0f} s. See {Layout(state_dir).log_file}.",
     )
 
 
@@ -293,14 +294,14 @@ def reset(config: Config | None = None) -> LabStatus:
     cfg = _cfg(config)
     stop(cfg)
     state_dir = cfg.state_dir
-    if (state_dir / "world.json").exists():
+    if Layout(state_dir).world_file.exists():
         from .server import Lab
 
-        world = json.loads((state_dir / "world.json").read_text(encoding="utf-8"))
+        world = json.loads(Layout(state_dir).world_file.read_text(encoding="utf-8"))
         state = Lab(state_dir)
         state.open(world["parent_domain"], world["mail_host"])
         state.reset_course()
-    elif (state_dir / "zones").exists():
+    elif Layout(state_dir).zones_dir.exists():
         shutil.rmtree(state_dir)
     elif state_dir.exists() and any(state_dir.iterdir()):
         raise LabError(
@@ -438,9 +439,9 @@ def provision_class(roster, config: Config | None = None) -> Path:
     cfg = _cfg(config)
     students = read_roster(roster)
     provision(cfg, students=[s.label for s in students])
-    keys = json.loads((cfg.state_dir / "keys" / "tsig.json").read_text(encoding="utf-8"))
+    keys = json.loads(Layout(cfg.state_dir).tsig_file.read_text(encoding="utf-8"))
     api = api_keys(cfg.state_dir)["domains"]
-    passwords = json.loads((cfg.state_dir / "keys" / "provider-passwords.json").read_text(encoding="utf-8"))
+    passwords = json.loads(Layout(cfg.state_dir).provider_passwords.read_text(encoding="utf-8"))
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["prenom", "nom", "email", "domaine", "cle_api", "tsig_nom", "tsig_secret", "gmail", "mdp_gmail",
@@ -463,7 +464,7 @@ def provider_password(address: str, config: Config | None = None) -> str:
     """
     cfg = _cfg(config)
     try:
-        return json.loads((cfg.state_dir / "keys" / "provider-passwords.json").read_text(encoding="utf-8"))[address.lower()]
+        return json.loads(Layout(cfg.state_dir).provider_passwords.read_text(encoding="utf-8"))[address.lower()]
     except (OSError, ValueError, KeyError):
         raise LabError(f"Pas de boîte {address} dans le lab : lancez labmail.lab.ensure() avec votre prénom configuré.",
                        f"No mailbox {address} in the lab: run labmail.lab.ensure() with your first name set.") from None

@@ -7,10 +7,11 @@ import secrets
 from pathlib import Path
 
 from .._files import atomic_write_text
+from ..state import Layout
 
 
 def _path(state_dir: Path) -> Path:
-    return Path(state_dir) / "keys" / "api-keys.json"
+    return Layout(state_dir).api_keys_file
 
 
 def api_keys(state_dir: Path) -> dict:

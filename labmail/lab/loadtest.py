@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..state import Layout
+
 __all__ = ["LoadResult", "simulate"]
 
 OPERATIONS = ("dns", "mailboxes", "submit", "imap", "pop3", "provider")
@@ -54,7 +56,7 @@ class LoadResult:
 
 
 def _credentials(state_dir: Path) -> list[dict]:
-    with (state_dir / "class-credentials.csv").open(encoding="utf-8") as handle:
+    with Layout(state_dir).class_credentials.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -71,7 +73,7 @@ def simulate(cfg, *, workers: int = 50, timeout: float = 60.0) -> LoadResult:
     students = _credentials(cfg.state_dir)
     result = LoadResult(len(students), 0.0, {op: [] for op in OPERATIONS})
     guard = threading.Lock()
-    store = MailStore(cfg.state_dir / "mail")
+    store = MailStore(Layout(cfg.state_dir).mail_dir)
     host = cfg.mail_host
 
     def timed(op: str, function):

@@ -42,6 +42,7 @@ import dns.rdata
 from .. import __version__
 from .._files import atomic_write_bytes, atomic_write_text
 from ..errors import LabError
+from ..state import PROTOCOL, Layout
 from . import world as _world
 from .dnsserver import DNSEngine, View, start_transports
 from .zones import KeyStore, ZoneStore, bind_key_file
@@ -65,14 +66,15 @@ class Lab:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self.world_path = self.state_dir / "world.json"
-        self.zones = ZoneStore(self.state_dir / "zones")
-        self.keys = KeyStore(self.state_dir / "keys" / "tsig.json")
+        self.layout = Layout(self.state_dir)
+        self.world_path = self.layout.world_file
+        self.zones = ZoneStore(self.layout.zones_dir)
+        self.keys = KeyStore(self.layout.tsig_file)
         self.world: dict = {}
         self.student_origins: set[dns.name.Name] = set()
         from .mailstore import MailStore
 
-        self.store = MailStore(self.state_dir / "mail")
+        self.store = MailStore(self.layout.mail_dir)
         self.on_student = None  # called with each new student's domain (the mail services listen to it)
         self._prepare_lock = threading.RLock()
 
@@ -114,13 +116,13 @@ class Lab:
         """Create (once) a 2048-bit DKIM key for ``domain``; return its record text."""
         from ..dkim import generate_key
 
-        existing = self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.txt"
+        existing = self.layout.dkim_record(domain, selector)
         if existing.exists():
             return existing.read_text(encoding="utf-8").strip()
 
         key = generate_key(2048)
-        atomic_write_bytes(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.pem", key.private_pem)
-        atomic_write_text(self.state_dir / "keys" / "dkim" / f"{domain}.{selector}.txt", key.record + "\n", mode=0o644)
+        atomic_write_bytes(self.layout.dkim_private(domain, selector), key.private_pem)
+        atomic_write_text(self.layout.dkim_record(domain, selector), key.record + "\n", mode=0o644)
         return key.record
 
     def _create_world(self) -> None:
@@ -165,7 +167,7 @@ class Lab:
             domain = origin.rstrip(".")
             self.zones.add_zone_text(origin, _world.student_zone_text(spec, label, _serial()))
             entry = self.keys.create(origin, [origin])
-            atomic_write_text(self.state_dir / "keys" / f"{domain}.key", bind_key_file(entry), mode=0o600)
+            atomic_write_text(self.layout.zone_key(domain), bind_key_file(entry), mode=0o600)
             self._dkim_key(domain, _world.SCHOOL_SELECTOR)
             from .apikeys import ensure_domain_key
 
@@ -188,7 +190,7 @@ class Lab:
         """
         import secrets
 
-        path = self.state_dir / "keys" / "provider-passwords.json"
+        path = self.layout.provider_passwords
         try:
             passwords = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -226,9 +228,9 @@ class Lab:
                 shutil.rmtree(self.store._base(address), ignore_errors=True)  # noqa: SLF001 - the store's own folder
         for domain in domains:
             shutil.rmtree(self.store.root / domain, ignore_errors=True)
-        for folder in (self.state_dir / "queue", self.store.root / "rejected"):
+        for folder in (self.layout.queue_dir, self.layout.rejected_dir):
             shutil.rmtree(folder, ignore_errors=True)
-        for path in (self.store.root / "dmarc-reports.json", self.state_dir / "course-passwords.json"):
+        for path in (self.layout.dmarc_reports_marker, self.layout.course_passwords):
             path.unlink(missing_ok=True)
         log.info("course reset: %d student zone(s) back to step 0", len(domains))
 
@@ -304,7 +306,7 @@ class LabProcess:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        atomic_write_text(self.lab.state_dir / "run.json", json.dumps(self.status(), indent=2) + "\n", mode=0o600)
+        atomic_write_text(self.lab.layout.run_file, json.dumps(self.status(), indent=2) + "\n", mode=0o600)
         log.info("lab started: DNS resolver %s:%d, registry %d, students %d (UDP+TCP), pid %d", LISTEN_HOST,
                  self.ports["resolver"], self.ports["registry"], self.ports["students"], os.getpid())
         await self.stopping.wait()
@@ -317,7 +319,7 @@ class LabProcess:
             server.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
-        for path in (self.lab.state_dir / "run.json", self.control_path):
+        for path in (self.lab.layout.run_file, self.control_path):
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -352,7 +354,6 @@ class LabProcess:
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)
-        from . import PROTOCOL
 
         return {
             "pid": os.getpid(),
@@ -430,7 +431,7 @@ class LabProcess:
 
 def _acquire_lock(state_dir: Path):
     state_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(state_dir / "lab.lock", "a+")
+    fh = open(Layout(state_dir).lock_file, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

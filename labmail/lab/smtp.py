@@ -31,6 +31,7 @@ from pathlib import Path
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 
 from .._files import atomic_write_bytes, atomic_write_text
+from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
 
 log = logging.getLogger("labmail.lab.smtp")
@@ -403,7 +404,7 @@ class MailServices:
         self.store = store
         self.executor = executor
         self.resolver_address = resolver_address
-        self.queue_dir = lab.state_dir / "queue"
+        self.queue_dir = lab.layout.queue_dir
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self._recover_queue()
         spec = lab.spec
@@ -411,13 +412,10 @@ class MailServices:
         school_domains = {spec.student_zone(s).rstrip(".") for s in spec.students} | {spec.parent_domain}
         self.hosts = {
             "school": Host(spec.mail_host, hosts[spec.mail_host][0], "school", school_domains),
-            "gmail": Host("gmail-smtp-in.l.gmail.test", hosts["gmail-smtp-in.l.gmail.test"][0], "gmail", {"gmail.test"}),
-            "outlook": Host("outlook-test.mail.protection.outlook.test",
-                            hosts["outlook-test.mail.protection.outlook.test"][0], "outlook", {"outlook.test"}),
+            **{name: Host(p.mx_host, hosts[p.mx_host][0], name, {p.domain}) for name, p in PROVIDERS.items()},
         }
         self.spoofer = Host("mx.arnaque.test", hosts["mx.arnaque.test"][0], "spoofer", {"arnaque.test"})
-        self.imap_hosts = {"gmail": ("imap.gmail.test", hosts["imap.gmail.test"][0]),
-                           "outlook": ("imap-mail.outlook.test", hosts["imap-mail.outlook.test"][0])}
+        self.imap_hosts = {name: (p.imap_host, hosts[p.imap_host][0]) for name, p in PROVIDERS.items()}
         self.policies = providers.POLICIES
         self.ports: dict[str, int] = {}
         self.relays: dict[str, Path] = {}  # internal relay listeners: Unix sockets (see relay_path)
@@ -446,7 +444,7 @@ class MailServices:
         """The Unix socket of an internal relay listener (PROXY protocol accepted there, and only there), in a folder
         only the lab's user may enter: another local user cannot claim a simulated address (e.g. the school
         server's) by speaking PROXY to it, as a TCP port on loopback would let them."""
-        folder = self.lab.state_dir / "relay"
+        folder = self.lab.layout.relay_dir
         if len(str(folder / "outlook-relay.sock")) >= 100:  # AF_UNIX paths are short: a private folder in /tmp
             import hashlib
             import tempfile
@@ -589,7 +587,7 @@ class MailServices:
         from ..dkim import sign
 
         domain = _domain(mail_from) if mail_from else ""
-        key = self.lab.state_dir / "keys" / "dkim" / f"{domain}.dkim.pem"
+        key = self.lab.layout.dkim_private(domain)
         if not domain or not key.exists():
             return data
         return sign(data, domain, "dkim", key.read_bytes())
@@ -630,7 +628,7 @@ class MailServices:
         return f"250 2.0.0 OK {qid}"
 
     def _save_rejection(self, host: Host, record: dict) -> None:
-        path = self.lab.state_dir / "mail" / "rejected" / f"{record['queue_id']}.json"
+        path = self.lab.layout.rejected_dir / f"{record['queue_id']}.json"
         atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
 
     # -- queue and outbound delivery ---------------------------------------------
@@ -797,8 +795,7 @@ class MailServices:
         return self.send(self.spoofer, mail_from, [rcpt], data, _domain(rcpt))
 
     # -- DMARC aggregate reports ("end of the day") --------------------------------
-    _REPORTERS = {"gmail": ("gmail.test", "noreply-dmarc-support@gmail.test", "20230601"),
-                  "outlook": ("outlook.test", "dmarcreport@outlook.test", "selector1")}
+    _REPORTERS = {name: (p.domain, p.report_sender, p.selector) for name, p in PROVIDERS.items()}
 
     def dmarc_reports(self, fmt: str = "7489") -> list[dict]:
         """Each provider reports what it judged since its last report to the ``rua`` of each policy domain."""
@@ -807,7 +804,7 @@ class MailServices:
         from .. import dmarc, reports
         from ..dkim import sign
 
-        marker = self.lab.state_dir / "mail" / "dmarc-reports.json"
+        marker = self.lab.layout.dmarc_reports_marker
         last = json.loads(marker.read_text()) if marker.exists() else {}
         now = time.time()
         out = []
@@ -843,7 +840,7 @@ class MailServices:
                                     "status": "refused", "reply": "destination not authorised (RFC 7489 §7.1)"})
                         continue
                     data = _report_mail(org, sender, rua, domain, report_id, begin, end, xml)
-                    key = self.lab.state_dir / "keys" / "dkim" / f"{org}.{selector}.pem"
+                    key = self.lab.layout.dkim_private(org, selector)
                     if key.exists():
                         data = sign(data, org, selector, key.read_bytes())
                     status, reply = self.send(host, sender, [rua], data, _domain(rua))
@@ -857,7 +854,7 @@ class MailServices:
     def _judged(self, host: Host):
         """Every record of a message ``host`` received (delivered or refused)."""
         paths = [p for d in host.domains for p in (self.store.root / d).glob("*/records/*.json")]
-        paths += [p for p in (self.lab.state_dir / "mail" / "rejected").glob("*.json")]
+        paths += [p for p in self.lab.layout.rejected_dir.glob("*.json")]
         for path in paths:
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .._files import atomic_write_bytes
+from ..state import Layout
 
 CA_DAYS = 730
 LEAF_DAYS = 397
@@ -34,7 +35,7 @@ LAB_NETWORKS = ("127.0.0.0/8", "::1/128", "192.0.2.0/24", "198.51.100.0/24", "20
 def _lab_dns_names(state_dir: Path) -> tuple[str, ...]:
     """The DNS subtrees of the lab: its parent domain (and the mail host if it lies elsewhere), .test, localhost."""
     try:
-        world = json.loads((Path(state_dir) / "world.json").read_text(encoding="utf-8"))
+        world = json.loads(Layout(state_dir).world_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         world = {}
     names = [str(world.get("parent_domain") or "labmail.cloud"), "test", "localhost"]
@@ -59,7 +60,7 @@ def _is_ip(name: str) -> bool:
 class LabCA:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self.dir = self.state_dir / "tls"
+        self.dir = Layout(self.state_dir).tls_dir
         self._cert = None
         self._key = None
         self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}

@@ -273,7 +273,7 @@ class WebApp:
         domain = args[0].lower() if args else ""
         if not self._allowed(scope, domain):
             return {}
-        path = self.lab.state_dir / "keys" / "dkim" / f"{domain}.dkim.txt"
+        path = self.lab.layout.dkim_record(domain)
         if not path.exists():
             return {}
         record = path.read_text(encoding="utf-8").strip()

@@ -28,23 +28,26 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..state import PROVIDERS
+
 # Hosts of the world (name relative to its zone is computed from the parent domain).
 MAILCOW_V4, MAILCOW_V6 = "203.0.113.10", "2001:db8:113::10"
 NS_V4, NS_V6 = "203.0.113.53", "2001:db8:113::53"
 STUDENT_NS_V4, STUDENT_NS_V6 = "203.0.113.54", "2001:db8:113::54"
 WEB_V4 = "203.0.113.80"
-GMAIL_MX_V4, GMAIL_MX_V6 = "198.51.100.25", "2001:db8:5100::25"
-GMAIL_NS_V4 = "198.51.100.2"
-GMAIL_IMAP_V4 = "198.51.100.26"
-OUTLOOK_IMAP_V4 = "198.51.100.146"
-OUTLOOK_MX_V4, OUTLOOK_MX_V6 = "198.51.100.145", "2001:db8:5100::145"
-OUTLOOK_NS_V4 = "198.51.100.130"
+_GMAIL, _OUTLOOK = PROVIDERS["gmail"], PROVIDERS["outlook"]  # the providers' table lives in labmail.state
+GMAIL_MX_V4, GMAIL_MX_V6 = _GMAIL.mx_v4, _GMAIL.mx_v6
+GMAIL_NS_V4 = _GMAIL.ns_v4
+GMAIL_IMAP_V4 = _GMAIL.imap_v4
+OUTLOOK_IMAP_V4 = _OUTLOOK.imap_v4
+OUTLOOK_MX_V4, OUTLOOK_MX_V6 = _OUTLOOK.mx_v4, _OUTLOOK.mx_v6
+OUTLOOK_NS_V4 = _OUTLOOK.ns_v4
 SPOOFER_V4, SPOOFER_V6 = "192.0.2.66", "2001:db8:2::66"
 SPOOFER_NS_V4 = "192.0.2.53"
 
 #: DKIM selectors of the providers (as the real ones name them) and of the school server.
-GMAIL_SELECTOR = "20230601"
-OUTLOOK_SELECTOR = "selector1"
+GMAIL_SELECTOR = _GMAIL.selector
+OUTLOOK_SELECTOR = _OUTLOOK.selector
 SCHOOL_SELECTOR = "dkim"
 
 #: SOA timers: refresh, retry, expire, minimum (negative-caching TTL, RFC 2308).
@@ -92,12 +95,9 @@ class WorldSpec:
             self.mail_host: (MAILCOW_V4, MAILCOW_V6),
             self.ns_host: (NS_V4, NS_V6),
             self.student_ns_host: (STUDENT_NS_V4, STUDENT_NS_V6),
-            "gmail-smtp-in.l.gmail.test": (GMAIL_MX_V4, GMAIL_MX_V6),
-            "ns1.gmail.test": (GMAIL_NS_V4,),
-            "imap.gmail.test": (GMAIL_IMAP_V4,),
-            "imap-mail.outlook.test": (OUTLOOK_IMAP_V4,),
-            "outlook-test.mail.protection.outlook.test": (OUTLOOK_MX_V4, OUTLOOK_MX_V6),
-            "ns1.outlook.test": (OUTLOOK_NS_V4,),
+            **{p.mx_host: (p.mx_v4, p.mx_v6) for p in PROVIDERS.values()},
+            **{f"ns1.{p.domain}": (p.ns_v4,) for p in PROVIDERS.values()},
+            **{p.imap_host: (p.imap_v4,) for p in PROVIDERS.values()},
             "mx.arnaque.test": (SPOOFER_V4, SPOOFER_V6),
             "ns1.arnaque.test": (SPOOFER_NS_V4,),
         }
