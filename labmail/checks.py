@@ -553,10 +553,10 @@ def _dkim_from_api(world: World, domain_name: str) -> str | None:
         if stored.exists():  # what the school server's API would answer (get/dkim), without an HTTPS round trip
             return "v=DKIM1;k=rsa;t=s;s=email;p=" + stored.read_text(encoding="utf-8").strip().split("p=", 1)[1]
     try:
-        from . import lab
         from .mail import MailcowAPI
+        from .world import api_key
 
-        key = lab.api_key(world.config, admin=world.kind == "local")  # live: the student's key (credentials_file)
+        key = api_key(world.config, admin=world.kind == "local")  # live: the student's key (credentials_file)
         answer = MailcowAPI(key=key, world=world).get_dkim(domain_name)
     except LabmailError:
         return None
@@ -573,13 +573,6 @@ def _expected_records(domain_name: str, host: str, addresses: list[str], selecto
                 ("_autodiscover._tcp", "SRV", f"0 1 443 {host}."), ("autoconfig", "CNAME", f"{host}.")]
     records += [(prefix, "SRV", f"0 1 {port} {host}.") for prefix, port in CLIENT_SRV]
     return records
-
-
-def classroom(roster, **kwargs):
-    """Audit a whole class (see :mod:`labmail.classroom`)."""
-    from .classroom import classroom as run
-
-    return run(roster, **kwargs)
 
 
 # ---------------------------------------------------------------------------

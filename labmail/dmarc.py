@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from .dns import Outcome, Resolver
 from .errors import LabmailError
-from .i18n import Text, tr
+from .i18n import Text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas

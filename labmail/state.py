@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .errors import LabError
 
-__all__ = ["PROTOCOL", "Layout", "Provider", "PROVIDERS", "provider_for_domain", "read_run"]
+__all__ = ["PROTOCOL", "Layout", "Provider", "PROVIDERS", "provider_for_domain", "read_run", "read_api_keys"]
 
 #: Version of what the lab process reports (run.json, control replies): a lab started by another version is restarted.
 PROTOCOL = 4
@@ -159,6 +159,15 @@ def read_run(state_dir: Path) -> dict:
             "labmail lab start, or labmail.lab.ensure()).",
         )
     return run
+
+
+def read_api_keys(state_dir: Path) -> dict:
+    """The lab's API keys (``{"admin": key, "domains": {domain: key}}``); empty if the lab never made them."""
+    try:
+        keys = json.loads(Layout(state_dir).api_keys_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"admin": None, "domains": {}}
+    return keys if isinstance(keys, dict) else {"admin": None, "domains": {}}
 
 
 @dataclass(frozen=True)

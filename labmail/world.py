@@ -24,7 +24,7 @@ import dns.tsig
 
 from .config import Config, is_ip_address, load, parse_hostport
 from .errors import ConfigError, LabError
-from .state import Layout, read_run
+from .state import Layout, read_api_keys, read_run
 
 
 @dataclass(frozen=True)
@@ -196,4 +196,26 @@ class use_world_resolver:
         dns.resolver.default_resolver = self.previous
 
 
-__all__ = ["World", "current", "use_world_resolver"]
+def api_key(config: Config | None = None, *, admin: bool = False) -> str:
+    """The student's key for the school server's API (or the admin's, for instructors). Never print it.
+
+    Local world: the key the lab made (``keys/api-keys.json``); live world: the instructor's credentials file."""
+    from .config import live_credentials
+
+    cfg = config if config is not None else load()
+    if cfg.world == "live":
+        key = live_credentials(cfg).get("admin_api_key" if admin else "api_key")
+        if not key:
+            raise LabError("Monde live : la clé d'API vient du fichier credentials_file donné par l'enseignant·e "
+                           "(clé « api_key ») ; indiquez-le dans la configuration.", "Live world: the API key comes "
+                           "from the credentials_file given by the instructor (key \"api_key\"); set it in the configuration.")
+        return key
+    keys = read_api_keys(cfg.state_dir)
+    key = keys.get("admin") if admin else (keys.get("domains") or {}).get(cfg.domain)
+    if not key:
+        raise LabError(f"Pas de clé d'API pour {'l’administrateur' if admin else cfg.domain} : lancez labmail.lab.ensure().",
+                       f"No API key for {'the administrator' if admin else cfg.domain}: run labmail.lab.ensure().")
+    return key
+
+
+__all__ = ["World", "current", "use_world_resolver", "api_key"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labmail import checks, config, lab
+from labmail import classroom, config, lab
 from labmail.classroom import read_roster
 from labmail.errors import ConfigError
 
@@ -67,7 +67,7 @@ def test_classroom_table_heatmap_and_csv(env, tmp_path):
     panel = ZonePanel(world=current())  # jean-emile does the MX step
     panel.add("@", "MX", "10 mailcow.labmail.cloud.")
     seen = []
-    report = checks.classroom(ROSTER, progress=lambda done, total: seen.append((done, total)))
+    report = classroom.classroom(ROSTER, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (6, 6)
     frame = report.to_dataframe()
     assert list(frame.columns) == ["étudiant", "domaine", "MX", "SPF", "DKIM", "DMARC", "autodiscover", "SRV autodiscover",

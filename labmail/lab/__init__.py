@@ -402,27 +402,11 @@ def send_dmarc_reports(config: Config | None = None, *, format: str = "7489") ->
 
 
 def api_key(config: Config | None = None, *, admin: bool = False) -> str:
-    """The student's key for the school server's API (or the lab admin's, for instructors). Never print it."""
-    from .apikeys import api_keys
+    """The student's key for the school server's API (or the lab admin's, for instructors). Never print it.
+    (:func:`labmail.world.api_key`; the lab makes the keys when it provisions a student.)"""
+    from ..world import api_key as _api_key
 
-    cfg = _cfg(config)
-    if cfg.world == "live":
-        from ..config import live_credentials
-
-        key = live_credentials(cfg).get("admin_api_key" if admin else "api_key")
-        if not key:
-            raise LabError("Monde live : la clé d'API vient du fichier credentials_file donné par l'enseignant·e "
-                           "(clé « api_key ») ; indiquez-le dans la configuration.", "Live world: the API key comes "
-                           "from the credentials_file given by the instructor (key \"api_key\"); set it in the configuration.")
-        return key
-    keys = api_keys(cfg.state_dir)
-    if admin:
-        return keys["admin"]
-    try:
-        return keys["domains"][cfg.domain]
-    except KeyError:
-        raise LabError(f"Pas de clé d'API pour {cfg.domain} : lancez labmail.lab.ensure().",
-                       f"No API key for {cfg.domain}: run labmail.lab.ensure().") from None
+    return _api_key(_cfg(config), admin=admin)
 
 
 def provision_class(roster, config: Config | None = None) -> Path:
@@ -433,7 +417,7 @@ def provision_class(roster, config: Config | None = None) -> Path:
     import io
 
     from .._files import atomic_write_text
-    from ..classroom import read_roster
+    from ..roster import read_roster
     from .apikeys import api_keys
 
     cfg = _cfg(config)

@@ -15,7 +15,6 @@ Everything is served on every host name (``mailcow.labmail.cloud``, ``autoconfig
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
