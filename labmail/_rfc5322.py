@@ -8,8 +8,10 @@ The lexer never raises: an unclosed comment or quoted string ends at the end of 
 
 from __future__ import annotations
 
+import email.utils
 import re
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
@@ -93,3 +95,33 @@ def lex(text: str, specials: str = ";=") -> list[Token]:
             tokens.append(Token("word", text[i:j], i))
             i = j
     return tokens
+
+
+class _Raw8bit(policy.Compat32):
+    """``compat32`` (headers kept as received, nothing refolded), except that a header carrying raw 8-bit bytes —
+    UTF-8 as RFC 6532 allows, or anything else — reads as text (UTF-8, undecodable bytes replaced) instead of an
+    ``email.header.Header`` that string functions (``parseaddr``…) choke on."""
+
+    def header_fetch_parse(self, name, value):
+        if isinstance(value, str) and not value.isascii():
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return value
+
+
+#: The policy every reader of received mail in labmail uses (the lab's servers included).
+READ_POLICY = _Raw8bit()
+
+
+def read_message(raw: bytes | str):
+    """A received message, headers as received and readable even with raw 8-bit bytes (:data:`READ_POLICY`)."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return message_from_bytes(data, policy=READ_POLICY)
+
+
+def domain_of(address: str | None) -> str | None:
+    if not address:
+        return None
+    _name, addr = email.utils.parseaddr(address)
+    if "@" not in addr:
+        return None
+    return addr.rsplit("@", 1)[1].strip().rstrip(".").lower() or None

@@ -608,7 +608,6 @@ def message(raw: bytes | str, envelope=None, *, world: World | None = None, rece
     Without ``envelope`` the client address, HELO and MAIL FROM are taken from the receiving server's
     ``Received`` header (the topmost, or the one ``by`` ``receiver``) and from ``Return-Path``.
     """
-    import ipaddress as _ip
     from email import message_from_bytes
 
     from .headers import Finding, analyze, envelope_from_headers
@@ -623,19 +622,17 @@ def message(raw: bytes | str, envelope=None, *, world: World | None = None, rece
         envelope = envelope_from_headers(data, receiver=receiver)
     report = analyze(data, envelope, resolver=resolver)
     findings = list(report.findings)
-    if envelope is not None:
+    judged = report.checks  # the judge's PTR and block-list answers: nothing is asked twice
+    if envelope is not None and judged is not None:
         ip = envelope.ip
-        ptr = resolver.query(_ip.ip_address(ip).reverse_pointer, "PTR")
-        names = [v.rstrip(".") for v in ptr.values]
-        confirmed = any(ip in resolver.query(n, "AAAA" if ":" in ip else "A").values for n in names)
-        if not confirmed:
+        if judged.iprev != "pass":
             findings.append(Finding("error", Text(f"{ip} n'a pas de DNS inverse confirmé (PTR → nom → adresse)",
                                                   f"{ip} has no forward-confirmed reverse DNS (PTR → name → address)"),
                                     Text("Gmail et Yahoo exigent un PTR valide pour l'adresse d'envoi",
                                          "Gmail and Yahoo require a valid PTR for the sending address"),
                                     Text("faites régler le PTR de l'adresse vers le nom du serveur", "have the address's PTR "
                                          "set to the server's name"), "RFC 8601 §3"))
-        if ":" not in ip and resolver.query(".".join(reversed(ip.split("."))) + ".dnsbl.test", "A").records:
+        if judged.dnsbl:
             findings.append(Finding("error", Text(f"{ip} est sur une liste de blocage (dnsbl.test)",
                                                   f"{ip} is on a block list (dnsbl.test)"),
                                     Text("beaucoup de destinataires refusent ou classent en spam", "many receivers refuse or "

@@ -64,7 +64,7 @@ class Replay:
     steps: tuple[Step, ...]
     folder: str | None  # INBOX, Junk, or None (refused)
     reply: str = ""
-    checks: object = field(default=None, repr=False)  # labmail.lab.providers.Checks
+    checks: object = field(default=None, repr=False)  # labmail.judge.Checks
 
     @property
     def disposition(self) -> str:
@@ -99,7 +99,7 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
     """
     from .dns import Resolver
     from .headers import envelope_from_headers
-    from .lab.providers import POLICIES, run_checks
+    from .judge import POLICIES, judge
 
     if receiver not in POLICIES:
         raise LabmailError(f"Destinataire inconnu « {receiver} » : choisissez parmi {', '.join(POLICIES)}.",
@@ -118,7 +118,7 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
         from .world import current
 
         resolver = Resolver(world=world or current())
-    checks = run_checks(resolver, envelope.ip, envelope.mail_from, envelope.helo, data)
+    checks = judge(data, ip=envelope.ip, mail_from=envelope.mail_from, helo=envelope.helo, resolver=resolver)
     verdict = POLICIES[receiver].decide(checks)
     msg = message_from_bytes(data, policy=READ_POLICY)
     steps = [*_smtp_steps(checks, envelope, rcpt or str(msg.get("To", "")), len(data)),
@@ -311,10 +311,10 @@ def flow(raw: bytes | str) -> Flow:
     >>> [n.role for n in f.nodes]                     # doctest: +SKIP
     ['MUA', 'MSA', 'MTA', 'MDA', 'MUA']
     """
-    from .headers import _hop_rows, _message, parse_authentication_results, parse_received
+    from .headers import _hop_rows, parse_authentication_results, parse_received, read_message
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    msg = _message(data)
+    msg = read_message(data)
     hops = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
     if not hops:
         raise LabmailError("Ce message n'a aucun en-tête Received : il faut la source complète du message reçu "

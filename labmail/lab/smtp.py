@@ -8,7 +8,7 @@ spoofer…). PROXY is accepted nowhere else.
 Receiving servers judge mail with labmail's engine (SPF for MAIL FROM and HELO, every DKIM signature,
 DMARC, iprev), stamp ``Authentication-Results`` and ``Received-SPF`` in their provider's style, then
 deliver to Inbox or Junk, or reject at SMTP time, following the provider's published rules
-(:mod:`labmail.lab.providers`). Each delivered message has a record of how the server saw it.
+(:mod:`labmail.judge`). Each delivered message has a record of how the server saw it.
 """
 
 from __future__ import annotations
@@ -334,9 +334,9 @@ class SchoolHandler(BaseHandler):
 
     def process(self, server, session, envelope, qid, tls, ip) -> str:
         data = envelope.original_content or envelope.content
-        rdns = self.services.ptr_name(ip)
         user = session.auth_data if session.authenticated else None
         if self.submission:
+            rdns = self.services.ptr_name(ip)
             local = [r for r in envelope.rcpt_tos if _domain(r) in self.host.domains]
             remote = [r for r in envelope.rcpt_tos if _domain(r) not in self.host.domains]
             data = self.services.msa_fixups(data, envelope.mail_from)
@@ -351,7 +351,7 @@ class SchoolHandler(BaseHandler):
                 self.services.enqueue(qid, envelope.mail_from, remote, signed)
             log.info("%s: from=<%s> user=%s to=%s accepted", qid, envelope.mail_from, user, ",".join(envelope.rcpt_tos))
             return f"250 2.0.0 Ok: queued as {qid}"
-        return self.services.receive(self, server, session, envelope, qid, ip, rdns, tls, data)
+        return self.services.receive(self, server, session, envelope, qid, ip, tls, data)
 
 
 class ProviderHandler(BaseHandler):
@@ -387,7 +387,7 @@ class ProviderHandler(BaseHandler):
 
     def process(self, server, session, envelope, qid, tls, ip) -> str:
         data = envelope.original_content or envelope.content
-        return self.services.receive(self, server, session, envelope, qid, ip, self.services.ptr_name(ip), tls, data)
+        return self.services.receive(self, server, session, envelope, qid, ip, tls, data)
 
 
 # ---------------------------------------------------------------------------
@@ -397,7 +397,7 @@ class MailServices:
     """SMTP listeners, mail store, queue and outbound delivery of the lab world."""
 
     def __init__(self, lab, ca, store, resolver_address: tuple[str, int], executor) -> None:
-        from . import providers
+        from .. import judge
 
         self.lab = lab
         self.ca = ca
@@ -416,7 +416,7 @@ class MailServices:
         }
         self.spoofer = Host("mx.arnaque.test", hosts["mx.arnaque.test"][0], "spoofer", {"arnaque.test"})
         self.imap_hosts = {name: (p.imap_host, hosts[p.imap_host][0]) for name, p in PROVIDERS.items()}
-        self.policies = providers.POLICIES
+        self.policies = judge.POLICIES
         self.ports: dict[str, int] = {}
         self.relays: dict[str, Path] = {}  # internal relay listeners: Unix sockets (see relay_path)
         self.servers: list = []
@@ -600,12 +600,14 @@ class MailServices:
             "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
         }
 
-    def receive(self, handler: BaseHandler, server, session, envelope, qid, ip, rdns, tls, data: bytes) -> str:
-        """An MX receiving mail: run the checks, apply the host's policy, deliver; returns the SMTP reply."""
-        from . import providers
+    def receive(self, handler: BaseHandler, server, session, envelope, qid, ip, tls, data: bytes) -> str:
+        """An MX receiving mail: run the checks, apply the host's policy, deliver; returns the SMTP reply.
+        (One PTR lookup per message: the judge's, whose answer also names the client in the Received header.)"""
+        from .. import judge
 
         host = handler.host
-        checks = providers.run_checks(self.resolver(), ip, envelope.mail_from, session.host_name or "", data)
+        checks = judge.judge(data, ip=ip, mail_from=envelope.mail_from, helo=session.host_name or "", resolver=self.resolver())
+        rdns = checks.ptr_names[0] if checks.ptr_names else None
         policy = self.policies[host.role]
         verdict = policy.decide(checks)
         record = self.base_record(handler, server, session, envelope, qid, ip, rdns, tls)

@@ -1,4 +1,7 @@
-"""How the lab's receivers judge mail: the checks, and each provider's published sender rules.
+"""A receiving server's judgement of one message: SPF for MAIL FROM and HELO, every DKIM signature, DMARC under both
+standards, iprev (forward-confirmed reverse DNS), a DNS block list, each provider's published sender rules, and the
+Authentication-Results it writes. One implementation: the lab's receivers, :mod:`labmail.replay`,
+:func:`labmail.headers.analyze` and :func:`labmail.checks.message` all call :func:`judge`.
 
 Sources of the rules (see ``shared/reference/EMAIL-AUTH.md`` §9):
 
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from email import message_from_bytes
 
-from ..headers import READ_POLICY, MethodResult, make_authentication_results
+from ._rfc5322 import READ_POLICY, domain_of
+from .authres import MethodResult, make_authentication_results
+from .state import PROVIDERS
 
 
 @dataclass
@@ -30,17 +36,22 @@ class Checks:
     ip: str
     helo: str
     mail_from: str
-    spf: object  # SPFEvaluation (MAIL FROM, or HELO for a bounce)
+    spf: object  # SPFEvaluation (MAIL FROM, or HELO for a bounce); None when judged from the headers only
     spf_helo: object
     dkim: list = field(default_factory=list)  # SignatureCheck
     dmarc: object = None  # DMARCEvaluation or None
     from_domain: str | None = None
     iprev: str = "fail"
     iprev_name: str | None = None
+    dnsbl: str | None = None  # the block-list answer (127.0.0.x) if the address is listed
+    ptr_names: tuple[str, ...] = ()  # what the PTR of the address names (confirmed or not)
+
+    spf_value: str = "none"  # the SPF result used (re-run, or read from the headers)
+    spf_domain: str | None = None
 
     @property
     def spf_pass(self) -> bool:
-        return self.spf.result.value == "pass"
+        return self.spf_value == "pass"
 
     @property
     def dkim_pass(self) -> bool:
@@ -56,7 +67,7 @@ class Checks:
 
     def to_record(self) -> dict:
         return {
-            "spf": {"result": self.spf.result.value, "domain": self.spf.domain, "reason": self.spf.reason.fr,
+            "spf": {"result": self.spf_value, "domain": self.spf_domain, "reason": self.spf.reason.fr,
                     "lookups": self.spf.lookups, "void_lookups": self.spf.void_lookups,
                     "trace": [{"depth": s.depth, "domain": s.domain, "term": s.term, "detail": s.detail.fr, "matched": s.matched,
                                "queries": [str(q) for q in s.queries], "rfc": s.rfc} for s in self.spf.trace]},
@@ -71,38 +82,64 @@ class Checks:
         }
 
 
-def run_checks(resolver, ip: str, mail_from: str, helo: str, data: bytes) -> Checks:
-    """SPF (MAIL FROM and HELO), every DKIM signature, DMARC, iprev — with the lab's engine."""
-    from email import message_from_bytes
+def judge(data: bytes, *, ip: str | None, mail_from: str = "", helo: str = "", resolver,
+          spf_from_headers: tuple[str, str | None] | None = None, dnsbl_zone: str | None = "dnsbl.test") -> Checks:
+    """Judge one received message as a receiving server does, with the lab's engine.
 
-    from .. import dkim, dmarc, spf
-    from ..headers import _domain_of
+    ``ip``, ``mail_from``, ``helo``: the envelope the server saw; without ``ip`` (headers only), SPF is not
+    re-run and ``spf_from_headers`` (result, domain) stands in for it. One PTR lookup (iprev) and one block-list
+    lookup per message.
+    """
+    from . import dkim, dmarc, spf
 
-    spf_result = spf.evaluate(ip, mail_from, helo, resolver=resolver, timeout=10)
-    spf_helo = spf.evaluate(ip, mail_from, helo, identity="helo", resolver=resolver, timeout=10)
+    spf_result = spf_helo = None
+    if ip:
+        spf_result = spf.evaluate(ip, mail_from, helo, resolver=resolver, timeout=10)
+        spf_helo = spf.evaluate(ip, mail_from, helo, identity="helo", resolver=resolver, timeout=10)
+        spf_value, spf_domain = spf_result.result.value, spf_result.domain
+    else:
+        spf_value, spf_domain = spf_from_headers or ("none", None)
     try:
         signatures = dkim.verify(data, resolver=resolver)
-    except Exception:  # an unparseable message: no usable signature
+    except Exception:  # noqa: BLE001 - an unparseable message: no usable signature
         signatures = []
     msg = message_from_bytes(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=READ_POLICY)
-    from_domain = _domain_of(msg.get("From"))
+    from_domain = domain_of(msg.get("From"))
     verdict = None
     if from_domain:
-        verdict = dmarc.evaluate(from_domain, spf_result=spf_result.result.value, spf_domain=spf_result.domain,
+        verdict = dmarc.evaluate(from_domain, spf_result=spf_value, spf_domain=spf_domain,
                                  dkim=[(c.domain, "pass" if c.counts_for_dmarc else c.result) for c in signatures],
                                  resolver=resolver)
-    iprev, name = "fail", None
+    iprev, name, listed, names = "fail", None, None, ()
+    if ip:
+        iprev, name, names = _iprev(resolver, ip)
+        listed = _dnsbl(resolver, ip, dnsbl_zone)
+    return Checks(ip or "", helo, mail_from, spf_result, spf_helo, signatures, verdict, from_domain, iprev, name, listed,
+                  names, spf_value, spf_domain)
+
+
+def _iprev(resolver, ip: str) -> tuple[str, str | None, tuple[str, ...]]:
+    """RFC 8601 §3 iprev: the PTR of the address names a host whose A/AAAA holds the address.
+    Returns (result, the confirmed name, every name the PTR gave)."""
     try:
         reverse = ipaddress.ip_address(ip).reverse_pointer
-        ptr = resolver.query(reverse, "PTR")
-        for candidate in ptr.values:
-            rtype = "AAAA" if ":" in ip else "A"
-            if ip in resolver.query(candidate, rtype).values:
-                iprev, name = "pass", candidate.rstrip(".")
-                break
     except ValueError:
-        pass
-    return Checks(ip, helo, mail_from, spf_result, spf_helo, signatures, verdict, from_domain, iprev, name)
+        return "fail", None, ()
+    ptr = resolver.query(reverse, "PTR")
+    names = tuple(v.rstrip(".") for v in ptr.values)
+    rtype = "AAAA" if ":" in ip else "A"
+    for candidate in ptr.values:
+        if ip in resolver.query(candidate, rtype).values:
+            return "pass", candidate.rstrip("."), names
+    return "fail", None, names
+
+
+def _dnsbl(resolver, ip: str, zone: str | None) -> str | None:
+    """RFC 5782: the reversed IPv4 address under the list's zone has an A record when listed."""
+    if not zone or ":" in ip:
+        return None
+    answer = resolver.query(".".join(reversed(ip.split("."))) + "." + zone, "A")
+    return answer.values[0] if answer.records else None
 
 
 @dataclass(frozen=True)
@@ -154,7 +191,7 @@ def _dmarc_comment(checks: Checks) -> str:
 
 class GmailPolicy(Policy):
     name = "gmail"
-    authserv_id = "mx.gmail.test"
+    authserv_id = PROVIDERS["gmail"].authserv_id
 
     def decide(self, checks: Checks) -> Verdict:
         dmarc = self.dmarc_verdict(checks, "550 5.7.26 Unauthenticated email from {d} is not accepted due to domain's "
