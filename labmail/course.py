@@ -24,6 +24,7 @@ from pathlib import Path
 from . import config as _config
 from ._files import atomic_write_text
 from .errors import ConfigError, LabmailError
+from .mail import remember_password  # noqa: F401 - re-exported (course.remember_password)
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
@@ -152,29 +153,7 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
                        passwords)
 
 
-def remember_password(address: str, password: str, *, config: _config.Config | None = None) -> None:
-    """Keep the password of a mailbox the student created (the mailbox form does it), like a mail client's password
-    store: in ``<state>/course-passwords.json`` (0600), so later notebooks log in without it ever being in a cell."""
-    cfg = config or _config.load()
-    path = Layout(cfg.state_dir).course_passwords
-    known = _read(path)
-    known[address.lower()] = password
-    atomic_write_text(path, json.dumps(known) + "\n", mode=0o600)
-
-
-#: What the notebook forms did in this kernel, as the code that does the same (see :func:`note_form_action`).
-_FORM_ACTIONS: list[str] = []
-
-
-def note_form_action(code: str) -> None:
-    """Remember, for this kernel, that a form changed the world — as the code that does the same. A graded check
-    that then passes reminds the student that grading re-executes the exercise's code cell, not the form."""
-    _FORM_ACTIONS.append(code)
-
-
-def form_actions() -> list[str]:
-    """The code equivalent of what the forms did in this kernel, oldest first."""
-    return list(_FORM_ACTIONS)
+from .actions import form_actions, note_form_action  # noqa: E402,F401 - re-exported (course.form_actions)
 
 
 def _read(path: Path) -> dict:

@@ -128,10 +128,11 @@ def answered(question_id: str, folder: str | Path | None = None) -> None:
 
     The recorded answer is shown again in this cell's output (saved with the notebook, like the quiz's own).
     """
-    from . import quiz
 
     entry = _recorded(question_id, folder)
-    _display(quiz.bundle(question_id, entry))
+    from .interro import bundle
+
+    _display(bundle(question_id, entry))
     if entry.via == "correction":  # for the teacher, in Formgrader (stdout: the score is not touched)
         print("ℹ Réponse donnée en code à la correction : la copie rendue ne montrait aucune réponse enregistrée "
               "(cellules jamais exécutées, ou sorties effacées) ; si une autre réponse avait été donnée avant, elle "
@@ -173,7 +174,7 @@ def _forms_note(*needles: str) -> None:
     exercise's code cell, not the form (printed, never on stderr; nothing under nbgrader)."""
     import os
 
-    from .course import form_actions
+    from .actions import form_actions
 
     if os.environ.get("NBGRADER_EXECUTION"):
         return

@@ -7,10 +7,13 @@ expected answers out of the notebooks, whose hidden tests hold them for nbgrader
 
 from __future__ import annotations
 
-from .errors import LabmailError
-from .quiz import Question
+import html
 
-__all__ = ["QUESTIONS", "get"]
+from .errors import LabmailError
+from .i18n import tr
+from .quiz import MIME_TYPE, Question, Record
+
+__all__ = ["QUESTIONS", "get", "bundle"]
 
 QUESTIONS: dict[str, Question] = {
     "interro_01_dns": Question(
@@ -186,3 +189,38 @@ def get(question_id: str) -> Question:
     except KeyError:
         raise LabmailError(f"Interro « {question_id} » inconnue : choisissez parmi {', '.join(QUESTIONS)}.",
                            f"Unknown quiz \"{question_id}\": choose among {', '.join(QUESTIONS)}.") from None
+
+
+def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -> dict:
+    """The notebook output that carries an answer: readable text and HTML (for the student, Formgrader and the
+    feedback) and, when answered, the record itself as :data:`MIME_TYPE`."""
+    question = QUESTIONS.get(question_id)
+    title = f"« {question.text} »" if question else f"« {question_id} »"
+    if flag:
+        text = tr(f"📝 Interro {title} : réponse ignorée — {flag}", f"📝 Quiz {title}: answer set aside — {flag}")
+        colour = "#b00020"
+    elif entry is None:
+        text = tr(f"📝 Interro {title} : pas encore de réponse enregistrée — cochez, puis « Valider ».",
+                  f"📝 Quiz {title}: no answer recorded yet — tick, then \"Valider\".")
+        colour = "#555555"
+    else:
+        chosen = "; ".join(f"{i} — {question.choices[i]}" if question and i < len(question.choices) else str(i)
+                           for i in entry.first)
+        verdict = ""
+        if question is not None:
+            verdict = " ✔" if set(entry.first) == question.correct else " ✘"
+        text = tr(f"📝 Interro {title} — réponse enregistrée (la première compte) : {chosen}{verdict} · "
+                  f"{entry.attempts} essai(s) · {entry.user}, {entry.first_time.replace('T', ' ')}",
+                  f"📝 Quiz {title} — answer recorded (the first one counts): {chosen}{verdict} · "
+                  f"{entry.attempts} try(ies) · {entry.user}, {entry.first_time.replace('T', ' ')}")
+        if entry.via == "correction":
+            text += tr(" · donnée en code à la correction : la copie rendue ne montrait aucune réponse enregistrée "
+                       "(cellules jamais exécutées, ou sorties effacées)",
+                       " · given in code at grading time: the submitted notebook showed no recorded answer "
+                       "(cells never run, or outputs cleared)")
+        colour = "#1b7f3b" if verdict == " ✔" else "#b00020" if verdict else "#555555"
+    data = {"text/plain": text,
+            "text/html": f"<div class='labmail-reponse' style='color:{colour}'>{html.escape(text)}</div>"}
+    if entry is not None and not flag:
+        data[MIME_TYPE] = entry.to_dict()
+    return data

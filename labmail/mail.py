@@ -28,6 +28,24 @@ __all__ = ["stored_password", "submit", "SubmitResult", "make_message", "Mailcow
            "imap_connect", "IMAPMessage", "probe", "Probe"]
 
 
+def remember_password(address: str, password: str, *, config=None) -> None:
+    """Keep the password of a mailbox the student created (the mailbox form does it), like a mail client's password
+    store: in ``<state>/course-passwords.json`` (0600), so later notebooks log in without it ever being in a cell."""
+    import json as _json
+
+    from ._files import atomic_write_text
+    from .config import load
+
+    cfg = config or load()
+    path = Layout(cfg.state_dir).course_passwords
+    try:
+        known = _json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    known[address.lower()] = password
+    atomic_write_text(path, _json.dumps(known) + "\n", mode=0o600)
+
+
 def stored_password(address: str, password: str | None = None, world: World | None = None) -> str:
     """The password to log in as ``address``: ``password`` if given, else the one the lab generated and keeps
     for that account — the course's mailboxes (``<state>/course-passwords.json``) and the student's provider

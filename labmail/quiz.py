@@ -314,43 +314,6 @@ def record(question: str, chosen: Iterable[int], *, via: str = "code",
     return entry
 
 
-def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -> dict:
-    """The notebook output that carries an answer: readable text and HTML (for the student, Formgrader and the
-    feedback) and, when answered, the record itself as :data:`MIME_TYPE`."""
-    from .interro import QUESTIONS
-
-    question = QUESTIONS.get(question_id)
-    title = f"« {question.text} »" if question else f"« {question_id} »"
-    if flag:
-        text = tr(f"📝 Interro {title} : réponse ignorée — {flag}", f"📝 Quiz {title}: answer set aside — {flag}")
-        colour = "#b00020"
-    elif entry is None:
-        text = tr(f"📝 Interro {title} : pas encore de réponse enregistrée — cochez, puis « Valider ».",
-                  f"📝 Quiz {title}: no answer recorded yet — tick, then \"Valider\".")
-        colour = "#555555"
-    else:
-        chosen = "; ".join(f"{i} — {question.choices[i]}" if question and i < len(question.choices) else str(i)
-                           for i in entry.first)
-        verdict = ""
-        if question is not None:
-            verdict = " ✔" if set(entry.first) == question.correct else " ✘"
-        text = tr(f"📝 Interro {title} — réponse enregistrée (la première compte) : {chosen}{verdict} · "
-                  f"{entry.attempts} essai(s) · {entry.user}, {entry.first_time.replace('T', ' ')}",
-                  f"📝 Quiz {title} — answer recorded (the first one counts): {chosen}{verdict} · "
-                  f"{entry.attempts} try(ies) · {entry.user}, {entry.first_time.replace('T', ' ')}")
-        if entry.via == "correction":
-            text += tr(" · donnée en code à la correction : la copie rendue ne montrait aucune réponse enregistrée "
-                       "(cellules jamais exécutées, ou sorties effacées)",
-                       " · given in code at grading time: the submitted notebook showed no recorded answer "
-                       "(cells never run, or outputs cleared)")
-        colour = "#1b7f3b" if verdict == " ✔" else "#b00020" if verdict else "#555555"
-    data = {"text/plain": text,
-            "text/html": f"<div class='labmail-reponse' style='color:{colour}'>{html.escape(text)}</div>"}
-    if entry is not None and not flag:
-        data[MIME_TYPE] = entry.to_dict()
-    return data
-
-
 def records_in(notebook) -> Iterator[Record]:
     """Every answer record shown in a notebook's outputs (an ``nbformat`` notebook or its JSON as a dict), in
     cell order. What nbgrader's plugin reads in a submitted notebook."""

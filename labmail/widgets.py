@@ -51,9 +51,9 @@ def _attempt(message: w.HTML, action: Callable[[], object], code: Callable[[obje
 def _graded_note(code: str) -> str:
     """What a form says each time it changes the world: the equivalent code, and that it is the code cell of an
     exercise that nbgrader re-executes — a form's clicks are not part of the notebook that is graded."""
-    from . import course
+    from . import actions
 
-    course.note_form_action(code)
+    actions.note_form_action(code)
     return ("<div class='labmail-form-note' style='margin-top:.3em;padding:.3em .6em;border-left:3px solid #1565c0;"
             "background:#e3f2fd'>" + html.escape(tr("Code équivalent : ", "Equivalent code: ")) +
             f"<code style='user-select:all'>{html.escape(code)}</code><br>" + html.escape(tr(
@@ -279,9 +279,10 @@ class Quiz(w.VBox):
             self.radio.value = min(picked)
 
     def _bundle(self) -> dict:
-        from . import quiz as _quiz
 
-        return _quiz.bundle(self.key, self.record, flag=self.flag)
+        from .interro import bundle
+
+        return bundle(self.key, self.record, flag=self.flag)
 
     def _show(self, chosen: set[int] | None = None) -> None:
         """Refresh the explanation, the notes, and the record shown under the quiz (the cell's output)."""
@@ -487,19 +488,19 @@ class MailboxForm(w.VBox):
 
     Calls :meth:`labmail.mail.MailcowAPI.add_mailbox` with the domain's API key; the password fields are
     cleared after each try, so the password never stays in the notebook, and the password is kept (0600) by
-    :func:`labmail.course.remember_password` so that the next notebooks log in without it.
+    :func:`labmail.mail.remember_password` so that the next notebooks log in without it.
     """
 
     def __init__(self, domain: str | None = None, *, api=None) -> None:
-        from . import lab
         from .config import load
+        from .world import api_key
 
         cfg = load()
         self.domain = domain or cfg.domain
         if api is None:
             from .mail import MailcowAPI
 
-            api = MailcowAPI(key=lab.api_key(cfg))
+            api = MailcowAPI(key=api_key(cfg))
         self.api = api
         self.local = w.Text(description=tr("Adresse", "Address"), placeholder="tintin", layout=w.Layout(width="16em"))
         self.at = w.Label(f"@{self.domain}")
@@ -533,7 +534,7 @@ class MailboxForm(w.VBox):
             self.message.value = _say(False, str(exc))
             return None
         address = f"{local}@{self.domain}"
-        from .course import remember_password
+        from .mail import remember_password
 
         remember_password(address, secret)  # like a mail client's password store (0600): never in a cell
         self.message.value = _say(True, tr(f"Boîte {address} créée.", f"Mailbox {address} created.")) + _graded_note(

@@ -147,10 +147,10 @@ def test_mx(zone, capsys):
 
 
 def test_a_form_says_the_code_it_ran_and_the_check_reminds_it(zone, capsys, monkeypatch):
-    from labmail import course as _course
+    from labmail import actions
     from labmail.widgets import dns_panel
 
-    monkeypatch.setattr(_course, "_FORM_ACTIONS", [])
+    monkeypatch.setattr(actions, "_FORM_ACTIONS", [])
     panel = dns_panel()
     panel.name.value, panel.type.value, panel.value.value = "@", "MX", f"10 {HOST}."
     panel.add_button.click()

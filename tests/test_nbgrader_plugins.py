@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 nbgrader = pytest.importorskip("nbgrader")
 
 from labmail import nbgrader_plugins as plugins  # noqa: E402
-from labmail import quiz  # noqa: E402
+from labmail import interro, quiz  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:.*not in session.*")]
@@ -64,8 +64,8 @@ def test_the_preprocessor_lists_keep_nbgraders_own_steps():
 def test_the_oldest_first_answer_wins():
     late = _record("interro_02_zone", [1], "carol", "2026-12-01T10:05:00Z", "b" * 16)
     early = _record("interro_02_zone", [0], "carol", "2026-12-01T10:00:00Z", "a" * 16)
-    nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[quiz.bundle("interro_02_zone", late)]),
-                                         _cell("t", outputs=[quiz.bundle("interro_02_zone", early)])])
+    nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[interro.bundle("interro_02_zone", late)]),
+                                         _cell("t", outputs=[interro.bundle("interro_02_zone", early)])])
     assert plugins.answers_of(nb)["interro_02_zone"] == early
 
 
@@ -83,7 +83,7 @@ def submitted(tmp_path, monkeypatch):
     def hand_in(student: str, *records: quiz.Record) -> tuple[nbformat.NotebookNode, dict]:
         folder = tmp_path / "submitted" / student / "02-ressources"
         folder.mkdir(parents=True, exist_ok=True)
-        nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[quiz.bundle(r.question, r) for r in records])])
+        nb = nbformat.v4.new_notebook(cells=[_cell("q", outputs=[interro.bundle(r.question, r) for r in records])])
         nb.metadata["labmail"] = {"reponses": {"interro_02_zone": {"first": [0]}}}  # forged: replaced by the plugin
         nbformat.write(nb, folder / "02-ressources.ipynb")
         resources = {"nbgrader": {"student": student, "assignment": "02-ressources", "notebook": "02-ressources",

@@ -7,6 +7,7 @@ import json
 import pytest
 from IPython.lib.pretty import pretty
 
+from labmail import interro
 from labmail import quiz as answers
 from labmail.errors import LabmailError
 from labmail.quiz import Question
@@ -116,13 +117,13 @@ def test_a_damaged_or_old_answers_file(tmp_path):
 
 def test_the_record_as_a_notebook_output_and_read_back(tmp_path):
     entry = answers.record("interro_04_priorite", [1, 2], via="clic", folder=tmp_path)
-    data = answers.bundle("interro_04_priorite", entry)
+    data = interro.bundle("interro_04_priorite", entry)
     assert data[answers.MIME_TYPE]["first"] == [1, 2]
     assert "2 — à choisir l'ordre" in data["text/plain"] and "✔" in data["text/plain"]
     assert "labmail-reponse" in data["text/html"]
-    unanswered = answers.bundle("interro_04_priorite", None)
+    unanswered = interro.bundle("interro_04_priorite", None)
     assert answers.MIME_TYPE not in unanswered and "pas encore de réponse" in unanswered["text/plain"]
-    flagged = answers.bundle("interro_04_priorite", entry, flag="copiée")
+    flagged = interro.bundle("interro_04_priorite", entry, flag="copiée")
     assert answers.MIME_TYPE not in flagged and "réponse ignorée — copiée" in flagged["text/plain"]
     nb = {"cells": [{"cell_type": "markdown", "source": "x"},
                     {"cell_type": "code", "outputs": [{"output_type": "display_data", "data": data}]},
@@ -166,7 +167,7 @@ def test_the_saved_notebook_is_where_the_answer_lives(tmp_path, monkeypatch):
     first = answers.record("interro_02_zone", [1], via="clic", folder=tmp_path / "ailleurs")
     notebook = tmp_path / "02-ressources.ipynb"
     notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [
-        {"output_type": "display_data", "data": answers.bundle("interro_02_zone", first)}]}]}))
+        {"output_type": "display_data", "data": interro.bundle("interro_02_zone", first)}]}]}))
     assert quiz("interro_02_zone").record is None
     monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))  # what JupyterLab gives the notebook's kernel
     widget = quiz("interro_02_zone")
