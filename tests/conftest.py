@@ -76,14 +76,26 @@ def isolated_config(tmp_path_factory, monkeypatch):
 # ---------------------------------------------------------------------------
 # The DNS engine on a fresh world (no process, no socket).
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def world_lab(tmp_path):
-    """A freshly created state folder with students alice and bob (zones, keys)."""
+@pytest.fixture(scope="session")
+def world_lab_template(tmp_path_factory):
+    """A state folder with students alice and bob, built once per session (RSA keys and scrypt are the slow part)."""
     from labmail.lab.server import Lab
 
-    lab = Lab(tmp_path / "state")
+    path = tmp_path_factory.mktemp("world-lab-template") / "state"
+    lab = Lab(path)
     lab.open("labmail.cloud", "mailcow.labmail.cloud")
     lab.provision(["alice", "bob"])
+    return path
+
+
+@pytest.fixture
+def world_lab(tmp_path, world_lab_template):
+    """A state folder of its own with students alice and bob (zones, keys): a copy of the session's template."""
+    from labmail.lab.server import Lab
+
+    shutil.copytree(world_lab_template, tmp_path / "state")
+    lab = Lab(tmp_path / "state")
+    lab.open("labmail.cloud", "mailcow.labmail.cloud")
     return lab
 
 
