@@ -28,7 +28,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .errors import LabmailError
+from .errors import AutodiscoverError, LabmailError, UsageError
 from .i18n import tr
 from .world import World, current
 
@@ -141,7 +141,7 @@ def parse_autoconfig(xml: str, address: str) -> list[Server]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise LabmailError(f"Document autoconfig illisible ({exc}).", f"Unreadable autoconfig document ({exc}).") from None
+        raise AutodiscoverError(f"Document autoconfig illisible ({exc}).", f"Unreadable autoconfig document ({exc}).") from None
     local, _, domain = address.partition("@")
     fill = {"%EMAILADDRESS%": address, "%EMAILLOCALPART%": local, "%EMAILDOMAIN%": domain}
     servers = []
@@ -159,7 +159,7 @@ def parse_autoconfig(xml: str, address: str) -> list[Server]:
         servers.append(Server(node.get("type", "").upper(), values.get("hostname", ""), port,
                               values.get("socketType", "plain"), username))
     if not servers:
-        raise LabmailError("Le document autoconfig ne décrit aucun serveur.", "The autoconfig document lists no server.")
+        raise AutodiscoverError("Le document autoconfig ne décrit aucun serveur.", "The autoconfig document lists no server.")
     return servers
 
 
@@ -168,10 +168,10 @@ def parse_autodiscover(xml: str, address: str) -> list[Server]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise LabmailError(f"Réponse Autodiscover illisible ({exc}).", f"Unreadable Autodiscover response ({exc}).") from None
+        raise AutodiscoverError(f"Réponse Autodiscover illisible ({exc}).", f"Unreadable Autodiscover response ({exc}).") from None
     error = next((n for n in root.iter() if _local(n.tag) == "ErrorCode"), None)
     if error is not None:
-        raise LabmailError(f"Le serveur Autodiscover répond ErrorCode {error.text} : il ne connaît pas {address} "
+        raise AutodiscoverError(f"Le serveur Autodiscover répond ErrorCode {error.text} : il ne connaît pas {address} "
                            "(la boîte existe-t-elle ?).", f"The Autodiscover server answers ErrorCode {error.text}: it does "
                            f"not know {address} (does the mailbox exist?).")
     servers = []
@@ -190,7 +190,7 @@ def parse_autodiscover(xml: str, address: str) -> list[Server]:
                               values.get("LoginName") or address))
     if not servers:
         mobile = any(_local(n.tag) == "MobileSync" or (n.text or "").strip() == "MobileSync" for n in root.iter())
-        raise LabmailError("La réponse ne propose qu'ActiveSync (client mobile), pas IMAP/SMTP." if mobile else
+        raise AutodiscoverError("La réponse ne propose qu'ActiveSync (client mobile), pas IMAP/SMTP." if mobile else
                            "La réponse Autodiscover ne décrit aucun serveur IMAP/POP/SMTP.",
                            "The response only offers ActiveSync (mobile client), not IMAP/SMTP." if mobile else
                            "The Autodiscover response lists no IMAP/POP/SMTP server.")
@@ -264,14 +264,14 @@ def fetch(url: str, data: str | None = None, *, world: World | None = None, time
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LabmailError(f"« {url} » n'est pas une URL http(s)://nom/chemin.", f"\"{url}\" is not an http(s)://name/path URL.")
+        raise UsageError(f"« {url} » n'est pas une URL http(s)://nom/chemin.", f"\"{url}\" is not an http(s)://name/path URL.")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     status, text, dns_path, _headers = _fetch(world or current(), parts.scheme, parts.hostname, path, port=parts.port,
                                               body=data, timeout=timeout)
     if status is None:
-        raise LabmailError(f"{url} : {text} (DNS : {dns_path}).", f"{url}: {text} (DNS: {dns_path}).")
+        raise AutodiscoverError(f"{url} : {text} (DNS : {dns_path}).", f"{url}: {text} (DNS: {dns_path}).")
     return status, text
 
 
@@ -476,7 +476,7 @@ def _outlook_try(found: Discovery, world: World, method: str, scheme: str, host:
 def _domain(address: str) -> str:
     local, at, domain = address.strip().rpartition("@")
     if not at or not local or "." not in domain:
-        raise LabmailError(f"« {address} » n'est pas une adresse mail complète (nom@domaine).",
+        raise UsageError(f"« {address} » n'est pas une adresse mail complète (nom@domaine).",
                            f"\"{address}\" is not a full e-mail address (name@domain).")
     return domain.lower().rstrip(".")
 
@@ -502,7 +502,7 @@ def check_settings(found: Discovery, *, password: str | None = None, world: Worl
 
     world = world or current()
     if not found.found:
-        raise LabmailError("Rien à tester : le client n'a trouvé aucune configuration (voir les tentatives).",
+        raise AutodiscoverError("Rien à tester : le client n'a trouvé aucune configuration (voir les tentatives).",
                            "Nothing to test: the client found no settings (see the attempts).")
     secret = mail.stored_password(found.address, password, world)
     rows = []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import config as _config
 from ._files import atomic_write_text
-from .errors import ConfigError, LabmailError
+from .errors import ConfigError, CourseError, LabmailError
 from .mail import remember_password  # noqa: F401 - re-exported (course.remember_password)
 from .state import PROVIDERS, Layout
 
@@ -54,7 +54,7 @@ class CourseState:
         """The generated password of a course mailbox (give it to ``mail.submit(..., password=...)``; never print it)."""
         known = _read(self._passwords) if self._passwords else {}
         if address.lower() not in known:
-            raise LabmailError(f"Mot de passe de {address} inconnu : cette boîte n'a pas été créée par le cours. Utilisez "
+            raise CourseError(f"Mot de passe de {address} inconnu : cette boîte n'a pas été créée par le cours. Utilisez "
                                "celui que vous avez choisi (saisi avec getpass), ou supprimez la boîte et relancez prepare().",
                                f"Password of {address} unknown: the course did not create this mailbox. Use the one you "
                                "chose (typed with getpass), or delete the mailbox and run prepare() again.")
@@ -66,7 +66,7 @@ class CourseState:
         >>> api.add_mailbox("tintin", etat.domain, etat.new_password(etat.tintin))   # doctest: +SKIP
         """
         if self._passwords is None:
-            raise LabmailError("Pas de dossier d'état : utilisez course.prepare().", "No state folder: use course.prepare().")
+            raise CourseError("Pas de dossier d'état : utilisez course.prepare().", "No state folder: use course.prepare().")
         known = _read(self._passwords)
         known[address.lower()] = secrets.token_urlsafe(12)
         atomic_write_text(self._passwords, json.dumps(known) + "\n", mode=0o600)
@@ -172,7 +172,7 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
     cfg = config or _config.load()
     state = prepare(1, config=cfg) if cfg.world == "local" else None
     if state is None:
-        raise LabmailError("sample_message() n'existe que dans le lab intégré : dans le monde réel, envoyez-vous un "
+        raise CourseError("sample_message() n'existe que dans le lab intégré : dans le monde réel, envoyez-vous un "
                            "message et ouvrez sa source.", "sample_message() only exists in the embedded lab: in the "
                            "live world, send yourself a message and open its source.")
     sender = f"facteur@{cfg.domain}"
@@ -187,11 +187,11 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
     before = store.counts(to)
     result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.")
     if not result.accepted:
-        raise LabmailError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
+        raise CourseError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
     arrived = store.wait_new(to, before, timeout)
     if arrived is not None:
         return arrived[1]
-    raise LabmailError(f"Le message n'est pas arrivé chez {to} en {timeout:g} s : regardez le journal du lab "
+    raise CourseError(f"Le message n'est pas arrivé chez {to} en {timeout:g} s : regardez le journal du lab "
                        "(labmail lab status).", f"The message did not reach {to} within {timeout:g} s: see the lab's "
                        "log (labmail lab status).")
 
@@ -227,12 +227,12 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
     cfg = config or _config.load()
     domain = address.rpartition("@")[2].lower()
     if cfg.world != "local":
-        raise LabmailError(f"{address} est une boîte des fournisseurs simulés du lab intégré : dans le monde live, envoyez "
+        raise CourseError(f"{address} est une boîte des fournisseurs simulés du lab intégré : dans le monde live, envoyez "
                            "à une vraie boîte externe et ouvrez la source du message reçu (puis headers.analyze).",
                            f"{address} is a mailbox of the embedded lab's simulated providers: in the live world, send to "
                            "a real external mailbox and open the received message's source (then headers.analyze).")
     if domain not in PROVIDER_IMAP:
-        raise LabmailError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
+        raise CourseError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
     deadline = time.monotonic() + timeout
     while True:
@@ -244,7 +244,7 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
             _when, folder, data = max(found, key=lambda f: f[0])
             return folder, data
         if time.monotonic() > deadline:
-            raise LabmailError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address}"
+            raise CourseError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address}"
                                + (" depuis le début de l'étape" if since is not None else "") + " : l'avez-vous envoyé ? "
                                "a-t-il été refusé ? Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",
                                f"\"{subject}\" reached neither INBOX nor Junk of {address}: was it sent? was it refused? "

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, LabmailError
+from .errors import ConfigError, LabmailError, MessageError, UsageError
 from .i18n import Text, tr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,7 +144,7 @@ def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *
                              canonicalize=(canonicalize[0].encode(), canonicalize[1].encode()),
                              include_headers=[h.encode() for h in headers] if headers else None, length=length)
     except dkim.DKIMException as exc:
-        raise LabmailError(f"Signature DKIM impossible : {exc}", f"Cannot DKIM-sign: {exc}", rfc="RFC 6376 §5") from None
+        raise MessageError(f"Signature DKIM impossible : {exc}", f"Cannot DKIM-sign: {exc}", rfc="RFC 6376 §5") from None
     return header + data
 
 
@@ -159,7 +159,7 @@ def parse_tags(text: str | bytes) -> dict[str, str]:
     try:
         tags = parse_tag_value(raw)
     except (InvalidTagValueList, ValueError, IndexError) as exc:
-        raise LabmailError(f"Liste de balises DKIM invalide : {exc}", f"Invalid DKIM tag list: {exc}", rfc="RFC 6376 §3.2") from None
+        raise MessageError(f"Liste de balises DKIM invalide : {exc}", f"Invalid DKIM tag list: {exc}", rfc="RFC 6376 §3.2") from None
     return {k.decode("ascii", "replace"): v.decode("utf-8", "replace") for k, v in tags.items()}
 
 
@@ -228,7 +228,7 @@ def verify(message: bytes | str, *, resolver: "Resolver | None" = None, world=No
     try:
         parsed = dkim.DKIM(data, minkey=minkey, logger=_QUIET)
     except dkim.DKIMException as exc:
-        raise LabmailError(f"Message illisible pour DKIM : {exc}", f"Message unreadable for DKIM: {exc}") from None
+        raise MessageError(f"Message illisible pour DKIM : {exc}", f"Message unreadable for DKIM: {exc}") from None
     sigheaders = [v for k, v in parsed.headers if k.lower() == b"dkim-signature"]
     checks: list[SignatureCheck] = []
     for index, value in enumerate(sigheaders):
@@ -472,6 +472,8 @@ def tamper(message: bytes | str, *, header: str | None = None, value: str | None
     """
     from .dns import Resolver
 
+    if header is None and replace is None and append is None:  # said before anything else is asked (the world…)
+        raise UsageError("tamper() : indiquez header=, replace= ou append=.", "tamper(): give header=, replace= or append=.")
     resolver = resolver or Resolver(world=world)
     data = _as_bytes(message)
     before = verify(data, resolver=resolver)
@@ -492,7 +494,7 @@ def tamper(message: bytes | str, *, header: str | None = None, value: str | None
         body = body + append.encode().replace(b"\n", nl)
         changes.append(Text(f"texte ajouté à la fin du corps : « {append.strip()} »", f"text appended to the body: \"{append.strip()}\""))
     if not changes:
-        raise LabmailError("tamper() : indiquez header=, replace= ou append=.", "tamper(): give header=, replace= or append=.")
+        raise UsageError("tamper() : indiquez header=, replace= ou append=.", "tamper(): give header=, replace= or append=.")
     changed = head + sep + body
     after = verify(changed, resolver=resolver)
     change = Text("; ".join(c.fr for c in changes), "; ".join(c.en for c in changes))

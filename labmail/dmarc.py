@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .dns import Outcome, Resolver
-from .errors import LabmailError
+from .errors import DNSLookupFailed, UsageError
 from .i18n import Text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +124,7 @@ def is_dmarc_record(text: str) -> bool:
 def parse_record(text: str, *, standard: str = "9989") -> DMARCRecord:
     """Parse and validate a DMARC record under ``standard`` ("7489" or "9989")."""
     if standard not in STANDARDS:
-        raise LabmailError(f"standard « {standard} » inconnu : « 7489 » ou « 9989 ».", f"unknown standard \"{standard}\": \"7489\" or \"9989\".")
+        raise UsageError(f"standard « {standard} » inconnu : « 7489 » ou « 9989 ».", f"unknown standard \"{standard}\": \"7489\" or \"9989\".")
     notes: list[Note] = []
     valid = True
 
@@ -389,7 +389,7 @@ def organizational_domain(domain: str, *, standard: str = "9989", resolver: Reso
     try:
         return _organizational(domain, standard, resolver or Resolver(world=world))[0]
     except _DNSFailure:
-        raise LabmailError(f"Erreur DNS en cherchant le domaine organisationnel de {domain} : réessayez plus tard.",
+        raise DNSLookupFailed(f"Erreur DNS en cherchant le domaine organisationnel de {domain} : réessayez plus tard.",
                            f"DNS error while looking for the organizational domain of {domain}: try again later.",
                            rfc="RFC 9989 §4.10") from None
 

@@ -97,6 +97,34 @@ class UpdateRefused(DNSError):
     """The DNS server refused a dynamic update (RFC 2136) or a zone transfer."""
 
 
+class MailError(LabmailError):
+    """A mail client's problem: SMTP, IMAP or POP3 unreachable or refusing, a mailbox or folder unknown."""
+
+
+class APIError(MailError):
+    """The school server's API (Mailcow-compatible) refused or did not answer."""
+
+
+class MessageError(LabmailError, ValueError):
+    """A message that cannot be read, signed, sealed or analysed as given (empty, no Received header…)."""
+
+
+class ReportError(MessageError):
+    """A DMARC aggregate report that cannot be read (not XML, damaged archive, wrong root element)."""
+
+
+class AutodiscoverError(LabmailError):
+    """Client configuration (autoconfig, Autodiscover) that cannot be fetched or read."""
+
+
+class CourseError(LabmailError):
+    """The course's helpers cannot do what was asked (a mail that did not arrive, a mailbox the course did not make)."""
+
+
+class UsageError(LabmailError, ValueError):
+    """A function called with arguments it cannot take (an unknown standard, receiver, quiz, answer…)."""
+
+
 class LabError(LabmailError):
     """The embedded lab could not be started, reached or stopped."""
 

@@ -24,7 +24,7 @@ from ._rfc5322 import READ_POLICY, Token, lex, read_message
 from ._rfc5322 import domain_of as _domain_of
 from .authres import (RESULTS, AuthResults, MethodResult, Property, make_authentication_results,  # noqa: F401 - re-exported
                       parse_authentication_results)
-from .errors import LabmailError
+from .errors import LabmailError, MessageError
 from .i18n import Text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -362,9 +362,9 @@ def arc_sign(raw: bytes | str, domain: str, selector: str, private_pem: bytes, a
     try:
         lines = dkim.arc_sign(data, selector.encode(), domain.encode(), private_pem, authserv_id.encode())
     except dkim.DKIMException as exc:
-        raise LabmailError(f"Scellement ARC impossible : {exc}", f"Cannot ARC-seal: {exc}", rfc="RFC 8617") from None
+        raise MessageError(f"Scellement ARC impossible : {exc}", f"Cannot ARC-seal: {exc}", rfc="RFC 8617") from None
     if not lines:
-        raise LabmailError(
+        raise MessageError(
             f"Scellement ARC impossible : pas d'en-tête « Authentication-Results: {authserv_id}; … » à sceller.",
             f"Cannot ARC-seal: no \"Authentication-Results: {authserv_id}; …\" header to seal.", rfc="RFC 8617 §5.1")
     return b"".join(lines) + data
@@ -509,7 +509,7 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
     """
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if not data.strip():
-        raise LabmailError("Message vide : collez la source complète du message (en-têtes compris).",
+        raise MessageError("Message vide : collez la source complète du message (en-têtes compris).",
                            "Empty message: paste the full source of the message (headers included).")
     msg = read_message(data)
     headers = [(k, re.sub(r"\r?\n[ \t]+", " ", str(v))) for k, v in msg.items()]

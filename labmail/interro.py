@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from .errors import LabmailError
+from .errors import UsageError
 from .i18n import tr
 from .quiz import MIME_TYPE, Question, Record
 
@@ -187,7 +187,7 @@ def get(question_id: str) -> Question:
     try:
         return QUESTIONS[question_id]
     except KeyError:
-        raise LabmailError(f"Interro « {question_id} » inconnue : choisissez parmi {', '.join(QUESTIONS)}.",
+        raise UsageError(f"Interro « {question_id} » inconnue : choisissez parmi {', '.join(QUESTIONS)}.",
                            f"Unknown quiz \"{question_id}\": choose among {', '.join(QUESTIONS)}.") from None
 
 

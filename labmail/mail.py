@@ -19,7 +19,7 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from .errors import LabmailError
+from .errors import APIError, MailError, UsageError
 from .i18n import tr
 from .state import Layout
 from .world import World, current
@@ -71,7 +71,7 @@ def stored_password(address: str, password: str | None = None, world: World | No
             continue
         if address.lower() in known:
             return known[address.lower()]
-    raise LabmailError(f"Aucun mot de passe connu pour {address} : la boîte a-t-elle été créée (étape 5, ou l'exercice "
+    raise MailError(f"Aucun mot de passe connu pour {address} : la boîte a-t-elle été créée (étape 5, ou l'exercice "
                        "plus haut) ? Pour une boîte dont vous avez choisi le mot de passe, passez password=getpass() (tapé, "
                        "jamais écrit dans une cellule).", f"No known password for {address}: was the mailbox created "
                        "(step 5, or the exercise above)? For a mailbox whose password you chose, pass "
@@ -194,7 +194,7 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
             client.starttls(context=context)
             client.ehlo()
     except (OSError, smtplib.SMTPException) as exc:
-        raise LabmailError(
+        raise MailError(
             f"Impossible de joindre {server_name}:{port} ({exc}). Le lab est-il démarré ? (labmail.lab.ensure())",
             f"Cannot reach {server_name}:{port} ({exc}). Is the lab running? (labmail.lab.ensure())") from None
     try:
@@ -263,11 +263,11 @@ class MailcowAPI:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
-                raise LabmailError("Clé d'API refusée (401) : vérifiez la clé (labmail.lab.api_key()).",
+                raise APIError("Clé d'API refusée (401) : vérifiez la clé (labmail.lab.api_key()).",
                                    "API key refused (401): check the key (labmail.lab.api_key()).") from None
-            raise LabmailError(f"L'API a répondu {exc.code}.", f"The API answered {exc.code}.") from None
+            raise APIError(f"L'API a répondu {exc.code}.", f"The API answered {exc.code}.") from None
         except (OSError, ValueError) as exc:
-            raise LabmailError(f"API injoignable ({exc}).", f"API unreachable ({exc}).") from None
+            raise APIError(f"API injoignable ({exc}).", f"API unreachable ({exc}).") from None
 
     def get_domain(self, domain: str = "all"):
         return self._call("GET", f"get/domain/{domain}")
@@ -294,7 +294,7 @@ class MailcowAPI:
         bad = [i for i in items if isinstance(i, dict) and i.get("type") != "success"]
         if bad:
             msg = " ".join(str(m) for m in bad[0].get("msg", []))
-            raise LabmailError(f"Mailcow a refusé : {msg}", f"Mailcow refused: {msg}")
+            raise APIError(f"Mailcow a refusé : {msg}", f"Mailcow refused: {msg}")
 
 
 @dataclass(frozen=True)
@@ -336,13 +336,13 @@ def pop3(address: str, *, password: str | None = None, fetch: bool = True, delet
             client = poplib.POP3(address_port[0], address_port[1], timeout=timeout)
             client.stls(context=context)
     except (OSError, poplib.error_proto) as exc:
-        raise LabmailError(f"POP3 injoignable sur {server_name}:{port} ({exc}).", f"POP3 unreachable at {server_name}:{port} ({exc}).") from None
+        raise MailError(f"POP3 injoignable sur {server_name}:{port} ({exc}).", f"POP3 unreachable at {server_name}:{port} ({exc}).") from None
     try:
         try:
             client.user(address)
             client.pass_(secret)
         except poplib.error_proto as exc:
-            raise LabmailError(f"Connexion POP3 refusée : {exc.args[0].decode(errors='replace')}",
+            raise MailError(f"Connexion POP3 refusée : {exc.args[0].decode(errors='replace')}",
                                f"POP3 login refused: {exc.args[0].decode(errors='replace')}") from None
         sizes = {int(n): int(s) for n, s in (line.split() for line in (x.decode() for x in client.list()[1]))}
         uids = {int(n): u for n, u in (line.split() for line in (x.decode() for x in client.uidl()[1]))}
@@ -394,9 +394,9 @@ def imap_connect(address: str, *, password: str | None = None, port: int = 993, 
         client.login(address, secret)
     except imaplib.IMAP4.error as exc:
         client.shutdown()
-        raise LabmailError(f"Connexion IMAP refusée : {exc}", f"IMAP login refused: {exc}") from None
+        raise MailError(f"Connexion IMAP refusée : {exc}", f"IMAP login refused: {exc}") from None
     except OSError as exc:
-        raise LabmailError(f"IMAP injoignable sur {server_name}:{port} ({exc}).", f"IMAP unreachable at {server_name}:{port} ({exc}).") from None
+        raise MailError(f"IMAP injoignable sur {server_name}:{port} ({exc}).", f"IMAP unreachable at {server_name}:{port} ({exc}).") from None
     return client
 
 
@@ -425,7 +425,7 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
     try:
         typ, _ = client.select(f'"{folder}"', readonly=True)
         if typ != "OK":
-            raise LabmailError(f"Dossier IMAP « {folder} » introuvable.", f"IMAP folder \"{folder}\" not found.")
+            raise MailError(f"Dossier IMAP « {folder} » introuvable.", f"IMAP folder \"{folder}\" not found.")
         typ, data = client.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])"
                                if not fetch else "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
         out = []
@@ -441,7 +441,7 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
                                    size, payload if fetch else None))
         return out
     except (imaplib.IMAP4.error, OSError) as exc:  # the server dropped or refused the session
-        raise LabmailError(f"La session IMAP avec {address} a été interrompue ({exc}) : réessayez ; si cela se "
+        raise MailError(f"La session IMAP avec {address} a été interrompue ({exc}) : réessayez ; si cela se "
                            "reproduit, regardez le journal du lab (labmail lab status).",
                            f"The IMAP session of {address} was interrupted ({exc}): try again; if it happens again, "
                            "look at the lab's log (labmail lab status).") from None
@@ -563,7 +563,7 @@ def probe(port: int, host: str | None = None, *, world: World | None = None, tim
     'STARTTLS'
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise LabmailError(f"Port {port!r} impossible : un nombre de 1 à 65535, par exemple 993.",
+        raise UsageError(f"Port {port!r} impossible : un nombre de 1 à 65535, par exemple 993.",
                            f"Port {port!r} is not possible: a number from 1 to 65535, for example 993.")
     world = world or current()
     server_name, where, context = _endpoint(world, host, port)
@@ -572,7 +572,7 @@ def probe(port: int, host: str | None = None, *, world: World | None = None, tim
         try:
             return socket.create_connection(where, timeout=timeout)
         except OSError as exc:
-            raise LabmailError(f"Rien ne répond sur {server_name}:{port} ({exc}).",
+            raise MailError(f"Rien ne répond sur {server_name}:{port} ({exc}).",
                                f"Nothing answers at {server_name}:{port} ({exc}).") from None
 
     raw = connect()

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import LabmailError
+from .errors import LabmailError, UsageError
 from .i18n import tr
 
 __all__ = ["Question", "Feedback", "Record", "MIME_TYPE", "ANSWERS_FILE", "load", "flags", "record", "bundle",
@@ -85,7 +85,7 @@ class Question:
 
     def __post_init__(self) -> None:
         if len(self.why) != len(self.choices) or not self.correct or not self.correct <= set(range(len(self.choices))):
-            raise LabmailError("Question mal formée : une explication par choix, et au moins une bonne réponse parmi "
+            raise UsageError("Question mal formée : une explication par choix, et au moins une bonne réponse parmi "
                                "les choix.", "Malformed question: one explanation per choice, and at least one right "
                                "answer among the choices.")
 

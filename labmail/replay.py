@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from typing import TYPE_CHECKING
 
-from .errors import LabmailError
+from .errors import MessageError, UsageError
 from .headers import READ_POLICY
 from .i18n import Text, tr
 
@@ -102,14 +102,14 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
     from .judge import POLICIES, judge
 
     if receiver not in POLICIES:
-        raise LabmailError(f"Destinataire inconnu « {receiver} » : choisissez parmi {', '.join(POLICIES)}.",
+        raise UsageError(f"Destinataire inconnu « {receiver} » : choisissez parmi {', '.join(POLICIES)}.",
                            f"Unknown receiver \"{receiver}\": choose among {', '.join(POLICIES)}.")
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if envelope is None:
         envelope = envelope_from_headers(data)
         if envelope is None:
-            raise LabmailError("Ce message n'a pas d'en-tête Received avec l'adresse du client : donnez envelope="
+            raise MessageError("Ce message n'a pas d'en-tête Received avec l'adresse du client : donnez envelope="
                                "Envelope(ip, mail_from, helo).",
                                "This message has no Received header with the client's address: give envelope="
                                "Envelope(ip, mail_from, helo).")
@@ -317,7 +317,7 @@ def flow(raw: bytes | str) -> Flow:
     msg = read_message(data)
     hops = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
     if not hops:
-        raise LabmailError("Ce message n'a aucun en-tête Received : il faut la source complète du message reçu "
+        raise MessageError("Ce message n'a aucun en-tête Received : il faut la source complète du message reçu "
                            "(« Afficher l'original » / « Afficher la source »).",
                            "This message has no Received header: give the full source of the received message "
                            "(\"Show original\" / \"View source\").")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
-from .errors import LabmailError
+from .errors import ReportError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -58,7 +58,7 @@ def build(judgements: list[Judgement], *, org_name: str, email: str, report_id: 
     (namespace, ``<version>``, ``np``/``testing``/``discovery_method`` instead of ``pct``).
     """
     if format not in FORMATS:
-        raise LabmailError(f"Format de rapport inconnu « {format} » : « 7489 » ou « 9990 ».",
+        raise UsageError(f"Format de rapport inconnu « {format} » : « 7489 » ou « 9990 ».",
                            f"Unknown report format \"{format}\": \"7489\" or \"9990\".")
     root = ET.Element("feedback", {"xmlns": NS_9990} if format == "9990" else {})
     if format == "9990":
@@ -129,14 +129,14 @@ def _documents(raw: bytes) -> list[bytes]:
         try:
             return [gzip.decompress(raw)]
         except (OSError, EOFError) as exc:
-            raise LabmailError("Fichier gzip abîmé : téléchargez de nouveau la pièce jointe du rapport.",
+            raise ReportError("Fichier gzip abîmé : téléchargez de nouveau la pièce jointe du rapport.",
                                "Damaged gzip file: download the report attachment again.") from exc
     if raw[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(io.BytesIO(raw)) as archive:
                 return [archive.read(n) for n in archive.namelist() if n.lower().endswith(".xml")]
         except zipfile.BadZipFile as exc:
-            raise LabmailError("Archive zip abîmée : téléchargez de nouveau la pièce jointe du rapport.",
+            raise ReportError("Archive zip abîmée : téléchargez de nouveau la pièce jointe du rapport.",
                                "Damaged zip archive: download the report attachment again.") from exc
     if raw.lstrip()[:1] == b"<":
         return [raw]
@@ -151,7 +151,7 @@ def _documents(raw: bytes) -> list[bytes]:
                 "application/gzip", "application/zip", "application/xml", "text/xml")):
             found.extend(_documents(payload))
     if not found:
-        raise LabmailError("Ce n'est pas un rapport DMARC : ni XML, ni gzip, ni zip, ni message avec un rapport en pièce "
+        raise ReportError("Ce n'est pas un rapport DMARC : ni XML, ni gzip, ni zip, ni message avec un rapport en pièce "
                            "jointe. Donnez le fichier joint au mail du rapport, ou le mail entier (.eml).",
                            "This is not a DMARC report: neither XML, gzip, zip nor a mail with a report attached. Give "
                            "the file attached to the report mail, or the whole mail (.eml).")
@@ -162,12 +162,12 @@ def _rows(xml: bytes) -> list[dict]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise LabmailError(f"XML du rapport illisible ({exc}) : le fichier est tronqué ou n'est pas un rapport DMARC.",
+        raise ReportError(f"XML du rapport illisible ({exc}) : le fichier est tronqué ou n'est pas un rapport DMARC.",
                            f"Unreadable report XML ({exc}): the file is truncated or not a DMARC report.") from exc
     for el in root.iter():  # namespace-agnostic: RFC 7489 reports have none, RFC 9990 ones do
         el.tag = el.tag.rpartition("}")[2]
     if root.tag != "feedback":
-        raise LabmailError(f"Élément racine <{root.tag}> : un rapport agrégé DMARC commence par <feedback>.",
+        raise ReportError(f"Élément racine <{root.tag}> : un rapport agrégé DMARC commence par <feedback>.",
                            f"Root element <{root.tag}>: a DMARC aggregate report starts with <feedback>.")
     fmt = "9990" if root.find("version") is not None else "7489"
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .dns import LookupResult, Outcome, Resolver
-from .errors import LabmailError
+from .errors import LabmailError, UsageError
 from .i18n import Text, tr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -741,7 +741,7 @@ def evaluate(ip: str, mail_from: str, helo: str, *, identity: str | None = None,
     try:
         addr = ipaddress.ip_address(str(ip).strip())
     except ValueError:
-        raise LabmailError(f"« {ip} » n'est pas une adresse IP (ex. 203.0.113.10).", f"\"{ip}\" is not an IP address (e.g. 203.0.113.10).") from None
+        raise UsageError(f"« {ip} » n'est pas une adresse IP (ex. 203.0.113.10).", f"\"{ip}\" is not an IP address (e.g. 203.0.113.10).") from None
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     helo = (helo or "").strip().rstrip(".")
@@ -874,7 +874,7 @@ def lint(record: str | None = None, *, domain: str | None = None, ip: str | None
         record = spf_records[0].value
         strings = [s.decode("ascii", "replace") for s in spf_records[0].rdata.strings]
     if record is None:
-        raise LabmailError("lint() : donnez un enregistrement ou un domaine.", "lint(): give a record or a domain.")
+        raise UsageError("lint() : donnez un enregistrement ou un domaine.", "lint(): give a record or a domain.")
     if record != record.strip() and record.strip().lower().startswith("v=spf1"):
         findings.append(Finding("error", "leading-space", Text(
             "espace avant « v=spf1 » : les récepteurs ne reconnaissent pas l'enregistrement (résultat none)",

@@ -16,7 +16,7 @@ from typing import Callable
 import ipywidgets as w
 
 from . import checks
-from .errors import LabmailError
+from .errors import LabmailError, UsageError
 from .i18n import tr
 from .world import World, current
 
@@ -331,11 +331,11 @@ class Quiz(w.VBox):
             picked = set(picked) if valid else set()
         last = len(self.question.choices) - 1
         if not valid or not picked or not picked <= set(range(last + 1)):
-            raise LabmailError(f"Réponse {choices!r} impossible : donnez les numéros de vos choix, de 0 à {last}, par "
+            raise UsageError(f"Réponse {choices!r} impossible : donnez les numéros de vos choix, de 0 à {last}, par "
                                f"exemple {{0, {last}}}.", f"Answer {choices!r} is not possible: give the numbers of your "
                                f"choices, 0 to {last}, for example {{0, {last}}}.")
         if not self.boxes and len(picked) != 1:
-            raise LabmailError("Une seule réponse pour cette question : un seul numéro, par exemple {0}.",
+            raise UsageError("Une seule réponse pour cette question : un seul numéro, par exemple {0}.",
                                "One answer only for this question: one number, for example {0}.")
         self._tick(picked)
         return self.submit(via="code")
