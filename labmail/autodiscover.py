@@ -27,10 +27,14 @@ import socket
 import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import AutodiscoverError, LabmailError, UsageError
 from .i18n import tr
 from .world import World, current
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
 
 __all__ = ["Server", "Attempt", "Discovery", "thunderbird", "outlook", "parse_autoconfig", "parse_autodiscover",
            "check_settings", "fetch", "OUTLOOK_REQUEST"]

@@ -35,7 +35,7 @@ from .world import World, current
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-__all__ = ["Row", "DomainAudit", "domain", "classroom", "message", "MessageDiagnosis", "STATUSES"]
+__all__ = ["Row", "DomainAudit", "domain", "message", "MessageDiagnosis", "STATUSES"]
 
 STATUSES = ("OK", "WRONG", "MISSING", "OPTIONAL", "INFO")
 _COLORS = {"OK": "#1b7f3b", "WRONG": "#b00020", "MISSING": "#b00020", "OPTIONAL": "#777", "INFO": "#1565c0"}

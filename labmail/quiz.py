@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 from .errors import LabmailError, UsageError
 from .i18n import tr
 
-__all__ = ["Question", "Feedback", "Record", "MIME_TYPE", "ANSWERS_FILE", "load", "flags", "record", "bundle",
+__all__ = ["Question", "Feedback", "Record", "MIME_TYPE", "ANSWERS_FILE", "load", "flags", "record",
            "records_in", "current_user", "choices_text"]
 
 #: The MIME type of an answer record in a notebook output.

@@ -68,7 +68,7 @@ def test_empty_zone_says_missing_not_optional(world):
     status = {r.role: r.status for r in audit.rows}
     for role in ("mx", "spf", "dkim", "dmarc", "autodiscover", "autodiscover-srv", "autoconfig"):
         assert status[role] == "MISSING", role  # Mailcow shows "²" (optional) here
-    assert status["server-A"] == "OK" and status[f"ptr-203.0.113.10"] == "OK" and status["dnsbl-203.0.113.10"] == "OK"
+    assert status["server-A"] == "OK" and status["ptr-203.0.113.10"] == "OK" and status["dnsbl-203.0.113.10"] == "OK"
     assert status["imaps"] == "OPTIONAL" and status["mta-sts"] == "OPTIONAL"
     mx = audit.row("mx")
     assert mx.ttl == 60 and "60 s" in mx.visible_in  # the negative TTL: when a fix becomes visible

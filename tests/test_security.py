@@ -619,7 +619,7 @@ def test_successful_logins_are_logged_as_dovecot_and_postfix_do(env):
         client.login(TINTIN, passwords[TINTIN])
     text = logged(log, start, f"imap-login: Login: user=<{TINTIN}>, method=LOGIN, rip=127.0.0.1",
                   f"imap-login: Login: user=<{TINTIN}>, method=PLAIN", f"pop3-login: Login: user=<{MILOU}>, method=USER",
-                  f"submission/smtpd: client=127.0.0.1, sasl_method=", f"sasl_username={TINTIN}, TLS")
+                  "submission/smtpd: client=127.0.0.1, sasl_method=", f"sasl_username={TINTIN}, TLS")
     logins = [line for line in text.splitlines() if "Login: user=" in line]
     assert logins and all(line.rstrip().endswith("TLS") or "TLS (" in line for line in logins), logins
     assert passwords[TINTIN] not in text and passwords[MILOU] not in text

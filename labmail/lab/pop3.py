@@ -141,7 +141,7 @@ class POP3Session:
                  method, peer[0] if isinstance(peer, tuple) else peer, sock[0] if isinstance(sock, tuple) else sock,
                  sock[1] if isinstance(sock, tuple) else "?",
                  "TLS" if self.tls else "cleartext", len(self.messages))
-        await self.send(f"+OK Logged in.")
+        await self.send("+OK Logged in.")
 
     # -- TRANSACTION state -----------------------------------------------------
     def _message(self, arg: str) -> tuple[int, bytes] | None:
@@ -227,7 +227,7 @@ class POP3Session:
         if not found:
             return
         self.deleted.add(found[0])
-        await self.send(f"+OK Marked to be deleted.")
+        await self.send("+OK Marked to be deleted.")
 
     async def cmd_RSET(self, arg):
         if await self._need_login():
