@@ -26,6 +26,7 @@ from email import message_from_bytes
 
 from ._rfc5322 import READ_POLICY, domain_of
 from .authres import MethodResult, make_authentication_results
+from .i18n import Text
 from .state import PROVIDERS
 
 
@@ -147,13 +148,12 @@ class Verdict:
     """Where the message goes: a folder ("INBOX", "Junk"), or ``None`` and the SMTP rejection reply."""
 
     folder: str | None
-    reason_fr: str
-    reason_en: str
+    reason: Text
     reply: str = ""
     warning: str | None = None
 
     def to_record(self) -> dict:
-        return {"folder": self.folder, "reason": self.reason_fr, "reason_en": self.reason_en, "reply": self.reply,
+        return {"folder": self.folder, "reason": self.reason.fr, "reason_en": self.reason.en, "reply": self.reply,
                 "warning": self.warning}
 
 
@@ -166,11 +166,11 @@ class Policy:
         if checks.dmarc_result != "fail":
             return None
         if checks.dmarc.disposition == "reject":
-            return Verdict(None, "DMARC échoue et le domaine demande reject : refus à la réception",
-                           "DMARC fails and the domain asks for reject: refused at SMTP time",
+            return Verdict(None, Text("DMARC échoue et le domaine demande reject : refus à la réception",
+                           "DMARC fails and the domain asks for reject: refused at SMTP time"),
                            reject_reply.replace("{d}", checks.from_domain or "?"))
         if checks.dmarc.disposition == "quarantine":
-            return Verdict("Junk", junk_fr, junk_en, warning="quarantine")
+            return Verdict("Junk", Text(junk_fr, junk_en), warning="quarantine")
         return None
 
     def decide(self, checks: Checks) -> Verdict:  # pragma: no cover - overridden
@@ -201,16 +201,16 @@ class GmailPolicy(Policy):
         if dmarc is not None:
             return dmarc
         if not (checks.spf_pass or checks.dkim_pass):
-            return Verdict("Junk", "ni SPF ni DKIM ne passent : Gmail ne peut pas authentifier l'expéditeur (spam, avec un avertissement)",
-                           "neither SPF nor DKIM pass: Gmail cannot authenticate the sender (spam, with a warning)",
+            return Verdict("Junk", Text("ni SPF ni DKIM ne passent : Gmail ne peut pas authentifier l'expéditeur (spam, avec un avertissement)",
+                           "neither SPF nor DKIM pass: Gmail cannot authenticate the sender (spam, with a warning)"),
                            warning="Soyez prudent avec ce message : Gmail n'a pas pu vérifier qu'il a bien été envoyé par "
                                    f"{checks.from_domain}. / Be careful with this message: Gmail could not verify it was "
                                    f"sent by {checks.from_domain}.")
         if checks.iprev != "pass":
-            return Verdict("Junk", "le serveur d'envoi n'a pas de PTR valide (DNS inverse)",
-                           "the sending server has no valid PTR (reverse DNS)", warning="no PTR")
-        return Verdict("INBOX", "SPF ou DKIM passe et le DNS inverse est valide : boîte de réception",
-                       "SPF or DKIM passes and reverse DNS is valid: inbox")
+            return Verdict("Junk", Text("le serveur d'envoi n'a pas de PTR valide (DNS inverse)",
+                           "the sending server has no valid PTR (reverse DNS)"), warning="no PTR")
+        return Verdict("INBOX", Text("SPF ou DKIM passe et le DNS inverse est valide : boîte de réception",
+                       "SPF or DKIM passes and reverse DNS is valid: inbox"))
 
     def stamp(self, host, checks: Checks, ip: str, mail_from: str, helo: str) -> bytes:
         results = []
@@ -249,10 +249,10 @@ class OutlookPolicy(Policy):
         missing = [name for name, ok in (("SPF", checks.spf_pass), ("DKIM", checks.dkim_pass),
                                          ("DMARC", checks.dmarc_result == "pass")) if not ok]
         if missing:
-            return Verdict("Junk", f"Microsoft exige SPF, DKIM et DMARC alignés ; manque : {', '.join(missing)}",
-                           f"Microsoft requires SPF, DKIM and aligned DMARC; missing: {', '.join(missing)}",
+            return Verdict("Junk", Text(f"Microsoft exige SPF, DKIM et DMARC alignés ; manque : {', '.join(missing)}",
+                           f"Microsoft requires SPF, DKIM and aligned DMARC; missing: {', '.join(missing)}"),
                            warning="Courrier indésirable / Junk (compauth=fail)")
-        return Verdict("INBOX", "SPF, DKIM et DMARC passent : boîte de réception", "SPF, DKIM and DMARC pass: inbox")
+        return Verdict("INBOX", Text("SPF, DKIM et DMARC passent : boîte de réception", "SPF, DKIM and DMARC pass: inbox"))
 
     def stamp(self, host, checks: Checks, ip: str, mail_from: str, helo: str) -> bytes:
         spf = checks.spf
@@ -285,7 +285,7 @@ class SchoolPolicy(Policy):
         dmarc = self.dmarc_verdict(checks, "550 5.7.1 Rejected by DMARC policy for {d}",
                                    "DMARC échoue et le domaine demande quarantine : indésirables",
                                    "DMARC fails and the domain asks for quarantine: junk")
-        return dmarc or Verdict("INBOX", "accepté", "accepted")
+        return dmarc or Verdict("INBOX", Text("accepté", "accepted"))
 
     def stamp(self, host, checks: Checks, ip: str, mail_from: str, helo: str) -> bytes:
         results = [MethodResult("dkim", c.result, properties={"header.d": c.domain, "header.s": c.selector, "header.b": c.header_b})

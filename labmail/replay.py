@@ -257,7 +257,7 @@ def _verdict_step(receiver: str, verdict) -> Step:
     else:
         summary, status = Text("boîte de réception", "inbox"), "pass"
     return Step("verdict", tr(f"Verdict ({receiver})", f"Verdict ({receiver})"), summary, status,
-                Text(verdict.reason_fr, verdict.reason_en))
+                verdict.reason)
 
 
 # ---------------------------------------------------------------------------
