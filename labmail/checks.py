@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import dns.name
 
-from .dns import LookupResult, Outcome, Resolver
+from .resolver import LookupResult, Outcome, Resolver
 from .errors import LabmailError
 from .i18n import Text, tr
 from .state import Layout

@@ -70,7 +70,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from .dns import lookup
+    from .resolver import lookup
 
     result = lookup(args.name, args.type, authoritative=args.auth)
     print(result)

@@ -26,7 +26,7 @@ from .i18n import Text, tr
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-    from .dns import Resolver
+    from .resolver import Resolver
 
 __all__ = ["DKIMKey", "generate_key", "load_private_key", "sign", "verify", "SignatureCheck", "signature_tags",
            "key_tags", "tamper", "TamperReport", "parse_tags"]
@@ -198,7 +198,7 @@ class SignatureCheck:
 
 def _key_record(resolver: "Resolver", name: str) -> tuple[str | None, SignatureCheck | None, str]:
     """Fetch the key record; returns (text, None, note) or (None, partial failure fields, '')."""
-    from .dns import Outcome
+    from .resolver import Outcome
 
     answer = resolver.query(name, "TXT")
     if answer.outcome in (Outcome.TIMEOUT, Outcome.SERVFAIL, Outcome.UNREACHABLE, Outcome.ERROR, Outcome.REFUSED):
@@ -221,7 +221,7 @@ def verify(message: bytes | str, *, resolver: "Resolver | None" = None, world=No
     import dkim
     from dkim.util import InvalidTagValueList, parse_tag_value
 
-    from .dns import Resolver
+    from .resolver import Resolver
 
     data = _as_bytes(message)
     resolver = resolver or Resolver(world=world)
@@ -470,7 +470,7 @@ def tamper(message: bytes | str, *, header: str | None = None, value: str | None
     ``header``/``value`` set a header (e.g. ``header="Subject", value="Gagnez !"``); ``replace=(old, new)``
     edits the body; ``append`` adds text at the end of the body (what ``l=`` fails to protect).
     """
-    from .dns import Resolver
+    from .resolver import Resolver
 
     if header is None and replace is None and append is None:  # said before anything else is asked (the world…)
         raise UsageError("tamper() : indiquez header=, replace= ou append=.", "tamper(): give header=, replace= or append=.")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .dns import Outcome, Resolver
+from .resolver import Outcome, Resolver
 from .errors import DNSLookupFailed, UsageError
 from .i18n import Text
 

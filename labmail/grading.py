@@ -324,7 +324,7 @@ def _server_ipv4(host: str, world) -> str:
 def spf(domain: str | None = None, *, world=None) -> None:
     """One SPF record at the domain's apex, which passes for the school server's address and ends with -all or ~all."""
     from . import spf as _spf
-    from .dns import Resolver
+    from .resolver import Resolver
 
     world, domain, host = _context(domain, world)
     records = [v for v in _published(domain, "TXT", world) if _spf.is_spf_record(v)]
@@ -352,7 +352,7 @@ def dkim(domain: str | None = None, *, selector: str = "dkim", world=None) -> No
     """The DKIM record at ``<selector>._domainkey`` is the domain's key (same p=) and verifies a fresh signature."""
     from . import dkim as _dkim
     from .checks import _dkim_from_api, _key_of
-    from .dns import Resolver
+    from .resolver import Resolver
 
     world, domain, _host = _context(domain, world)
     name = f"{selector}._domainkey.{domain}"

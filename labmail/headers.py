@@ -30,7 +30,7 @@ from .i18n import Text
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-    from .dns import Resolver
+    from .resolver import Resolver
 
 __all__ = ["AuthResults", "MethodResult", "Property", "RESULTS", "parse_authentication_results", "make_authentication_results", "Hop",
            "parse_received", "hops", "analyze", "Report", "Finding", "Envelope", "envelope_from_headers", "verify_arc", "arc_sign", "ARCResult"]
@@ -374,7 +374,7 @@ def verify_arc(raw: bytes | str, *, resolver: "Resolver | None" = None, world=No
     """Verify the ARC chain (RFC 8617) with dkimpy, keys fetched through the world's DNS."""
     import dkim
 
-    from .dns import Resolver
+    from .resolver import Resolver
 
     resolver = resolver or Resolver(world=world)
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
@@ -531,7 +531,7 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
     spf_detail = dmarc_detail = None
     dkim_detail: tuple = ()
     if recompute and (resolver is not None or world is not None or _world_available()):
-        from .dns import Resolver
+        from .resolver import Resolver
         from .judge import judge
 
         resolver = resolver or Resolver(world=world)

@@ -97,7 +97,7 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
     ``Received`` and ``Authentication-Results`` headers. The DNS is asked now: replay a message before and
     after publishing a record to see what changed.
     """
-    from .dns import Resolver
+    from .resolver import Resolver
     from .headers import envelope_from_headers
     from .judge import POLICIES, judge
 

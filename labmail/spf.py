@@ -28,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .dns import LookupResult, Outcome, Resolver
+from .resolver import LookupResult, Outcome, Resolver
 from .errors import LabmailError, UsageError
 from .i18n import Text, tr
 
@@ -441,7 +441,7 @@ class _Context:
         return rdatas
 
     def _cache_additional(self, result: LookupResult) -> None:
-        from .dns import Record
+        from .resolver import Record
 
         grouped: dict[tuple[str, str], list[Record]] = {}
         for rec in result.additional:

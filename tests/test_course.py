@@ -60,7 +60,7 @@ def test_bad_step_and_unknown_password(lab_env, clean):
         course.prepare(42)
     state = course.prepare(6)
     with pytest.raises(LabmailError, match="inconnu"):
-        state.password(f"haddock@{DOMAIN}")
+        state.password(f"nestor@{DOMAIN}")
 
 
 def test_sample_message_is_a_real_delivery(lab_env, clean):
@@ -97,7 +97,7 @@ def test_clients_take_the_stored_password_and_only_that(lab_env, clean):
     state = course.prepare(6)
     assert mail.submit(state.tintin, state.milou, "sans mot de passe", "x").accepted  # the lab's stored one
     assert mail.imap("jean-emile@gmail.test", host="imap.gmail.test") is not None  # a provider mailbox too
-    with pytest.raises(LabmailError, match="Aucun mot de passe connu pour haddock"):
-        mail.submit(f"haddock@{DOMAIN}", state.milou, "x", "x")
+    with pytest.raises(LabmailError, match="Aucun mot de passe connu pour nestor"):
+        mail.submit(f"nestor@{DOMAIN}", state.milou, "x", "x")
     refused = mail.submit(state.tintin, state.milou, "x", "x", password=secrets.token_urlsafe(12))  # an explicit one wins
     assert not refused.accepted and refused.reply.startswith("535")

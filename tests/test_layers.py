@@ -22,7 +22,7 @@ BASE = {"labmail", "labmail.i18n", "labmail.errors", "labmail._files", "labmail.
         "labmail._rfc5322", "labmail.actions"}
 CORE = {"labmail.world", "labmail.dns", "labmail.spf", "labmail.dkim", "labmail.dmarc", "labmail.authres", "labmail.headers",
         "labmail.judge", "labmail.checks", "labmail.mail", "labmail.reports", "labmail.autodiscover", "labmail.replay",
-        "labmail.quiz", "labmail.interro", "labmail.zonepanel"}
+        "labmail.quiz", "labmail.interro", "labmail.zonepanel", "labmail.resolver"}
 DISPLAY = {"labmail.widgets", "labmail.plots", "labmail.classroom"}
 COURSE = {"labmail.course", "labmail.grading", "labmail.thunderbird", "labmail.nbgrader_plugins"}
 TOOLS = {"labmail.cli"}

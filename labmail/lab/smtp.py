@@ -558,7 +558,7 @@ class MailServices:
 
     # -- helpers used by handlers (run in executor threads) ----------------------
     def resolver(self):
-        from ..dns import Resolver
+        from ..resolver import Resolver
 
         return Resolver([self.resolver_address], timeout=2.0)
 
