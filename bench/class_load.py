@@ -1,7 +1,7 @@
 """A class on one lab (issue 9): 200 students at once against one lab started for the class.
 
 Each student publishes MX and SPF, creates tintin and milou, sends tintin → milou and → their Gmail-like mailbox,
-reads milou over IMAP and POP3 and the provider mailbox over IMAP (labmail.lab.loadtest). Reports errors, lost and
+reads milou over IMAP and POP3 and the provider mailbox over IMAP (labmail.loadtest). Reports errors, lost and
 duplicated messages (all must be 0) and the p50/p99 latency of each operation.
 
 Run: ``.venv/bin/python bench/class_load.py [--students 200] [--workers 50]``.
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labmail import config, lab  # noqa: E402
-from labmail.lab.loadtest import simulate  # noqa: E402
+from labmail.loadtest import simulate  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ domain's DKIM key, the service ports) and compares it with what the domain's **a
 (no cache in between). Each row says what was expected, what was found, a status — ``OK``, ``WRONG``,
 ``MISSING``, ``OPTIONAL``, ``INFO`` —, why, how to fix it, when resolvers will see a fix (TTL), and the RFC.
 
-Where Mailcow's page falls short (``shared/reference/MAILCOW.md`` §1.5), this one does not: a missing record is
+Where Mailcow's page falls short (https://docs.mailcow.email/getstarted/prerequisite-dns/), this one does not: a missing record is
 MISSING, not "optional"; SPF is *evaluated* for the server's addresses with labmail's RFC 7208 engine (CIDR,
 include, redirect, split strings and IPv4-only servers work); DKIM compares the key itself, whatever the tag
 order, with ``k=rsa`` implicit; names compare case-insensitively; MX priorities are shown; an MX pointing to a

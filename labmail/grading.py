@@ -1,6 +1,6 @@
 """Graded checks (nbgrader): what the student's work produced in the world, and their quiz answers.
 
-Every check follows nbgrader's rules (``shared/reference/NBGRADER-AND-NOTEBOOKS.md`` §6, §8): it returns
+Every check follows nbgrader's rules (https://nbgrader.readthedocs.io, "autograder tests"): it returns
 ``None`` when all is right and raises :class:`labmail.errors.VerificationEchouee` (an :class:`AssertionError`)
 with a short French message — what is wrong and how to fix it — otherwise; in a notebook the message shows
 alone, without a traceback. It never writes to stderr (a cell with anything on stderr scores zero): warnings are

@@ -3,7 +3,7 @@ standards, iprev (forward-confirmed reverse DNS), a DNS block list, each provide
 Authentication-Results it writes. One implementation: the lab's receivers, :mod:`labmail.replay`,
 :func:`labmail.headers.analyze` and :func:`labmail.checks.message` all call :func:`judge`.
 
-Sources of the rules (see ``shared/reference/EMAIL-AUTH.md`` §9):
+Sources of the rules:
 
 * Gmail, "Email sender guidelines" (support.google.com/a/answer/81126, /14229414), for *all* senders since
   2024-02-01: SPF **or** DKIM, valid forward and reverse DNS (PTR) for the sending IP, TLS; DMARC policies of

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from labmail import config, lab
-from labmail.lab.loadtest import simulate
+from labmail.loadtest import simulate
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Listeners: 993 (implicit TLS) and 143 (STARTTLS; LOGINDISABLED and no LOGIN befo
 reactor in a thread of the lab process; deliveries made elsewhere (SMTP, POP3) are pushed to open
 sessions (``* n EXISTS``, seen at once with IDLE).
 
-Known Twisted quirks worked around here (see ``shared/reference/LIBRARIES.md`` §11): APPEND without a flag
+Known Twisted quirks worked around here (each with a test in tests/test_mail.py or tests/test_real_tools.py): APPEND without a flag
 list crashes; SEARCH on header keys compares bytes with str; credentials are bytes;
 a non-PEEK FETCH of a body must set ``\\Seen``; ``MessageSet.last`` is write-once; LIST must not return
 message flags as attributes; duplicate headers (Received, Authentication-Results) must all be kept;

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..state import Layout
+from .state import Layout
 
 __all__ = ["LoadResult", "simulate"]
 
@@ -64,10 +64,10 @@ def simulate(cfg, *, workers: int = 50, timeout: float = 60.0) -> LoadResult:
     """Run every student of the class provisioned in ``cfg``'s lab at once (``workers`` at a time)."""
     import dns.tsig
 
-    from .. import mail
-    from ..dns import ZonePanel
-    from ..world import current
-    from .mailstore import MailStore
+    from . import mail
+    from .zonepanel import ZonePanel
+    from .world import current
+    from .lab.mailstore import MailStore
 
     world = current(cfg)
     students = _credentials(cfg.state_dir)
