@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import importlib.util
 import shutil
 import socket
 from pathlib import Path
@@ -162,8 +163,15 @@ def lab_env(running_lab, monkeypatch):
     return cfg, status
 
 
+#: The longest tests start first, so that two workers (make test: pytest -n 2) finish together instead of one
+#: of them running the browser circuit alone at the end (measured: grading circuit ≈ 100 s, pipeline ≈ 150 s).
+_SLOW_FIRST = ("test_grading_circuit.py", "test_grading_pipeline.py", "test_real_clients.py", "test_browser.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``tools`` need Debian's dig/nsupdate/named: in CI they must run, elsewhere they may skip."""
+    """Slow modules first (see _SLOW_FIRST). Tests marked ``tools`` need Debian's dig/nsupdate/named: in CI they
+    must run, elsewhere they may skip."""
+    items.sort(key=lambda item: next((i for i, name in enumerate(_SLOW_FIRST) if item.path.name == name), len(_SLOW_FIRST)))
     missing = [t for t in ("dig", "nsupdate", "named", "named-checkzone", "swaks", "mbsync", "msmtp", "thunderbird",
                            "xvfb-run", "certutil") if shutil.which(t) is None
                and not Path(f"/usr/sbin/{t}").exists()]
@@ -187,6 +195,21 @@ def dns_thread(world_lab):
 
     with ThreadedDNS(world_lab.engine("resolver")) as address:
         yield address
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, each worker hands its fuzz count to the controller (summed in pytest_testnodedown)."""
+    from fuzzing import CASES
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fuzz_cases"] = CASES["total"]
+
+
+if importlib.util.find_spec("xdist") is not None:  # the hook exists only with pytest-xdist
+    def pytest_testnodedown(node, error):
+        from fuzzing import CASES
+
+        CASES["total"] += getattr(node, "workeroutput", {}).get("fuzz_cases", 0)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -156,6 +156,28 @@ class Session:
         return WebDriverWait(self.driver, WAIT, poll_frequency=0.2).until(
             ready, f"{notebook}: no notebook with an idle kernel")
 
+    def settle(self, quiet: float = 1.5, timeout: float = WAIT) -> None:
+        """Wait until the kernel has been idle for ``quiet`` seconds in a row. ipywidgets sends a text field's value
+        while the kernel is idle and holds further updates until it is idle again, but a button's click goes at once:
+        a student who types then clicks at once on a busy machine can overtake their own typing. Students are slower
+        than Selenium; under load, the test lets the typed value reach the kernel before it clicks."""
+        import time as _time
+
+        from selenium.webdriver.common.by import By
+
+        since, end = None, _time.monotonic() + timeout
+        while _time.monotonic() < end:
+            status = [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-TextItem")
+                      if (e.get_attribute("title") or "").startswith("Change kernel")]
+            if status and status[0].endswith("| Idle"):
+                since = since or _time.monotonic()
+                if _time.monotonic() - since >= quiet:
+                    return
+            else:
+                since = None
+            _time.sleep(0.1)
+        raise AssertionError(f"the kernel was not idle for {quiet} s within {timeout} s")
+
     def dismiss_dialogs(self) -> None:
         """Accept any JupyterLab dialog (e.g. kernel selection) that would block the page."""
         from selenium.webdriver.common.by import By

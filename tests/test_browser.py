@@ -103,6 +103,7 @@ def test_header_analyzer_in_notebook_08(jupyterlab, tmp_path):
         assert area.get_attribute("placeholder").startswith("Collez ici les en-têtes")
         area.click()
         area.send_keys(HEADERS)
+        session.settle()
         session.button(output, "Analyser").click()
         report = session.wait_for(output, ".labmail-report", "spf=")
         text = report.text

@@ -185,6 +185,7 @@ def _alice_04(session, panel, path: Path) -> None:
     session.wait_for(output, '.widget-text input[placeholder="@ ou _dmarc"]').send_keys("@")
     session.wait_for(output, '.widget-text input[placeholder="10 mailcow.labmail.cloud."]').send_keys(
         "10 mailcow.labmail.cloud.")
+    session.settle()
     session.button(output, "Ajouter").click()
     note = session.wait_for(output, ".labmail-form-note", "c'est la cellule de code de l'exercice qui compte")
     code = note.find_element(By.CSS_SELECTOR, "code").text
