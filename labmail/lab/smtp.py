@@ -14,25 +14,20 @@ deliver to Inbox or Junk, or reject at SMTP time, following the provider's publi
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import hashlib
 import os
-import json
 import logging
 import re
 import secrets
-import smtplib
-import socket
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
-from .._files import atomic_write_bytes, atomic_write_text
 from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
+from .outbound import _domain
+from .receiving import Arrival, _proto, received_header
 
 log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
@@ -42,10 +37,6 @@ MAX_SIZE = 25 * 1024 * 1024
 
 def queue_id() -> str:
     return secrets.token_hex(5).upper()
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 @dataclass
@@ -61,26 +52,6 @@ class Host:
 # ---------------------------------------------------------------------------
 # Received header, Postfix style
 # ---------------------------------------------------------------------------
-def received_header(helo: str, ip: str, rdns: str | None, by: str, proto: str, qid: str, rcpt: str | None,
-                    tls: tuple | None, auth_user: str | None) -> bytes:
-    lines = [f"Received: from {helo or 'unknown'} ({rdns or 'unknown'} [{ip}])"]
-    if tls:
-        lines.append(f"\t(using {tls[1]} with cipher {tls[0]} ({tls[2]}/{tls[2]} bits))")
-    if auth_user:
-        lines.append(f"\t(Authenticated sender: {auth_user})")
-    lines.append(f"\tby {by} (Postfix) with {proto} id {qid}")
-    if rcpt:
-        lines.append(f"\tfor <{rcpt}>; {email.utils.format_datetime(email.utils.localtime())}")
-    else:
-        lines[-1] += f"; {email.utils.format_datetime(email.utils.localtime())}"
-    return ("\r\n".join(lines) + "\r\n").encode()
-
-
-def _proto(session: Session, tls: bool) -> str:
-    esmtp = "ESMTP" if session.extended_smtp else "SMTP"
-    return esmtp + ("S" if tls else "") + ("A" if session.authenticated else "")
-
-
 def _tls_info(server: SMTP) -> tuple | None:
     transport = server.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -252,15 +223,16 @@ class BaseHandler:
         ip = self.client_ip(server)
         self.dialogue(server).append("C: DATA")
         loop = asyncio.get_running_loop()
+        arrival = Arrival(self, server, session, envelope, qid, ip, tls)
         try:
-            reply = await loop.run_in_executor(self.services.executor, self.process, server, session, envelope, qid, tls, ip)
+            reply = await loop.run_in_executor(self.services.executor, self.process, arrival)
         except OSError as exc:  # disk full…: nothing half-stored, the client retries
             log.error("could not store message %s: %s", qid, exc)
             return self.temp_failure
         self.dialogue(server).append("S: " + reply)
         return reply
 
-    def process(self, server, session, envelope, qid, tls, ip) -> str:  # pragma: no cover - overridden
+    def process(self, arrival: Arrival) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -332,26 +304,27 @@ class SchoolHandler(BaseHandler):
         self.dialogue(server).append("S: 250 2.1.5 Ok")
         return "250 2.1.5 Ok"
 
-    def process(self, server, session, envelope, qid, tls, ip) -> str:
-        data = envelope.original_content or envelope.content
+    def process(self, arrival: Arrival) -> str:
+        session, envelope, qid, tls, ip, data = arrival.session, arrival.envelope, arrival.qid, arrival.tls, arrival.ip, arrival.data
         user = session.auth_data if session.authenticated else None
+        receiving = self.services.receiving
         if self.submission:
-            rdns = self.services.ptr_name(ip)
+            rdns = receiving.ptr_name(ip)
             local = [r for r in envelope.rcpt_tos if _domain(r) in self.host.domains]
             remote = [r for r in envelope.rcpt_tos if _domain(r) not in self.host.domains]
-            data = self.services.msa_fixups(data, envelope.mail_from)
+            data = receiving.msa_fixups(data, envelope.mail_from)
             header = received_header(session.host_name, ip, rdns, self.host.name, _proto(session, bool(tls)), qid,
                                      envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, user)
-            signed = self.services.dkim_sign(header + data, envelope.mail_from)
-            record = self.services.base_record(self, server, session, envelope, qid, ip, rdns, tls)
+            signed = receiving.dkim_sign(header + data, envelope.mail_from)
+            record = receiving.base_record(arrival, rdns)
             for rcpt in local:
                 self.services.store.deliver(rcpt.lower(), signed, record=dict(record, rcpt=rcpt,
                                             verdict={"folder": "INBOX", "reason": "local delivery of authenticated mail"}))
             if remote:
-                self.services.enqueue(qid, envelope.mail_from, remote, signed)
+                self.services.outbound.enqueue(qid, envelope.mail_from, remote, signed)
             log.info("%s: from=<%s> user=%s to=%s accepted", qid, envelope.mail_from, user, ",".join(envelope.rcpt_tos))
             return f"250 2.0.0 Ok: queued as {qid}"
-        return self.services.receive(self, server, session, envelope, qid, ip, tls, data)
+        return receiving.receive(arrival, data)
 
 
 class ProviderHandler(BaseHandler):
@@ -385,16 +358,18 @@ class ProviderHandler(BaseHandler):
 
     temp_failure = "451 4.3.0 Temporary local problem, please try again later"
 
-    def process(self, server, session, envelope, qid, tls, ip) -> str:
-        data = envelope.original_content or envelope.content
-        return self.services.receive(self, server, session, envelope, qid, ip, tls, data)
+    def process(self, arrival: Arrival) -> str:
+        return self.services.receiving.receive(arrival, arrival.data)
 
 
 # ---------------------------------------------------------------------------
 # The services
 # ---------------------------------------------------------------------------
 class MailServices:
-    """SMTP listeners, mail store, queue and outbound delivery of the lab world."""
+    """The lab's mail services, started in one place: SMTP listeners (public and internal relay), IMAP and POP3,
+    their TLS, and the parts that do the work — :class:`~labmail.lab.receiving.Receiving` (what a server does with
+    a message), :class:`~labmail.lab.outbound.Outbound` (queue, relay, bounces, spoofer) and
+    :class:`~labmail.lab.dmarcreports.ReportSender` (DMARC aggregate reports)."""
 
     def __init__(self, lab, ca, store, resolver_address: tuple[str, int], executor) -> None:
         from .. import judge
@@ -404,9 +379,6 @@ class MailServices:
         self.store = store
         self.executor = executor
         self.resolver_address = resolver_address
-        self.queue_dir = lab.layout.queue_dir
-        self.queue_dir.mkdir(parents=True, exist_ok=True)
-        self._recover_queue()
         spec = lab.spec
         hosts = spec.hosts()
         school_domains = {spec.student_zone(s).rstrip(".") for s in spec.students} | {spec.parent_domain}
@@ -420,11 +392,16 @@ class MailServices:
         self.ports: dict[str, int] = {}
         self.relays: dict[str, Path] = {}  # internal relay listeners: Unix sockets (see relay_path)
         self.servers: list = []
-        self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task | None = None
         self.web_context = None
         self.pop3 = None
         self.imap = None
+        from .dmarcreports import ReportSender
+        from .outbound import Outbound
+        from .receiving import Receiving
+
+        self.receiving = Receiving(self)
+        self.outbound = Outbound(self)  # recovers the queue left by a crash, before any listener
+        self.reports = ReportSender(self)
 
     # -- listeners --------------------------------------------------------------
     def _factory(self, handler, *, tls_context=None, require_starttls=False, auth=False, proxy=False, implicit=False):
@@ -523,7 +500,7 @@ class MailServices:
             self.provider_imap[key] = server
         servers = [self.imap, *self.provider_imap.values()]
         self.store.on_deliver = lambda address, folder: [s.delivered(address, folder) for s in servers]
-        self._worker = loop.create_task(self._queue_worker())
+        self.outbound.start(loop)
         return dict(self.ports)
 
     def add_school_domain(self, domain: str) -> None:
@@ -545,8 +522,7 @@ class MailServices:
         return out
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        self.outbound.stop()
         if self.pop3 is not None:
             self.pop3.close()
         if self.imap is not None:
@@ -562,362 +538,21 @@ class MailServices:
 
         return Resolver([self.resolver_address], timeout=2.0)
 
+    # -- the parts (each in its module) and the names the lab process and the tests use --------------------------
     def ptr_name(self, ip: str) -> str | None:
-        import ipaddress
+        return self.receiving.ptr_name(ip)
 
-        try:
-            name = ipaddress.ip_address(ip).reverse_pointer
-        except ValueError:
-            return None
-        answer = self.resolver().query(name, "PTR")
-        return answer.values[0].rstrip(".") if answer.records else None
-
-    def msa_fixups(self, data: bytes, mail_from: str) -> bytes:
-        """RFC 6409 §8: the MSA may add a missing Message-ID and Date."""
-        head = data.split(b"\r\n\r\n", 1)[0].lower()
-        extra = b""
-        if b"\nmessage-id:" not in b"\n" + head:
-            extra += f"Message-ID: <{secrets.token_hex(8)}@{self.hosts['school'].name}>\r\n".encode()
-        if b"\ndate:" not in b"\n" + head:
-            extra += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
-        return extra + data
-
-    def dkim_sign(self, data: bytes, mail_from: str) -> bytes:
-        """Sign with the envelope domain's key, selector ``dkim``, relaxed/relaxed (as Mailcow's rspamd)."""
-        from ..dkim import sign
-
-        domain = _domain(mail_from) if mail_from else ""
-        key = self.lab.layout.dkim_private(domain)
-        if not domain or not key.exists():
-            return data
-        return sign(data, domain, "dkim", key.read_bytes())
-
-    def base_record(self, handler: BaseHandler, server, session, envelope, qid, ip, rdns, tls) -> dict:
-        return {
-            "queue_id": qid, "received_at": time.time(), "server": handler.host.name, "listener": handler.listener,
-            "client": {"ip": ip, "ptr": rdns, "helo": session.host_name}, "tls": list(tls) if tls else None,
-            "authenticated_as": session.auth_data if session.authenticated else None,
-            "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
-        }
-
-    def receive(self, handler: BaseHandler, server, session, envelope, qid, ip, tls, data: bytes) -> str:
-        """An MX receiving mail: run the checks, apply the host's policy, deliver; returns the SMTP reply.
-        (One PTR lookup per message: the judge's, whose answer also names the client in the Received header.)"""
-        from .. import judge
-
-        host = handler.host
-        checks = judge.judge(data, ip=ip, mail_from=envelope.mail_from, helo=session.host_name or "", resolver=self.resolver())
-        rdns = checks.ptr_names[0] if checks.ptr_names else None
-        policy = self.policies[host.role]
-        verdict = policy.decide(checks)
-        record = self.base_record(handler, server, session, envelope, qid, ip, rdns, tls)
-        record["checks"] = checks.to_record()
-        record["verdict"] = verdict.to_record()
-        if verdict.folder is None:
-            log.info("%s: %s rejected mail from %s: %s", qid, host.name, ip, verdict.reply)
-            self._save_rejection(host, record)
-            return verdict.reply
-        stamped = policy.stamp(host, checks, ip, envelope.mail_from, session.host_name or "")
-        header = received_header(session.host_name, ip, rdns, host.name, _proto(session, bool(tls)), qid,
-                                 envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, None)
-        message = stamped + header + data
-        for rcpt in envelope.rcpt_tos:
-            # The same transaction sent again (a sender's queue retrying after a crash between our 250 and its own
-            # bookkeeping) is recognised by its envelope and bytes, and stored once: exactly-once delivery.
-            key = hashlib.sha256(b"\0".join([envelope.mail_from.encode(), rcpt.lower().encode(), data])).hexdigest()
-            self.store.deliver(rcpt.lower(), message, folder=verdict.folder, record=dict(record, rcpt=rcpt), dedupe=key)
-        log.info("%s: %s delivered from %s to %s in %s", qid, host.name, ip, ",".join(envelope.rcpt_tos), verdict.folder)
-        return f"250 2.0.0 OK {qid}"
-
-    def _save_rejection(self, host: Host, record: dict) -> None:
-        path = self.lab.layout.rejected_dir / f"{record['queue_id']}.json"
-        atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
-
-    # -- queue and outbound delivery ---------------------------------------------
     def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
-        """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
-        atomic_write_bytes(self.queue_dir / f"{qid}.eml", data)
-        meta = {"mail_from": mail_from, "rcpts": rcpts, "attempts": 0, "next": 0.0, "created": time.time(), "errors": []}
-        try:
-            atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
-        except OSError:
-            (self.queue_dir / f"{qid}.eml").unlink(missing_ok=True)  # no half-queued message (disk full…)
-            raise
-        try:
-            self._loop_wakeup()
-        except RuntimeError:
-            pass
-
-    def _recover_queue(self) -> None:
-        """At start, before any listener: a crash may have left a message body without its envelope (killed between
-        the two writes of :meth:`enqueue`, so never acknowledged) or a temporary file of an atomic write. Remove them:
-        what got a 250 has both files and stays queued."""
-        leftovers = [p for p in self.queue_dir.glob("*.eml") if not p.with_suffix(".json").exists()]
-        leftovers += list(self.queue_dir.glob(".*.tmp"))
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-        if leftovers:
-            log.warning("queue: %d file(s) of unacknowledged messages left by a crash removed", len(leftovers))
-
-    def _loop_wakeup(self) -> None:
-        loop = self._worker.get_loop() if self._worker is not None else None
-        if loop is not None:
-            loop.call_soon_threadsafe(self._wakeup.set)
-
-    async def _queue_worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = time.time()
-            due = []
-            for meta_path in sorted(self.queue_dir.glob("*.json")):
-                try:
-                    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if meta.get("next", 0) <= now:
-                    due.append((meta_path.stem, meta))
-            for qid, meta in due:
-                try:
-                    await loop.run_in_executor(self.executor, self._deliver_queued, qid, meta)
-                except Exception:
-                    log.exception("queue %s", qid)
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
-
-    def _deliver_queued(self, qid: str, meta: dict) -> None:
-        data_path, meta_path = self.queue_dir / f"{qid}.eml", self.queue_dir / f"{qid}.json"
-        try:
-            data = data_path.read_bytes()
-        except FileNotFoundError:
-            meta_path.unlink(missing_ok=True)
-            return
-        remaining, bounces = [], []
-        by_domain: dict[str, list[str]] = {}
-        for rcpt in meta["rcpts"]:
-            by_domain.setdefault(_domain(rcpt), []).append(rcpt)
-        for domain, rcpts in by_domain.items():
-            try:
-                status, text = self.send(self.hosts["school"], meta["mail_from"], rcpts, data, domain)
-            except Exception as exc:  # a bug must not keep a message in the queue for ever: retried, then returned
-                log.exception("queue %s: delivery to %s failed", qid, domain)
-                status, text = "temp", f"internal error: {type(exc).__name__}"
-            if status == "ok":
-                continue
-            if status == "temp" and meta["attempts"] < 5:
-                remaining += rcpts
-                meta["errors"].append(text)
-            else:
-                bounces.append((rcpts, text))
-        for rcpts, text in bounces:
-            self.bounce(meta["mail_from"], rcpts, text, data)
-        if remaining:
-            meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
-            atomic_write_text(meta_path, json.dumps(meta) + "\n")
-        else:
-            meta_path.unlink(missing_ok=True)
-            data_path.unlink(missing_ok=True)
+        self.outbound.enqueue(qid, mail_from, rcpts, data)
 
     def mx_hosts(self, domain: str) -> list[str] | None:
-        """MX targets by preference; [] for a null MX (RFC 7505); A fallback when there is no MX (RFC 5321 §5.1)."""
-        answer = self.resolver().query(domain, "MX")
-        if answer.records:
-            mxs = sorted((r.rdata.preference, r.rdata.exchange.to_text().rstrip(".")) for r in answer.records)
-            if len(mxs) == 1 and mxs[0][1] == "":
-                return []
-            return [name for _p, name in mxs]
-        if answer.outcome.value in ("NODATA", "NXDOMAIN"):
-            return [domain] if self.resolver().query(domain, "A").records else None
-        return None
+        return self.outbound.mx_hosts(domain)
 
     def send(self, source: Host, mail_from: str, rcpts: list[str], data: bytes, domain: str) -> tuple[str, str]:
-        """Deliver to ``domain``'s MX as ``source`` (its simulated address through PROXY). → ("ok"|"temp"|"perm", text)."""
-        targets = self.mx_hosts(domain)
-        if targets is None:
-            return "temp", f"Host or domain name not found. Name service error for name={domain} type=MX"
-        if not targets:
-            return "perm", f"Domain {domain} does not accept mail (null MX, RFC 7505)"
-        last = ("temp", "no MX reachable")
-        for target in targets:
-            addrs = self.resolver().query(target, "A").values
-            relay = next((self.relays.get(f"{k}:relay") for k, h in self.hosts.items() if h.ip in addrs), None)
-            if relay is None:
-                last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
-                continue
-            try:
-                with _ProxySMTP(source, addrs[0], relay, target) as client:
-                    client.ehlo(source.name)
-                    if client.has_extn("starttls"):
-                        client.starttls(context=self.ca.client_context())
-                        client.ehlo(source.name)
-                    utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
-                    refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
-                if refused:
-                    return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
-                return "ok", target
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, msg = next(iter(exc.recipients.values()))
-                return ("perm" if code >= 500 else "temp"), f"host {target} said: {code} {msg.decode(errors='replace')}"
-            except smtplib.SMTPResponseException as exc:
-                return ("perm" if exc.smtp_code >= 500 else "temp"), f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
-            except (OSError, smtplib.SMTPException) as exc:
-                last = ("temp", f"{target}: {exc}")
-            except UnicodeError as exc:  # an address no SMTP server can take (not UTF-8): returned to the sender
-                return "perm", f"invalid address for {target}: {exc.reason}"
-        return last
-
-    def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
-        """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""
-        if not mail_from or mail_from.lower() not in self.store.accounts:
-            log.warning("bounce for %s dropped (sender %r not local): %s", rcpts, mail_from, text)
-            return
-        host = self.hosts["school"].name
-        boundary = secrets.token_hex(8)
-        headers_part = original.split(b"\r\n\r\n", 1)[0]
-        body = (f"From: MAILER-DAEMON@{host} (Mail Delivery System)\r\nTo: {mail_from}\r\n"
-                f"Subject: Undelivered Mail Returned to Sender\r\nDate: {email.utils.format_datetime(email.utils.localtime())}\r\n"
-                f"Message-ID: <{secrets.token_hex(8)}@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
-                f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"
-                f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-                f"Ceci est le système de messagerie de {host}.\r\nVotre message n'a pas pu être remis à : {', '.join(rcpts)}\r\n"
-                f"Raison : {text}\r\n\r\nThis is the mail system at {host}. Your message could not be delivered to: "
-                f"{', '.join(rcpts)}\r\nReason: {text}\r\n\r\n"
-                f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n\r\n"
-                + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {text}\r\n\r\n" for r in rcpts)
-                + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode("utf-8", "backslashreplace") + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
-        self.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce", "reason": text, "rcpts": rcpts})
+        return self.outbound.send(source, mail_from, rcpts, data, domain)
 
     def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
-        """Send a message from the spoofer's host (192.0.2.66) forging ``header_from``."""
-        data = (f"From: {header_from}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
-                f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n"
-                f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()
-        return self.send(self.spoofer, mail_from, [rcpt], data, _domain(rcpt))
-
-    # -- DMARC aggregate reports ("end of the day") --------------------------------
-    _REPORTERS = {name: (p.domain, p.report_sender, p.selector) for name, p in PROVIDERS.items()}
+        return self.outbound.spoof(mail_from, header_from, rcpt, subject, body)
 
     def dmarc_reports(self, fmt: str = "7489") -> list[dict]:
-        """Each provider reports what it judged since its last report to the ``rua`` of each policy domain."""
-        from datetime import datetime, timezone
-
-        from .. import dmarc, reports
-        from ..dkim import sign
-
-        marker = self.lab.layout.dmarc_reports_marker
-        last = json.loads(marker.read_text()) if marker.exists() else {}
-        now = time.time()
-        out = []
-        resolver = self.resolver()
-        for role, (org, sender, selector) in self._REPORTERS.items():
-            host = self.hosts[role]
-            since = float(last.get(role, 0.0))
-            groups: dict[str, list] = {}
-            for record in self._judged(host):
-                if not since <= record.get("received_at", 0) < now:
-                    continue
-                verdict = (record.get("checks") or {}).get("dmarc") or {}
-                policy_domain = (verdict.get("9989") or {}).get("record_domain")
-                if policy_domain:
-                    groups.setdefault(policy_domain, []).append(record)
-            for domain, records in sorted(groups.items()):
-                found = dmarc.discover(domain, resolver=resolver)
-                if found.record is None:
-                    continue
-                authorised = {uri for uri, ok, _why in dmarc.report_authorization(domain, found.record, resolver=resolver)
-                              if ok}
-                begin = datetime.fromtimestamp(since or min(r["received_at"] for r in records), tz=timezone.utc)
-                end = datetime.fromtimestamp(now, tz=timezone.utc)
-                report_id = f"{secrets.token_hex(8)}"
-                xml = reports.build([_judgement(r) for r in records], org_name=org, email=sender, report_id=report_id,
-                                    domain=domain, policy=dict(found.record.tags), begin=begin, end=end, format=fmt)
-                for uri in found.record.rua:
-                    rua = uri.split(":", 1)[1]
-                    if not uri.lower().startswith("mailto:"):
-                        continue
-                    if uri not in authorised:
-                        out.append({"provider": role, "domain": domain, "rua": rua, "messages": len(records),
-                                    "status": "refused", "reply": "destination not authorised (RFC 7489 §7.1)"})
-                        continue
-                    data = _report_mail(org, sender, rua, domain, report_id, begin, end, xml)
-                    key = self.lab.layout.dkim_private(org, selector)
-                    if key.exists():
-                        data = sign(data, org, selector, key.read_bytes())
-                    status, reply = self.send(host, sender, [rua], data, _domain(rua))
-                    log.info("DMARC report %s → %s (%s, %d messages): %s %s", org, rua, domain, len(records), status, reply)
-                    out.append({"provider": role, "domain": domain, "rua": rua, "messages": len(records), "status": status,
-                                "reply": reply, "report_id": report_id})
-            last[role] = now
-        atomic_write_text(marker, json.dumps(last) + "\n")
-        return out
-
-    def _judged(self, host: Host):
-        """Every record of a message ``host`` received (delivered or refused)."""
-        paths = [p for d in host.domains for p in (self.store.root / d).glob("*/records/*.json")]
-        paths += [p for p in self.lab.layout.rejected_dir.glob("*.json")]
-        for path in paths:
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if record.get("server") == host.name and record.get("checks"):
-                yield record
-
-
-def _judgement(record: dict):
-    from ..reports import Judgement
-
-    checks, verdict = record["checks"], record.get("verdict") or {}
-    dmarc9989 = checks["dmarc"]["9989"]
-    if verdict.get("folder") is None:
-        disposition = "reject"
-    elif verdict.get("warning") == "quarantine":
-        disposition = "quarantine"
-    else:
-        disposition = "none"
-    return Judgement(record["client"]["ip"], checks.get("from_domain") or "", _domain(record.get("mail_from") or ""),
-                     disposition, bool(dmarc9989.get("dkim_aligned")), bool(dmarc9989.get("spf_aligned")),
-                     tuple((d["domain"], d["selector"], d["result"]) for d in checks.get("dkim", [])),
-                     checks["spf"].get("domain") or "", checks["spf"]["result"])
-
-
-def _report_mail(org: str, sender: str, rua: str, domain: str, report_id: str, begin, end, xml: bytes) -> bytes:
-    """The report mail as receivers send it (RFC 7489 §7.2.1.1): subject, and the gzipped XML attached."""
-    import gzip
-    from email.message import EmailMessage
-
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = rua
-    msg["Subject"] = f"Report Domain: {domain} Submitter: {org} Report-ID: <{report_id}>"
-    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
-    msg["Message-ID"] = f"<{report_id}@{org}>"
-    msg.set_content(f"Rapport DMARC agrégé de {org} pour {domain}.\nDMARC aggregate report from {org} for {domain}.\n")
-    name = f"{org}!{domain}!{int(begin.timestamp())}!{int(end.timestamp())}.xml.gz"
-    msg.add_attachment(gzip.compress(xml), maintype="application", subtype="gzip", filename=name)
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
-
-
-class _ProxySMTP(smtplib.SMTP):
-    """smtplib client to an internal relay socket that opens with a PROXY v1 line: the receiver sees ``source.ip``
-    as the client."""
-
-    def __init__(self, source: Host, dst_ip: str, path: Path, target: str) -> None:
-        self._source, self._dst_ip, self._path = source, dst_ip, path
-        super().__init__("localhost", 25, local_hostname=source.name, timeout=30)
-        self._host = target  # STARTTLS checks the MX's certificate against its name
-
-    def _get_socket(self, host, port, timeout):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(self._path))
-        except OSError:
-            sock.close()
-            raise
-        family = "TCP6" if ":" in self._source.ip else "TCP4"
-        sock.sendall(f"PROXY {family} {self._source.ip} {self._dst_ip} {secrets.randbelow(20000) + 40000} 25\r\n".encode())
-        return sock
-
+        return self.reports.send_all(fmt)

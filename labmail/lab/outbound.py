@@ -1,0 +1,232 @@
+"""The school server's queue and outbound delivery: a message is written to the queue before the 250 reply, retried
+with backoff, delivered to the recipient domain's MX (by preference, A fallback, null MX) through the receivers'
+PROXY relay sockets, and returned to its sender with a delivery status notification (RFC 3464) when it cannot be
+delivered. Also the spoofer's host, which sends forged mail the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import secrets
+import smtplib
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._files import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .smtp import Host, MailServices
+
+log = logging.getLogger("labmail.lab.smtp")
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class Outbound:
+    """Queue, relay, bounces and the spoofer (methods run in executor threads; the worker on the event loop)."""
+
+    def __init__(self, services: "MailServices") -> None:
+        self.services = services
+        self.queue_dir = services.lab.layout.queue_dir
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._recover_queue()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._worker = loop.create_task(self._queue_worker())
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
+        """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
+        atomic_write_bytes(self.queue_dir / f"{qid}.eml", data)
+        meta = {"mail_from": mail_from, "rcpts": rcpts, "attempts": 0, "next": 0.0, "created": time.time(), "errors": []}
+        try:
+            atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
+        except OSError:
+            (self.queue_dir / f"{qid}.eml").unlink(missing_ok=True)  # no half-queued message (disk full…)
+            raise
+        try:
+            self._loop_wakeup()
+        except RuntimeError:
+            pass
+
+    def _recover_queue(self) -> None:
+        """At start, before any listener: a crash may have left a message body without its envelope (killed between
+        the two writes of :meth:`enqueue`, so never acknowledged) or a temporary file of an atomic write. Remove them:
+        what got a 250 has both files and stays queued."""
+        leftovers = [p for p in self.queue_dir.glob("*.eml") if not p.with_suffix(".json").exists()]
+        leftovers += list(self.queue_dir.glob(".*.tmp"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            log.warning("queue: %d file(s) of unacknowledged messages left by a crash removed", len(leftovers))
+
+    def _loop_wakeup(self) -> None:
+        loop = self._worker.get_loop() if self._worker is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def _queue_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.time()
+            due = []
+            for meta_path in sorted(self.queue_dir.glob("*.json")):
+                try:
+                    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if meta.get("next", 0) <= now:
+                    due.append((meta_path.stem, meta))
+            for qid, meta in due:
+                try:
+                    await loop.run_in_executor(self.services.executor, self._deliver_queued, qid, meta)
+                except Exception:
+                    log.exception("queue %s", qid)
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def _deliver_queued(self, qid: str, meta: dict) -> None:
+        data_path, meta_path = self.queue_dir / f"{qid}.eml", self.queue_dir / f"{qid}.json"
+        try:
+            data = data_path.read_bytes()
+        except FileNotFoundError:
+            meta_path.unlink(missing_ok=True)
+            return
+        remaining, bounces = [], []
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in meta["rcpts"]:
+            by_domain.setdefault(_domain(rcpt), []).append(rcpt)
+        for domain, rcpts in by_domain.items():
+            try:
+                status, text = self.send(self.services.hosts["school"], meta["mail_from"], rcpts, data, domain)
+            except Exception as exc:  # a bug must not keep a message in the queue for ever: retried, then returned
+                log.exception("queue %s: delivery to %s failed", qid, domain)
+                status, text = "temp", f"internal error: {type(exc).__name__}"
+            if status == "ok":
+                continue
+            if status == "temp" and meta["attempts"] < 5:
+                remaining += rcpts
+                meta["errors"].append(text)
+            else:
+                bounces.append((rcpts, text))
+        for rcpts, text in bounces:
+            self.bounce(meta["mail_from"], rcpts, text, data)
+        if remaining:
+            meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
+            atomic_write_text(meta_path, json.dumps(meta) + "\n")
+        else:
+            meta_path.unlink(missing_ok=True)
+            data_path.unlink(missing_ok=True)
+
+    def mx_hosts(self, domain: str) -> list[str] | None:
+        """MX targets by preference; [] for a null MX (RFC 7505); A fallback when there is no MX (RFC 5321 §5.1)."""
+        answer = self.services.resolver().query(domain, "MX")
+        if answer.records:
+            mxs = sorted((r.rdata.preference, r.rdata.exchange.to_text().rstrip(".")) for r in answer.records)
+            if len(mxs) == 1 and mxs[0][1] == "":
+                return []
+            return [name for _p, name in mxs]
+        if answer.outcome.value in ("NODATA", "NXDOMAIN"):
+            return [domain] if self.services.resolver().query(domain, "A").records else None
+        return None
+
+    def send(self, source: Host, mail_from: str, rcpts: list[str], data: bytes, domain: str) -> tuple[str, str]:
+        """Deliver to ``domain``'s MX as ``source`` (its simulated address through PROXY). → ("ok"|"temp"|"perm", text)."""
+        targets = self.mx_hosts(domain)
+        if targets is None:
+            return "temp", f"Host or domain name not found. Name service error for name={domain} type=MX"
+        if not targets:
+            return "perm", f"Domain {domain} does not accept mail (null MX, RFC 7505)"
+        last = ("temp", "no MX reachable")
+        for target in targets:
+            addrs = self.services.resolver().query(target, "A").values
+            relay = next((self.services.relays.get(f"{k}:relay") for k, h in self.services.hosts.items() if h.ip in addrs), None)
+            if relay is None:
+                last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
+                continue
+            try:
+                with _ProxySMTP(source, addrs[0], relay, target) as client:
+                    client.ehlo(source.name)
+                    if client.has_extn("starttls"):
+                        client.starttls(context=self.services.ca.client_context())
+                        client.ehlo(source.name)
+                    utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
+                    refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                if refused:
+                    return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
+                return "ok", target
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, msg = next(iter(exc.recipients.values()))
+                return ("perm" if code >= 500 else "temp"), f"host {target} said: {code} {msg.decode(errors='replace')}"
+            except smtplib.SMTPResponseException as exc:
+                return ("perm" if exc.smtp_code >= 500 else "temp"), f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+            except (OSError, smtplib.SMTPException) as exc:
+                last = ("temp", f"{target}: {exc}")
+            except UnicodeError as exc:  # an address no SMTP server can take (not UTF-8): returned to the sender
+                return "perm", f"invalid address for {target}: {exc.reason}"
+        return last
+
+    def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
+        """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""
+        if not mail_from or mail_from.lower() not in self.services.store.accounts:
+            log.warning("bounce for %s dropped (sender %r not local): %s", rcpts, mail_from, text)
+            return
+        host = self.services.hosts["school"].name
+        boundary = secrets.token_hex(8)
+        headers_part = original.split(b"\r\n\r\n", 1)[0]
+        body = (f"From: MAILER-DAEMON@{host} (Mail Delivery System)\r\nTo: {mail_from}\r\n"
+                f"Subject: Undelivered Mail Returned to Sender\r\nDate: {email.utils.format_datetime(email.utils.localtime())}\r\n"
+                f"Message-ID: <{secrets.token_hex(8)}@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+                f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                f"Ceci est le système de messagerie de {host}.\r\nVotre message n'a pas pu être remis à : {', '.join(rcpts)}\r\n"
+                f"Raison : {text}\r\n\r\nThis is the mail system at {host}. Your message could not be delivered to: "
+                f"{', '.join(rcpts)}\r\nReason: {text}\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n\r\n"
+                + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {text}\r\n\r\n" for r in rcpts)
+                + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode("utf-8", "backslashreplace") + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
+        self.services.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce", "reason": text, "rcpts": rcpts})
+
+    def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
+        """Send a message from the spoofer's host (192.0.2.66) forging ``header_from``."""
+        data = (f"From: {header_from}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+                f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n"
+                f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()
+        return self.send(self.services.spoofer, mail_from, [rcpt], data, _domain(rcpt))
+
+
+class _ProxySMTP(smtplib.SMTP):
+    """smtplib client to an internal relay socket that opens with a PROXY v1 line: the receiver sees ``source.ip``
+    as the client."""
+
+    def __init__(self, source: Host, dst_ip: str, path: Path, target: str) -> None:
+        self._source, self._dst_ip, self._path = source, dst_ip, path
+        super().__init__("localhost", 25, local_hostname=source.name, timeout=30)
+        self._host = target  # STARTTLS checks the MX's certificate against its name
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        family = "TCP6" if ":" in self._source.ip else "TCP4"
+        sock.sendall(f"PROXY {family} {self._source.ip} {self._dst_ip} {secrets.randbelow(20000) + 40000} 25\r\n".encode())
+        return sock

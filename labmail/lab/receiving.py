@@ -1,0 +1,142 @@
+"""What a receiving server of the lab does with a message once DATA is in: the MSA's fix-ups and DKIM signature,
+the MX's judgement (:mod:`labmail.judge`), the stamped headers, delivery or refusal, and the record of how it saw the
+message. Data travels as an :class:`Arrival`, not as long positional lists.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._files import atomic_write_text
+from .outbound import _domain
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .smtp import BaseHandler, Host, MailServices
+
+log = logging.getLogger("labmail.lab.smtp")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One message arriving on a listener: who handled it, the SMTP session and envelope, the queue id, the client's
+    (simulated) address and the TLS details."""
+
+    handler: "BaseHandler"
+    server: object  # the aiosmtpd SMTP protocol object of the connection
+    session: object
+    envelope: object
+    qid: str
+    ip: str
+    tls: tuple | None
+
+    @property
+    def data(self) -> bytes:
+        return self.envelope.original_content or self.envelope.content
+
+
+def received_header(helo: str, ip: str, rdns: str | None, by: str, proto: str, qid: str, rcpt: str | None,
+                    tls: tuple | None, auth_user: str | None) -> bytes:
+    lines = [f"Received: from {helo or 'unknown'} ({rdns or 'unknown'} [{ip}])"]
+    if tls:
+        lines.append(f"\t(using {tls[1]} with cipher {tls[0]} ({tls[2]}/{tls[2]} bits))")
+    if auth_user:
+        lines.append(f"\t(Authenticated sender: {auth_user})")
+    lines.append(f"\tby {by} (Postfix) with {proto} id {qid}")
+    if rcpt:
+        lines.append(f"\tfor <{rcpt}>; {email.utils.format_datetime(email.utils.localtime())}")
+    else:
+        lines[-1] += f"; {email.utils.format_datetime(email.utils.localtime())}"
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _proto(session, tls: bool) -> str:
+    esmtp = "ESMTP" if session.extended_smtp else "SMTP"
+    return esmtp + ("S" if tls else "") + ("A" if session.authenticated else "")
+
+
+class Receiving:
+    """The receiving side of the lab's mail servers (runs in executor threads)."""
+
+    def __init__(self, services: "MailServices") -> None:
+        self.services = services
+
+    def ptr_name(self, ip: str) -> str | None:
+        import ipaddress
+
+        try:
+            name = ipaddress.ip_address(ip).reverse_pointer
+        except ValueError:
+            return None
+        answer = self.services.resolver().query(name, "PTR")
+        return answer.values[0].rstrip(".") if answer.records else None
+
+    def msa_fixups(self, data: bytes, mail_from: str) -> bytes:
+        """RFC 6409 §8: the MSA may add a missing Message-ID and Date."""
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        extra = b""
+        if b"\nmessage-id:" not in b"\n" + head:
+            extra += f"Message-ID: <{secrets.token_hex(8)}@{self.services.hosts['school'].name}>\r\n".encode()
+        if b"\ndate:" not in b"\n" + head:
+            extra += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
+        return extra + data
+
+    def dkim_sign(self, data: bytes, mail_from: str) -> bytes:
+        """Sign with the envelope domain's key, selector ``dkim``, relaxed/relaxed (as Mailcow's rspamd)."""
+        from ..dkim import sign
+
+        domain = _domain(mail_from) if mail_from else ""
+        key = self.services.lab.layout.dkim_private(domain)
+        if not domain or not key.exists():
+            return data
+        return sign(data, domain, "dkim", key.read_bytes())
+
+    def base_record(self, arrival: "Arrival", rdns: str | None) -> dict:
+        handler, server, session, envelope = arrival.handler, arrival.server, arrival.session, arrival.envelope
+        qid, ip, tls = arrival.qid, arrival.ip, arrival.tls
+        return {
+            "queue_id": qid, "received_at": time.time(), "server": handler.host.name, "listener": handler.listener,
+            "client": {"ip": ip, "ptr": rdns, "helo": session.host_name}, "tls": list(tls) if tls else None,
+            "authenticated_as": session.auth_data if session.authenticated else None,
+            "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
+        }
+
+    def receive(self, arrival: "Arrival", data: bytes) -> str:
+        """An MX receiving mail: run the checks, apply the host's policy, deliver; returns the SMTP reply.
+        (One PTR lookup per message: the judge's, whose answer also names the client in the Received header.)"""
+        from .. import judge
+
+        session, envelope, qid, ip, tls = arrival.session, arrival.envelope, arrival.qid, arrival.ip, arrival.tls
+        host = arrival.handler.host
+        checks = judge.judge(data, ip=ip, mail_from=envelope.mail_from, helo=session.host_name or "", resolver=self.services.resolver())
+        rdns = checks.ptr_names[0] if checks.ptr_names else None
+        policy = self.services.policies[host.role]
+        verdict = policy.decide(checks)
+        record = self.base_record(arrival, rdns)
+        record["checks"] = checks.to_record()
+        record["verdict"] = verdict.to_record()
+        if verdict.folder is None:
+            log.info("%s: %s rejected mail from %s: %s", qid, host.name, ip, verdict.reply)
+            self._save_rejection(host, record)
+            return verdict.reply
+        stamped = policy.stamp(host, checks, ip, envelope.mail_from, session.host_name or "")
+        header = received_header(session.host_name, ip, rdns, host.name, _proto(session, bool(tls)), qid,
+                                 envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, None)
+        message = stamped + header + data
+        for rcpt in envelope.rcpt_tos:
+            # The same transaction sent again (a sender's queue retrying after a crash between our 250 and its own
+            # bookkeeping) is recognised by its envelope and bytes, and stored once: exactly-once delivery.
+            key = hashlib.sha256(b"\0".join([envelope.mail_from.encode(), rcpt.lower().encode(), data])).hexdigest()
+            self.services.store.deliver(rcpt.lower(), message, folder=verdict.folder, record=dict(record, rcpt=rcpt), dedupe=key)
+        log.info("%s: %s delivered from %s to %s in %s", qid, host.name, ip, ",".join(envelope.rcpt_tos), verdict.folder)
+        return f"250 2.0.0 OK {qid}"
+
+    def _save_rejection(self, host: Host, record: dict) -> None:
+        path = self.services.lab.layout.rejected_dir / f"{record['queue_id']}.json"
+        atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
