@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._rfc5322 import Token, lex
-from .i18n import Text
+from .i18n import Text, frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -99,9 +99,7 @@ class AuthResults:
         return self._comment("version")
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"serveur": self.authserv_id, "méthode": r.method, "résultat": r.result, "raison": r.reason,
+        return frame([{"serveur": self.authserv_id, "méthode": r.method, "résultat": r.result, "raison": r.reason,
                               "propriétés": " ".join(f"{p.key}={p.value}" for p in r.items) or
                               " ".join(f"{k}={v}" for k, v in r.properties.items()),
                               "commentaires": " ".join(r.comments)} for r in self.results],

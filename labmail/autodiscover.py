@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import AutodiscoverError, LabmailError, UsageError
-from .i18n import tr
+from .i18n import frame, tr
 from .world import World, current
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,15 +94,11 @@ class Discovery:
 
     def to_dataframe(self) -> "pandas.DataFrame":
         """The lookup order replayed: one row per attempt."""
-        import pandas as pd
-
-        return pd.DataFrame([a.as_row() for a in self.attempts], columns=["méthode", "où", "DNS", "résultat", "détail"])
+        return frame([a.as_row() for a in self.attempts], columns=["méthode", "où", "DNS", "résultat", "détail"])
 
     def settings(self) -> "pandas.DataFrame":
         """The account form as the client fills it (every server the document offers, preferred first)."""
-        import pandas as pd
-
-        return pd.DataFrame([{"protocole": s.protocol, "serveur": s.hostname, "port": s.port,
+        return frame([{"protocole": s.protocol, "serveur": s.hostname, "port": s.port,
                               "sécurité": _SECURITY.get(s.security, s.security), "identifiant": s.username}
                              for s in self.servers], columns=["protocole", "serveur", "port", "sécurité", "identifiant"])
 
@@ -500,7 +496,6 @@ def check_settings(found: Discovery, *, password: str | None = None, world: Worl
     """
     import smtplib
 
-    import pandas as pd
 
     from . import mail
 
@@ -535,4 +530,4 @@ def check_settings(found: Discovery, *, password: str | None = None, world: Worl
         except (LabmailError, smtplib.SMTPException, OSError) as exc:
             rows.append({"protocole": protocol, "serveur": f"{server.hostname}:{server.port}", "résultat": "✘",
                          "détail": str(exc)})
-    return pd.DataFrame(rows, columns=["protocole", "serveur", "résultat", "détail"])
+    return frame(rows, columns=["protocole", "serveur", "résultat", "détail"])

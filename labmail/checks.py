@@ -28,7 +28,7 @@ import dns.name
 
 from .resolver import LookupResult, Outcome, Resolver
 from .errors import LabmailError
-from .i18n import Text, tr
+from .i18n import Text, frame, tr
 from .state import Layout
 from .world import World, current
 
@@ -86,9 +86,7 @@ class DomainAudit:
         return next(r for r in self.rows if r.role == role)
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"nom": r.name, "type": r.type, "attendu": r.expected, "trouvé": "\n".join(r.found),
+        return frame([{"nom": r.name, "type": r.type, "attendu": r.expected, "trouvé": "\n".join(r.found),
                               "statut": r.status, "pourquoi": str(r.why), "correction": str(r.fix), "ttl": r.ttl,
                               "RFC": r.rfc} for r in self.rows],
                             columns=["nom", "type", "attendu", "trouvé", "statut", "pourquoi", "correction", "ttl", "RFC"])

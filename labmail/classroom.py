@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .i18n import frame
 from .roster import Student, read_roster
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +39,6 @@ class ClassReport:
 
     def to_dataframe(self) -> "pandas.DataFrame":
         """Students × checks: the status of each row (OK, WRONG, MISSING…), plus a score."""
-        import pandas as pd
 
         records = []
         for student, audit in zip(self.students, self.audits):
@@ -47,7 +47,7 @@ class ClassReport:
             record.update({title: statuses.get(role, "MISSING") for role, title in COLUMNS.items()})
             record["score"] = sum(_SCORE[record[t]] for t in COLUMNS.values())
             records.append(record)
-        return pd.DataFrame(records, columns=["étudiant", "domaine", *COLUMNS.values(), "score"])
+        return frame(records, columns=["étudiant", "domaine", *COLUMNS.values(), "score"])
 
     def to_csv(self, path: str | Path) -> Path:
         path = Path(path)

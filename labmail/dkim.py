@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, LabmailError, MessageError, UsageError
-from .i18n import Text, tr
+from .i18n import Text, frame, tr
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -408,7 +408,6 @@ _KEY_TAGS = {
 
 
 def _tag_frame(tags: dict[str, str], meanings: dict[str, Text]) -> "pandas.DataFrame":
-    import pandas as pd
 
     rows = []
     for key, value in tags.items():
@@ -417,7 +416,7 @@ def _tag_frame(tags: dict[str, str], meanings: dict[str, Text]) -> "pandas.DataF
             shown = shown[:28] + "…" + shown[-28:]
         meaning = meanings.get(key)
         rows.append({"balise": key, "valeur": shown, "signification": str(meaning) if meaning else tr("balise inconnue (ignorée)", "unknown tag (ignored)")})
-    return pd.DataFrame(rows, columns=["balise", "valeur", "signification"])
+    return frame(rows, columns=["balise", "valeur", "signification"])
 
 
 def signature_tags(signature: str | bytes) -> "pandas.DataFrame":

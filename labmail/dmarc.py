@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from .resolver import Outcome, Resolver
 from .errors import DNSLookupFailed, UsageError
-from .i18n import Text
+from .i18n import Text, frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -82,9 +82,7 @@ class DMARCRecord:
         return self.sp or p
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"balise": k, "valeur": v, "signification": str(_TAG_MEANINGS.get(k, Text("balise inconnue (ignorée)",
+        return frame([{"balise": k, "valeur": v, "signification": str(_TAG_MEANINGS.get(k, Text("balise inconnue (ignorée)",
                              "unknown tag (ignored)")))} for k, v in self.tags.items()], columns=["balise", "valeur", "signification"])
 
 
@@ -576,9 +574,7 @@ class Verdict:
         return steps
 
     def trace_frame(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame({"étape": range(1, len(self.trace()) + 1), "explication": [str(t) for t in self.trace()]})
+        return frame({"étape": range(1, len(self.trace()) + 1), "explication": [str(t) for t in self.trace()]})
 
 
 _TAG_RULES = {

@@ -25,7 +25,7 @@ from ._rfc5322 import domain_of as _domain_of
 from .authres import (RESULTS, AuthResults, MethodResult, Property, make_authentication_results,  # noqa: F401 - re-exported
                       parse_authentication_results)
 from .errors import LabmailError, MessageError
-from .i18n import Text
+from .i18n import Text, frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -300,10 +300,9 @@ def parse_received(value: str) -> Hop:
 def hops(raw: bytes | str) -> "pandas.DataFrame":
     """The message's hops as a DataFrame, oldest first: from (HELO), IP, reverse name, by, protocol, TLS and its version,
     auth, envelope-from, date, delay, skew."""
-    import pandas as pd
 
     rows = _hop_rows(raw)
-    return pd.DataFrame(rows, columns=["étape", "de", "ip", "nom_inverse", "par", "protocole", "tls", "version_tls", "authentifié",
+    return frame(rows, columns=["étape", "de", "ip", "nom_inverse", "par", "protocole", "tls", "version_tls", "authentifié",
                                        "enveloppe", "date", "délai_s", "décalage_horloge"])
 
 
@@ -344,9 +343,7 @@ class ARCResult:
         return "\n".join(lines)
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"instance": i.get("instance"), "scellé par": i.get("as-domain"), "cv": i.get("cv"),
+        return frame([{"instance": i.get("instance"), "scellé par": i.get("as-domain"), "cv": i.get("cv"),
                               "sceau valide": i.get("as-valid"), "signature AMS valide": i.get("ams-valid"),
                               "résultats vus (AAR)": (i.get("aar-value") or "").strip()} for i in self.instances])
 
@@ -442,9 +439,7 @@ class Finding:
 
 
 def _findings_frame(findings) -> "pandas.DataFrame":
-    import pandas as pd
-
-    return pd.DataFrame([{"gravité": f.severity, "constat": str(f.what), "pourquoi": str(f.why), "correction": str(f.fix),
+    return frame([{"gravité": f.severity, "constat": str(f.what), "pourquoi": str(f.why), "correction": str(f.fix),
                           "RFC": f.rfc} for f in findings], columns=["gravité", "constat", "pourquoi", "correction", "RFC"])
 
 
@@ -468,14 +463,10 @@ class Report:
     checks: object = None  # labmail.judge.Checks when recomputed (iprev, block list, PTR names…)
 
     def headers_frame(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"en-tête": k, "valeur": v} for k, v in self.headers], columns=["en-tête", "valeur"])
+        return frame([{"en-tête": k, "valeur": v} for k, v in self.headers], columns=["en-tête", "valeur"])
 
     def hops_frame(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame(list(self.hop_rows))
+        return frame(list(self.hop_rows))
 
     def findings_frame(self) -> "pandas.DataFrame":
         return _findings_frame(self.findings)

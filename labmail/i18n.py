@@ -57,3 +57,36 @@ class Text:
 def tr(fr: str, en: str) -> str:
     """Pick the French or English text according to the current language."""
     return en if get_language() == "en" else fr
+
+
+#: Column names of labmail's tables, French (as in the code) → English: a DataFrame follows the language setting.
+COLUMN_NAMES = {
+    "attendu": "expected", "authentifié": "authenticated", "balise": "tag", "commentaires": "comments",
+    "constat": "finding", "correction": "fix", "correspond": "matches", "de": "from", "domaine": "domain",
+    "début": "begin", "décalage_horloge": "clock_skew", "délai_s": "delay_s", "détail": "detail", "en-tête": "header",
+    "enveloppe": "envelope_from", "explication": "explanation", "fin": "end", "gravité": "severity",
+    "identifiant": "username", "méthode": "method", "nom": "name", "nom_inverse": "reverse_name", "où": "where",
+    "par": "by", "pourquoi": "why", "profondeur": "depth", "propriétés": "properties", "protocole": "protocol",
+    "rapporteur": "reporter", "raison": "reason", "requêtes DNS": "DNS queries", "requêtes comptées": "lookups counted",
+    "requêtes vides": "void lookups", "résultat": "result", "résultats vus (AAR)": "results seen (AAR)",
+    "résumé": "summary", "rôle": "role", "scellé par": "sealed by", "sceau valide": "seal valid",
+    "serveur": "server", "signature AMS valide": "AMS signature valid", "signification": "meaning",
+    "statut": "status", "sécurité": "security", "terme": "term", "titre": "title", "trouvé": "found",
+    "valeur": "value", "version_tls": "tls_version", "étape": "step", "étudiant": "student",
+}
+
+
+def column(name: str) -> str:
+    """A column's name in the current language (``column("domaine")`` is ``"domain"`` in English)."""
+    return COLUMN_NAMES.get(name, name) if get_language() == "en" else name
+
+
+def frame(data=None, columns=None):
+    """A pandas DataFrame whose column names follow the language setting (the code writes them in French).
+    pandas is imported here, when a table is asked for: the engine itself never needs it."""
+    import pandas as pd
+
+    table = pd.DataFrame(data, columns=columns)
+    if get_language() == "en":
+        table = table.rename(columns=lambda name: COLUMN_NAMES.get(name, name))
+    return table

@@ -5,6 +5,8 @@ Every function takes an optional ``ax`` and returns the Axes, as pandas and matp
 
 from __future__ import annotations
 
+from .i18n import column
+
 __all__ = ["class_heatmap", "trust_chain", "trust_chain_compare", "STATUS_COLORS", "CHAIN_COLORS", "dmarc_report", "message_flow", "hop_timeline"]
 
 #: One colour per audit status (colour-blind friendly: green/blue/grey/orange/red, plus the text in each cell).
@@ -19,14 +21,14 @@ def class_heatmap(frame, ax=None):
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    columns = [c for c in frame.columns if c not in ("étudiant", "domaine", "score")]
+    columns = [c for c in frame.columns if c not in (column("étudiant"), column("domaine"), "score")]
     order = list(STATUS_COLORS)
     values = frame[columns].apply(lambda col: col.map(order.index)).to_numpy()
     if ax is None:
         _fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 3, 0.45 * len(frame) + 1.5))
     ax.imshow(values, cmap=ListedColormap([STATUS_COLORS[s] for s in order]), vmin=0, vmax=len(order) - 1, aspect="auto")
     ax.set_xticks(range(len(columns)), labels=columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(frame)), labels=[f"{s} ({d})" for s, d in zip(frame["étudiant"], frame["domaine"])])
+    ax.set_yticks(range(len(frame)), labels=[f"{s} ({d})" for s, d in zip(frame[column("étudiant")], frame[column("domaine")])])
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             ax.text(j, i, frame[columns[j]].iloc[i], ha="center", va="center", color="white", fontsize=8)
@@ -108,9 +110,9 @@ def dmarc_report(frame, axes=None):
     passed = (frame["dkim"] == "pass") | (frame["spf"] == "pass")
     table = frame.assign(dmarc=passed.map({True: "pass", False: "fail"})).pivot_table(
         index="source_ip", columns="dmarc", values="count", aggfunc="sum", fill_value=0)
-    for column in ("pass", "fail"):
-        if column not in table:
-            table[column] = 0
+    for verdict in ("pass", "fail"):
+        if verdict not in table:
+            table[verdict] = 0
     table = table[["pass", "fail"]]
     table.plot.barh(stacked=True, ax=by_source, color=[_CHAIN_EDGES["pass"], _CHAIN_EDGES["fail"]])
     by_source.set_xlabel("messages")

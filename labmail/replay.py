@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .errors import MessageError, UsageError
 from .headers import READ_POLICY
-from .i18n import Text, tr
+from .i18n import Text, frame, tr
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -76,9 +76,7 @@ class Replay:
         return next(s for s in self.steps if s.phase == phase)
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"étape": i + 1, "phase": s.phase, "titre": s.title, "résultat": s.status,
+        return frame([{"étape": i + 1, "phase": s.phase, "titre": s.title, "résultat": s.status,
                               "résumé": str(s.summary), "explication": str(s.explanation), "RFC": s.rfc}
                              for i, s in enumerate(self.steps)])
 

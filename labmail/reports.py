@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
+from .i18n import frame
 from .errors import ReportError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,15 +114,14 @@ def build(judgements: list[Judgement], *, org_name: str, email: str, report_id: 
 def parse(data: bytes | str) -> "pandas.DataFrame":
     """Read aggregate report(s) — XML, ``.gz``, ``.zip``, or a whole report mail (every attachment) — into one
     DataFrame, a row per record (several DKIM signatures joined with ", "): see :data:`COLUMNS`."""
-    import pandas as pd
 
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     rows: list[dict] = []
     for xml in _documents(raw):
         rows.extend(_rows(xml))
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame["count"] = frame["count"].astype(int)
-    return frame
+    table = frame(rows, columns=COLUMNS)
+    table["count"] = table["count"].astype(int)
+    return table
 
 
 def _documents(raw: bytes) -> list[bytes]:

@@ -32,7 +32,7 @@ import dns.xfr
 import dns.zone
 
 from .errors import DNSLookupFailed, RecordError
-from .i18n import Text, tr
+from .i18n import Text, frame, tr
 from .world import World, current
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,10 +176,9 @@ class LookupResult:
         )
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
 
         rows = [{"nom": r.name, "ttl": r.ttl, "type": r.type, "valeur": r.value} for r in self.cnames + self.records]
-        return pd.DataFrame(rows, columns=["nom", "ttl", "type", "valeur"])
+        return frame(rows, columns=["nom", "ttl", "type", "valeur"])
 
     def __str__(self) -> str:
         head = f";; {self.name} {self.type} @{self.server}: {self.outcome.value} ({self.rcode})"
@@ -523,10 +522,9 @@ def records(domain: str, *, selector: str = "dkim", authoritative: bool = True, 
 
     Columns: ``rôle``, ``nom``, ``type``, ``ttl``, ``valeur``, ``résultat``.
     """
-    import pandas as pd
 
     rows = mail_records(domain, selector=selector, authoritative=authoritative, world=world)
-    return pd.DataFrame(
+    return frame(
         [{"rôle": r.role, "nom": r.name, "type": r.type, "ttl": r.ttl, "valeur": r.value, "résultat": r.outcome.value} for r in rows],
         columns=["rôle", "nom", "type", "ttl", "valeur", "résultat"],
     ).astype({"ttl": "Int64"})

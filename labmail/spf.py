@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from .resolver import LookupResult, Outcome, Resolver
 from .errors import LabmailError, UsageError
-from .i18n import Text, tr
+from .i18n import Text, frame, tr
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -379,9 +379,7 @@ class SPFEvaluation:
                 f"helo={self.helo}; receiver={receiver}; identity={self.identity}")
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame(
+        return frame(
             [{"profondeur": s.depth, "domaine": s.domain, "terme": s.term, "correspond": s.matched, "détail": str(s.detail),
               "requêtes DNS": "; ".join(str(q) for q in s.queries), "requêtes comptées": s.lookups,
               "requêtes vides": s.void_lookups, "RFC": s.rfc} for s in self.trace])

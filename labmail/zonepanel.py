@@ -29,7 +29,7 @@ import dns.zone
 
 from .config import is_ip_address
 from .errors import DNSLookupFailed, RecordError, UpdateRefused
-from .i18n import tr
+from .i18n import frame, tr
 from .world import World, current
 from .resolver import Record, _check_query_name, _check_type, _value_text, lookup
 
@@ -124,9 +124,7 @@ class ZonePanel:
         return [Record.from_rdata(name, rds.ttl, rdata) for name, rds in zone.iterate_rdatasets() for rdata in rds]
 
     def to_dataframe(self) -> "pandas.DataFrame":
-        import pandas as pd
-
-        return pd.DataFrame([{"nom": r.name, "ttl": r.ttl, "type": r.type, "valeur": r.value} for r in self.list()],
+        return frame([{"nom": r.name, "ttl": r.ttl, "type": r.type, "valeur": r.value} for r in self.list()],
                             columns=["nom", "ttl", "type", "valeur"])
 
     def export(self) -> str:

@@ -38,3 +38,20 @@ def test_the_families():
     for cls in (errors.MailError, errors.APIError, errors.MessageError, errors.ReportError, errors.AutodiscoverError,
                 errors.CourseError, errors.UsageError, errors.DNSError, errors.ConfigError, errors.LabError):
         assert issubclass(cls, LabmailError), cls
+
+
+def test_tables_follow_the_language_setting():
+    """A DataFrame's column names are French by default and English when the course is set to English."""
+    from labmail import dmarc
+    from labmail.i18n import COLUMN_NAMES, set_language
+
+    record = dmarc.parse_record("v=DMARC1; p=reject; rua=mailto:r@example.com")
+    assert list(record.to_dataframe().columns) == ["balise", "valeur", "signification"]
+    set_language("en")
+    try:
+        assert list(record.to_dataframe().columns) == ["tag", "value", "meaning"]
+        frame = headers.analyze(b"From: a@b.example\r\nSubject: s\r\n\r\nbody\r\n", recompute=False).findings_frame()
+        assert list(frame.columns) == ["severity", "finding", "why", "fix", "RFC"]
+    finally:
+        set_language(None)
+    assert all(name.isascii() for name in COLUMN_NAMES.values())
