@@ -50,6 +50,7 @@ PYTEST_ARGS ?= -n 2
 test: install-test sysdeps
 	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json
 	$(BIN)/python -m ruff check labmail tests scripts bench
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The long fuzz run (outside make test): every fuzz test with 40× its examples — over 100,000 cases in all.

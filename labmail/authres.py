@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._rfc5322 import Token, lex
 from .i18n import Text, frame
@@ -150,6 +150,12 @@ class _Stream:
         """(white space before the next token, a fold among it)."""
         return (self.items[self.pos][1], self.items[self.pos][2]) if self.pos < len(self.items) else (False, False)
 
+    def head(self) -> Token:
+        """The next token (the caller knows the stream is not done)."""
+        tok = self.peek()
+        assert tok is not None
+        return tok
+
     def next(self) -> Token:
         tok = self.items[self.pos][0]
         self.pos += 1
@@ -210,8 +216,8 @@ def parse_authentication_results(value: str) -> AuthResults:
         stream.comments()
         stream.next()
         header_comments += [("instance", c) for c in stream.comments()]
-        tok = stream.peek()
-        if tok is not None and tok.kind == "word" and tok.text.isdigit():
+        number = stream.peek()
+        if number is not None and number.kind == "word" and number.text.isdigit():
             instance = int(stream.next().text)
         else:
             findings.append(_finding("instance ARC « i= » sans nombre", "ARC instance \"i=\" without a number"))
@@ -232,8 +238,8 @@ def parse_authentication_results(value: str) -> AuthResults:
         stream.comments()
         authserv = stream.next().text
         header_comments += [("authserv-id", c) for c in stream.comments()]
-        tok = stream.peek()
-        if tok is not None and tok.kind == "word" and tok.text.isdigit():
+        maybe_version = stream.peek()
+        if maybe_version is not None and maybe_version.kind == "word" and maybe_version.text.isdigit():
             version = stream.next().text
             header_comments += [("version", c) for c in stream.comments()]
     results: list[MethodResult] = []
@@ -258,7 +264,7 @@ def parse_authentication_results(value: str) -> AuthResults:
             findings.append(_finding("élément vide entre deux « ; »", "empty item between two \";\""))
             continue
         nxt, after = stream.peek(True), stream.peek(True, 1)
-        if nxt.kind == "word" and nxt.text.lower() == "none" and (after is None or (after.kind == "special" and after.text == ";")):
+        if nxt is not None and nxt.kind == "word" and nxt.text.lower() == "none" and (after is None or (after.kind == "special" and after.text == ";")):
             stream.next()
             none = True
             header_comments += [("none", c) for c in before + stream.comments()]
@@ -274,7 +280,7 @@ def _words_until(stream: _Stream, stop: str, positions: list, where: str) -> tup
     """Words (and quoted strings) up to the special ``stop`` (consumed) or to ";"/the end; comments go to positions."""
     words: list[str] = []
     while not stream.done():
-        tok = stream.peek()
+        tok = stream.head()
         if tok.kind == "comment":
             positions.append((where, stream.next().text))
         elif tok.kind == "special" and tok.text == stop:
@@ -308,21 +314,21 @@ def _value(stream: _Stream, findings: list[Text], key: str) -> str:
         value = tok.text
     while not stream.done():  # unquoted "=" padding and adjacent pieces (base64 header.b=…==) belong to the value
         space, _fold = stream.spaced()
-        nxt = stream.peek()
+        nxt = stream.head()
         if space or nxt.kind == "comment" or (nxt.kind == "special" and nxt.text == ";"):
             break
         stream.next()
         value += nxt.text
     # local-part [CFWS] "@" domain (RFC 8601 §2.2 pvalue): "user (c) @example.com"
     while True:
-        nxt, follow = stream.peek(True), stream.peek(True, 1)
-        if nxt is None or nxt.kind != "word":
+        word, follow = stream.peek(True), stream.peek(True, 1)
+        if word is None or word.kind != "word":
             break
         space, fold = stream.spaced()
-        joins_at = value.endswith("@") or nxt.text.startswith("@")
-        starts_key = (nxt.text.endswith(".") or (follow is not None and (
+        joins_at = value.endswith("@") or word.text.startswith("@")
+        starts_key = (word.text.endswith(".") or (follow is not None and (
             (follow.kind == "special" and follow.text == "=") or (follow.kind == "word" and follow.text.startswith(".")))))
-        continues = fold and "=" not in nxt.text and nxt.text.lower() != "for" and not starts_key
+        continues = fold and "=" not in word.text and word.text.lower() != "for" and not starts_key
         if not joins_at and not continues:
             break
         if not joins_at:
@@ -378,7 +384,7 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
         findings.append(_finding("propriétés avant leur méthode (ordre de Yahoo) : rattachées à la méthode qui suit",
                                  "properties before their method (Yahoo's order): attached to the method that follows"))
     pending: list[_Pair] = []
-    current: dict | None = None
+    current: dict[str, Any] | None = None
     method_after = [False] * (len(pairs) + 1)  # is there a method after pair i? (one pass: no quadratic scan)
     for i in range(len(pairs) - 1, -1, -1):
         method_after[i] = method_after[i + 1] or ("." not in pairs[i].key and pairs[i].key.lower() != "reason")
@@ -402,6 +408,7 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
             i += 1
 
     def add_property(pair: _Pair) -> None:
+        assert current is not None
         last = current["items"][-1].key if current["items"] else ("reason" if current["reason"] is not None else "result")
         current["positions"] += [(last, c) for c in pair.key_comments]
         if pair.key.lower() == "reason":
@@ -425,11 +432,11 @@ def _resinfo(stream: _Stream, before: list[str], findings: list[Text], stray: li
                                      f"\";\" missing before {pair.key.lower()}={pair.value.lower()}: read as a new result"))
         if is_method:
             close()
-            words = pair.loose
-            if words:
-                stray.append(" ".join(words))
-                findings.append(_finding(f"texte inattendu avant la méthode : « {' '.join(words)} »",
-                                         f"unexpected text before the method: \"{' '.join(words)}\""))
+            before_method = pair.loose
+            if before_method:
+                stray.append(" ".join(before_method))
+                findings.append(_finding(f"texte inattendu avant la méthode : « {' '.join(before_method)} »",
+                                         f"unexpected text before the method: \"{' '.join(before_method)}\""))
             method, _, version = pair.key.partition("/")
             method = method.lower()
             if not method:

@@ -221,7 +221,7 @@ class _Connection(http.client.HTTPSConnection):
     def connect(self) -> None:
         self.sock = socket.create_connection(self._where, self.timeout)
         if self._tls:
-            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)  # type: ignore[attr-defined]  # http.client's
 
 
 def _fetch(world: World, scheme: str, host: str, path: str, *, port: int | None = None, body: str | None = None,
@@ -457,7 +457,8 @@ def outlook(address: str, *, world: World | None = None, timeout: float = 5.0) -
         found.attempts.append(Attempt("SRV", f"_autodiscover._tcp.{domain}", srv.outcome.name, False,
                                       tr("pas d'enregistrement SRV", "no SRV record")))
         return found
-    _prio, _weight, port, target = records[0]
+    _prio, _weight, port_text, target = records[0]
+    port = int(port_text)
     target = target.rstrip(".")
     found.attempts.append(Attempt("SRV", f"_autodiscover._tcp.{domain}", " ".join(records[0]), True, tr(
         f"le SRV désigne {target}, port {port}", f"the SRV points to {target}, port {port}")))
@@ -516,6 +517,7 @@ def check_settings(found: Discovery, *, password: str | None = None, world: Worl
                 client.logout()
             else:
                 where, context = world.connect_address(server.hostname, server.port), world.tls_context()
+                smtp: mail._RecordingSMTP  # noqa: SLF001
                 if server.security == "SSL":
                     smtp = mail._RecordingSMTPSSL(server.hostname, context, timeout=10)  # noqa: SLF001
                 else:

@@ -22,7 +22,7 @@ import html
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dns.name
 
@@ -326,7 +326,8 @@ def _spf_row(look: _Lookups, domain: str, addresses: list[str]) -> Row:
         return Row(domain, "TXT", expected, tuple(spf), "WRONG",
                    Text(f"{len(spf)} enregistrements SPF : permerror pour tout le courrier", f"{len(spf)} SPF records: permerror "
                         "for all mail"), Text("fusionnez-les en un seul", "merge them into one"), ttl, "RFC 7208 §4.5", "spf")
-    failing, failing_v6 = [], []
+    failing: list[str] = []
+    failing_v6: list[str] = []
     for addr in addresses:
         # the record as the zone's own servers publish it; includes and names through the resolver
         verdict = evaluate(addr, f"postmaster@{domain}", domain, resolver=look.recursive, record=spf[0], timeout=10)
@@ -580,7 +581,7 @@ def _expected_records(domain_name: str, host: str, addresses: list[str], selecto
 class MessageDiagnosis:
     """:func:`message`'s answer: the analysis report, every finding, and a score out of 10 (as mail-tester gives)."""
 
-    report: object  # labmail.headers.Report
+    report: Any  # labmail.headers.Report
     findings: tuple
     score: float
     envelope: object = None  # labmail.headers.Envelope the checks were re-run with (None: headers only)

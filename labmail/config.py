@@ -323,7 +323,7 @@ def _coerce(values: dict[str, object]) -> Config:
             clean[key] = Path(str(value)).expanduser()
         elif key == "dns_port":
             try:
-                port = int(value)  # type: ignore[arg-type]
+                port = int(str(value))
             except (TypeError, ValueError):
                 port = -1
             if not 0 <= port < 65536:

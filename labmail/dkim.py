@@ -76,9 +76,9 @@ def generate_key(bits: int = 2048, kind: str = "rsa") -> DKIMKey:
             f"Cannot make a {kind}/{bits} DKIM key: choose RSA from 1024 to 4096 bits (2048 advised) or Ed25519.",
             rfc="RFC 8301 §3.2",
         )
-    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    der = rsa_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return DKIMKey("rsa", bits, pem, base64.b64encode(der).decode())
 
 
@@ -196,7 +196,7 @@ class SignatureCheck:
         printer.text(str(self))
 
 
-def _key_record(resolver: "Resolver", name: str) -> tuple[str | None, SignatureCheck | None, str]:
+def _key_record(resolver: "Resolver", name: str) -> tuple[str | None, tuple[str, str, Text, str] | None, str]:
     """Fetch the key record; returns (text, None, note) or (None, partial failure fields, '')."""
     from .resolver import Outcome
 

@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .resolver import Outcome, Resolver
 from .errors import DNSLookupFailed, UsageError
@@ -490,7 +490,7 @@ def discover(domain: str, *, standard: str = "9989", resolver: Resolver | None =
 
 def _discover_7489(domain: str, resolver: Resolver) -> Discovery:
     org = _psl().privatesuffix(domain) or domain
-    lookups = []
+    lookups: list[Lookup] = []
     for name, rule in ((domain, "author"), (org, "organizational")):
         if lookups and name == domain:
             break
@@ -654,7 +654,7 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
         return cache[name]
 
     empty = Text("", "")
-    base = dict(queried=found.queried, discovery=found)
+    base: dict[str, Any] = dict(queried=found.queried, discovery=found)
     try:
         return _judged(standard, from_domain, spf_result, spf_domain, dkim, resolver, nonexistent, sample, found, org_of)
     except _DNSFailure as failure:
@@ -666,7 +666,7 @@ def _verdict(standard: str, from_domain: str, spf_result: str | None, spf_domain
 
 def _judged(standard, from_domain, spf_result, spf_domain, dkim, resolver, nonexistent, sample, found, org_of) -> Verdict:
     empty = Text("", "")
-    base = dict(queried=found.queried, discovery=found)
+    base: dict[str, Any] = dict(queried=found.queried, discovery=found)
     if found.status == "error":
         return Verdict(standard, "temperror", "none", None, from_domain, None, from_domain, False, False, empty, empty,
                        found.explain(), **base)

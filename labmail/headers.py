@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import message_from_bytes
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._rfc5322 import READ_POLICY, Token, lex, read_message
 from ._rfc5322 import domain_of as _domain_of
@@ -207,12 +207,13 @@ def parse_received(value: str) -> Hop:
         bare = note.strip().lstrip("/").strip()
         m_bare = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", bare)
         if _ip(bare) or (m_bare and _ip(m_bare.group(1))):  # "(ip)" qmail and Exchange, "(/ip)", "(ip:port)" XMail
-            ip, port = (_ip(bare), port) if _ip(bare) else (m_bare.group(1), int(m_bare.group(2)))
+            ip, port = (_ip(bare), port) if _ip(bare) or m_bare is None else (m_bare.group(1), int(m_bare.group(2)))
             break
         if re.search(r"(?:HELO|EHLO)\s", note, re.I):  # a HELO argument is what the client claims, never its address
             continue
-        if "@" in note and _LITERAL_RE.search(note.split("@")[-1]):  # qmail: (user@[ip])
-            literal = _LITERAL_RE.search(note.split("@")[-1])
+        after_at = _LITERAL_RE.search(note.split("@")[-1]) if "@" in note else None
+        if after_at is not None:  # qmail: (user@[ip])
+            literal = after_at
             if _ip(literal.group(1)):
                 ip = _ip(literal.group(1))
                 break
@@ -293,7 +294,7 @@ def parse_received(value: str) -> Hop:
     if not clauses.get("by"):
         findings.append(Text("pas de clause « by »", "no \"by\" clause"))
     return Hop(helo, rdns, ip, by_words[0].rstrip(",") if by_words else None, " ".join(words("via")) or None, with_,
-               (words("id") or [None])[0], for_, date, tls, authenticated, tuple(comments), text, from_name, port, envelope,
+               next(iter(words("id")), None), for_, date, tls, authenticated, tuple(comments), text, from_name, port, envelope,
                tls_version, tls_cipher, auth_user, tuple(findings))
 
 
@@ -306,10 +307,11 @@ def hops(raw: bytes | str) -> "pandas.DataFrame":
                                        "enveloppe", "date", "délai_s", "décalage_horloge"])
 
 
-def _hop_rows(raw: bytes | str) -> list[dict]:
+def _hop_rows(raw: bytes | str) -> list[dict[str, Any]]:
     msg = read_message(raw)
     parsed = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
-    rows, previous = [], None
+    rows: list[dict[str, Any]] = []
+    previous = None
     for index, hop in enumerate(parsed, 1):
         delay = None
         if hop.date is not None and previous is not None:
@@ -456,11 +458,11 @@ class Report:
     source: str  # "recomputed" or "headers"
     authentication_results: tuple[AuthResults, ...]
     findings: tuple[Finding, ...]
-    spf_detail: object = None
+    spf_detail: Any = None
     dkim_detail: tuple = ()
-    dmarc_detail: object = None
+    dmarc_detail: Any = None
     hop_rows: tuple[dict, ...] = ()
-    checks: object = None  # labmail.judge.Checks when recomputed (iprev, block list, PTR names…)
+    checks: Any = None  # labmail.judge.Checks when recomputed (iprev, block list, PTR names…)
 
     def headers_frame(self) -> "pandas.DataFrame":
         return frame([{"en-tête": k, "valeur": v} for k, v in self.headers], columns=["en-tête", "valeur"])

@@ -219,7 +219,7 @@ def bundle(question_id: str, entry: Record | None, *, flag: str | None = None) -
                        " · given in code at grading time: the submitted notebook showed no recorded answer "
                        "(cells never run, or outputs cleared)")
         colour = "#1b7f3b" if verdict == " ✔" else "#b00020" if verdict else "#555555"
-    data = {"text/plain": text,
+    data: dict[str, object] = {"text/plain": text,
             "text/html": f"<div class='labmail-reponse' style='color:{colour}'>{html.escape(text)}</div>"}
     if entry is not None and not flag:
         data[MIME_TYPE] = entry.to_dict()

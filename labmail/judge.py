@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from email import message_from_bytes
 
 from ._rfc5322 import READ_POLICY, domain_of
 from .authres import MethodResult, make_authentication_results
 from .i18n import Text
 from .state import PROVIDERS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dkim import SignatureCheck
+    from .dmarc import DMARCEvaluation
 
 
 @dataclass
@@ -37,10 +42,10 @@ class Checks:
     ip: str
     helo: str
     mail_from: str
-    spf: object  # SPFEvaluation (MAIL FROM, or HELO for a bounce); None when judged from the headers only
-    spf_helo: object
-    dkim: list = field(default_factory=list)  # SignatureCheck
-    dmarc: object = None  # DMARCEvaluation or None
+    spf: Any  # SPFEvaluation (MAIL FROM, or HELO for a bounce); None when judged from the headers only
+    spf_helo: Any  # SPFEvaluation or None
+    dkim: list[SignatureCheck] = field(default_factory=list)
+    dmarc: DMARCEvaluation | None = None
     from_domain: str | None = None
     iprev: str = "fail"
     iprev_name: str | None = None
@@ -94,6 +99,8 @@ def judge(data: bytes, *, ip: str | None, mail_from: str = "", helo: str = "", r
     from . import dkim, dmarc, spf
 
     spf_result = spf_helo = None
+    spf_value: str
+    spf_domain: str | None
     if ip:
         spf_result = spf.evaluate(ip, mail_from, helo, resolver=resolver, timeout=10)
         spf_helo = spf.evaluate(ip, mail_from, helo, identity="helo", resolver=resolver, timeout=10)
@@ -111,7 +118,7 @@ def judge(data: bytes, *, ip: str | None, mail_from: str = "", helo: str = "", r
         verdict = dmarc.evaluate(from_domain, spf_result=spf_value, spf_domain=spf_domain,
                                  dkim=[(c.domain, "pass" if c.counts_for_dmarc else c.result) for c in signatures],
                                  resolver=resolver)
-    iprev, name, listed, names = "fail", None, None, ()
+    iprev, name, listed, names = "fail", None, None, tuple[str, ...]()
     if ip:
         iprev, name, names = _iprev(resolver, ip)
         listed = _dnsbl(resolver, ip, dnsbl_zone)
@@ -159,11 +166,11 @@ class Verdict:
 
 class Policy:
     name = "generic"
-    authserv_id = "mx.lab.test"
+    authserv_id: str = "mx.lab.test"
 
     def dmarc_verdict(self, checks: Checks, reject_reply: str, junk_fr: str, junk_en: str) -> Verdict | None:
         """What every receiver does with a DMARC failure: refuse for p=reject, Junk for p=quarantine."""
-        if checks.dmarc_result != "fail":
+        if checks.dmarc is None or checks.dmarc_result != "fail":
             return None
         if checks.dmarc.disposition == "reject":
             return Verdict(None, Text("DMARC échoue et le domaine demande reject : refus à la réception",
@@ -191,7 +198,7 @@ def _dmarc_comment(checks: Checks) -> str:
 
 class GmailPolicy(Policy):
     name = "gmail"
-    authserv_id = PROVIDERS["gmail"].authserv_id
+    authserv_id = PROVIDERS["gmail"].authserv_id or "mx.gmail.test"
 
     def decide(self, checks: Checks) -> Verdict:
         dmarc = self.dmarc_verdict(checks, "550 5.7.26 Unauthenticated email from {d} is not accepted due to domain's "

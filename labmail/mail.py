@@ -28,6 +28,22 @@ __all__ = ["stored_password", "submit", "SubmitResult", "make_message", "Mailcow
            "imap_connect", "IMAPMessage", "probe", "Probe"]
 
 
+def _text(value: bytes | str) -> str:
+    """An SMTP reply text, whether smtplib gives it as bytes or str."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _field(pattern: str, meta: str) -> str:
+    """A field of an IMAP FETCH response (UID, FLAGS, RFC822.SIZE); a server that leaves it out is an error."""
+    import re as _re
+
+    match = _re.search(pattern, meta)
+    if match is None:
+        raise MailError(f"Réponse IMAP inattendue ({meta[:80]}) : il manque {pattern}.",
+                        f"Unexpected IMAP answer ({meta[:80]}): {pattern} is missing.")
+    return match.group(1)
+
+
 def remember_password(address: str, password: str, *, config=None) -> None:
     """Keep the password of a mailbox the student created (the mailbox form does it), like a mail client's password
     store: in ``<state>/course-passwords.json`` (0600), so later notebooks log in without it ever being in a cell."""
@@ -183,6 +199,7 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
     else:
         data = message
     context = world.tls_context()
+    client: _RecordingSMTP
     try:
         if port == 465:
             client = _RecordingSMTPSSL(server_name, context, local_hostname=helo, timeout=timeout)
@@ -201,7 +218,7 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
         try:
             client.login(login or sender, secret)
         except smtplib.SMTPAuthenticationError as exc:
-            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+            return SubmitResult(False, f"{exc.smtp_code} {_text(exc.smtp_error)}", "\n".join(client.lines))
         except smtplib.SMTPNotSupportedError:
             return SubmitResult(False, tr("le serveur ne propose pas AUTH ici (TLS manquant ?)", "the server offers no AUTH here (TLS missing?)"),
                                 "\n".join(client.lines))
@@ -209,12 +226,12 @@ def submit(sender: str, to: str | list[str], subject: str = "", body: str = "", 
             utf8 = not all(a.isascii() for a in [sender, *recipients]) and client.has_extn("smtputf8")
             refused = client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"] if utf8 else [])
         except smtplib.SMTPSenderRefused as exc:
-            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+            return SubmitResult(False, f"{exc.smtp_code} {_text(exc.smtp_error)}", "\n".join(client.lines))
         except smtplib.SMTPRecipientsRefused as exc:
-            refused = {r: f"{c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items()}
-            return SubmitResult(False, next(iter(refused.values())), "\n".join(client.lines), refused)
+            rejected = {r: f"{c} {_text(m)}" for r, (c, m) in exc.recipients.items()}
+            return SubmitResult(False, next(iter(rejected.values())), "\n".join(client.lines), rejected)
         except smtplib.SMTPDataError as exc:
-            return SubmitResult(False, f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", "\n".join(client.lines))
+            return SubmitResult(False, f"{exc.smtp_code} {_text(exc.smtp_error)}", "\n".join(client.lines))
         last = next((line[2:] for line in reversed(client.lines) if line.startswith("S: 250")), "")
         queue = last.rsplit(" ", 1)[-1] if "queued as" in last else None
         return SubmitResult(True, last, "\n".join(client.lines),
@@ -329,6 +346,7 @@ def pop3(address: str, *, password: str | None = None, fetch: bool = True, delet
     world = world or current()
     secret = stored_password(address, password, world)
     server_name, address_port, context = _endpoint(world, host, port)
+    client: poplib.POP3
     try:
         if port == 995:
             client = poplib.POP3_SSL(address_port[0], address_port[1], timeout=timeout, context=context)
@@ -384,7 +402,7 @@ def imap_connect(address: str, *, password: str | None = None, port: int = 993, 
     world = world or current()
     secret = stored_password(address, password, world)
     server_name, where, context = _endpoint(world, host, port)
-    client = None
+    client: imaplib.IMAP4 | None = None
     try:
         if port == 993:
             client = imaplib.IMAP4_SSL(where[0], where[1], ssl_context=context, timeout=timeout)
@@ -393,7 +411,8 @@ def imap_connect(address: str, *, password: str | None = None, port: int = 993, 
             client.starttls(ssl_context=context)
         client.login(address, secret)
     except imaplib.IMAP4.error as exc:
-        client.shutdown()
+        if client is not None:
+            client.shutdown()
         raise MailError(f"Connexion IMAP refusée : {exc}", f"IMAP login refused: {exc}") from None
     except OSError as exc:
         raise MailError(f"IMAP injoignable sur {server_name}:{port} ({exc}).", f"IMAP unreachable at {server_name}:{port} ({exc}).") from None
@@ -417,7 +436,6 @@ def _header_text(value: str | None) -> str:
 def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fetch: bool = False, **kwargs) -> list[IMAPMessage]:
     """List a folder over IMAP (without marking anything as read): UID, flags, subject, sender, size."""
     import imaplib
-    import re as _re
 
     from .headers import read_message
 
@@ -433,9 +451,9 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
             if not isinstance(item, tuple):
                 continue
             meta, payload = item[0].decode(), item[1]
-            uid = int(_re.search(r"UID (\d+)", meta).group(1))
-            flags = tuple(_re.search(r"FLAGS \(([^)]*)\)", meta).group(1).split())
-            size = int(_re.search(r"RFC822\.SIZE (\d+)", meta).group(1))
+            uid = int(_field(r"UID (\d+)", meta))
+            flags = tuple(_field(r"FLAGS \(([^)]*)\)", meta).split())
+            size = int(_field(r"RFC822\.SIZE (\d+)", meta))
             headers = read_message(payload)
             out.append(IMAPMessage(uid, flags, _header_text(headers.get("Subject")), _header_text(headers.get("From")),
                                    size, payload if fetch else None))
@@ -503,7 +521,7 @@ class Probe:
 
 def _lines(stream, until) -> list[str]:
     """Read CRLF lines from a file-like socket until ``until(line)`` is true (or the server closes)."""
-    out = []
+    out: list[str] = []
     while len(out) < 200:
         raw = stream.readline(4096)
         if not raw:

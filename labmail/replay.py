@@ -340,7 +340,7 @@ def flow(raw: bytes | str) -> Flow:
     results = {}
     if msg.get("Authentication-Results"):
         ar = parse_authentication_results(str(msg["Authentication-Results"]))
-        results = {m: (ar.get(m).result if ar.get(m) else "none") for m in ("spf", "dkim", "dmarc")}
+        results = {m: getattr(ar.get(m), "result", "none") for m in ("spf", "dkim", "dmarc")}
     edges[-1] = FlowEdge(edges[-1].protocol, edges[-1].port, edges[-1].tls, edges[-1].authenticated,
                          edges[-1].dns + tuple(f"{m.upper()} {r}" for m, r in results.items()), edges[-1].delay_s)
     nodes.append(FlowNode("MDA", tr("boîte ", "mailbox ") + (hops[-1].for_ or rcpt_domain or "?").strip("<>"), _POSTAL["MDA"]))

@@ -147,7 +147,7 @@ def _documents(raw: bytes) -> list[bytes]:
     for part in msg.walk():
         payload = part.get_payload(decode=True) if not part.is_multipart() else None
         name = (part.get_filename() or "").lower()
-        if payload and (name.endswith((".xml", ".gz", ".zip")) or part.get_content_type() in (
+        if isinstance(payload, bytes) and payload and (name.endswith((".xml", ".gz", ".zip")) or part.get_content_type() in (
                 "application/gzip", "application/zip", "application/xml", "text/xml")):
             found.extend(_documents(payload))
     if not found:

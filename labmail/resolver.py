@@ -13,7 +13,7 @@ import html
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.flags
@@ -103,7 +103,7 @@ class Record:
     ttl: int
     type: str
     value: str
-    rdata: dns.rdata.Rdata | None = field(default=None, repr=False, compare=False)
+    rdata: Any = field(default=None, repr=False, compare=False)  # the dnspython rdata (MX, SRV… attributes)
 
     @property
     def presentation(self) -> str:
@@ -218,7 +218,7 @@ def _check_query_name(name: str) -> dns.name.Name:
 
 
 @functools.lru_cache(maxsize=256)
-def _check_type(rdtype: str | int) -> int:
+def _check_type(rdtype: str | int) -> dns.rdatatype.RdataType:
     try:
         value = dns.rdatatype.from_text(rdtype) if isinstance(rdtype, str) else dns.rdatatype.RdataType.make(rdtype)
     except Exception:
@@ -226,10 +226,10 @@ def _check_type(rdtype: str | int) -> int:
             f"Type d'enregistrement inconnu « {rdtype} ». Exemples : A, AAAA, MX, TXT, CNAME, SRV, NS, SOA, PTR.",
             f"Unknown record type \"{rdtype}\". Examples: A, AAAA, MX, TXT, CNAME, SRV, NS, SOA, PTR.",
         ) from None
-    return int(value)
+    return dns.rdatatype.RdataType.make(value)
 
 
-def _query(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recursion: bool, timeout: float):
+def _query(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, server: tuple[str, int], *, recursion: bool, timeout: float):
     query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
     if not recursion:
         query.flags &= ~dns.flags.RD
@@ -237,10 +237,10 @@ def _query(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recurs
     return response
 
 
-def _interpret(qname: dns.name.Name, rdtype: int, response: dns.message.Message, server: str, elapsed: float) -> LookupResult:
+def _interpret(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, response: dns.message.Message, server: str, elapsed: float) -> LookupResult:
     rcode = response.rcode()
     aa = bool(response.flags & dns.flags.AA)
-    answer = {}
+    answer: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
     for rr in response.answer:
         answer.setdefault((rr.name, rr.rdtype), rr)
 
@@ -284,7 +284,7 @@ def _interpret(qname: dns.name.Name, rdtype: int, response: dns.message.Message,
                         server, aa, dns.rcode.to_text(rcode), round(elapsed * 1000, 2), additional)
 
 
-def _ask(qname: dns.name.Name, rdtype: int, server: tuple[str, int], *, recursion: bool, timeout: float) -> LookupResult:
+def _ask(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, server: tuple[str, int], *, recursion: bool, timeout: float) -> LookupResult:
     label = f"{server[0]}#{server[1]}"
     start = time.perf_counter()
     try:
@@ -339,7 +339,7 @@ class Resolver:
         assert result is not None
         return result
 
-    def _ask(self, qname: dns.name.Name, qtype: int, server: tuple[str, int]) -> LookupResult:
+    def _ask(self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType, server: tuple[str, int]) -> LookupResult:
         """One query over a UDP socket kept open by this resolver (TCP when the answer is truncated)."""
         label = f"{server[0]}#{server[1]}"
         start = time.perf_counter()

@@ -250,10 +250,10 @@ def parse(record: str) -> list[Term]:
     except UnicodeEncodeError:
         bad = next(i for i, ch in enumerate(record) if ord(ch) > 127)
         raise _syntax(bad, "caractère non ASCII dans l'enregistrement", "non-ASCII character in the record") from None
-    bad = next((i for i, ch in enumerate(record) if ch != " " and not 0x21 <= ord(ch) <= 0x7E), None)
-    if bad is not None:  # RFC 7208 §12: terms are separated by SP only; a tab or a line feed is not part of any term
-        shown = {"\n": "saut de ligne \\n", "\r": "retour chariot \\r", "\t": "tabulation \\t"}.get(record[bad], f"{ord(record[bad]):#04x}")
-        raise _syntax(bad, f"caractère de contrôle ({shown}) dans l'enregistrement : les termes ne sont séparés que par des espaces",
+    control = next((i for i, ch in enumerate(record) if ch != " " and not 0x21 <= ord(ch) <= 0x7E), None)
+    if control is not None:  # RFC 7208 §12: terms are separated by SP only; a tab or a line feed is not part of any term
+        shown = {"\n": "saut de ligne \\n", "\r": "retour chariot \\r", "\t": "tabulation \\t"}.get(record[control], f"{ord(record[control]):#04x}")
+        raise _syntax(control, f"caractère de contrôle ({shown}) dans l'enregistrement : les termes ne sont séparés que par des espaces",
                       f"control character ({shown.split(' ')[-1]}) in the record: terms are separated by spaces only")
     terms: list[Term] = []
     position = 6
@@ -606,7 +606,7 @@ def _check_host(ctx: _Context, domain: str, depth: int, why: str) -> tuple[SPFRe
         if term.kind == "mechanism" and term.name in ("a", "mx", "ptr", "include", "exists"):
             specs[index] = ctx.expand(term.value, domain) if term.value is not None else domain
         elif term.kind == "modifier" and term.name == "redirect":
-            specs[index] = ctx.expand(term.value, domain)
+            specs[index] = ctx.expand(term.value or "", domain)  # redirect= always has a value (grammar)
     redirect = next((i for i, t in enumerate(terms) if t.kind == "modifier" and t.name == "redirect"), None)
     if redirect is not None and _PYSPF_REDIRECT_QUIRK:
         ctx.count_lookup(terms[redirect].text)  # pyspf counts redirect= before any mechanism (see module doc)
@@ -616,7 +616,7 @@ def _check_host(ctx: _Context, domain: str, depth: int, why: str) -> tuple[SPFRe
         if term.kind == "modifier":
             continue
         name = term.name
-        target = specs.get(index)
+        target = specs.get(index, "")  # "" for all, ip4, ip6: no domain-spec
         matched = False
         rfc = f"RFC 7208 §5.{_MECHANISMS.index(name) + 1}"
         if name == "all":
@@ -682,7 +682,7 @@ def _check_host(ctx: _Context, domain: str, depth: int, why: str) -> tuple[SPFRe
         if matched:
             explanation = None
             if term.result is SPFResult.FAIL and exp_term is not None:
-                explanation = _explanation(ctx, exp_term.value, domain)
+                explanation = _explanation(ctx, exp_term.value or "", domain)
             return term.result, term.text, domain, explanation
 
     if redirect is not None:
@@ -822,7 +822,7 @@ def _static_lookups(record: str, resolver: Resolver | None, seen: frozenset[str]
             continue
         count += 1
         if term.name in ("include", "redirect") and resolver is not None and depth < 10 and "%" not in (term.value or ""):
-            target = term.value.rstrip(".").lower()
+            target = (term.value or "").rstrip(".").lower()
             if target in seen:
                 continue
             answer = resolver.query(target, "TXT")
@@ -870,7 +870,7 @@ def lint(record: str | None = None, *, domain: str | None = None, ip: str | None
                 rfc="RFC 7208 §4.5"))
             return findings
         record = spf_records[0].value
-        strings = [s.decode("ascii", "replace") for s in spf_records[0].rdata.strings]
+        strings = [s.decode("ascii", "replace") for s in getattr(spf_records[0].rdata, "strings", ())]
     if record is None:
         raise UsageError("lint() : donnez un enregistrement ou un domaine.", "lint(): give a record or a domain.")
     if record != record.strip() and record.strip().lower().startswith("v=spf1"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import builtins
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -118,7 +119,7 @@ class ZonePanel:
                 f"The DNS server {self.server[0]}#{self.server[1]} does not answer ({exc}). Is the lab running?",
             ) from None
 
-    def list(self) -> list[Record]:
+    def list(self) -> builtins.list[Record]:
         """Every record of the zone (zone transfer with the zone's key), in zone order."""
         zone = self._transfer()
         return [Record.from_rdata(name, rds.ttl, rdata) for name, rds in zone.iterate_rdatasets() for rdata in rds]
@@ -132,7 +133,7 @@ class ZonePanel:
         return export_zone(self._transfer())
 
     # -- normalising what students type ---------------------------------------
-    def _name(self, name: str, notes: list[str]) -> dns.name.Name:
+    def _name(self, name: str, notes: builtins.list[str]) -> dns.name.Name:
         zone_text = self.zone.to_text(omit_final_dot=True)
         raw = (name or "").strip()
         if raw in ("", "@"):
@@ -179,7 +180,7 @@ class ZonePanel:
             )
         return result
 
-    def _target(self, target: str, what: str, notes: list[str]) -> str:
+    def _target(self, target: str, what: str, notes: builtins.list[str]) -> str:
         text = target.strip()
         if text == ".":
             return text
@@ -194,7 +195,7 @@ class ZonePanel:
             return text.lower() + "."
         return f"{text.lower()}.{self.zone.to_text()}"
 
-    def _txt(self, value: str, notes: list[str]) -> dns.rdata.Rdata:
+    def _txt(self, value: str, notes: builtins.list[str]) -> dns.rdata.Rdata:
         text = value.strip()
         if _ZONE_LINE.search(" " + text):
             raise RecordError(
@@ -237,7 +238,7 @@ class ZonePanel:
             ))
         return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
 
-    def _rdata(self, rdtype: int, value: str, notes: list[str]) -> dns.rdata.Rdata:
+    def _rdata(self, rdtype: dns.rdatatype.RdataType, value: str, notes: builtins.list[str]) -> dns.rdata.Rdata:
         value = str(value).strip()
         tname = dns.rdatatype.to_text(rdtype)
         if rdtype in (dns.rdatatype.TXT, dns.rdatatype.SPF):
@@ -312,7 +313,7 @@ class ZonePanel:
             )
         return ttl
 
-    def _check_semantics(self, name: dns.name.Name, rdtype: int, rdatas: Iterable[dns.rdata.Rdata], notes: list[str],
+    def _check_semantics(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, rdatas: Iterable[dns.rdata.Rdata], notes: builtins.list[str],
                          replacing: bool) -> None:
         """Checks that need the zone's current content or other names (CNAME rules, MX targets)."""
         if rdtype == dns.rdatatype.CNAME and name == self.zone:
@@ -412,7 +413,7 @@ class ZonePanel:
     # -- changing ------------------------------------------------------------
     def add(self, name: str, rdtype: str, value: str, ttl: int | None = None) -> Change:
         """Add one record (the RRset keeps its other records)."""
-        notes: list[str] = []
+        notes: builtins.list[str] = []
         owner, qtype = self._name(name, notes), _check_type(rdtype)
         rdata, seconds = self._rdata(qtype, value, notes), self._ttl(ttl)
         self._check_semantics(owner, qtype, [rdata], notes, replacing=False)
@@ -421,9 +422,9 @@ class ZonePanel:
         self._send(update)
         return Change("add", owner.to_text(), dns.rdatatype.to_text(qtype), (_value_text(rdata),), seconds, tuple(notes))
 
-    def replace(self, name: str, rdtype: str, values: str | list[str], ttl: int | None = None) -> Change:
+    def replace(self, name: str, rdtype: str, values: str | builtins.list[str], ttl: int | None = None) -> Change:
         """Replace the whole RRset ``name``/``rdtype`` by ``values``, atomically (one update message)."""
-        notes: list[str] = []
+        notes: builtins.list[str] = []
         owner, qtype = self._name(name, notes), _check_type(rdtype)
         rdatas = [self._rdata(qtype, v, notes) for v in ([values] if isinstance(values, str) else values)]
         seconds = self._ttl(ttl)
@@ -436,7 +437,7 @@ class ZonePanel:
 
     def delete(self, name: str, rdtype: str | None = None, value: str | None = None) -> Change:
         """Delete a name (all its records), one RRset (``rdtype``), or one record (``rdtype`` and ``value``)."""
-        notes: list[str] = []
+        notes: builtins.list[str] = []
         owner = self._name(name, notes)
         update = self._update()
         if rdtype is None:
@@ -456,14 +457,14 @@ class ZonePanel:
         return Change("delete", owner.to_text(), rdtype.upper() if rdtype else None, values, None, tuple(notes))
 
 
-    def _published(self, owner: dns.name.Name, qtype: int, rdata: dns.rdata.Rdata) -> dns.rdata.Rdata:
+    def _published(self, owner: dns.name.Name, qtype: dns.rdatatype.RdataType, rdata: dns.rdata.Rdata) -> dns.rdata.Rdata:
         """The published record equal to ``rdata`` — for TXT, the one with the same joined text however its strings
         are split — so that a delete really deletes; a record that is not there is an error, not a silent no-op."""
         same_rrset = [r for r in self.list() if r.rdata is not None and r.rdata.rdtype == qtype
                       and dns.name.from_text(r.name) == owner]
         wanted = _value_text(rdata)
         for record in same_rrset:
-            if record.rdata == rdata or (qtype == dns.rdatatype.TXT and record.value == wanted):
+            if record.rdata is not None and (record.rdata == rdata or (qtype == dns.rdatatype.TXT and record.value == wanted)):
                 return record.rdata
         there = "; ".join(r.value for r in same_rrset) or tr("aucun", "none")
         kind = dns.rdatatype.to_text(qtype)
@@ -507,5 +508,6 @@ def export_zone(zone: dns.zone.Zone | Iterable[Record], origin: str | None = Non
                 txn.add(dns.name.from_text(r.name), r.ttl, rdata)
         zone = built
     body = zone.to_text(relativize=False, want_origin=False)
+    assert zone.origin is not None  # a zone built or read here always has one
     header = f"$ORIGIN {zone.origin.to_text()}\n$TTL {default_ttl}\n"
     return header + body
