@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .errors import MessageError, UsageError
 from .headers import READ_POLICY
 from .i18n import Text, frame, tr
+from .state import PROVIDERS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Step", "Replay", "replay", "RECEIVERS", "FlowNode", "FlowEdge", "Flow", "flow"]
 
-RECEIVERS = {"gmail": "mx.gmail.test", "outlook": "outlook.test", "school": "mailcow.labmail.cloud"}
+RECEIVERS = {**{name: p.authserv_id or p.domain for name, p in PROVIDERS.items()}, "school": "mailcow.labmail.cloud"}
 _STATUS = {"pass": "pass", "fail": "fail", "softfail": "fail", "permerror": "fail", "temperror": "fail",
            "none": "neutral", "neutral": "neutral", "policy": "fail"}
 

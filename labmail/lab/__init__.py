@@ -30,7 +30,7 @@ from pathlib import Path
 from ..config import Config, load
 from ..errors import LabError
 from ..i18n import tr
-from ..state import PROTOCOL, Layout  # PROTOCOL: also lab.PROTOCOL
+from ..state import PROTOCOL, PROVIDERS, Layout  # PROTOCOL: also lab.PROTOCOL
 
 __all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class"]
 
@@ -64,12 +64,12 @@ class LabStatus:
 
     def _service_ports(self) -> dict[str, int]:
         names = {"203.0.113.10:25": f"{self.mail_host}:25 (MX)", "203.0.113.10:587": f"{self.mail_host}:587 (submission, STARTTLS)",
-                 "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)", "198.51.100.25:25": "gmail.test MX:25",
-                 "198.51.100.145:25": "outlook.test MX:25",
+                 "203.0.113.10:465": f"{self.mail_host}:465 (submission, TLS)",
+                 **{f"{p.mx_v4}:25": f"{p.domain} MX:25" for p in PROVIDERS.values()},
+                 **{f"{p.imap_v4}:993": f"{p.imap_host}:993 (IMAP, TLS)" for p in PROVIDERS.values()},
                  "203.0.113.10:443": f"{self.mail_host}:443 (HTTPS : autoconfig, API)",
                  "203.0.113.10:995": f"{self.mail_host}:995 (POP3, TLS)", "203.0.113.10:110": f"{self.mail_host}:110 (POP3, STLS)",
-                 "203.0.113.10:993": f"{self.mail_host}:993 (IMAP, TLS)", "203.0.113.10:143": f"{self.mail_host}:143 (IMAP, STARTTLS)",
-                 "198.51.100.26:993": "imap.gmail.test:993 (IMAP, TLS)", "198.51.100.146:993": "imap-mail.outlook.test:993 (IMAP, TLS)"}
+                 "203.0.113.10:993": f"{self.mail_host}:993 (IMAP, TLS)", "203.0.113.10:143": f"{self.mail_host}:143 (IMAP, STARTTLS)"}
         return {names.get(k, k): v for k, v in self.endpoints.items() if k in names}
 
     def ports(self) -> dict[str, tuple[str, int]]:
