@@ -9,17 +9,28 @@ The lexer never raises: an unclosed comment or quoted string ends at the end of 
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from email import message_from_bytes, policy
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_WS = re.compile(r"[ \t\r\n]+")
+_CTEXT = re.compile(r"[^()\\]+")  # a run inside a comment with no parenthesis and no backslash
+_QTEXT = re.compile(r'[^"\\]+')  # a run inside a quoted string with no quote and no backslash
+_SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
-class Token:
+@functools.lru_cache(maxsize=8)
+def _word_re(specials: str) -> re.Pattern[str]:
+    """A run of word characters: anything but white space, parentheses, double quotes and the specials."""
+    return re.compile(r'[^ \t\r\n()"' + re.escape(specials) + "]+")
+
+
+class Token(NamedTuple):
     """One lexical item: ``word``, ``quoted`` (content unescaped), ``comment`` (content, nested comments kept
-    with their parentheses), ``special`` (one of the specials asked for) or ``ws`` (``fold`` if it held a CRLF)."""
+    with their parentheses), ``special`` (one of the specials asked for) or ``ws`` (``fold`` if it held a CRLF).
+    (A named tuple: a header makes many of them.)"""
 
     kind: str
     text: str
@@ -38,18 +49,21 @@ def lex(text: str, specials: str = ";=") -> list[Token]:
     ``specials`` belongs to a word (so dots, slashes, ``@`` and brackets stay inside words)."""
     tokens: list[Token] = []
     i, n = 0, len(text)
+    word = _word_re(specials)
     while i < n:
         ch = text[i]
         if ch in " \t\r\n":
-            j = i
-            while j < n and text[j] in " \t\r\n":
-                j += 1
-            chunk = text[i:j]
-            tokens.append(Token("ws", " ", i, fold="\n" in chunk))
+            j = _WS.match(text, i).end()  # type: ignore[union-attr]  # ch is white space: it matches
+            tokens.append(Token("ws", " ", i, fold="\n" in text[i:j]))
             i = j
         elif ch == "(":
             depth, j, buf = 1, i + 1, []
             while j < n and depth:
+                run = _CTEXT.match(text, j)
+                if run is not None:
+                    buf.append(run.group())
+                    j = run.end()
+                    continue
                 c = text[j]
                 if c == "\\" and j + 1 < n:
                     buf.append(text[j + 1])
@@ -64,12 +78,17 @@ def lex(text: str, specials: str = ";=") -> list[Token]:
                         break
                 buf.append(c)
                 j += 1
-            content = re.sub(r"\s+", " ", unfold("".join(buf))).strip()
+            content = _SPACES.sub(" ", unfold("".join(buf))).strip()
             tokens.append(Token("comment", content, i, closed=depth == 0))
             i = j
         elif ch == '"':
             j, buf, closed = i + 1, [], False
             while j < n:
+                run = _QTEXT.match(text, j)
+                if run is not None:
+                    buf.append(run.group())
+                    j = run.end()
+                    continue
                 c = text[j]
                 if c == "\\" and j + 1 < n:
                     buf.append(text[j + 1])
@@ -87,11 +106,8 @@ def lex(text: str, specials: str = ";=") -> list[Token]:
             tokens.append(Token("special", ch, i))
             i += 1
         else:
-            j = i
-            while j < n and text[j] not in " \t\r\n()\"" and text[j] not in specials:
-                j += 1
-            if j == i:  # a stray ")": a word of its own
-                j = i + 1
+            m = word.match(text, i)
+            j = m.end() if m else i + 1  # no match: a stray ")", a word of its own
             tokens.append(Token("word", text[i:j], i))
             i = j
     return tokens

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import html
 import re
 from dataclasses import dataclass, field
@@ -90,6 +91,13 @@ def _literal(match: re.Match | None) -> tuple[str | None, int | None]:
     return None, None
 
 
+@functools.lru_cache(maxsize=None)
+def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """A compiled pattern, compiled once (parse_received runs many of them on every hop)."""
+    return re.compile(pattern, flags)
+
+
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str | None) -> str | None:
     """``text`` if it is an IPv4 or IPv6 address (a zone index allowed), else None."""
     import ipaddress
@@ -123,7 +131,7 @@ def parse_received(value: str) -> Hop:
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     text = re.sub(r"(?i)^\s*received\s*:", "", re.sub(r"\r?\n[ \t]+", " ", text)).strip()
     findings: list[Text] = []
-    lead = re.match(r"\(\s*(from\s[^()]*(?:\([^()]*\)[^()]*)*)\)", text, re.I)
+    lead = _rx(r"\(\s*(from\s[^()]*(?:\([^()]*\)[^()]*)*)\)", re.I).match(text)
     if lead:  # "(from KRYPTIK [70.20.57.51]) by …" (Symantec NAVGW): the from clause written as a comment
         text = lead.group(1) + text[lead.end():]
     tokens = lex(text, ";")
@@ -149,7 +157,7 @@ def parse_received(value: str) -> Hop:
             date = None
         if date is not None and date.tzinfo is None:
             # "-0000": the time is UTC, the sender's zone unknown (RFC 5322 §3.3); a missing zone: no date
-            date = date.replace(tzinfo=timezone.utc) if re.search(r"-0000\b", date_text) else None
+            date = date.replace(tzinfo=timezone.utc) if _rx(r"-0000\b").search(date_text) else None
     if date_text and date is None:
         findings.append(Text(f"date illisible « {date_text[:60]} » (RFC 5322 §3.3)", f"unreadable date \"{date_text[:60]}\" (RFC 5322 §3.3)"))
     # clauses, in order; comments stay attached to the clause they follow
@@ -183,7 +191,7 @@ def parse_received(value: str) -> Hop:
 
     by_words = words("by")
     if by_words and "with" not in clauses:
-        glued = re.fullmatch(r"(.+\.[A-Za-z]{2,})with", by_words[0])
+        glued = _rx(r"(.+\.[A-Za-z]{2,})with").fullmatch(by_words[0])
         if glued and len(by_words) > 1:  # "…yahoo.comwith SMTPs": the space was lost
             clauses["with"] = [Token("word", w, 0) for w in by_words[1:]]
             by_words = [glued.group(1)]
@@ -194,7 +202,7 @@ def parse_received(value: str) -> Hop:
     # 1. an address in a comment of the from clause: "(rdns [ip])", "([ip]:port helo=x)", "(ip)", "(/ip)"
     for note in from_notes:
         literal = next((m for m in _LITERAL_RE.finditer(note) if _literal(m)[0]  # not the HELO argument: "helo=[ip]"
-                        and not re.search(r"helo=\S*$|\b(?:HELO|EHLO)\b", note[:m.start()], re.I)), None)
+                        and not _rx(r"helo=\S*$|\b(?:HELO|EHLO)\b", re.I).search(note[:m.start()])), None)
         if literal is not None:
             ip, port = _literal(literal)
             before = note[:literal.start()].strip().split()
@@ -205,11 +213,11 @@ def parse_received(value: str) -> Hop:
                 rdns = after[0].rstrip(".")  # ZoneMTA: "([ip] host)"
             break
         bare = note.strip().lstrip("/").strip()
-        m_bare = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", bare)
+        m_bare = _rx(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})").fullmatch(bare)
         if _ip(bare) or (m_bare and _ip(m_bare.group(1))):  # "(ip)" qmail and Exchange, "(/ip)", "(ip:port)" XMail
             ip, port = (_ip(bare), port) if _ip(bare) or m_bare is None else (m_bare.group(1), int(m_bare.group(2)))
             break
-        if re.search(r"(?:HELO|EHLO)\s", note, re.I):  # a HELO argument is what the client claims, never its address
+        if _rx(r"(?:HELO|EHLO)\s", re.I).search(note):  # a HELO argument is what the client claims, never its address
             continue
         after_at = _LITERAL_RE.search(note.split("@")[-1]) if "@" in note else None
         if after_at is not None:  # qmail: (user@[ip])
@@ -232,14 +240,14 @@ def parse_received(value: str) -> Hop:
         elif _ip(from_name):
             ip = _ip(from_name)
     for note in from_notes:
-        m = re.search(r"(?:^|[\s(])helo=(\S+?)\)?(?:\s|$)", note, re.I)
+        m = _rx(r"(?:^|[\s(])helo=(\S+?)\)?(?:\s|$)", re.I).search(note)
         if m:
             helo = m.group(1)
-        m_port = re.search(r"(?:^|\s)port=(\d{1,5})", note)
+        m_port = _rx(r"(?:^|\s)port=(\d{1,5})").search(note)
         if m_port and port is None:
             port = int(m_port.group(1))
-        m = re.match(r"\s*(?:HELO|EHLO)\s*(\S*)\s*$", note, re.I) or re.search(r"\"(?:HELO|EHLO)\s+([^\"\s]+)\"", note, re.I) \
-            or re.search(r"(?:^|\s)(?:HELO|EHLO)\s+(\S+)\s*$", note, re.I)
+        m = _rx(r"\s*(?:HELO|EHLO)\s*(\S*)\s*$", re.I).match(note) or _rx(r"\"(?:HELO|EHLO)\s+([^\"\s]+)\"", re.I).search(note) \
+            or _rx(r"(?:^|\s)(?:HELO|EHLO)\s+(\S+)\s*$", re.I).search(note)
         if m and helo is None:
             helo = m.group(1) or None
     if helo is not None and from_name and from_name.lower() != "unknown" and not _ip(from_name.strip("[]")) and rdns is None \
@@ -251,40 +259,40 @@ def parse_received(value: str) -> Hop:
         rdns = None
     envelope = None
     for note in comments + [" ".join(["envelope-from"] + words("envelope-from"))]:
-        m = re.search(r"envelope-(?:from|sender)\s*<([^>]*)>", note, re.I)
+        m = _rx(r"envelope-(?:from|sender)\s*<([^>]*)>", re.I).search(note)
         if m:
             envelope = m.group(1)
             break
     with_ = " ".join(w for w in words("with") if w.strip(",;")).strip() or None
     joined = " ".join(comments)
     tls_version = tls_cipher = None
-    m = re.search(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", joined, re.I)
+    m = _rx(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", re.I).search(joined)
     if m:
         tls_version, tls_cipher = m.group(1), m.group(2)
-    m = m or re.search(r"version=(TLS[\w.]*|SSLv\d[\w/]*),?\s+cipher=([\w-]+)", joined, re.I)
+    m = m or _rx(r"version=(TLS[\w.]*|SSLv\d[\w/]*),?\s+cipher=([\w-]+)", re.I).search(joined)
     if m and tls_version is None:
         tls_version, tls_cipher = m.group(1), m.group(2)
     elif tls_version is None:
-        m = re.search(r"cipher=([\w-]+)", joined)
+        m = _rx(r"cipher=([\w-]+)").search(joined)
         tls_cipher = m.group(1) if m else None
     with_notes = " ".join(notes("with") + notes("by"))
-    m = re.search(r"\b(TLS\s?1[._]\d|TLSv1(?:\.\d)?)\b", with_notes)
+    m = _rx(r"\b(TLS\s?1[._]\d|TLSv1(?:\.\d)?)\b").search(with_notes)
     if m and tls_version is None:
         tls_version = m.group(1)
     wt = words("with")
     if "tls" in [w.lower() for w in wt]:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
         i = [w.lower() for w in wt].index("tls")
         tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
-    m = re.search(r"/TLS/([\w-]+)", with_ or "")
+    m = _rx(r"/TLS/([\w-]+)").search(with_ or "")
     if m:
         tls_cipher = tls_cipher or m.group(1)
     proto = (wt[0] if wt else "").upper()
     tls = bool(tls_version or tls_cipher) or proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS", "SMTPS")) or "/TLS" in proto \
         or "using tls" in joined.lower()
     auth_user = None
-    m = re.search(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", joined, re.I) or \
-        re.search(r"User authenticated as\s+(\S+)", joined, re.I) or re.search(r"(?:^|\s)AUTH\s+([^\s,]+)", joined) or \
-        re.search(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)", joined)
+    m = _rx(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", re.I).search(joined) or \
+        _rx(r"User authenticated as\s+(\S+)", re.I).search(joined) or _rx(r"(?:^|\s)AUTH\s+([^\s,]+)").search(joined) or \
+        _rx(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)").search(joined)
     if m:
         auth_user = m.group(1)
     authenticated = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or auth_user is not None \
@@ -307,8 +315,8 @@ def hops(raw: bytes | str) -> "pandas.DataFrame":
                                        "enveloppe", "date", "délai_s", "décalage_horloge"])
 
 
-def _hop_rows(raw: bytes | str) -> list[dict[str, Any]]:
-    msg = read_message(raw)
+def _hop_rows(raw: bytes | str, msg=None) -> list[dict[str, Any]]:
+    msg = msg if msg is not None else read_message(raw)
     parsed = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
     rows: list[dict[str, Any]] = []
     previous = None
@@ -552,7 +560,7 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
         dmarc = dmarc_r.result if dmarc_r else "none"
     findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope)
     return Report(headers, from_domain, spf, spf_domain, dkim_pairs, dmarc, source, ars, tuple(findings), spf_detail,
-                  dkim_detail, dmarc_detail, tuple(_hop_rows(data)), checks)
+                  dkim_detail, dmarc_detail, tuple(_hop_rows(data, msg)), checks)
 
 
 def _world_available() -> bool:
