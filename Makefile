@@ -44,8 +44,9 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
 	else echo "note: npm absent: the differential DMARC test against mailauth is skipped"; fi
 
-# The suite runs on two workers (pytest-xdist): each has its own session lab; PYTEST_ARGS="-n 0" runs it in one process.
-PYTEST_ARGS ?= -n 2
+# The suite runs on two workers (pytest-xdist, a test module stays on one worker): each has its own session lab;
+# PYTEST_ARGS="-n 0" runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 test: install-test sysdeps
 	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json

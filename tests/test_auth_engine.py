@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from labmail import dkim, dmarc, headers
 from labmail.dns import Resolver
+from labmail import errors
 from labmail.errors import LabmailError
 
 MSG = (b"From: Tintin <tintin@alice.labmail.cloud>\r\nTo: jean@gmail.test\r\nSubject: Bonjour\r\n"
@@ -94,7 +95,7 @@ def test_body_and_header_tampering(zone, keys):
     head = dkim.tamper(signed(keys), header="Subject", value="Gagnez 1000 euros", resolver=zone)
     assert [(c.result, c.code) for c in head.after] == [("fail", "signature")]
     assert "Subject" in str(head.change) and "pass → fail" in head.explanation
-    with pytest.raises(LabmailError):
+    with pytest.raises(errors.UsageError):
         dkim.tamper(signed(keys), resolver=zone)
 
 
@@ -125,7 +126,7 @@ def test_tags_tables_and_zone_form(keys):
                                 relativize=False)
     txt = parsed.get_rdataset("dkim._domainkey.alice.labmail.cloud.", "TXT")[0]
     assert b"".join(txt.strings).decode() == keys["main"].record and all(len(s) <= 255 for s in txt.strings)
-    with pytest.raises(LabmailError):
+    with pytest.raises(errors.ConfigError):
         dkim.generate_key(512)
 
 
@@ -277,7 +278,7 @@ def test_analyze_reads_headers_without_dns():
     report = headers.analyze(raw, recompute=False)
     assert (report.spf, report.dmarc, report.dkim, report.source) == ("pass", "pass", (("x.com", "pass"),), "headers")
     assert any("Message-ID" in str(f.what) for f in report.findings)
-    with pytest.raises(LabmailError, match="vide"):
+    with pytest.raises(errors.MessageError, match="vide"):
         headers.analyze(b"  ")
 
 
@@ -320,7 +321,7 @@ def test_arc_seal_verify_and_break(zone, keys):
     broken = headers.verify_arc(sealed.replace(b"Subject: Bonjour", b"Subject: Gagnez"), resolver=zone)
     assert broken.cv == "fail"
     assert headers.verify_arc(MSG, resolver=zone).cv == "none"
-    with pytest.raises(LabmailError, match="Authentication-Results"):
+    with pytest.raises(errors.MessageError, match="Authentication-Results"):
         headers.arc_sign(MSG, "alice.labmail.cloud", "dkim", keys["main"].private_pem, "mx.forward.test")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from labmail import autodiscover, course, dns
 from labmail.dns import ZonePanel
-from labmail.errors import LabmailError
+from labmail import errors
 from labmail.lab import web
 
 DOMAIN = "jean-emile.labmail.cloud"
@@ -29,13 +29,13 @@ def test_documents_are_read_as_a_client_reads_them():
     assert {s.username for s in servers} == {TINTIN} and {s.hostname for s in servers} == {HOST}
     outlook = autodiscover.parse_autodiscover(web.autodiscover_imap(HOST, TINTIN), TINTIN)
     assert [(s.protocol, s.port, s.security) for s in outlook] == [("IMAP", 993, "SSL"), ("SMTP", 465, "SSL")]
-    with pytest.raises(LabmailError, match="ErrorCode 600"):
+    with pytest.raises(errors.AutodiscoverError, match="ErrorCode 600"):
         autodiscover.parse_autodiscover(web.autodiscover_error(), TINTIN)
-    with pytest.raises(LabmailError, match="ActiveSync"):
+    with pytest.raises(errors.AutodiscoverError, match="ActiveSync"):
         autodiscover.parse_autodiscover(web.autodiscover_activesync(HOST, TINTIN), TINTIN)
-    with pytest.raises(LabmailError, match="illisible"):
+    with pytest.raises(errors.AutodiscoverError, match="illisible"):
         autodiscover.parse_autoconfig("<clientConfig><oops", TINTIN)
-    with pytest.raises(LabmailError, match="adresse mail complète"):
+    with pytest.raises(errors.UsageError, match="adresse mail complète"):
         autodiscover.thunderbird("tintin")
 
 
@@ -64,7 +64,7 @@ def test_without_records_nothing_is_found_and_every_place_is_named(clean):
     assert methods[-2:] == ["devinette", "devinette"]
     ol = autodiscover.outlook(TINTIN)
     assert not ol.found and [a.method for a in ol.attempts] == ["domaine", "autodiscover", "redirection http", "SRV"]
-    with pytest.raises(LabmailError, match="Rien à tester"):
+    with pytest.raises(errors.AutodiscoverError, match="Rien à tester"):
         autodiscover.check_settings(tb)
 
 
@@ -85,9 +85,9 @@ def test_the_seed_records_make_both_clients_configure_themselves(clean):
     assert (tb.best("imap").port, tb.best("smtp").port) == (993, 465)  # implicit TLS first (RFC 8314)
     status, xml = autodiscover.fetch(f"https://autoconfig.{DOMAIN}/mail/config-v1.1.xml")
     assert status == 200 and f"<hostname>{HOST}</hostname>" in xml
-    with pytest.raises(LabmailError, match="rien n'écoute sur le port 80"):
+    with pytest.raises(errors.AutodiscoverError, match="rien n'écoute sur le port 80"):
         autodiscover.fetch(f"http://autoconfig.{DOMAIN}/mail/config-v1.1.xml")
-    with pytest.raises(LabmailError, match="URL"):
+    with pytest.raises(errors.UsageError, match="URL"):
         autodiscover.fetch("ftp://example.org/")
     ol = autodiscover.outlook(TINTIN)
     assert ol.found and ol.source == f"https://autodiscover.{DOMAIN}/autodiscover/autodiscover.xml"

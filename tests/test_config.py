@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from labmail import config
-from labmail.errors import ConfigError, InvalidName, LabError, LabmailError
+from labmail.errors import ConfigError, CourseError, InvalidName, LabError, MailError
 from labmail.i18n import set_language
 
 
@@ -181,7 +181,7 @@ def test_live_credentials_come_from_a_protected_file(tmp_path):
     creds.chmod(0o600)
     assert mail.stored_password("tintin@jean.ecole.cloud", world=world) == "s3cret"
     assert lab.api_key(cfg) == "K-123"
-    with pytest.raises(LabmailError, match="getpass"):
+    with pytest.raises(MailError, match="getpass"):
         mail.stored_password("milou@jean.ecole.cloud", world=world)
     creds.write_text("{pas du json")
     with pytest.raises(ConfigError, match="JSON"):
@@ -192,7 +192,7 @@ def test_live_credentials_come_from_a_protected_file(tmp_path):
         lab.spoof("direction@jean.ecole.cloud", "x@gmail.test", config=cfg)
     from labmail import course
 
-    with pytest.raises(LabmailError, match="monde live"):
+    with pytest.raises(CourseError, match="monde live"):
         course.find("jean@gmail.test", "Bonjour", config=cfg)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from labmail import course, mail
 from labmail.dns import ZonePanel
-from labmail.errors import LabmailError
+from labmail import errors
 from labmail.world import current
 
 DOMAIN = "jean-emile.labmail.cloud"
@@ -56,10 +56,10 @@ def test_the_instructor_step_has_autodiscover_and_going_back_removes_it(lab_env,
 
 
 def test_bad_step_and_unknown_password(lab_env, clean):
-    with pytest.raises(LabmailError, match="Étape 42 inconnue"):
+    with pytest.raises(errors.ConfigError, match="Étape 42 inconnue"):
         course.prepare(42)
     state = course.prepare(6)
-    with pytest.raises(LabmailError, match="inconnu"):
+    with pytest.raises(errors.CourseError, match="inconnu"):
         state.password(f"nestor@{DOMAIN}")
 
 
@@ -76,7 +76,7 @@ def test_find_reads_the_provider_mailbox_over_imap(lab_env, clean):
     assert mail.submit(state.tintin, "jean-emile@gmail.test", "cherche-moi", "x", password=state.password(state.tintin)).accepted
     folder, data = course.find("jean-emile@gmail.test", "cherche-moi")
     assert folder == "Junk" and b"spf=none" in data
-    with pytest.raises(LabmailError, match="ni dans INBOX ni dans Junk"):
+    with pytest.raises(errors.CourseError, match="ni dans INBOX ni dans Junk"):
         course.find("jean-emile@gmail.test", "jamais envoyé", timeout=0.2)
 
 
@@ -97,7 +97,7 @@ def test_clients_take_the_stored_password_and_only_that(lab_env, clean):
     state = course.prepare(6)
     assert mail.submit(state.tintin, state.milou, "sans mot de passe", "x").accepted  # the lab's stored one
     assert mail.imap("jean-emile@gmail.test", host="imap.gmail.test") is not None  # a provider mailbox too
-    with pytest.raises(LabmailError, match="Aucun mot de passe connu pour nestor"):
+    with pytest.raises(errors.MailError, match="Aucun mot de passe connu pour nestor"):
         mail.submit(f"nestor@{DOMAIN}", state.milou, "x", "x")
     refused = mail.submit(state.tintin, state.milou, "x", "x", password=secrets.token_urlsafe(12))  # an explicit one wins
     assert not refused.accepted and refused.reply.startswith("535")

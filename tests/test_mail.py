@@ -12,7 +12,7 @@ import pytest
 from labs import private_lab, use_lab
 
 from labmail import lab, mail
-from labmail.errors import LabmailError
+from labmail import errors
 from labmail.dns import ZonePanel
 from labmail.headers import parse_authentication_results
 from labmail.lab.mailstore import MailStore
@@ -660,5 +660,5 @@ def test_probe_tells_implicit_tls_from_starttls_as_a_client_sees_it(env):
     web = mail.probe(443, timeout=1)  # TLS, but no mail service speaks: said so, no traceback
     assert web.protocol is None and web.security == "SSL/TLS" and "aucun service de messagerie" in str(web)
     for bad in (0, 70000, "993", True, None):
-        with pytest.raises(LabmailError, match="impossible : un nombre de 1 à 65535"):
+        with pytest.raises(errors.UsageError, match="impossible : un nombre de 1 à 65535"):
             mail.probe(bad)

@@ -9,7 +9,7 @@ from IPython.lib.pretty import pretty
 
 from labmail import interro
 from labmail import quiz as answers
-from labmail.errors import LabmailError
+from labmail import errors
 from labmail.quiz import Question
 from labmail.widgets import quiz
 
@@ -27,7 +27,7 @@ def test_check_explains_each_choice_with_the_numbers_the_widget_shows():
     wrong = MX.check({1})
     assert not wrong.correct and "✘ 1 — à chiffrer les mails : non : MX ne chiffre rien" in wrong.text
     assert "plusieurs" in MX.check(set()).text
-    with pytest.raises(LabmailError, match="mal formée"):
+    with pytest.raises(errors.UsageError, match="mal formée"):
         Question("?", ["a", "b"], correct={2}, why=["", ""])
     widget = quiz(MX)
     assert [box.description.split(" — ")[0] for box in widget.boxes] == ["0", "1", "2"]  # the same numbers
@@ -62,11 +62,11 @@ def test_widget_single_and_multiple():
 def test_an_answer_in_code_that_cannot_be_one_is_refused_in_french(bad, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     widget = quiz("interro_04_priorite")
-    with pytest.raises(LabmailError, match="impossible : donnez les numéros de vos choix, de 0 à 3"):
+    with pytest.raises(errors.UsageError, match="impossible : donnez les numéros de vos choix, de 0 à 3"):
         widget.answer(bad)
     assert answers.load() == {}  # nothing recorded
     single = quiz("interro_09_protege")
-    with pytest.raises(LabmailError, match="Une seule réponse"):
+    with pytest.raises(errors.UsageError, match="Une seule réponse"):
         single.answer({0, 1})
 
 

@@ -13,7 +13,7 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 from labmail import dkim, plots, replay  # noqa: E402
 from labmail.dns import Resolver  # noqa: E402
-from labmail.errors import LabmailError  # noqa: E402
+from labmail import errors
 from labmail.headers import Envelope  # noqa: E402
 
 MSG = (b"From: Tintin <tintin@alice.labmail.cloud>\r\nTo: jean@gmail.test\r\nSubject: Bonjour\r\n"
@@ -139,9 +139,9 @@ def test_before_and_after_and_envelope_from_headers(resolver, key, world_lab):
     assert before.folder == "INBOX" and after.folder == "Junk"
     axes = plots.trust_chain_compare(before, after, labels=("avant", "après"))
     assert axes[0].get_title() == "avant — boîte de réception" and axes[1].get_title() == "après — indésirables"
-    with pytest.raises(LabmailError, match="Received"):
+    with pytest.raises(errors.MessageError, match="Received"):
         replay.replay(MSG, resolver=resolver)
-    with pytest.raises(LabmailError, match="Destinataire inconnu"):
+    with pytest.raises(errors.UsageError, match="Destinataire inconnu"):
         replay.replay(MSG, SCHOOL, receiver="yahoo", resolver=resolver)
 
 
@@ -191,7 +191,7 @@ def test_message_flow_from_received_headers():
     assert labels.count("MUA") == 2 and "MSA" in labels and "MDA" in labels
     badges = {t.get_text(): to_hex(t.get_bbox_patch().get_facecolor()) for t in ax.texts if t.get_bbox_patch()}
     assert badges["SPF pass"] == "#2e7d32" and badges["DMARC fail"] == "#c62828" and badges["MX gmail.test"] == "#757575"
-    with pytest.raises(LabmailError, match="aucun en-tête Received"):
+    with pytest.raises(errors.MessageError, match="aucun en-tête Received"):
         replay.flow(MSG)
 
 

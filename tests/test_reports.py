@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 from matplotlib.colors import to_hex  # noqa: E402
 
 from labmail import plots, reports  # noqa: E402
-from labmail.errors import LabmailError  # noqa: E402
+from labmail import errors
 
 GOOD = reports.Judgement("203.0.113.10", "jean.labmail.cloud", "jean.labmail.cloud", "none", True, True,
                          (("jean.labmail.cloud", "dkim", "pass"),), "jean.labmail.cloud", "pass")
@@ -72,9 +72,9 @@ def test_every_container():
     (gzip.compress(b"<feedback/>")[:-6], "gzip"),
 ])
 def test_bad_input_says_what_to_do(data, fragment):
-    with pytest.raises(LabmailError, match=fragment):
+    with pytest.raises(errors.ReportError, match=fragment):
         reports.parse(data)
-    with pytest.raises(LabmailError, match="Format de rapport inconnu"):
+    with pytest.raises(errors.UsageError, match="Format de rapport inconnu"):
         build("2.0")
 
 

@@ -287,9 +287,9 @@ def test_evaluate_any_record_gives_a_result(resolver, terms, ip):
 
 
 def test_bad_ip_is_a_clear_error(resolver):
-    from labmail.errors import LabmailError
+    from labmail import errors
 
-    with pytest.raises(LabmailError, match="n'est pas une adresse IP"):
+    with pytest.raises(errors.UsageError, match="n'est pas une adresse IP"):
         spf.evaluate("not-an-ip", "a@b.test", "h", resolver=resolver)
 
 
