@@ -44,6 +44,34 @@ def unfold(text: str) -> str:
     return _FOLD.sub("", text)
 
 
+def _enclosed(text: str, i: int, plain: re.Pattern[str], *, nested: bool) -> tuple[str, int, bool]:
+    """The content of the comment (``nested``: parentheses nest) or quoted string opening at ``i``, quoted pairs
+    unescaped; returns (content, index after it, whether it was closed). Runs of plain characters are skipped by
+    ``plain`` at once."""
+    n, j, depth, buf = len(text), i + 1, 1, []
+    close = ")" if nested else '"'
+    while j < n:
+        run = plain.match(text, j)
+        if run is not None:
+            buf.append(run.group())
+            j = run.end()
+            continue
+        c = text[j]
+        if c == "\\" and j + 1 < n:
+            buf.append(text[j + 1])
+            j += 2
+            continue
+        if nested and c == "(":
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                return "".join(buf), j + 1, True
+        buf.append(c)
+        j += 1
+    return "".join(buf), j, False
+
+
 def lex(text: str, specials: str = ";=") -> list[Token]:
     """Split ``text`` into tokens; every character outside comments, quotes and white space that is not one of
     ``specials`` belongs to a word (so dots, slashes, ``@`` and brackets stay inside words)."""
@@ -57,50 +85,12 @@ def lex(text: str, specials: str = ";=") -> list[Token]:
             tokens.append(Token("ws", " ", i, fold="\n" in text[i:j]))
             i = j
         elif ch == "(":
-            depth, j, buf = 1, i + 1, []
-            while j < n and depth:
-                run = _CTEXT.match(text, j)
-                if run is not None:
-                    buf.append(run.group())
-                    j = run.end()
-                    continue
-                c = text[j]
-                if c == "\\" and j + 1 < n:
-                    buf.append(text[j + 1])
-                    j += 2
-                    continue
-                if c == "(":
-                    depth += 1
-                elif c == ")":
-                    depth -= 1
-                    if depth == 0:
-                        j += 1
-                        break
-                buf.append(c)
-                j += 1
-            content = _SPACES.sub(" ", unfold("".join(buf))).strip()
-            tokens.append(Token("comment", content, i, closed=depth == 0))
+            raw, j, closed = _enclosed(text, i, _CTEXT, nested=True)
+            tokens.append(Token("comment", _SPACES.sub(" ", unfold(raw)).strip(), i, closed=closed))
             i = j
         elif ch == '"':
-            j, buf, closed = i + 1, [], False
-            while j < n:
-                run = _QTEXT.match(text, j)
-                if run is not None:
-                    buf.append(run.group())
-                    j = run.end()
-                    continue
-                c = text[j]
-                if c == "\\" and j + 1 < n:
-                    buf.append(text[j + 1])
-                    j += 2
-                    continue
-                if c == '"':
-                    closed = True
-                    j += 1
-                    break
-                buf.append(c)
-                j += 1
-            tokens.append(Token("quoted", unfold("".join(buf)), i, closed=closed))
+            raw, j, closed = _enclosed(text, i, _QTEXT, nested=False)
+            tokens.append(Token("quoted", unfold(raw), i, closed=closed))
             i = j
         elif ch in specials:
             tokens.append(Token("special", ch, i))

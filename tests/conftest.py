@@ -77,16 +77,20 @@ def isolated_config(tmp_path_factory, monkeypatch):
 # ---------------------------------------------------------------------------
 # The DNS engine on a fresh world (no process, no socket).
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def world_lab_template(tmp_path_factory):
-    """A state folder with students alice and bob, built once per session (RSA keys and scrypt are the slow part)."""
+def _world(path: Path, students: list[str]) -> Path:
+    """A state folder with these students (RSA keys and scrypt hashes are the slow part: done once, then copied)."""
     from labmail.lab.server import Lab
 
-    path = tmp_path_factory.mktemp("world-lab-template") / "state"
     lab = Lab(path)
     lab.open("labmail.cloud", "mailcow.labmail.cloud")
-    lab.provision(["alice", "bob"])
+    lab.provision(students)
     return path
+
+
+@pytest.fixture(scope="session")
+def world_lab_template(tmp_path_factory):
+    """A state folder with students alice and bob, built once per session."""
+    return _world(tmp_path_factory.mktemp("world-lab-template") / "state", ["alice", "bob"])
 
 
 @pytest.fixture
@@ -121,13 +125,7 @@ def students(world_lab):
 @pytest.fixture(scope="session")
 def world_template(tmp_path_factory):
     """A world created once (key generation is the slow part); copied for each lab that needs one."""
-    from labmail.lab.server import Lab
-
-    path = tmp_path_factory.mktemp("template") / "state"
-    lab = Lab(path)
-    lab.open("labmail.cloud", "mailcow.labmail.cloud")
-    lab.provision(["jean-emile", "milou"])
-    return path
+    return _world(tmp_path_factory.mktemp("template") / "state", ["jean-emile", "milou"])
 
 
 # ---------------------------------------------------------------------------
