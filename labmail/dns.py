@@ -20,8 +20,7 @@
 
 from __future__ import annotations
 
-from .resolver import (LookupResult, MailRecord, Outcome, Record, Resolver, _ask, _check_query_name,  # noqa: F401
-                       _check_type, _interpret, _query, _value_text, _zone_servers, lookup, mail_records, records)
+from .resolver import LookupResult, MailRecord, Outcome, Record, Resolver, lookup, mail_records, records
 from .world import use_world_resolver
 from .zonepanel import Change, ZonePanel, export_zone, panel, txt_strings
 

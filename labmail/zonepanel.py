@@ -114,10 +114,13 @@ class ZonePanel:
                 rfc="RFC 8945",
             ) from None
         except (dns.exception.Timeout, OSError) as exc:
-            raise DNSLookupFailed(
-                f"Le serveur DNS {self.server[0]}#{self.server[1]} ne répond pas ({exc}). Le lab est-il démarré ?",
-                f"The DNS server {self.server[0]}#{self.server[1]} does not answer ({exc}). Is the lab running?",
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> DNSLookupFailed:
+        return DNSLookupFailed(
+            f"Le serveur DNS {self.server[0]}#{self.server[1]} ne répond pas ({exc}). Le lab est-il démarré ?",
+            f"The DNS server {self.server[0]}#{self.server[1]} does not answer ({exc}). Is the lab running?",
+        )
 
     def list(self) -> builtins.list[Record]:
         """Every record of the zone (zone transfer with the zone's key), in zone order."""
@@ -382,10 +385,7 @@ class ZonePanel:
                 rfc="RFC 8945 §5.2",
             ) from None
         except (dns.exception.Timeout, OSError) as exc:
-            raise DNSLookupFailed(
-                f"Le serveur DNS {self.server[0]}#{self.server[1]} ne répond pas ({exc}). Le lab est-il démarré ?",
-                f"The DNS server {self.server[0]}#{self.server[1]} does not answer ({exc}). Is the lab running?",
-            ) from None
+            raise self._unreachable(exc) from None
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
             return

@@ -377,12 +377,12 @@ def test_a_missing_semicolon_between_results_is_not_a_merge():
     assert any("manquant" in f.fr for f in ar.findings)
 
 
-def test_yahoo_order_stays_linear():
-    import time
-
-    start = time.perf_counter()
-    parse("mx; a.b=c dkim=pass " + "h.d=x " * 20000)
-    assert time.perf_counter() - start < 5  # was quadratic: 29 s for 240 kB
+def test_a_huge_yahoo_order_header_is_read_whole():
+    """20,000 properties in Yahoo's order (parsing them was quadratic: 29 s for 240 kB; its speed is measured by
+    bench/auth_bench.py, not here): every property reaches the one method."""
+    ar = parse("mx; a.b=c dkim=pass " + "h.d=x " * 20000)
+    [dkim] = ar.results
+    assert dkim.method == "dkim" and len(dkim.items) == 20001 and dkim.items[0].key == "a.b"
 
 
 def test_dkim_none_is_not_a_signature_when_reading_headers():

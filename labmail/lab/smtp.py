@@ -539,12 +539,6 @@ class MailServices:
         return Resolver([self.resolver_address], timeout=2.0)
 
     # -- the parts (each in its module) and the names the lab process and the tests use --------------------------
-    def ptr_name(self, ip: str) -> str | None:
-        return self.receiving.ptr_name(ip)
-
-    def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
-        self.outbound.enqueue(qid, mail_from, rcpts, data)
-
     def mx_hosts(self, domain: str) -> list[str] | None:
         return self.outbound.mx_hosts(domain)
 
