@@ -44,16 +44,17 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
 	else echo "note: npm absent: the differential DMARC test against mailauth is skipped"; fi
 
-# One process by default. PYTEST_ARGS="-n 2 --dist loadscope" runs two workers (pytest-xdist, each with its own session
-# lab, a module's tests together): 247 s instead of 430 s on 2 cores, but two kernels starting at once can race for
-# the same ZMQ port ("Address already in use", seen once in five runs): not the default until test kernels use IPC.
+# Two workers (pytest-xdist; each with its own session lab and its kernels on a loopback address of their own, see
+# tests/kernels.py; a module's tests stay together): 247 s instead of 430 s in one process on 2 cores.
+# make test PYTEST_WORKERS= runs everything in one process; PYTEST_ARGS="-k …" picks tests.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= -n 2 --dist loadscope
 
 test: install-test sysdeps
 	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json
 	$(BIN)/python -m ruff check labmail tests scripts bench
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The long fuzz run (outside make test): every fuzz test with 40× its examples — over 100,000 cases in all.
 FUZZ_SCALE ?= 40

@@ -30,6 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kernels
 import nbformat
 import pytest
 from jupyter_browser import WAIT, jupyterlab_session
@@ -76,8 +77,8 @@ class Circuit:
     def instructor(self, *args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "LABMAIL_STATE_DIR": str(self.cfg.state_dir),
                "LABMAIL_PRENOM": "jean-emile"}
-        result = subprocess.run([str(BIN / "nbgrader"), *args, f"--Exchange.root={self.exchange}"], cwd=self.course,
-                                env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([str(BIN / "nbgrader"), *args, f"--Exchange.root={self.exchange}", *kernels.ARGS],
+                                cwd=self.course, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"nbgrader {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         return result
 
@@ -113,7 +114,7 @@ class Circuit:
         """Run the student's notebook top to bottom in a kernel of their own and save it with its outputs, as
         "Run All" then "Save" do (errors allowed: an unanswered check may fail)."""
         self.student(student, str(BIN / "jupyter"), "nbconvert", "--to=notebook", "--execute", "--inplace",
-                     "--allow-errors", "--ExecutePreprocessor.timeout=120", str(self.notebook(student, step)))
+                     "--allow-errors", "--ExecutePreprocessor.timeout=120", *kernels.ARGS, str(self.notebook(student, step)))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kernels
 import nbformat
 import pytest
 
@@ -54,6 +55,7 @@ def api(course, lab_env, monkeypatch):
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(course)
     config.Exchange.root = str(course / "exchange")  # the hub's shared folder; unused here
+    config.merge(kernels.config())  # autograde's kernels on this worker's address
     yield NbGraderAPI(config=config), config
     from labmail import course as _course
 

@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
@@ -45,7 +47,8 @@ def test_committed_without_outputs(path):
 def test_notebook_runs_on_the_lab(path, lab_env, tmp_path):
     cfg, _status = lab_env
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                            config=kernels.config())
     try:
         client.execute()
     finally:
@@ -130,3 +133,15 @@ def test_quiz_examples_show_the_syntax_never_the_answer(path):
         if found:
             question = QUESTIONS[found.group(2)]
             assert f"`{found.group(1)}.answer({question.example})`" in nb.cells[i + 1].source, found.group(2)
+
+
+@pytest.mark.notebook
+def test_test_kernels_talk_over_this_workers_unix_sockets():
+    """The kernels the tests start themselves use IPC (tests/kernels.py): two workers cannot race for a TCP port."""
+    import os
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"import os; print(sorted(os.listdir({os.path.dirname(kernels.PREFIX)!r})))")]
+    NotebookClient(nb, timeout=60, kernel_name="python3", config=kernels.config()).execute()
+    assert nb.cells[0].outputs[0]["text"].strip() == str([f"k-{n}" for n in range(1, 6)])
+    assert not os.listdir(os.path.dirname(kernels.PREFIX)), "the sockets are removed with the kernel"
