@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import importlib.util
 import shutil
 import socket
 from pathlib import Path
@@ -203,11 +202,11 @@ def pytest_sessionfinish(session):
         session.config.workeroutput["fuzz_cases"] = CASES["total"]
 
 
-if importlib.util.find_spec("xdist") is not None:  # the hook exists only with pytest-xdist
-    def pytest_testnodedown(node, error):
-        from fuzzing import CASES
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) under -p no:xdist
+def pytest_testnodedown(node, error):
+    from fuzzing import CASES
 
-        CASES["total"] += getattr(node, "workeroutput", {}).get("fuzz_cases", 0)
+    CASES["total"] += getattr(node, "workeroutput", {}).get("fuzz_cases", 0)
 
 
 def pytest_terminal_summary(terminalreporter):
