@@ -81,6 +81,7 @@ class MailStore:
         self._auth_cache: dict[str, tuple[bytes, float]] = {}
         self._cache_key = secrets.token_bytes(32)
         self.guard = LoginGuard()  # password guessing: an account that fails too often is locked for a while
+        self._ready: set[str] = set()  # Maildir folders known to exist with their siblings (made once)
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -151,12 +152,16 @@ class MailStore:
         return self.root / domain / local
 
     def maildir(self, address: str, folder: str = "INBOX") -> mailbox.Maildir:
-        base = self._base(address)
-        base.mkdir(parents=True, exist_ok=True)
-        inbox = mailbox.Maildir(base / "Maildir", create=True)
+        base = self._base(address) / "Maildir"
+        path = base if folder == "INBOX" else base / f".{folder}"
+        if (str(path)) in self._ready and os.path.isdir(path / "tmp"):  # made before: one stat, no mkdir nor listing
+            return mailbox.Maildir(path, create=False)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        inbox = mailbox.Maildir(base, create=True)
         for name in FOLDERS:
             if name not in inbox.list_folders():
                 inbox.add_folder(name)
+        self._ready.add(str(path))
         return inbox if folder == "INBOX" else inbox.get_folder(folder)
 
     def deliver(self, address: str, data: bytes, *, folder: str = "INBOX", record: dict | None = None,
@@ -188,7 +193,9 @@ class MailStore:
             key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
         if record is not None:
             record = dict(record, key=key, folder=folder, mailbox=address)
-            atomic_write_text(self._base(address) / "records" / f"{key}.json", json.dumps(record, indent=1, default=str) + "\n")
+            # atomic, not fsynced: the message is (its 250 promises it); a power cut may lose its diagnostic record
+            atomic_write_text(self._base(address) / "records" / f"{key}.json",
+                              json.dumps(record, indent=1, default=str) + "\n", durable=False)
         if self.on_deliver is not None:
             self.on_deliver(address, folder)
         return key
