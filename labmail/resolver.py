@@ -328,9 +328,17 @@ class Resolver:
             return LookupResult(str(name), dns.rdatatype.to_text(qtype), Outcome.ERROR, rcode="bad name")
         self.count += 1
         if self.exchange is not None:
+            label = f"{self.servers[0][0]}#{self.servers[0][1]}" if self.servers else "lab"
             start = time.perf_counter()
             query = dns.message.make_query(qname, qtype)
-            return _interpret(qname, qtype, self.exchange(query), "lab", time.perf_counter() - start)
+            try:
+                response = self.exchange(query)
+            except (dns.exception.Timeout, TimeoutError):
+                return LookupResult(qname.to_text(), dns.rdatatype.to_text(qtype), Outcome.TIMEOUT, server=label, rcode="-")
+            except (OSError, RuntimeError, dns.exception.DNSException) as exc:  # e.g. the lab's loop is stopping
+                return LookupResult(qname.to_text(), dns.rdatatype.to_text(qtype), Outcome.ERROR, server=label,
+                                    rcode=type(exc).__name__)
+            return _interpret(qname, qtype, response, label, time.perf_counter() - start)
         result = None
         for server in self.servers:
             result = self._ask(qname, qtype, server)

@@ -662,3 +662,52 @@ def test_probe_tells_implicit_tls_from_starttls_as_a_client_sees_it(env):
     for bad in (0, 70000, "993", True, None):
         with pytest.raises(errors.UsageError, match="impossible : un nombre de 1 à 65535"):
             mail.probe(bad)
+
+
+def test_relay_reuses_its_connection_for_a_burst_then_closes_it(env):
+    """Like Postfix's connection cache: messages relayed to one MX within a couple of seconds share one SMTP session
+    (same client port in the MX's records), each record keeps only its own transaction, and the idle session is
+    closed afterwards (the next message opens a new one)."""
+    cfg, passwords, _world = env
+    address = "jean-emile@gmail.test"
+    store = MailStore(cfg.state_dir / "mail")
+    subjects = [f"rafale {n} {secrets.token_hex(3)}" for n in range(3)]
+    for subject in subjects:  # one after the other (sent at once, they may go out on parallel sessions)
+        before = store.counts(address)
+        assert send(passwords, address, subject).accepted
+        assert store.wait_new(address, before) is not None
+
+    def record_of(subject):
+        for folder in ("INBOX", "Junk"):
+            for key, data in store.messages(address, folder):
+                if subject.encode() in data:
+                    return store.record(address, key)
+        raise AssertionError(f"{subject!r} not delivered")
+
+    records = [record_of(s) for s in subjects]
+    ports = {r["client"]["port"] for r in records}
+    assert len(ports) == 1 and None not in ports, records[0]["client"]
+    for record in records:
+        mails = [line for line in record["dialogue"] if line.startswith("C: MAIL FROM")]
+        assert mails == [f"C: MAIL FROM:<{TINTIN}>"], record["dialogue"]
+        assert any(line.startswith("C: EHLO") for line in record["dialogue"])  # the session's opening stays
+    time.sleep(3.5)  # longer than the cache's 2 s: the session was closed
+    late = f"plus tard {secrets.token_hex(3)}"
+    before = store.counts(address)
+    assert send(passwords, address, late).accepted
+    assert store.wait_new(address, before) is not None
+    assert record_of(late)["client"]["port"] not in ports
+
+
+@pytest.mark.tools
+def test_a_zone_change_is_seen_by_the_next_message(env, zone):
+    """The MX's lookups go through the lab's answer cache: an UPDATE empties it, so the very next message is judged
+    on the new record (no TTL to wait for in the lab)."""
+    cfg, passwords, _world = env
+    zone.add("@", "TXT", "v=spf1 -all")
+    _folder, first = _deliver_to_gmail(cfg, passwords, f"avant {secrets.token_hex(3)}")
+    assert b"spf=fail" in first
+    zone.replace("@", "TXT", "v=spf1 mx -all")
+    zone.add("@", "MX", "10 mailcow.labmail.cloud.")
+    _folder, second = _deliver_to_gmail(cfg, passwords, f"apres {secrets.token_hex(3)}")
+    assert b"spf=pass" in second

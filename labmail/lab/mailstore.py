@@ -82,6 +82,7 @@ class MailStore:
         self._cache_key = secrets.token_bytes(32)
         self.guard = LoginGuard()  # password guessing: an account that fails too often is locked for a while
         self._ready: set[str] = set()  # Maildir folders known to exist with their siblings (made once)
+        self._dedupe: dict[str, dict[str, str]] = {}  # folder path → delivery digest → Maildir key
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -189,6 +190,7 @@ class MailStore:
                 except OSError:
                     tmp.unlink(missing_ok=True)  # disk full…: nothing half-stored
                     raise
+                self._dedupe[str(path)][dedupe[:40]] = key
         else:
             key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
         if record is not None:
@@ -200,16 +202,22 @@ class MailStore:
             self.on_deliver(address, folder)
         return key
 
-    @staticmethod
-    def _find_dedupe(box: mailbox.Maildir, digest: str) -> str | None:
-        marker = f".D{digest}.labmail"
-        base = Path(box._path)  # noqa: SLF001
-        for sub in ("new", "cur"):
-            with os.scandir(base / sub) as entries:
-                for entry in entries:
-                    if marker in entry.name:
-                        return entry.name.split(":", 1)[0]
-        return None
+    def _find_dedupe(self, box: mailbox.Maildir, digest: str) -> str | None:
+        """The key of the message of that delivery digest in this folder, if it was stored. The folder is listed once
+        (per process), then its index follows this store's deliveries — not one directory listing per message.
+        A message deleted since still counts as delivered: the same transaction sent again is not stored twice."""
+        base = str(box._path)  # noqa: SLF001
+        index = self._dedupe.get(base)
+        if index is None:
+            index = {}
+            for sub in ("new", "cur"):
+                with os.scandir(os.path.join(base, sub)) as entries:
+                    for entry in entries:
+                        name = entry.name.split(":", 1)[0]
+                        if name.endswith(".labmail") and ".D" in name:
+                            index[name.rsplit(".D", 1)[1][: -len(".labmail")]] = name
+            self._dedupe[base] = index
+        return index.get(digest)
 
     def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:
         """(key, raw bytes) of every message in a folder, oldest first."""

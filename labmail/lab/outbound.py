@@ -13,6 +13,7 @@ import logging
 import secrets
 import smtplib
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,15 @@ def _domain(address: str) -> str:
 
 
 class Outbound:
-    """Queue, relay, bounces and the spoofer (methods run in executor threads; the worker on the event loop)."""
+    """Queue, relay, bounces and the spoofer (methods run in executor threads; the worker on the event loop).
+
+    Like Postfix's queue manager, several deliveries run at once (``concurrency``, sized to the executor), the
+    schedule of what is due lives in memory (rebuilt from the queue folder at start), and an open connection to a
+    receiving MX is kept a couple of seconds for the next message to that MX (Postfix's connection cache,
+    ``smtp_connection_cache_time_limit = 2s``) instead of a TCP/PROXY and STARTTLS handshake per message.
+    """
+
+    CACHE_SECONDS = 2.0
 
     def __init__(self, services: "MailServices") -> None:
         self.services = services
@@ -38,6 +47,11 @@ class Outbound:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
+        self._lock = threading.Lock()
+        self._schedule: dict[str, float] = {}  # qid → when it is due (time.time()), in arrival order
+        self._idle: dict[tuple, list[tuple[float, smtplib.SMTP]]] = {}  # (source, relay, MX) → open sessions
+        workers = getattr(services.executor, "_max_workers", 4)
+        self.concurrency = max(2, workers // 2)  # the other half of the executor takes incoming mail
         self._recover_queue()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -46,6 +60,11 @@ class Outbound:
     def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for sessions in idle.values():
+            for _t, client in sessions:
+                _close_quietly(client)
 
     def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
         """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
@@ -56,6 +75,8 @@ class Outbound:
         except OSError:
             (self.queue_dir / f"{qid}.eml").unlink(missing_ok=True)  # no half-queued message (disk full…)
             raise
+        with self._lock:
+            self._schedule[qid] = 0.0
         try:
             self._loop_wakeup()
         except RuntimeError:
@@ -64,13 +85,18 @@ class Outbound:
     def _recover_queue(self) -> None:
         """At start, before any listener: a crash may have left a message body without its envelope (killed between
         the two writes of :meth:`enqueue`, so never acknowledged) or a temporary file of an atomic write. Remove them:
-        what got a 250 has both files and stays queued."""
+        what got a 250 has both files and stays queued (and is scheduled again)."""
         leftovers = [p for p in self.queue_dir.glob("*.eml") if not p.with_suffix(".json").exists()]
         leftovers += list(self.queue_dir.glob(".*.tmp"))
         for path in leftovers:
             path.unlink(missing_ok=True)
         if leftovers:
             log.warning("queue: %d file(s) of unacknowledged messages left by a crash removed", len(leftovers))
+        for meta_path in sorted(self.queue_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+            try:
+                self._schedule[meta_path.stem] = float(json.loads(meta_path.read_text(encoding="utf-8")).get("next", 0))
+            except (OSError, ValueError, AttributeError):
+                self._schedule[meta_path.stem] = 0.0  # unreadable envelope: _deliver_queued decides
 
     def _loop_wakeup(self) -> None:
         loop = self._worker.get_loop() if self._worker is not None else None
@@ -79,33 +105,47 @@ class Outbound:
 
     async def _queue_worker(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            now = time.time()
-            due = []
-            for meta_path in sorted(self.queue_dir.glob("*.json")):
-                try:
-                    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if meta.get("next", 0) <= now:
-                    due.append((meta_path.stem, meta))
-            for qid, meta in due:
-                try:
-                    await loop.run_in_executor(self.services.executor, self._deliver_queued, qid, meta)
-                except Exception:
-                    log.exception("queue %s", qid)
-            self._wakeup.clear()
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[str] = set()
+
+        async def deliver(qid: str) -> None:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+                await loop.run_in_executor(self.services.executor, self._deliver_queued, qid)
+            except Exception:
+                log.exception("queue %s", qid)
+            finally:
+                running.discard(qid)
+                slots.release()
+
+        while True:
+            self._wakeup.clear()
+            now = time.time()
+            with self._lock:
+                due = [qid for qid, when in self._schedule.items() if when <= now and qid not in running]
+            for qid in due:
+                await slots.acquire()
+                running.add(qid)
+                loop.create_task(deliver(qid))
+            if self._idle:
+                await loop.run_in_executor(self.services.executor, self._sweep)
+            with self._lock:
+                upcoming = [when for qid, when in self._schedule.items() if qid not in running]
+            wait = min([max(0.0, when - time.time()) for when in upcoming] + [1.0])
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
 
-    def _deliver_queued(self, qid: str, meta: dict) -> None:
+    def _deliver_queued(self, qid: str) -> None:
         data_path, meta_path = self.queue_dir / f"{qid}.eml", self.queue_dir / f"{qid}.json"
         try:
             data = data_path.read_bytes()
-        except FileNotFoundError:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
             meta_path.unlink(missing_ok=True)
+            data_path.unlink(missing_ok=True)
+            with self._lock:
+                self._schedule.pop(qid, None)
             return
         remaining, bounces = [], []
         by_domain: dict[str, list[str]] = {}
@@ -129,9 +169,13 @@ class Outbound:
         if remaining:
             meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
             atomic_write_text(meta_path, json.dumps(meta) + "\n")
+            with self._lock:
+                self._schedule[qid] = meta["next"]
         else:
             meta_path.unlink(missing_ok=True)
             data_path.unlink(missing_ok=True)
+            with self._lock:
+                self._schedule.pop(qid, None)
 
     def mx_hosts(self, domain: str) -> list[str] | None:
         """MX targets by preference; [] for a null MX (RFC 7505); A fallback when there is no MX (RFC 5321 §5.1)."""
@@ -159,14 +203,14 @@ class Outbound:
             if relay is None:
                 last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
                 continue
+            key = (source.name, source.ip, str(relay), target)
+            client = None
             try:
-                with _ProxySMTP(source, addrs[0], relay, target) as client:
-                    client.ehlo(source.name)
-                    if client.has_extn("starttls"):
-                        client.starttls(context=self.services.ca.client_context())
-                        client.ehlo(source.name)
-                    utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
-                    refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                client = self._checkout(key) or self._connect(source, addrs[0], relay, target)
+                utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
+                refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                self._checkin(key, client)
+                client = None
                 if refused:
                     return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
                 return "ok", target
@@ -179,7 +223,62 @@ class Outbound:
                 last = ("temp", f"{target}: {exc}")
             except UnicodeError as exc:  # an address no SMTP server can take (not UTF-8): returned to the sender
                 return "perm", f"invalid address for {target}: {exc.reason}"
+            finally:
+                if client is not None:  # a session that failed is not reused
+                    _close_quietly(client)
         return last
+
+    def _connect(self, source: "Host", ip: str, relay: Path, target: str) -> smtplib.SMTP:
+        client = _ProxySMTP(source, ip, relay, target)
+        try:
+            client.ehlo(source.name)
+            if client.has_extn("starttls"):
+                client.starttls(context=self.services.ca.client_context())
+                client.ehlo(source.name)
+        except BaseException:
+            _close_quietly(client)
+            raise
+        return client
+
+    def _checkout(self, key: tuple) -> smtplib.SMTP | None:
+        """An open session to that MX left by an earlier delivery (at most CACHE_SECONDS ago), reset for a new
+        transaction; None if there is none or it no longer answers."""
+        while True:
+            with self._lock:
+                sessions = self._idle.get(key)
+                if not sessions:
+                    return None
+                since, client = sessions.pop()
+            if time.monotonic() - since > self.CACHE_SECONDS:
+                _close_quietly(client)
+                continue
+            try:
+                if client.rset()[0] == 250:
+                    return client
+            except (OSError, smtplib.SMTPException):
+                pass
+            _close_quietly(client)
+
+    def _sweep(self) -> None:
+        """Close the cached sessions idle for more than CACHE_SECONDS (the receiver sees a QUIT)."""
+        now, stale = time.monotonic(), []
+        with self._lock:
+            for key, sessions in list(self._idle.items()):
+                stale += [c for t, c in sessions if now - t > self.CACHE_SECONDS]
+                sessions[:] = [(t, c) for t, c in sessions if now - t <= self.CACHE_SECONDS]
+                if not sessions:
+                    del self._idle[key]
+        for client in stale:
+            _close_quietly(client)
+
+    def _checkin(self, key: tuple, client: smtplib.SMTP) -> None:
+        now = time.monotonic()
+        with self._lock:
+            sessions = self._idle.setdefault(key, [])
+            stale = [c for t, c in sessions if now - t > self.CACHE_SECONDS]
+            sessions[:] = [(t, c) for t, c in sessions if now - t <= self.CACHE_SECONDS] + [(now, client)]
+        for old in stale:
+            _close_quietly(old)
 
     def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
         """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""
@@ -208,6 +307,13 @@ class Outbound:
                 f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n"
                 f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()
         return self.send(self.services.spoofer, mail_from, [rcpt], data, _domain(rcpt))
+
+
+def _close_quietly(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        client.close()
 
 
 class _ProxySMTP(smtplib.SMTP):

@@ -41,6 +41,15 @@ class Arrival:
         return self.envelope.original_content or self.envelope.content
 
 
+def _client_port(server, session) -> int | None:
+    """The client's TCP port: from the PROXY line of an internal relay, else from the socket."""
+    proxy = getattr(server, "labmail_proxy", None)
+    if proxy is not None and getattr(proxy, "src_port", None):
+        return int(proxy.src_port)
+    peer = getattr(session, "peer", None)
+    return int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else None
+
+
 def received_header(helo: str, ip: str, rdns: str | None, by: str, proto: str, qid: str, rcpt: str | None,
                     tls: tuple | None, auth_user: str | None) -> bytes:
     lines = [f"Received: from {helo or 'unknown'} ({rdns or 'unknown'} [{ip}])"]
@@ -111,7 +120,8 @@ class Receiving:
         qid, ip, tls = arrival.qid, arrival.ip, arrival.tls
         return {
             "queue_id": qid, "received_at": time.time(), "server": handler.host.name, "listener": handler.listener,
-            "client": {"ip": ip, "ptr": rdns, "helo": session.host_name}, "tls": list(tls) if tls else None,
+            "client": {"ip": ip, "port": _client_port(server, session), "ptr": rdns, "helo": session.host_name},
+            "tls": list(tls) if tls else None,
             "authenticated_as": session.auth_data if session.authenticated else None,
             "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
         }

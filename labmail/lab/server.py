@@ -343,6 +343,7 @@ class LabProcess:
             return ca, mail
 
         self.ca, self.mail = await loop.run_in_executor(self.executor, prepare)
+        self.mail.use_local_dns(self.engines["resolver"], loop)
         self.lab.on_student = self.mail.add_school_domain
         previous = {k[5:]: v for k, v in self.lab.world.get("ports", {}).items() if k.startswith("mail:")}
         for key, port in (await self.mail.start(previous)).items():
@@ -351,6 +352,7 @@ class LabProcess:
 
         self.web_runner, self.ports["mail:school:443"] = await start_web(self.mail, self.ca, int(previous.get("school:443") or 0))
         self.mail.ports["school:443"] = self.ports["mail:school:443"]
+        loop.run_in_executor(self.executor, self.mail.warm_up)  # not awaited: services answer meanwhile
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
+from ..errors import LabmailError
+from ..resolver import Outcome, Resolver, _check_type
 from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
 from .outbound import _domain
@@ -190,6 +192,16 @@ class BaseHandler:
             server.labmail_dialogue = []  # type: ignore[attr-defined]
         return server.labmail_dialogue  # type: ignore[attr-defined]
 
+    def new_transaction(self, server: SMTP) -> None:
+        """A MAIL command starts a transaction: a message's record keeps the session's opening (connection, EHLO,
+        STARTTLS, AUTH) and its own transaction, not those of earlier messages on the same connection."""
+        dialogue = self.dialogue(server)
+        opening = getattr(server, "labmail_opening", None)
+        if opening is None:
+            server.labmail_opening = len(dialogue)  # type: ignore[attr-defined]
+        else:
+            del dialogue[opening:]
+
     async def handle_PROXY(self, server, session, envelope, proxy_data):
         if not (proxy_data and proxy_data.valid):
             return False
@@ -266,6 +278,7 @@ class SchoolHandler(BaseHandler):
         return AuthResult(success=True, auth_data=account.address)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.new_transaction(server)
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
         refusal = self.address_refusal(envelope, address, recipient=False)
         if refusal:
@@ -331,6 +344,7 @@ class ProviderHandler(BaseHandler):
     """The MX of gmail.test / outlook.test: accept for their mailboxes, judge, deliver or reject."""
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.new_transaction(server)
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
         refusal = self.address_refusal(envelope, address, recipient=False)
         if refusal:
@@ -379,6 +393,9 @@ class MailServices:
         self.store = store
         self.executor = executor
         self.resolver_address = resolver_address
+        self._dns = None  # (engine, loop): the lab's own resolver engine, asked in-process (see use_local_dns)
+        self._answers: dict = {}
+        self._answers_generation = None
         spec = lab.spec
         hosts = spec.hosts()
         school_domains = {spec.student_zone(s).rstrip(".") for s in spec.students} | {spec.parent_domain}
@@ -438,6 +455,20 @@ class MailServices:
     def cert_names(host: Host) -> tuple[str, ...]:
         """The host's name and simulated address, plus where it really listens (real clients connect there)."""
         return (host.name, host.ip, "localhost", "127.0.0.1")
+
+    def warm_up(self) -> None:
+        """What the first message would otherwise pay (run in the background once every service answers): the
+        judge's modules and the Public Suffix List (~0.2 s to parse), the DKIM signing keys (checked once)."""
+        from .. import dkim, dmarc, judge, spf  # noqa: F401
+
+        dmarc.organizational_domain("example.com")
+        for domain in sorted(self.hosts["school"].domains):
+            key = self.lab.layout.dkim_private(domain)
+            if key.exists():
+                try:
+                    dkim._rsa_private_key(key.read_bytes())
+                except (OSError, ValueError, TypeError):
+                    pass  # a broken key is reported when a message is signed with it
 
     def prepare_tls(self) -> None:
         """Issue every host's certificate now (a few ms each, better spent outside the event loop)."""
@@ -533,9 +564,46 @@ class MailServices:
             server.close()
 
     # -- helpers used by handlers (run in executor threads) ----------------------
-    def resolver(self):
-        from ..resolver import Resolver
+    def use_local_dns(self, engine, loop) -> None:
+        """Ask the lab's resolver engine in this process rather than over UDP to its own port (as a mail server asks
+        the caching resolver on its host): same answers, same cache — emptied when a zone changes — without two
+        sockets, two trips through the event loop and a datagram per lookup. The engine runs on the loop's thread
+        (where the DNS server and UPDATEs run it), so a zone is never read while an UPDATE changes it."""
+        self._dns = (engine, loop)
 
+    def _exchange(self, query):
+        import concurrent.futures
+
+        import dns.message
+
+        engine, loop = self._dns
+        wire = query.to_wire()
+        peer = ("127.0.0.1", 0)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def answer() -> None:
+            try:
+                future.set_result(engine.handle(wire, tcp=True, peer=peer))  # TCP semantics: never truncated
+            except BaseException as exc:  # handle() never raises on input; anything else goes to the caller
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(answer)
+        replies = future.result(timeout=2.0)
+        if not replies:
+            raise dns.exception.Timeout()
+        return dns.message.from_wire(replies[0])
+
+    def answers(self) -> dict:
+        """The lab's answer cache for its own lookups: (name, type) → LookupResult, emptied whenever a zone changes
+        (the engine's generation), so a student's UPDATE is seen by the next message, as without a cache."""
+        generation = self._dns[0].zones.generation if self._dns is not None else None
+        if generation != self._answers_generation or len(self._answers) > 20_000:
+            self._answers, self._answers_generation = {}, generation
+        return self._answers
+
+    def resolver(self):
+        if self._dns is not None:
+            return _LabResolver(self)
         return Resolver([self.resolver_address], timeout=2.0)
 
     # -- the parts (each in its module) and the names the lab process and the tests use --------------------------
@@ -550,3 +618,28 @@ class MailServices:
 
     def dmarc_reports(self, fmt: str = "7489") -> list[dict]:
         return self.reports.send_all(fmt)
+
+
+
+class _LabResolver(Resolver):
+    """The lab's resolver engine asked in-process, behind the lab's answer cache (see MailServices.answers): a
+    message's SPF, DKIM, DMARC, iprev and DNSBL lookups mostly find their answer already decoded."""
+
+    def __init__(self, services: "MailServices") -> None:
+        super().__init__([services.resolver_address], exchange=services._exchange, timeout=2.0)
+        self._services = services
+
+    def query(self, name, rdtype):
+        try:
+            key = (str(name).rstrip(".").lower(), int(_check_type(rdtype)))
+        except LabmailError:  # a bad type: the base class says so
+            return super().query(name, rdtype)
+        cache = self._services.answers()
+        hit = cache.get(key)
+        if hit is not None:
+            self.count += 1
+            return hit
+        result = super().query(name, rdtype)
+        if result.outcome in (Outcome.ANSWER, Outcome.NXDOMAIN, Outcome.NODATA):
+            cache[key] = result
+        return result
