@@ -711,3 +711,43 @@ def test_a_zone_change_is_seen_by_the_next_message(env, zone):
     zone.add("@", "MX", "10 mailcow.labmail.cloud.")
     _folder, second = _deliver_to_gmail(cfg, passwords, f"apres {secrets.token_hex(3)}")
     assert b"spf=pass" in second
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_imap_sessions_turn_nagle_off(tls):
+    """Twisted writes a reply in pieces; with Nagle on, a command after new mail waited for the client's delayed ACK
+    (~40 ms). The IMAP server sets TCP_NODELAY on its TCP transport, under TLS too."""
+    from labmail.lab.imap import LabIMAP4Server
+
+    class TCP:
+        nodelay = False
+
+        def setTcpNoDelay(self, value):  # noqa: N802 - Twisted's name
+            self.nodelay = value
+
+        def write(self, data):
+            pass
+
+        def getPeer(self):  # noqa: N802
+            return None
+
+        def getHost(self):  # noqa: N802
+            return None
+
+    class TLS:  # what listenSSL gives the protocol: a wrapper whose .transport is the TCP one
+        def __init__(self):
+            self.transport = TCP()
+
+        def write(self, data):
+            pass
+
+        getPeer = getHost = TCP.getPeer  # noqa: N815
+
+    transport = TLS() if tls else TCP()
+    server = LabIMAP4Server()
+    server.transport = transport
+    try:
+        server.connectionMade()
+    except Exception:  # the greeting's details need a factory: only the socket option is under test
+        pass
+    assert (transport.transport if tls else transport).nodelay is True

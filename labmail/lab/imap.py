@@ -181,12 +181,76 @@ class Part:
         return Part(parts[part])
 
 
+class _ParsedCache:
+    """Parsed messages shared by every session, least recently used first out (64 MiB of message bytes at most).
+
+    A Maildir file never changes once delivered (flags live in its name), so a message is read and parsed once,
+    not on every SEARCH or FETCH of every session — Dovecot keeps an index for the same reason."""
+
+    LIMIT = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._items: "OrderedDict[tuple, tuple[bytes, object, list]]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, identity: tuple, path: str) -> tuple[bytes, object, list]:
+        """(raw bytes with CRLF, the parsed message, its header pairs as text — filled on first use)."""
+        with self._lock:
+            item = self._items.get(identity)
+            if item is not None:
+                self._items.move_to_end(identity)
+                return item
+        with open(path, "rb") as fh:
+            raw = _crlf(fh.read())
+        item = (raw, message_from_bytes(raw, policy=READ_POLICY), [])
+        with self._lock:
+            if identity not in self._items:
+                self._items[identity] = item
+                self._bytes += len(raw)
+                while self._bytes > self.LIMIT and len(self._items) > 1:
+                    _key, (old, _msg, _pairs) = self._items.popitem(last=False)
+                    self._bytes -= len(old)
+        return item
+
+
+_PARSED = _ParsedCache()
+
+
 @implementer(imap4.IMessage, imap4.IMessageFile)
 class Message(Part):
-    def __init__(self, uid: int, raw: bytes, flags: list[str], date: float) -> None:
-        self.raw = _crlf(raw)
-        super().__init__(message_from_bytes(self.raw, policy=READ_POLICY))
+    """One message of a folder, read (and parsed) only when a command needs its bytes: FLAGS, UID and
+    INTERNALDATE come from the file's name and metadata."""
+
+    def __init__(self, uid: int, path: str, flags: list[str], date: float, identity: tuple, locate) -> None:
+        self.path, self.identity, self._locate = path, identity, locate
         self.uid, self.flags, self.date = uid, flags, date
+
+    def getHeaders(self, negate, *names):
+        """As :meth:`Part.getHeaders`, from header text decoded once per message (``email``'s header objects are
+        parsed again on every access: SEARCH over a folder did it for every field of every message, each time)."""
+        item = self._item()
+        if not item[2]:
+            item[2].extend((k, str(v)) for k, v in item[1].items())
+        wanted = _names(names)
+        return _AllHeaders([(k, v) for k, v in item[2] if not names or ((k.lower() in wanted) != bool(negate))])
+
+    def _item(self) -> tuple[bytes, object, list]:
+        try:
+            return _PARSED.get(self.identity, self.path)
+        except FileNotFoundError:  # another session changed its flags (renamed it) since: find it again
+            self.path = self._locate()
+            return _PARSED.get(self.identity, self.path)
+
+    @property  # type: ignore[override]
+    def msg(self):
+        return self._item()[1]
+
+    @property
+    def raw(self) -> bytes:
+        return self._item()[0]
 
     def _header_block(self) -> bytes:
         head, sep, _body = self.raw.partition(b"\r\n\r\n")
@@ -325,9 +389,10 @@ class Mailbox:
         out = []
         for seq, key in self._resolve(messages, uid):
             path = self.folder.file(key)
-            with open(path, "rb") as fh:
-                raw = fh.read()
-            out.append((seq, Message(self.folder.uids[key], raw, self.folder.flags(key), os.stat(path).st_mtime)))
+            info = os.stat(path)
+            out.append((seq, Message(self.folder.uids[key], path, self.folder.flags(key), info.st_mtime,
+                                     (self.folder.box._path, key, info.st_size),  # noqa: SLF001
+                                     lambda key=key: self.folder.file(key))))
         return out  # a list: Twisted's SEARCH indexes it
 
     def store(self, messages, flags, mode, uid):
@@ -517,6 +582,21 @@ class _AsciiView:
 
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
+
+    def connectionMade(self):  # noqa: N802 - Twisted's name
+        """No Nagle delay (TCP_NODELAY, as Dovecot and asyncio's servers set): Twisted writes a reply in several
+        small pieces (untagged lines, then the tagged one), and Nagle held the last one until the client's delayed
+        ACK — about 40 ms added to a command that follows new mail (measured: SELECT + SEARCH 50 ms instead of 1)."""
+        transport = self.transport
+        for candidate in (transport, getattr(transport, "transport", None)):  # TCP, or TLS over TCP
+            set_nodelay = getattr(candidate, "setTcpNoDelay", None)
+            if set_nodelay is not None:
+                try:
+                    set_nodelay(True)
+                    break
+                except (OSError, AttributeError):
+                    pass
+        super().connectionMade()
 
     def _secure(self) -> bool:
         from twisted.internet import interfaces
