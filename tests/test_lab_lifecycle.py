@@ -285,3 +285,28 @@ def test_cli_lab_commands(own_lab):
     assert run("lab", "status").returncode == 1
     bad = run("config", "--prenom", "a..b")
     assert bad.returncode == 2 and "un seul mot" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stop_right_after_relaying_is_a_clean_exit(tmp_path_factory, world_template, monkeypatch):
+    """The relay keeps a session to the MX open for the next message (connection cache). Stopping the lab then must
+    still be the lab's own clean exit (run file removed by the process), not the SIGTERM/SIGKILL fallback that a
+    QUIT waiting for a reply from the stopping loop itself once forced."""
+    from labs import private_lab, use_lab
+
+    from labmail import mail
+    from labmail.lab.mailstore import MailStore
+
+    tintin = "tintin@jean-emile.labmail.cloud"
+    with private_lab(tmp_path_factory, world_template, "stoplab", addresses=(tintin,)) as (cfg, passwords):
+        use_lab(monkeypatch, cfg)
+        store, address = MailStore(cfg.state_dir / "mail"), "jean-emile@gmail.test"
+        before = store.counts(address)
+        assert mail.submit(tintin, address, "avant l'arrêt", "x", password=passwords[tintin]).accepted
+        assert store.wait_new(address, before) is not None
+        from labmail.state import Layout
+
+        run_file = Layout(cfg.state_dir).run_file
+        assert run_file.exists()
+        status = lab.stop(cfg, timeout=3.0)
+        assert not status.running
+        assert not run_file.exists(), "the lab did not exit by itself: it was killed"

@@ -751,3 +751,34 @@ def test_imap_sessions_turn_nagle_off(tls):
     except Exception:  # the greeting's details need a factory: only the socket option is under test
         pass
     assert (transport.transport if tls else transport).nodelay is True
+
+
+def test_smtp_auth_checks_the_password_off_the_event_loop():
+    """AUTH's scrypt check (~50 ms) runs in the password pool, not on the loop that serves every session."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from labmail.lab.smtp import _LabSMTP
+
+    seen = {}
+
+    class Handler:
+        password_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labmail-auth")
+
+    def authenticator(server, session, envelope, mechanism, data):
+        seen["thread"] = threading.current_thread().name
+        return AuthResult(success=data.password == b"bon mot de passe")
+
+    async def scenario():
+        server = _LabSMTP(Handler(), authenticator=authenticator, auth_require_tls=False)
+        server.session, server.envelope = server._create_session(), server._create_envelope()
+        pending = server._authenticate("PLAIN", LoginPassword(b"tintin", b"bon mot de passe"))
+        assert asyncio.isfuture(pending)  # the loop is free while it runs
+        return await server._off_loop(pending)
+
+    result = asyncio.run(scenario())
+    assert result.success and seen["thread"].startswith("labmail-auth")
+    Handler.password_pool.shutdown()

@@ -64,7 +64,7 @@ class Outbound:
             idle, self._idle = self._idle, {}
         for sessions in idle.values():
             for _t, client in sessions:
-                _close_quietly(client)
+                client.close()  # no QUIT: this runs on the loop that serves the other end, a reply would never come
 
     def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
         """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""

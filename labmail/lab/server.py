@@ -415,7 +415,8 @@ class LabProcess:
             if address.rpartition("@")[2] not in self.mail.hosts["school"].domains:
                 raise LabError(f"Le domaine de {address} n'est pas hébergé par {self.lab.world['mail_host']}.",
                                f"The domain of {address} is not hosted by {self.lab.world['mail_host']}.")
-            account = await loop.run_in_executor(self.executor, lambda: self.lab.store.add_mailbox(
+            pool = self.mail.auth_executor if self.mail is not None else self.executor
+            account = await loop.run_in_executor(pool, lambda: self.lab.store.add_mailbox(
                 address, str(request.get("password", "")), name=str(request.get("name", ""))))
             log.info("mailbox %s created", account.address)
             return {"ok": True, "mailbox": account.public()}

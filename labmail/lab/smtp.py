@@ -130,6 +130,25 @@ class _LabSMTP(SMTP):
     async def smtp_RCPT(self, arg: str):  # noqa: N802 - aiosmtpd's name
         return await self._clean(arg, "501 5.1.3 Bad recipient address syntax", super().smtp_RCPT)
 
+    # AUTH checks a password hash (scrypt, ~50 ms of CPU): aiosmtpd calls the authenticator on the event loop, where
+    # a class logging in at once would stall every session. The check runs in the lab's small pool of password
+    # threads instead (see MailServices.auth_executor), and the loop serves everyone meanwhile.
+    async def auth_PLAIN(self, _, args):  # noqa: N802 - aiosmtpd's name
+        return await self._off_loop(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _, args):  # noqa: N802 - aiosmtpd's name
+        return await self._off_loop(await super().auth_LOGIN(_, args))
+
+    @staticmethod
+    async def _off_loop(result):
+        return await result if asyncio.isfuture(result) else result
+
+    def _authenticate(self, mechanism: str, auth_data):
+        pool = getattr(self.event_handler, "password_pool", None)
+        if pool is None:
+            return super()._authenticate(mechanism, auth_data)
+        return asyncio.get_running_loop().run_in_executor(pool, super()._authenticate, mechanism, auth_data)
+
     async def challenge_auth(self, *args, **kwargs):
         try:
             return await super().challenge_auth(*args, **kwargs)
@@ -167,6 +186,12 @@ class BaseHandler:
         self.services = services
         self.host = host
         self.listener = listener  # "mx", "relay", "submission", "smtps"
+
+    @property
+    def password_pool(self):
+        """Where AUTH's password check runs (not on the event loop). Not named auth_…: aiosmtpd would advertise
+        a handler attribute of that name as an AUTH mechanism."""
+        return self.services.auth_executor
 
     # Per-connection data lives on the SMTP protocol object: aiosmtpd starts a new Session after STARTTLS.
     def client_ip(self, server: SMTP) -> str:
@@ -392,6 +417,12 @@ class MailServices:
         self.ca = ca
         self.store = store
         self.executor = executor
+        # Password hashing (AUTH, new mailboxes): a pool of its own, as wide as the machine, so that a class logging
+        # in or creating mailboxes at once neither blocks the event loop nor takes the mail workers.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.auth_executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                                thread_name_prefix="labmail-auth")
         self.resolver_address = resolver_address
         self._dns = None  # (engine, loop): the lab's own resolver engine, asked in-process (see use_local_dns)
         self._answers: dict = {}
@@ -565,6 +596,7 @@ class MailServices:
             server.stop()
         for server in self.servers:
             server.close()
+        self.auth_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers used by handlers (run in executor threads) ----------------------
     def use_local_dns(self, engine, loop) -> None:

@@ -243,7 +243,7 @@ class WebApp:
         from ..errors import LabmailError
 
         try:
-            account = await loop.run_in_executor(self.services.executor, lambda: self.store.add_mailbox(
+            account = await loop.run_in_executor(self.services.auth_executor, lambda: self.store.add_mailbox(
                 f"{local}@{domain}", password, name=text["name"], quota_mib=quota))
         except LabmailError as exc:
             msg = "object_exists" if "existe" in exc.text.fr else "password_complexity" if "Mot de passe" in exc.text.fr else "mailbox_invalid"
