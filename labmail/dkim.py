@@ -120,18 +120,16 @@ def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *
     """
     import dkim
 
-    key = load_private_key(private_pem)
+    private = _signing_key(private_pem)
     data = _as_bytes(message)
-    if key.kind == "ed25519":
+    rsa_key = None
+    if _is_ed25519(private):
         from cryptography.hazmat.primitives import serialization
 
-        private = serialization.load_pem_private_key(private_pem, password=None)
         raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         privkey, algorithm = base64.b64encode(raw), b"ed25519-sha256"
     else:
-        privkey, algorithm = private_pem, b"rsa-sha256"
-
-    rsa_key = _rsa_private_key(private_pem) if key.kind == "rsa" else None
+        privkey, algorithm, rsa_key = private_pem, b"rsa-sha256", private
 
     class _Signer(dkim.DKIM):
         def gen_header(self, fields, include_headers, canon_policy, header_name, pk, standardize=False):
@@ -154,11 +152,30 @@ def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *
 
 
 @functools.lru_cache(maxsize=256)
-def _rsa_private_key(pem: bytes):
-    """The OpenSSL key object (cryptography) for a PEM RSA key: checked once, then reused for every signature."""
-    from cryptography.hazmat.primitives import serialization
+@functools.lru_cache(maxsize=1024)
+def _signing_key(pem: bytes):
+    """The OpenSSL key object (cryptography) for a PEM private key, loaded once and reused for every signature.
 
-    return serialization.load_pem_private_key(pem, password=None)
+    An RSA key is loaded as OpenDKIM loads its keys (``PEM_read_bio_PrivateKey``), without OpenSSL's RSA_check_key
+    — 28 ms for a 2048-bit key, paid by the first message of each of a class's 200 domains. A key whose parts do
+    not agree signs messages that fail verification, which ``verify`` then explains; :func:`load_private_key`
+    (what a student inspects) still checks it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    try:
+        private = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError):
+        raise ConfigError("Clé privée PEM illisible.", "Unreadable PEM private key.") from None
+    if not isinstance(private, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        raise ConfigError("Type de clé non géré par DKIM (RSA ou Ed25519).", "Key type not used by DKIM (RSA or Ed25519).")
+    return private
+
+
+def _is_ed25519(private) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return isinstance(private, ed25519.Ed25519PrivateKey)
 
 
 def _gen_header_openssl(signer, fields, include_headers, canon_policy, header_name: bytes, rsa_key) -> bytes:

@@ -67,11 +67,14 @@ def local_user(client: tuple | None, server: tuple | None) -> str | None:
     except ValueError:
         return None
     wanted = ((str(client[0]), int(client[1])), (str(server[0]), int(server[1])))
+    needle = ":%04X " % int(client[1])  # the client's port as the table writes it: most lines are skipped unparsed
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as handle:
                 next(handle)
                 for line in handle:
+                    if needle not in line:
+                        continue
                     fields = line.split()
                     if len(fields) > 7 and (_proc_address(fields[1]), _proc_address(fields[2])) == wanted:
                         return f"uid:{fields[7]}"

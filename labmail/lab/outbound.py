@@ -51,7 +51,12 @@ class Outbound:
         self._schedule: dict[str, float] = {}  # qid → when it is due (time.time()), in arrival order
         self._idle: dict[tuple, list[tuple[float, smtplib.SMTP]]] = {}  # (source, relay, MX) → open sessions
         workers = getattr(services.executor, "_max_workers", 4)
-        self.concurrency = max(2, workers // 2)  # the other half of the executor takes incoming mail
+        self.concurrency = max(2, workers // 2)
+        # Relays wait on the receiving MX, whose own work runs in the lab's executor: they get threads of their own,
+        # so that a burst of outgoing mail never holds every worker while the MXs it waits for need one.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="labmail-relay")
         self._recover_queue()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -60,6 +65,7 @@ class Outbound:
     def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             idle, self._idle = self._idle, {}
         for sessions in idle.values():
@@ -110,7 +116,7 @@ class Outbound:
 
         async def deliver(qid: str) -> None:
             try:
-                await loop.run_in_executor(self.services.executor, self._deliver_queued, qid)
+                await loop.run_in_executor(self.executor, self._deliver_queued, qid)
             except Exception:
                 log.exception("queue %s", qid)
             finally:
@@ -127,7 +133,7 @@ class Outbound:
                 running.add(qid)
                 loop.create_task(deliver(qid))
             if self._idle:
-                await loop.run_in_executor(self.services.executor, self._sweep)
+                await loop.run_in_executor(self.executor, self._sweep)
             with self._lock:
                 upcoming = [when for qid, when in self._schedule.items() if qid not in running]
             wait = min([max(0.0, when - time.time()) for when in upcoming] + [1.0])

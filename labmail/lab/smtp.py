@@ -500,8 +500,8 @@ class MailServices:
             key = self.lab.layout.dkim_private(domain)
             if key.exists():
                 try:
-                    dkim._rsa_private_key(key.read_bytes())
-                except (OSError, ValueError, TypeError):
+                    dkim._signing_key(key.read_bytes())
+                except (OSError, LabmailError):
                     pass  # a broken key is reported when a message is signed with it
 
     def prepare_tls(self) -> None:
