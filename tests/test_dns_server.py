@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -248,3 +249,59 @@ def test_mutated_valid_queries_get_a_parseable_reply(engine, flags, qtype, tail,
 @pytest.mark.parametrize("name", ["ALICE.LabMail.Cloud", "alice.labmail.cloud."])
 def test_names_are_case_insensitive(engine, name):
     assert ask(engine, name, "SOA").answer
+
+
+_NAMES = ["labmail.cloud", "jean-emile.labmail.cloud", "nexiste.pas.labmail.cloud", "gmail.test", "mx.gmail.test",
+          "_dmarc.gmail.test", "x.y.gmail.test", "cloud", "test", "nulle.part.example", "_domainkey.gmail.test",
+          "jean-emile.labmail.cloud", "a.b.jean-emile.labmail.cloud", "www.labmail.cloud", "123.arpa", "in-addr.arpa",
+          "10.113.0.203.in-addr.arpa", "9.9.9.9.in-addr.arpa", "alice.labmail.cloud", "w.alice.labmail.cloud",
+          "x.w.alice.labmail.cloud", "x.y.w.alice.labmail.cloud", "www.alice.labmail.cloud"]
+_TYPES = ["A", "AAAA", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "CAA", "DS", "CNAME", "ANY", "TYPE65280"]
+
+
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_NAMES), st.sampled_from(_TYPES), st.integers(0, 2**16 - 1), st.booleans(), st.booleans(),
+       st.sampled_from(["", "q1.", "deep.er.", "*."]), st.booleans(), st.sampled_from(["resolver", "registry", "students"]))
+def test_the_negative_fast_path_answers_what_the_full_path_answers(world_lab, name, rtype, qid, rd, edns, prefix,
+                                                                    upper, role):
+    """Negative answers are built from the query's bytes and a pre-rendered SOA; every reply must mean exactly what the
+    full dnspython path replies (same flags, rcode, sections, TTLs, OPT) — or the fast path must step aside."""
+    count()
+    zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
+    if zone.get_node("*.w.alice.labmail.cloud.") is None:  # a wildcard (RFC 4592) and the empty non-terminal w.
+        _add_records(world_lab, "alice.labmail.cloud", ['*.w.alice.labmail.cloud. 300 TXT "wild"',
+                                                         "www.alice.labmail.cloud. 300 CNAME alice.labmail.cloud."])
+    engine = world_lab.engine(role)
+    qname = prefix + name
+    query = dns.message.make_query(qname.upper() if upper else qname, rtype, use_edns=0 if edns else False)
+    query.id = qid
+    if not rd:
+        query.flags &= ~dns.flags.RD
+    wire = query.to_wire()
+    fast = engine._negative_fast(wire)
+    full = engine._handle(wire, False, {}, None)[0]
+    if fast is None:
+        return
+    a, b = dns.message.from_wire(fast), dns.message.from_wire(full)
+    assert a.rcode() in (dns.rcode.NXDOMAIN, dns.rcode.NOERROR) and not a.answer
+    assert (a.id, a.flags, a.rcode(), a.edns, a.payload, a.ednsflags, a.options) == \
+        (b.id, b.flags, b.rcode(), b.edns, b.payload, b.ednsflags, b.options)
+    assert a.question == b.question and a.question[0].name.to_text() == b.question[0].name.to_text()  # case kept
+    assert [(r, r.ttl) for r in a.authority] == [(r, r.ttl) for r in b.authority] and a.additional == b.additional
+
+
+def test_the_fast_path_takes_the_common_misses_and_steps_aside_otherwise(engine):
+    """It does take NXDOMAIN and NODATA (else it saves nothing), and leaves positive answers, TSIG, options, odd
+    forms to the full path."""
+    def wire(name, rtype="A", **kw):
+        return dns.message.make_query(name, rtype, **kw).to_wire()
+
+    assert engine._negative_fast(wire("personne.gmail.test")) is not None  # NXDOMAIN
+    assert engine._negative_fast(wire("gmail.test", "AAAA", use_edns=0)) is not None  # NODATA, with EDNS
+    assert engine._negative_fast(wire("gmail.test", "MX")) is None  # an answer
+    assert engine._negative_fast(wire("personne.gmail.test", use_edns=0, options=[dns.edns.GenericOption(65001, b"x")])) is None
+    assert engine._negative_fast(wire("personne.gmail.test", use_edns=1)) is None  # BADVERS is the full path's
+    assert engine._negative_fast(wire("personne.gmail.test", "ANY")) is None
+    assert engine._negative_fast(b"\x00" * 12) is None
+    truncated = wire("personne.gmail.test")[:-3]
+    assert engine._negative_fast(truncated) is None
