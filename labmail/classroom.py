@@ -11,6 +11,8 @@ name is added (``jean-d``).
 
 from __future__ import annotations
 
+import os
+
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +62,12 @@ class ClassReport:
         return class_heatmap(self.to_dataframe(), ax=ax)
 
 
-def classroom(roster: str | Path | list[Student], *, world=None, workers: int = 16,
+def classroom(roster: str | Path | list[Student], *, world=None, workers: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> ClassReport:
-    """Audit every student's domain concurrently; ``progress(done, total)`` is called as audits finish."""
+    """Audit every student's domain concurrently; ``progress(done, total)`` is called as audits finish.
+
+    ``workers`` defaults to twice the cores: the audits wait on DNS half of the time and parse answers the other
+    half (measured on 2 cores, 200 domains: 1 worker 1.79 s, 4 workers 1.66 s, 16 workers 1.96 s)."""
     from .checks import domain
     from .world import current
 
@@ -76,6 +81,8 @@ def classroom(roster: str | Path | list[Student], *, world=None, workers: int = 
     def one(index: int):
         return index, domain(students[index].domain(parent), world=world, shared=shared)
 
+    if workers is None:
+        workers = 2 * (os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for index, audit in pool.map(one, range(len(students))):
             results[index] = audit
