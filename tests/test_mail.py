@@ -782,3 +782,28 @@ def test_smtp_auth_checks_the_password_off_the_event_loop():
     result = asyncio.run(scenario())
     assert result.success and seen["thread"].startswith("labmail-auth")
     Handler.password_pool.shutdown()
+
+
+def test_a_closed_imap_session_stops_listening_to_its_folder():
+    """Twisted leaves the last selected folder registered when a session ends: every later delivery to that folder
+    then re-read it for a client long gone. The lab's server unregisters it when the connection is lost."""
+    from twisted.mail import imap4
+    from twisted.python.failure import Failure
+    from zope.interface import implementer
+
+    from labmail.lab.imap import LabIMAP4Server
+
+    calls = []
+
+    @implementer(imap4.ICloseableMailbox)
+    class Box:
+        def removeListener(self, listener):  # noqa: N802 - Twisted's name
+            calls.append(("removeListener", listener))
+
+        def close(self):
+            calls.append(("close", None))
+
+    server = LabIMAP4Server()
+    server.mbox = Box()
+    server.connectionLost(Failure(ConnectionError("client gone")))
+    assert calls == [("removeListener", server), ("close", None)] and server.mbox is None

@@ -583,6 +583,20 @@ class _AsciiView:
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
 
+    def connectionLost(self, reason):  # noqa: N802 - Twisted's name
+        """A session that ends (LOGOUT, a client gone) stops listening to its folder. Twisted forgets it: the
+        folder of every session ever closed stayed registered, and each new message re-read that folder once per
+        dead session (measured: 1,000 messages after one IMAP client had come and gone, 171 → 112 msg/s)."""
+        mbox, self.mbox = self.mbox, None
+        if mbox is not None:
+            try:
+                mbox.removeListener(self)
+            finally:
+                closeable = imap4.ICloseableMailbox(mbox, None)
+                if closeable is not None:
+                    closeable.close()
+        super().connectionLost(reason)
+
     def connectionMade(self):  # noqa: N802 - Twisted's name
         """No Nagle delay (TCP_NODELAY, as Dovecot and asyncio's servers set): Twisted writes a reply in several
         small pieces (untagged lines, then the tagged one), and Nagle held the last one until the client's delayed
