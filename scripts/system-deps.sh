@@ -3,7 +3,8 @@
 # clients (isync, msmtp, thunderbird; see below),
 # dnsperf for the DNS benchmark, Chromium and its driver (chromium, chromium-driver; fonts-liberation, a mere
 # recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
-# With the argument "bench" (make bench), also Postfix and Dovecot, the mail-side peers of the benchmark table.
+# With the argument "bench" (make bench), also the school's mail stack the benchmark table compares the lab with:
+# Postfix, Dovecot (IMAP, LMTP), OpenDKIM and rspamd (bench/peer_stack.py runs them as private loopback instances).
 # Installed only when missing, only as root; no service is ever started (the tests and benchmarks start their own).
 # Also, as root, the system user "jovyan" (see below).
 set -euo pipefail
@@ -32,6 +33,9 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/postfix ] || need+=(postfix)
     [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+    [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+    [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+    [ -x /usr/bin/rspamd ] || need+=(rspamd)
 fi
 # The system user of JupyterHub's container images, "jovyan" (students are told apart by JUPYTERHUB_USER, as nbgrader's
 # exchange does): tests/test_grading_circuit.py runs the students' side of the nbgrader circuit as that user.
