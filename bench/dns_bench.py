@@ -184,37 +184,6 @@ controls {{ }};
     return None
 
 
-_ECHO = """
-import asyncio, sys
-class Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport):
-        self.transport = transport
-    def datagram_received(self, data, addr):
-        self.transport.sendto(data[:2] + bytes([data[2] | 0x80]) + data[3:], addr)
-async def main():
-    loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", int(sys.argv[1])))
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
-
-def python_floor(port: int, clients: int, seconds: float) -> float | None:
-    """The ceiling of any asyncio UDP server in Python on this machine: a server that does no DNS work at all (it
-    returns each query with the QR bit set), under the same dnsperf load. What a Python DNS server cannot beat."""
-    if not shutil.which("dnsperf"):
-        return None
-    proc = subprocess.Popen([sys.executable, "-c", _ECHO, str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        time.sleep(0.5)
-        qps, _lost = qps_dnsperf(port, clients, seconds)
-        return qps
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
@@ -263,9 +232,6 @@ def main() -> int:
                 bind.wait(timeout=10)
         if bind_starts:
             results["bind_first_answer_s"] = round(statistics.median(bind_starts), 3)
-    floor = python_floor(_free_port(), args.clients, args.seconds)
-    if floor:
-        results["python_udp_floor_qps"] = round(floor)
     results["cores"] = os.cpu_count()
     fa, q = results["first_answer_s"], results["udp_qps"]
     named = "BIND 9 (named -n 2, same zones)"
@@ -278,9 +244,6 @@ def main() -> int:
         bind = results.get("bind_qps_uncached", {})
         record("DNS UDP queries/s, every query distinct", results["udp_qps_uncached"]["qps"], "q/s", target="≥ 15,000",
                peer=named if bind else "BIND not installed", peer_value=bind.get("qps"))
-    if floor:
-        record("Python asyncio UDP server doing no DNS work (the limit)", round(floor), "q/s",
-               note="what any Python server tops out at here")
     if args.json:
         print(json.dumps(results))
     else:
@@ -293,8 +256,6 @@ def main() -> int:
         if "udp_qps_uncached" in results:
             u = results["udp_qps_uncached"]
             print(f"UDP queries/s, every query distinct (no cache hit)  {u['qps']} (lost {u['lost_pct']} %)")
-        if "python_udp_floor_qps" in results:
-            print(f"Python asyncio UDP server doing no DNS work (limit)  {results['python_udp_floor_qps']}")
         if "bind_first_answer_s" in results:
             print(f"BIND 9 on the same zones: start → first answer     median {results['bind_first_answer_s']:.3f} s")
         if "bind_qps" in results:

@@ -22,23 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import checks, config, dkim, dmarc, dns, errors, headers, i18n, lab, mail, spf, world  # noqa: F401
 
 
-def _without_dns_over_https() -> None:
-    """labmail never speaks DNS over HTTPS: keep dnspython from importing its DoH stack (httpx, httpcore, h2 —
-    ~90 ms, a third of the engines' import time) when ``dns.query`` is first imported. Has no effect if
-    ``dns.query`` was imported before labmail; ``dns._features.force("doh", True)`` before importing ``dns.query``
-    brings DoH back for code that wants it."""
-    try:
-        import dns._features
-
-        if "dns.query" not in __import__("sys").modules:
-            dns._features.force("doh", False)
-    except (ImportError, AttributeError):  # another dnspython: nothing to do
-        pass
-
-
-_without_dns_over_https()
-
-
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import _nodoh  # noqa: F401 - before dnspython: no DNS-over-HTTPS stack
 import dns.exception
 import dns.flags
 import dns.message

@@ -18,6 +18,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _nodoh  # noqa: F401 - before dnspython: no DNS-over-HTTPS stack
 import dns.nameserver
 import dns.resolver
 import dns.tsig

@@ -12,6 +12,7 @@ import builtins
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
+from . import _nodoh  # noqa: F401 - before dnspython: no DNS-over-HTTPS stack
 import dns.exception
 import dns.flags
 import dns.message
