@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -148,12 +147,10 @@ def bench_load(cfg, passwords: dict, clients: int = 20, per_client: int = 50,
         except Exception as exc:  # counted below: every error is reported
             errors.append(f"{n}: {exc}")
 
+    from mail_peers import concurrently
+
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(client, clients)
     store = MailStore(cfg.state_dir / "mail")
     expected, before = clients * per_client, before_count
     local, _, domain = rcpt.partition("@")

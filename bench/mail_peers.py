@@ -73,6 +73,15 @@ def pss_mib(pids) -> float:
     return total / 1024
 
 
+def concurrently(function, count: int) -> None:
+    """Run ``function(n)`` for n in range(count), each in a thread of its own, and wait for all (the load's clients)."""
+    threads = [threading.Thread(target=function, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def latency(stack, conf: dict, count: int = 30) -> tuple[list[float], str]:
     """Submit (fresh STARTTLS + AUTH session each) → visible over IMAPS with its Authentication-Results."""
     ports, ctx = conf["ports"], stack.tls_context(conf)
@@ -129,11 +138,7 @@ def load(stack, conf: dict, clients: int = 20, per_client: int = 50) -> tuple[fl
             errors.append(f"{n}: {exc}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(client, clients)
     while files() - before < clients * per_client and time.perf_counter() - t0 < 300:
         time.sleep(0.005)
     elapsed = time.perf_counter() - t0
