@@ -76,8 +76,9 @@ def main(count: int = 200) -> int:
                         list(pool.map(one, domains))
                     theirs[workers] = time.perf_counter() - t0
             print(f"checkdmarc: same {count} domains   sequential {theirs[1]:.2f} s, {cores} workers {theirs[cores]:.2f} s")
-            # DMARC policy discovery alone, both sequential, same names (a subdomain each: the RFC 9989 tree walk
-            # and the organizational domain), same DNS
+            # DMARC policy discovery alone, both sequential, same names, same DNS. The students' domains themselves:
+            # for a name that does not exist (www.…) checkdmarc stops at NXDOMAIN where RFC 9989 §4.10 goes on to the
+            # organizational domain's policy — not the same work
             from labmail import dmarc
             from labmail.dns import Resolver
 
@@ -92,7 +93,7 @@ def main(count: int = 200) -> int:
                 key = dns.tsig.Key(row["tsig_nom"], base64.b64decode(row["tsig_secret"]), "hmac-sha256")
                 ZonePanel(row["domaine"], world=world, key=key).add("_dmarc", "TXT", "v=DMARC1; p=quarantine")
             ours_resolver = Resolver([(host, port)])
-            names = [f"www.eleve{i}.labmail.cloud" for i in range(count)]
+            names = [f"eleve{i}.labmail.cloud" for i in range(count)]
             t0 = time.perf_counter()
             found = [dmarc.discover(n, resolver=ours_resolver) for n in names]
             ours_dmarc = time.perf_counter() - t0
@@ -104,11 +105,11 @@ def main(count: int = 200) -> int:
                                                  timeout=2.0)
                 theirs_dmarc = time.perf_counter() - t0
             policies = sum(1 for d in found if d.record is not None)
-            print(f"DMARC discovery, {count} subdomains, sequential   labmail {ours_dmarc:.2f} s ({policies} policies found), "
+            print(f"DMARC discovery, {count} domains (half with a policy), sequential   labmail {ours_dmarc:.2f} s ({policies} policies found), "
                   f"checkdmarc {theirs_dmarc:.2f} s")
             from _report import record
 
-            record(f"DMARC policy discovery, {count} subdomains (sequential)", round(ours_dmarc, 2), "s",
+            record(f"DMARC policy discovery, {count} domains, half with a policy (sequential)", round(ours_dmarc, 2), "s",
                    peer="checkdmarc.dmarc.check_dmarc (same names, same DNS)", peer_value=round(theirs_dmarc, 2),
                    higher_is_better=False)
             for workers in (1, cores):
