@@ -295,8 +295,10 @@ class MailcowAPI:
     def add_mailbox(self, local_part: str, domain: str, password: str, *, name: str = "", quota_mib: int = 3072):
         return self._call("POST", "add/mailbox", {"local_part": local_part, "domain": domain, "name": name,
                                                    "password": password, "password2": password, "quota": quota_mib,
-                                                   "active": 1, "force_pw_update": 0, "tls_enforce_in": 0,
-                                                   "tls_enforce_out": 0, "authsource": "mailcow", "tags": []})
+                                                   "active": True, "force_pw_update": False, "tls_enforce_in": False,
+                                                   "tls_enforce_out": False, "authsource": "mailcow", "tags": []})
+        # the JSON types of Mailcow's API description (booleans; Mailcow reads them with intval()) — checked against
+        # the description in tests/test_mailcow_openapi.py
 
     def delete_mailbox(self, *addresses: str):
         return self._call("POST", "delete/mailbox", list(addresses))

@@ -186,10 +186,12 @@ class WebApp:
 
     def _domain_obj(self, domain: str) -> dict:
         boxes = self.store.mailboxes(domain)
-        return {"domain_name": domain, "active": 1, "description": f"Domaine de l'atelier ({domain})",
+        # Mailcow's JSON types, as its API description's example gives them ("1" for a flag; tests/test_mailcow_openapi.py)
+        return {"domain_name": domain, "active": "1", "description": f"Domaine de l'atelier ({domain})",
                 "max_num_mboxes_for_domain": 10, "mboxes_in_domain": len(boxes), "max_num_aliases_for_domain": 400,
                 "def_quota_for_mbox": 3072 * GIB, "max_quota_for_mbox": 10240 * GIB, "max_quota_for_domain": 10240 * GIB,
-                "quota_used_in_domain": "0", "relay_all_recipients": 0, "backupmx": 0, "gal": 1, "rl": False, "tags": []}
+                "quota_used_in_domain": "0", "relay_all_recipients": "0", "backupmx": "0", "gal": "1", "rl": False,
+                "tags": []}
 
     async def _get_domain(self, scope, args, payload):
         domains = sorted(d for d in self.services.hosts["school"].domains if self._allowed(scope, d, quiet=True))
@@ -202,8 +204,8 @@ class WebApp:
 
     def _mailbox_obj(self, account) -> dict:
         return {"username": account.address, "domain": account.domain, "local_part": account.address.split("@")[0],
-                "name": account.name, "active": 1 if account.active else 0, "quota": account.quota_mib * GIB,
-                "messages": len(self.store.messages(account.address)), "quota_used": 0, "authsource": "mailcow"}
+                "name": account.name, "active": "1" if account.active else "0", "quota": account.quota_mib * GIB,
+                "messages": len(self.store.messages(account.address)), "quota_used": 0}
 
     async def _get_mailbox(self, scope, args, payload):
         if not args:
