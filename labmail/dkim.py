@@ -111,16 +111,18 @@ def _as_bytes(message: bytes | str) -> bytes:
 
 def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *, headers: list[str] | None = None,
          canonicalize: tuple[str, str] = ("relaxed", "relaxed"), length: bool = False, timestamp: int | None = None,
-         expire: int | None = None) -> bytes:
+         expire: int | None = None, trusted_key: bool = False) -> bytes:
     """Sign ``message`` and return it with its ``DKIM-Signature`` header on top.
 
     Defaults follow Mailcow (rspamd): ``relaxed/relaxed``, rsa-sha256 (ed25519-sha256 for an Ed25519 key),
     the RFC 6376 §5.4 header list with From over-signed. ``length=True`` adds ``l=`` (a teaching hazard),
-    ``expire`` sets ``x=`` (seconds since the epoch), ``timestamp`` sets ``t=``.
+    ``expire`` sets ``x=`` (seconds since the epoch), ``timestamp`` sets ``t=``. The key is loaded once and reused;
+    ``trusted_key=True`` (the lab's own keys, made by :func:`generate_key`) skips OpenSSL's RSA consistency check
+    on that first load, as OpenDKIM does — never for a key that came from elsewhere.
     """
     import dkim
 
-    private = _signing_key(private_pem)
+    private = _signing_key(private_pem, trusted_key)
     data = _as_bytes(message)
     rsa_key = None
     if _is_ed25519(private):
@@ -153,18 +155,18 @@ def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *
 
 @functools.lru_cache(maxsize=256)
 @functools.lru_cache(maxsize=1024)
-def _signing_key(pem: bytes):
+def _signing_key(pem: bytes, trusted: bool = False):
     """The OpenSSL key object (cryptography) for a PEM private key, loaded once and reused for every signature.
 
-    An RSA key is loaded as OpenDKIM loads its keys (``PEM_read_bio_PrivateKey``), without OpenSSL's RSA_check_key
-    — 28 ms for a 2048-bit key, paid by the first message of each of a class's 200 domains. A key whose parts do
-    not agree signs messages that fail verification, which ``verify`` then explains; :func:`load_private_key`
-    (what a student inspects) still checks it."""
+    A ``trusted`` RSA key — one the lab made itself and keeps in its state folder — is loaded as OpenDKIM loads
+    its keys (``PEM_read_bio_PrivateKey``), without OpenSSL's RSA_check_key: 28 ms for a 2048-bit key, paid by
+    the first message of each of a class's 200 domains. cryptography calls skipping it safe for trusted keys only,
+    so any other key (a student's PEM) is checked, once."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
     try:
-        private = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+        private = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=trusted)
     except (ValueError, TypeError):
         raise ConfigError("Clé privée PEM illisible.", "Unreadable PEM private key.") from None
     if not isinstance(private, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):

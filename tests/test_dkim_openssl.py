@@ -74,6 +74,26 @@ def test_the_key_is_loaded_once_then_reused(keys):
     assert (info.misses, info.hits) == (1, 2)
 
 
+def test_a_key_from_elsewhere_is_checked_the_labs_own_is_trusted(keys):
+    """A PEM whose RSA parts do not agree is refused with a clear error unless the caller vouches for it (the lab's
+    own keys skip the check, as OpenDKIM does)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from labmail.errors import ConfigError
+
+    good = serialization.load_pem_private_key(keys[2048].private_pem, None).private_numbers()
+    broken = rsa.RSAPrivateNumbers(good.p, good.q, good.d + 2, good.dmp1, good.dmq1, good.iqmp, good.public_numbers)
+    pem = broken.private_key(unsafe_skip_rsa_key_validation=True).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ConfigError):
+        ldkim.sign(b"From: a@example.test\r\n\r\nx\r\n", "example.test", "dkim", pem)
+    signed = ldkim.sign(b"From: a@example.test\r\n\r\nx\r\n", "example.test", "dkim", keys[2048].private_pem,
+                        trusted_key=True)
+    record = f"v=DKIM1; k=rsa; p={keys[2048].public_b64}".encode()
+    assert dkim.verify(signed, dnsfunc=lambda *_a, **_k: record)
+
+
 def test_ed25519_still_signs_through_dkimpy():
     key = ldkim.generate_key(kind="ed25519")
     signed = ldkim.sign(b"From: a@example.test\r\nSubject: s\r\n\r\nx\r\n", "example.test", "ed", key.private_pem)

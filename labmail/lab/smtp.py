@@ -517,7 +517,7 @@ class MailServices:
             key = self.lab.layout.dkim_private(domain)
             if key.exists():
                 try:
-                    dkim._signing_key(key.read_bytes())
+                    dkim._signing_key(key.read_bytes(), True)  # the lab's own key (see Receiving.dkim_sign)
                 except (OSError, LabmailError):
                     pass  # a broken key is reported when a message is signed with it
 
