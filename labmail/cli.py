@@ -144,6 +144,17 @@ def _class(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision_live(args: argparse.Namespace) -> int:
+    from .liveclass import provision_live
+
+    plan = provision_live(args.roster, args.folder, parent_domain=args.parent, nameserver=args.ns,
+                          nameserver_address=args.ns_address, dry_run=args.dry_run)
+    for path in plan.written:
+        print(("  (à écrire) " if plan.dry_run else "  ") + str(path))
+    print(plan)
+    return 0
+
+
 def _thunderbird(args: argparse.Namespace) -> int:
     from . import lab
     from .thunderbird import make_profile
@@ -209,6 +220,21 @@ def main(argv: list[str] | None = None) -> int:
     klass.add_argument("--csv", help="écrire le tableau en CSV / write the table as CSV")
     klass.add_argument("--png", help="écrire la carte de chaleur / write the heat map")
     klass.set_defaults(func=_class)
+
+    live = sub.add_parser("provision-live", help="préparer la classe sur les vrais serveurs (BIND) / set the class up "
+                                                 "on real servers (BIND)",
+                          description="Écrit la configuration BIND (une zone et une clé TSIG par étudiant·e), les "
+                                      "délégations de la zone parente, les fichiers de chaque étudiant·e et une liste "
+                                      "de contrôle. Relançable : ajoute les nouveaux, ne casse rien. / Writes BIND's "
+                                      "configuration, the delegations, each student's files and a checklist.")
+    live.add_argument("roster", help="liste de classe CSV (prenom, nom, email)")
+    live.add_argument("--dossier", "--folder", dest="folder", required=True, help="dossier de sortie / output folder")
+    live.add_argument("--parent", default="labmail.cloud", help="zone parente / parent zone")
+    live.add_argument("--ns", default="ns1.labmail.cloud", help="nom du serveur DNS faisant autorité")
+    live.add_argument("--ns-address", help="son adresse, si elle est dans la zone parente (colle) / its address (glue)")
+    live.add_argument("--dry-run", "--a-blanc", dest="dry_run", action="store_true",
+                      help="dire ce qui serait écrit, sans rien écrire / say what would be written")
+    live.set_defaults(func=_provision_live)
 
     bird = sub.add_parser("thunderbird", help="un profil Thunderbird qui joint le lab / a Thunderbird profile that "
                                               "reaches the lab",

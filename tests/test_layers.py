@@ -24,7 +24,8 @@ CORE = {"labmail.world", "labmail.dns", "labmail.spf", "labmail.dkim", "labmail.
         "labmail.judge", "labmail.checks", "labmail.mail", "labmail.reports", "labmail.autodiscover", "labmail.replay",
         "labmail.quiz", "labmail.interro", "labmail.zonepanel", "labmail.resolver"}
 DISPLAY = {"labmail.widgets", "labmail.plots", "labmail.classroom"}
-COURSE = {"labmail.course", "labmail.grading", "labmail.thunderbird", "labmail.nbgrader_plugins", "labmail.loadtest"}
+COURSE = {"labmail.course", "labmail.grading", "labmail.thunderbird", "labmail.nbgrader_plugins", "labmail.loadtest",
+          "labmail.liveclass"}
 TOOLS = {"labmail.cli"}
 ALLOWED = {
     "base": {"base"},

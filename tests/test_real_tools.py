@@ -11,7 +11,9 @@ import time
 
 import dns.message
 import dns.query
+import dns.rcode
 import dns.tsig
+import dns.update
 import dns.zone
 import pytest
 
@@ -236,3 +238,77 @@ def test_panel_drives_a_real_bind_server(bind_server, tmp_path):
     parent = ldns.ZonePanel("labmail.cloud", world=world, key=key)
     with pytest.raises(UpdateRefused, match="REFUSED"):
         parent.add("evil", "A", "192.0.2.1")
+
+
+def test_provision_live_sets_up_a_class_on_a_real_bind(tmp_path):
+    """labmail provision-live writes what BIND needs for a class: named-checkconf accepts it, a real named serves it,
+    each student's key changes their zone and not another's, transfers need the key, a re-run keeps the keys and
+    adds the new student, a dry run writes nothing."""
+    from labmail import cli
+    from labmail.liveclass import provision_live
+
+    named = shutil.which("named") or "/usr/sbin/named"
+    roster = tmp_path / "classe.csv"
+    roster.write_text("prenom,nom,email\nJean-Émile,Dupont,je@ecole.test\nMilou,Chien,m@ecole.test\n", encoding="utf-8")
+    out = tmp_path / "classe-live"
+    dry = provision_live(roster, out, dry_run=True)
+    assert dry.new == ["jean-emile", "milou"] and not out.exists()  # nothing written
+    assert cli.main(["provision-live", str(roster), "--dossier", str(out)]) == 0
+    student = out / "etudiants" / "jean-emile"
+    assert (student / "tsig.key").stat().st_mode & 0o777 == 0o600
+    assert (out / "bind" / "keys" / "milou.key").stat().st_mode & 0o077 == 0
+    assert 'tsig_secret_file' in (student / "config.toml").read_text() and (out / "CHECKLIST.md").exists()
+    assert "jean-emile.labmail.cloud. 3600 IN NS ns1.labmail.cloud." in (out / "bind" / "delegations.txt").read_text()
+    port = _free_port()
+    work = tmp_path / "named"
+    work.mkdir()
+    (work / "named.conf").write_text(f"""
+options {{
+    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
+    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no;
+}};
+controls {{ }};
+include "{out / 'bind' / 'named.conf.labmail'}";
+""")
+    check = run(["named-checkconf", str(work / "named.conf")])
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = open(work / "named.log", "w")
+    proc = subprocess.Popen([named, "-g", "-c", str(work / "named.conf")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if dns.query.udp(dns.message.make_query("milou.labmail.cloud", "SOA"), "127.0.0.1", port=port,
+                                 timeout=0.3).answer:
+                    break
+            except Exception:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (work / "named.log").read_text()[-2000:]
+            time.sleep(0.1)
+        secret = (student / "tsig.key").read_text().strip()
+        key = dns.tsig.Key("jean-emile.labmail.cloud.", base64.b64decode(secret), "hmac-sha256")
+
+        def update(zone: str):
+            message = dns.update.UpdateMessage(zone, keyring={key.name: key}, keyname=key.name, keyalgorithm=key.algorithm)
+            message.add("_dmarc", 300, "TXT", '"v=DMARC1; p=none"')
+            return dns.query.tcp(message, "127.0.0.1", port=port, timeout=5).rcode()
+
+        assert update("jean-emile.labmail.cloud") == dns.rcode.NOERROR  # their zone
+        assert update("milou.labmail.cloud") == dns.rcode.REFUSED  # another student's
+        answer = dns.query.udp(dns.message.make_query("_dmarc.jean-emile.labmail.cloud", "TXT"), "127.0.0.1", port=port)
+        assert b"v=DMARC1; p=none" in answer.answer[0][0].strings[0]
+        axfr = dns.message.make_query("jean-emile.labmail.cloud", "AXFR")
+        assert dns.query.tcp(axfr, "127.0.0.1", port=port, timeout=5).rcode() == dns.rcode.REFUSED  # no key
+        axfr.use_tsig(keyring={key.name: key}, keyname=key.name)
+        assert dns.query.tcp(axfr, "127.0.0.1", port=port, timeout=5).answer  # with the key
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+    zone_before = (out / "bind" / "zones" / "jean-emile.labmail.cloud.zone").read_text()
+    roster.write_text(roster.read_text(encoding="utf-8") + "Tintin,Reporter,t@ecole.test\n", encoding="utf-8")
+    again = provision_live(roster, out)
+    assert again.kept == ["jean-emile", "milou"] and again.new == ["tintin"]
+    assert (student / "tsig.key").read_text().strip() == secret  # same key: nothing broken for the others
+    assert (out / "bind" / "zones" / "jean-emile.labmail.cloud.zone").read_text() == zone_before  # never overwritten
