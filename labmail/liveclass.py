@@ -121,10 +121,16 @@ def provision_live(roster: str | Path, folder: str | Path, *, parent_domain: str
     if dry_run:
         return plan
     for path, text, mode in writes:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if mode == 0o600:
-            os.chmod(path.parent, 0o700)
-        atomic_write_text(path, text, mode=mode)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if mode == 0o600:
+                os.chmod(path.parent, 0o700)
+            atomic_write_text(path, text, mode=mode)
+        except OSError as exc:
+            raise ConfigError(f"Impossible d'écrire {path} ({exc.strerror}) : choisissez un dossier où vous pouvez "
+                              "écrire (--dossier) ; ce qui était déjà écrit reste valable, relancez la commande.",
+                              f"Cannot write {path} ({exc.strerror}): choose a folder you can write to (--dossier); "
+                              "what was already written stays valid, run the command again.") from None
     return plan
 
 

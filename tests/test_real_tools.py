@@ -253,6 +253,8 @@ def test_provision_live_sets_up_a_class_on_a_real_bind(tmp_path):
     out = tmp_path / "classe-live"
     dry = provision_live(roster, out, dry_run=True)
     assert dry.new == ["jean-emile", "milou"] and not out.exists()  # nothing written
+    assert cli.main(["provision-live", str(tmp_path / "absente.csv"), "--dossier", str(out)]) == 2  # a clear error
+    assert cli.main(["provision-live", str(roster), "--dossier", "/proc/labmail-interdit"]) == 2
     assert cli.main(["provision-live", str(roster), "--dossier", str(out)]) == 0
     student = out / "etudiants" / "jean-emile"
     assert (student / "tsig.key").stat().st_mode & 0o777 == 0o600
