@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -162,6 +163,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _named_options(work: Path, port: int) -> str:
+    """A private named: its files in ``work``, loopback ``port`` only, authoritative, no control channel."""
+    return f"""
+options {{
+    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
+    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no;
+}};
+controls {{ }};
+"""
+
+
 @pytest.fixture
 def bind_server(tmp_path):
     named = shutil.which("named") or "/usr/sbin/named"
@@ -176,13 +189,7 @@ def bind_server(tmp_path):
         "$TTL 300\n@ IN SOA ns1.labmail.cloud. hostmaster.labmail.cloud. 1 3600 900 1209600 60\n"
         "@ IN NS ns1.labmail.cloud.\nns1 IN A 203.0.113.53\nmailcow IN A 203.0.113.10\n"
         "live IN NS ns1.labmail.cloud.\n")
-    (work / "named.conf").write_text(f"""
-options {{
-    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
-    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
-    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no;
-}};
-controls {{ }};
+    (work / "named.conf").write_text(_named_options(work, port) + f"""
 key "live.labmail.cloud." {{ algorithm hmac-sha256; secret "{secret}"; }};
 zone "labmail.cloud" {{ type primary; file "{work}/parent.zone"; }};
 zone "live.labmail.cloud" {{
@@ -264,15 +271,7 @@ def test_provision_live_sets_up_a_class_on_a_real_bind(tmp_path):
     port = _free_port()
     work = tmp_path / "named"
     work.mkdir()
-    (work / "named.conf").write_text(f"""
-options {{
-    directory "{work}"; pid-file "{work}/named.pid"; session-keyfile "{work}/session.key";
-    managed-keys-directory "{work}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
-    recursion no; dnssec-validation no; allow-query {{ any; }}; notify no;
-}};
-controls {{ }};
-include "{out / 'bind' / 'named.conf.labmail'}";
-""")
+    (work / "named.conf").write_text(_named_options(work, port) + f'include "{out / "bind" / "named.conf.labmail"}";\n')
     check = run(["named-checkconf", str(work / "named.conf")])
     assert check.returncode == 0, check.stdout + check.stderr
     log = open(work / "named.log", "w")
