@@ -352,7 +352,16 @@ class LabProcess:
 
         self.web_runner, self.ports["mail:school:443"] = await start_web(self.mail, self.ca, int(previous.get("school:443") or 0))
         self.mail.ports["school:443"] = self.ports["mail:school:443"]
-        loop.run_in_executor(self.executor, self.mail.warm_up)  # not awaited: services answer meanwhile
+        # not awaited, and a moment later: the first clients (a start-up check, a notebook) are served first
+        loop.call_later(0.5, self._warm_up)
+
+    def _warm_up(self) -> None:
+        if self.stopping.is_set() or self.executor is None or self.mail is None:
+            return  # stopped within the first half second: nothing to prepare
+        try:
+            asyncio.get_running_loop().run_in_executor(self.executor, self.mail.warm_up)
+        except RuntimeError:  # the executor is shutting down
+            pass
 
     def status(self) -> dict:
         roles = _world.dns_server_roles(self.lab.spec)
