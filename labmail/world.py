@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _nodoh  # noqa: F401 - before dnspython: no DNS-over-HTTPS stack
+import dns.exception
 import dns.nameserver
 import dns.resolver
 import dns.tsig
@@ -169,7 +170,15 @@ def current(config: Config | None = None) -> World:
         )
     host, port = parse_hostport(cfg.dns_server)
     if not is_ip_address(host):
-        host = str(dns.resolver.resolve(host, "A", lifetime=3)[0])
+        try:
+            host = str(dns.resolver.resolve(host, "A", lifetime=3)[0])
+        except dns.exception.DNSException as exc:
+            raise ConfigError(
+                f"Monde « live » : le nom du serveur DNS {host} (dns_server) ne se résout pas ({type(exc).__name__}). "
+                "Vérifiez le nom, ou donnez son adresse IP : dns_server = \"192.0.2.53:53\".",
+                f"\"live\" world: the DNS server name {host} (dns_server) does not resolve ({type(exc).__name__}). "
+                "Check the name, or give its IP address: dns_server = \"192.0.2.53:53\".",
+            ) from None
     resolvers = (parse_hostport(cfg.resolver),) if cfg.resolver else _system_resolvers()
     return World("live", cfg, (host, port), resolvers)
 

@@ -218,3 +218,18 @@ def test_a_label_with_a_final_line_feed_is_refused():
     """The label pattern is matched whole (fullmatch): "$" would accept "jean\n"."""
     with pytest.raises(config.InvalidName):
         config.check_label("jean\n")
+
+
+def test_live_world_with_a_dns_server_name_that_does_not_resolve_says_what_to_do(monkeypatch):
+    import dns.name
+    import dns.resolver
+
+    from labmail.world import current
+
+    def nxdomain(*_args, **_kwargs):
+        raise dns.resolver.NXDOMAIN(qnames=[dns.name.from_text("ns1.nulle-part.example")])
+
+    monkeypatch.setattr(dns.resolver, "resolve", nxdomain)
+    cfg = config.Config(prenom="jean", world="live", dns_server="ns1.nulle-part.example:53", resolver="127.0.0.1:53")
+    with pytest.raises(ConfigError, match="ne se résout pas"):
+        current(cfg)
