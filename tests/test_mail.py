@@ -842,3 +842,30 @@ def test_the_plain_address_fast_path_reads_what_aiosmtpd_reads(arg):
             return type(exc)
 
     assert outcome(lambda: ours._getaddr(arg)) == outcome(lambda: SMTP._getaddr(theirs, arg))
+
+
+def test_the_labs_in_process_dns_answers_from_its_own_loop_and_from_threads():
+    """The mail side asks the lab's resolver engine on the event loop's thread; asked from that thread itself it
+    must answer at once (handing the question to the loop and waiting would wait for ever), from a worker thread
+    through the loop."""
+    import asyncio
+
+    import dns.message
+
+    from labmail.lab.smtp import MailServices
+
+    class Engine:
+        def handle(self, wire, tcp=False, peer=None):
+            reply = dns.message.make_response(dns.message.from_wire(wire))
+            return [reply.to_wire()]
+
+    async def scenario():
+        services = MailServices.__new__(MailServices)
+        services._dns = (Engine(), asyncio.get_running_loop())
+        query = dns.message.make_query("gmail.test", "MX")
+        on_loop = services._exchange(query)
+        in_thread = await asyncio.get_running_loop().run_in_executor(None, services._exchange, query)
+        return on_loop, in_thread, query
+
+    on_loop, in_thread, query = asyncio.run(asyncio.wait_for(scenario(), timeout=5))
+    assert on_loop.id == in_thread.id == query.id

@@ -141,9 +141,10 @@ class Part:
     def getHeaders(self, negate, *names):
         """Headers as text — raw 8-bit bytes (RFC 6532) decoded, so that SEARCH compares text with text."""
         wanted = _names(names)
-        pairs = [(k, str(v)) for k, v in self.msg.items()
-                 if not names or ((k.lower() in wanted) != bool(negate))]
-        return _AllHeaders(pairs)
+        return _AllHeaders([(k, v) for k, v in self._header_pairs() if not names or ((k.lower() in wanted) != bool(negate))])
+
+    def _header_pairs(self) -> list[tuple[str, str]]:
+        return [(k, str(v)) for k, v in self.msg.items()]
 
     def _header_block(self) -> bytes:
         return _crlf(self.msg.as_bytes()).split(b"\r\n\r\n", 1)[0] + b"\r\n"
@@ -228,14 +229,13 @@ class Message(Part):
         self.path, self.identity, self._locate = path, identity, locate
         self.uid, self.flags, self.date = uid, flags, date
 
-    def getHeaders(self, negate, *names):
-        """As :meth:`Part.getHeaders`, from header text decoded once per message (``email``'s header objects are
-        parsed again on every access: SEARCH over a folder did it for every field of every message, each time)."""
+    def _header_pairs(self) -> list[tuple[str, str]]:
+        """Decoded once per message and kept in the shared cache (``email``'s header objects are parsed again on
+        every access: SEARCH over a folder did it for every field of every message, each time)."""
         item = self._item()
         if not item[2]:
-            item[2].extend((k, str(v)) for k, v in item[1].items())
-        wanted = _names(names)
-        return _AllHeaders([(k, v) for k, v in item[2] if not names or ((k.lower() in wanted) != bool(negate))])
+            item[2].extend(super()._header_pairs())
+        return item[2]
 
     def _item(self) -> tuple[bytes, object, list]:
         try:

@@ -157,7 +157,7 @@ class MailStore:
         if not check_password(password, account.password):
             self.guard.failed(address, protocol, client)
             return None
-        self._remember(address, password)
+        self._auth_cache[address] = (digest, time.monotonic() + 300)
         self.guard.succeeded(address, client)
         return account
 

@@ -278,13 +278,10 @@ class Outbound:
             _close_quietly(client)
 
     def _checkin(self, key: tuple, client: smtplib.SMTP) -> None:
-        now = time.monotonic()
+        """Keep a session for the next message to that MX (closed by :meth:`_sweep` or :meth:`_checkout` once
+        older than CACHE_SECONDS)."""
         with self._lock:
-            sessions = self._idle.setdefault(key, [])
-            stale = [c for t, c in sessions if now - t > self.CACHE_SECONDS]
-            sessions[:] = [(t, c) for t, c in sessions if now - t <= self.CACHE_SECONDS] + [(now, client)]
-        for old in stale:
-            _close_quietly(old)
+            self._idle.setdefault(key, []).append((time.monotonic(), client))
 
     def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
         """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""

@@ -639,7 +639,14 @@ class MailServices:
             except BaseException as exc:  # handle() never raises on input; anything else goes to the caller
                 future.set_exception(exc)
 
-        loop.call_soon_threadsafe(answer)
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # asked from the loop's own thread (a handler): waiting for the loop would wait for ever
+            answer()
+        else:
+            loop.call_soon_threadsafe(answer)
         replies = future.result(timeout=2.0)
         if not replies:
             raise dns.exception.Timeout()
