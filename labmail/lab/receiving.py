@@ -86,13 +86,14 @@ class Receiving:
         answer = self.services.resolver().query(name, "PTR")
         return answer.values[0].rstrip(".") if answer.records else None
 
-    def client_name(self, session, ip: str) -> str | None:
-        """The client's name by PTR, looked up once per SMTP session (as Postfix's smtpd does when a client
-        connects), not once per message of that session."""
-        cached = getattr(session, "labmail_ptr", None)
+    def client_name(self, server, ip: str) -> str | None:
+        """The client's name by PTR, looked up once per connection (as Postfix's smtpd does when a client
+        connects), not once per message. Kept on the protocol object ``server``, like every per-connection datum
+        here (aiosmtpd starts a new Session after STARTTLS)."""
+        cached = getattr(server, "labmail_ptr", None)
         if cached is None or cached[0] != ip:
             cached = (ip, self.ptr_name(ip))
-            session.labmail_ptr = cached
+            server.labmail_ptr = cached
         return cached[1]
 
     def msa_fixups(self, data: bytes, mail_from: str) -> bytes:

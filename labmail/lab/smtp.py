@@ -364,7 +364,7 @@ class SchoolHandler(BaseHandler):
         user = session.auth_data if session.authenticated else None
         receiving = self.services.receiving
         if self.submission:
-            rdns = receiving.client_name(session, ip)
+            rdns = receiving.client_name(arrival.server, ip)
             local = [r for r in envelope.rcpt_tos if _domain(r) in self.host.domains]
             remote = [r for r in envelope.rcpt_tos if _domain(r) not in self.host.domains]
             data = receiving.msa_fixups(data, envelope.mail_from)
