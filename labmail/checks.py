@@ -180,6 +180,13 @@ class _Lookups:
                     servers.append(endpoint)
         return servers
 
+    def prefetch(self, questions: list[tuple[str, str]]) -> None:
+        """Ask the zone's servers these names together (their round trips overlap); ``get`` then reads them."""
+        wanted = [(name.rstrip(".").lower(), rtype) for name, rtype in questions]
+        wanted = [q for q in dict.fromkeys(wanted) if q not in self._inside]
+        for question, result in zip(wanted, self.authoritative.query_many(wanted)):
+            self._inside[question] = result
+
     def get(self, name: str, rtype: str) -> LookupResult:
         key = name.rstrip(".").lower()
         inside = key == self.domain or key.endswith("." + self.domain)
@@ -523,6 +530,7 @@ def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None,
     if dkim_record is None:
         dkim_record = _dkim_from_api(world, domain_name)
     look = _Lookups(domain_name, world, timeout, shared)
+    look.prefetch(_zone_questions(domain_name, selector))
     rows, addresses = _server_rows(look, host)
     rows.append(_mx_row(look, domain_name, host))
     rows.append(_spf_row(look, domain_name, addresses))
@@ -543,6 +551,18 @@ def domain(name: str, *, selector: str = "dkim", dkim_record: str | None = None,
     rows += _doubled_rows(look, domain_name, selector)
     expected = _expected_records(domain_name, host, addresses, selector, dkim_record)
     return DomainAudit(domain_name, host, tuple(rows), tuple(expected))
+
+
+def _zone_questions(domain_name: str, selector: str) -> list[tuple[str, str]]:
+    """The names of the zone every audit asks, whatever the answers (asked together by ``_Lookups.prefetch``)."""
+    questions = [(domain_name, "MX"), (domain_name, "TXT"), (f"{selector}._domainkey.{domain_name}", "TXT"),
+                 (f"_dmarc.{domain_name}", "TXT"), (f"autodiscover.{domain_name}", "A"),
+                 (f"_autodiscover._tcp.{domain_name}", "SRV"), (f"autoconfig.{domain_name}", "A")]
+    questions += [(f"{prefix}.{domain_name}", "SRV") for prefix, _port in CLIENT_SRV]
+    questions += [(f"_mta-sts.{domain_name}", "TXT"), (f"_smtp._tls.{domain_name}", "TXT")]
+    questions += [(f"_dmarc.{domain_name}.{domain_name}", "TXT"), (f"{selector}._domainkey.{domain_name}.{domain_name}", "TXT"),
+                  (f"{domain_name}.{domain_name}", "MX"), (f"{domain_name}.{domain_name}", "TXT")]
+    return questions
 
 
 def _dkim_from_api(world: World, domain_name: str) -> str | None:

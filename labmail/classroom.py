@@ -66,8 +66,9 @@ def classroom(roster: str | Path | list[Student], *, world=None, workers: int | 
               progress: Callable[[int, int], None] | None = None) -> ClassReport:
     """Audit every student's domain concurrently; ``progress(done, total)`` is called as audits finish.
 
-    ``workers`` defaults to twice the cores: the audits wait on DNS half of the time and parse answers the other
-    half (measured on 2 cores, 200 domains: 1 worker 1.79 s, 4 workers 1.66 s, 16 workers 1.96 s)."""
+    ``workers`` defaults to twice the cores: each audit asks its zone's ~20 names together and waits for the
+    answers, while another parses (measured on 2 cores against the lab, 200 domains: 1 worker 0.61–0.69 s,
+    2 workers 0.38 s, 4 workers 0.36 s, 8 workers 0.36 s)."""
     from .checks import domain
     from .world import current
 
