@@ -144,13 +144,53 @@ def _class(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mailcow_admin(args: argparse.Namespace):
+    """The Mailcow client of ``--mailcow``: its administrator key typed (never echoed) or read from a 0600 file."""
+    from pathlib import Path as _Path
+
+    from .errors import ConfigError
+    from .mail import MailcowAPI
+
+    if args.mailcow_key_file:
+        path = _Path(args.mailcow_key_file).expanduser()
+        try:
+            if path.stat().st_mode & 0o077:
+                raise ConfigError(f"{path} est lisible par d'autres : protégez-le (chmod 600 {path}).",
+                                  f"{path} is readable by others: protect it (chmod 600 {path}).")
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"Impossible de lire {path} ({exc.strerror}).", f"Cannot read {path} ({exc.strerror}).") from None
+    else:
+        import getpass
+
+        key = getpass.getpass(tr(f"Clé d'API administrateur de {args.mailcow} (X-API-Key, non affichée) : ",
+                                 f"Administrator API key of {args.mailcow} (X-API-Key, not shown): ")).strip()
+    if not key:
+        raise ConfigError("Clé d'API vide : tapez la clé administrateur de Mailcow (Configuration > Accès > API).",
+                          "Empty API key: type Mailcow's administrator key (Configuration > Access > API).")
+    try:  # the embedded lab's Mailcow-compatible API, when it is the one named (rehearsal of the set-up)
+        from .world import current
+
+        world = current()
+        if world.kind == "local" and args.mailcow == world.config.mail_host:
+            return MailcowAPI(key, host=args.mailcow, world=world)
+    except LabmailError:
+        pass
+    return MailcowAPI.at(args.mailcow, key, cafile=args.mailcow_ca)
+
+
 def _provision_live(args: argparse.Namespace) -> int:
     from .liveclass import provision_live
 
+    api = _mailcow_admin(args) if args.mailcow else None
     plan = provision_live(args.roster, args.folder, parent_domain=args.parent, nameserver=args.ns,
-                          nameserver_address=args.ns_address, dry_run=args.dry_run)
+                          nameserver_address=args.ns_address, dry_run=args.dry_run, mailcow=api)
     for path in plan.written:
         print(("  (à écrire) " if plan.dry_run else "  ") + str(path))
+    for call in plan.mailcow:
+        print(("  (à faire) " if plan.dry_run else "  fait : ") + call)
+    for warning in plan.warnings:
+        print("  ! " + warning)
     print(plan)
     return 0
 
@@ -232,8 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--parent", default="labmail.cloud", help="zone parente / parent zone")
     live.add_argument("--ns", default="ns1.labmail.cloud", help="nom du serveur DNS faisant autorité")
     live.add_argument("--ns-address", help="son adresse, si elle est dans la zone parente (colle) / its address (glue)")
+    live.add_argument("--mailcow", help="serveur Mailcow où créer domaines (DKIM dkim, 2048 bits) et administrateurs "
+                                        "de domaine par son API ; la clé administrateur est demandée / Mailcow server "
+                                        "where domains and domain administrators are created (admin key asked)")
+    live.add_argument("--mailcow-cle-fichier", "--mailcow-key-file", dest="mailcow_key_file",
+                      help="lire la clé administrateur dans ce fichier (0600) au lieu de la taper / read the key from this file")
+    live.add_argument("--mailcow-ca", help="autorité de certification du serveur Mailcow, si elle n'est pas celle du "
+                                           "système / the Mailcow server's CA file")
     live.add_argument("--dry-run", "--a-blanc", dest="dry_run", action="store_true",
-                      help="dire ce qui serait écrit, sans rien écrire / say what would be written")
+                      help="dire ce qui serait écrit et créé, sans rien changer / say what would be written and made")
     live.set_defaults(func=_provision_live)
 
     bird = sub.add_parser("thunderbird", help="un profil Thunderbird qui joint le lab / a Thunderbird profile that "

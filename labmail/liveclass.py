@@ -1,4 +1,5 @@
-"""The teacher's class set-up on real servers, DNS side: from a roster, everything BIND needs and every student's file.
+"""The teacher's class set-up on real servers: from a roster, everything BIND needs, each student's Mailcow domain and
+login (through Mailcow's API), and every student's file.
 
 ``labmail provision-live classe.csv --dossier classe-live`` writes, under the folder:
 
@@ -12,9 +13,17 @@
   student receives (the live world's settings, ``tsig_secret_file`` pointing at the key);
 * ``CHECKLIST.md`` — the steps that remain, in order (BIND, the parent zone, Mailcow, the files to hand out).
 
-It is idempotent: a student already set up keeps their key and zone, a new line of the roster is added, nothing
-is removed. ``dry_run=True`` says what would be written and writes nothing. (Mailcow's side — domains, DKIM keys,
-domain administrators through its API — is not made here yet: the checklist says so.)
+With ``mailcow=`` (a :class:`labmail.mail.MailcowAPI` holding Mailcow's *administrator* key, typed by the
+instructor), Mailcow's side is made through its API too: each student's domain (``add/domain``; its DKIM key under
+selector ``dkim``, 2048 bits — checked with ``get/dkim``, made again with ``add/dkim`` for a domain this run created
+if Mailcow chose otherwise) and a domain administrator (``add/domain-admin``) whose generated password goes, before
+the call, into ``etudiants/<prénom>/credentials.json`` (0600; the ``credentials_file`` of the student's
+``config.toml``). Stock Mailcow gives API keys to administrators only: a student manages their domain in
+Mailcow's web interface with that login, and the class's administrator key is never written anywhere.
+
+It is idempotent: a student already set up keeps their key, zone, Mailcow domain, DKIM key and login; a new line of
+the roster is added; nothing is removed or replaced. ``dry_run=True`` says what would be written and made (Mailcow
+is only read) and changes nothing.
 
 >>> plan = provision_live("classe.csv", "classe-live", dry_run=True)   # doctest: +SKIP
 >>> plan.new                                                            # doctest: +SKIP
@@ -24,14 +33,19 @@ domain administrators through its API — is not made here yet: the checklist sa
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._files import atomic_write_text
 from .errors import ConfigError
 from .roster import read_roster
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mail import MailcowAPI
 
 __all__ = ["LivePlan", "provision_live"]
 
@@ -45,12 +59,16 @@ class LivePlan:
     new: list[str] = field(default_factory=list)  # labels set up by this run
     kept: list[str] = field(default_factory=list)  # labels found already set up
     written: list[Path] = field(default_factory=list)  # files written (or to write, in a dry run)
+    mailcow: list[str] = field(default_factory=list)  # Mailcow API calls made (or to make), e.g. "add/domain x"
+    warnings: list[str] = field(default_factory=list)  # what was found and left as it is, to look at
     dry_run: bool = False
+    _todo: list[tuple[str, str, str, str | None]] = field(default_factory=list, repr=False)  # (kind, label, domain, password)
 
     def __str__(self) -> str:
         verb = "écrirait" if self.dry_run else "a écrit"
+        made = f" ; Mailcow : {len(self.mailcow)} opération(s)" if self.mailcow else ""
         return (f"{len(self.new)} nouvel·le(s) étudiant·e(s), {len(self.kept)} déjà prêt·e(s) ; {verb} "
-                f"{len(self.written)} fichier(s) dans {self.folder} (voir CHECKLIST.md)")
+                f"{len(self.written)} fichier(s) dans {self.folder}{made} (voir CHECKLIST.md)")
 
 
 def _key_statement(name: str, secret: str) -> str:
@@ -72,10 +90,11 @@ def _read_secret(path: Path) -> str | None:
 
 def provision_live(roster: str | Path, folder: str | Path, *, parent_domain: str = "labmail.cloud",
                    nameserver: str = "ns1.labmail.cloud", nameserver_address: str | None = None,
-                   dry_run: bool = False) -> LivePlan:
-    """Write (or, with ``dry_run``, list) BIND's configuration and the students' files for ``roster``; see the
-    module doc. ``nameserver`` is the authoritative server's name (the zones' NS), ``nameserver_address`` its
-    address when it is inside a student zone's parent (glue, in the delegations)."""
+                   dry_run: bool = False, mailcow: MailcowAPI | None = None) -> LivePlan:
+    """Write (or, with ``dry_run``, list) BIND's configuration and the students' files for ``roster``, and with
+    ``mailcow`` make each student's Mailcow domain and login; see the module doc. ``nameserver`` is the
+    authoritative server's name (the zones' NS), ``nameserver_address`` its address when it is inside a student
+    zone's parent (glue, in the delegations)."""
     students = read_roster(roster)
     base = Path(folder)
     parent = parent_domain.strip().rstrip(".").lower()
@@ -105,7 +124,9 @@ def provision_live(roster: str | Path, folder: str | Path, *, parent_domain: str
                        f'# labmail, monde live — pour {student.first_name} {student.last_name}\nworld = "live"\n'
                        f'prenom = "{label}"\nparent_domain = "{parent}"\ndns_server = "{ns}:53"\n'
                        f'tsig_algorithm = "hmac-sha256"\n'
-                       f'tsig_secret_file = "~/.config/labmail/tsig.key"   # copiez-y etudiants/{label}/tsig.key (chmod 600)\n',
+                       f'tsig_secret_file = "~/.config/labmail/tsig.key"   # copiez-y etudiants/{label}/tsig.key (chmod 600)\n'
+                       + (f'mail_host = "{mailcow.host}"\ncredentials_file = "~/.config/labmail/credentials.json"'
+                          f'   # copiez-y etudiants/{label}/credentials.json (chmod 600)\n' if mailcow is not None else ""),
                        0o644))
         stanzas.append(f'include "{(base / "bind" / "keys" / f"{label}.key").resolve()}";\n'
                        f'zone "{domain}" {{\n    type primary;\n    file "{zone_file.resolve()}";\n'
@@ -116,10 +137,19 @@ def provision_live(roster: str | Path, folder: str | Path, *, parent_domain: str
         delegations.append(f"{ns}. 3600 IN A {nameserver_address}\n")
     writes.append((base / "bind" / "named.conf.labmail", "".join(stanzas), 0o644))
     writes.append((base / "bind" / "delegations.txt", "".join(delegations), 0o644))
-    writes.append((base / "CHECKLIST.md", _checklist(base, parent, ns, plan), 0o644))
+    if mailcow is not None:
+        _mailcow_plan(mailcow, students, parent, base, plan, writes)
+    writes.append((base / "CHECKLIST.md", _checklist(base, parent, ns, plan, mailcow), 0o644))
     plan.written = [path for path, _text, _mode in writes]
     if dry_run:
         return plan
+    _write(writes)
+    if mailcow is not None:
+        _mailcow_apply(mailcow, plan)
+    return plan
+
+
+def _write(writes: list[tuple[Path, str, int]]) -> None:
     for path, text, mode in writes:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,10 +161,77 @@ def provision_live(roster: str | Path, folder: str | Path, *, parent_domain: str
                               "écrire (--dossier) ; ce qui était déjà écrit reste valable, relancez la commande.",
                               f"Cannot write {path} ({exc.strerror}): choose a folder you can write to (--dossier); "
                               "what was already written stays valid, run the command again.") from None
-    return plan
 
 
-def _checklist(base: Path, parent: str, ns: str, plan: LivePlan) -> str:
+def _login_file(base: Path, label: str) -> Path:
+    return base / "etudiants" / label / "credentials.json"
+
+
+def _mailcow_plan(api: MailcowAPI, students, parent: str, base: Path, plan: LivePlan,
+                  writes: list[tuple[Path, str, int]]) -> None:
+    """Read Mailcow (domains, domain administrators) and list what is missing; the logins' files join ``writes``
+    (written before any API call: a password is never lost, even if a call fails — a re-run uses it)."""
+    answer = api.get_domain("all")
+    domains = {str(d.get("domain_name", "")).lower() for d in answer if isinstance(d, dict)} if isinstance(answer, list) else set()
+    answer = api.get_domain_admins()
+    admins = {str(a.get("username", "")).lower(): [str(d).lower() for d in a.get("selected_domains") or []]
+              for a in answer if isinstance(a, dict)} if isinstance(answer, list) else {}
+    for student in students:
+        label, domain = student.label, student.domain(parent)
+        if domain not in domains:
+            plan.mailcow.append(f"add/domain {domain} (DKIM dkim, 2048 bits)")
+            plan._todo.append(("domain", label, domain, None))
+        else:
+            dkim = api.get_dkim(domain)
+            if not (isinstance(dkim, dict) and dkim.get("dkim_selector") == "dkim" and str(dkim.get("length")) == "2048"):
+                plan.warnings.append(f"{domain} : clé DKIM existante « {dkim.get('dkim_selector') if isinstance(dkim, dict) else '?'} », "
+                                     f"{dkim.get('length') if isinstance(dkim, dict) else '?'} bits — laissée telle quelle "
+                                     "(le cours attend dkim, 2048 bits : changez-la dans Mailcow si personne ne l'a publiée)")
+        if label in admins:
+            if domain not in admins[label]:
+                plan.warnings.append(f"l'administrateur de domaine {label} existe déjà pour {', '.join(admins[label]) or 'aucun domaine'}, "
+                                     f"pas pour {domain} : rien n'est changé (donnez-lui {domain} dans Mailcow, ou renommez)")
+            continue
+        login = _login_file(base, label)
+        password = _read_login(login)
+        if password is None:
+            password = secrets.token_urlsafe(15)
+            writes.append((login, json.dumps({"mailcow_host": api.host, "mailcow_user": label,
+                                              "mailcow_password": password}, indent=2) + "\n", 0o600))
+        plan.mailcow.append(f"add/domain-admin {label} ({domain})")
+        plan._todo.append(("admin", label, domain, password))
+
+
+def _read_login(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ConfigError(f"{path} n'est pas du JSON valide : corrigez-le ou supprimez-le (si le compte n'existe pas encore "
+                          "dans Mailcow) pour le refaire.", f"{path} is not valid JSON: fix it or delete it (if the "
+                          "account does not exist in Mailcow yet) to have it made again.") from None
+    password = data.get("mailcow_password") if isinstance(data, dict) else None
+    return password if isinstance(password, str) and password else None
+
+
+def _mailcow_apply(api: MailcowAPI, plan: LivePlan) -> None:
+    from .mail import MailcowAPI
+
+    for kind, label, domain, password in plan._todo:
+        if kind == "domain":
+            MailcowAPI.raise_for(api.add_domain(domain, description=f"labmail : {label}"))
+            dkim = api.get_dkim(domain)
+            if not (isinstance(dkim, dict) and dkim.get("dkim_selector") == "dkim" and str(dkim.get("length")) == "2048"):
+                # a domain made by this very run: no one has published its key yet, it may be made again
+                if isinstance(dkim, dict) and dkim:
+                    MailcowAPI.raise_for(api.delete_dkim(domain))
+                MailcowAPI.raise_for(api.add_dkim(domain))
+        else:
+            MailcowAPI.raise_for(api.add_domain_admin(label, password, domain))
+
+
+def _checklist(base: Path, parent: str, ns: str, plan: LivePlan, mailcow: MailcowAPI | None) -> str:
     return f"""# Mise en place de la classe sur les vrais serveurs
 
 1. BIND ({ns}) : ajouter `include "{(base / 'bind' / 'named.conf.labmail').resolve()}";` à named.conf ; les fichiers
@@ -143,11 +240,16 @@ def _checklist(base: Path, parent: str, ns: str, plan: LivePlan) -> str:
 2. Zone parente {parent}. : ajouter les lignes de `bind/delegations.txt` (NS de chaque étudiant·e), puis recharger.
 3. Vérifier pour un·e étudiant·e : `nsupdate -y hmac-sha256:<domaine>.:<secret>` ajoute un TXT dans sa zone et
    est refusé dans celle d'un·e autre ; `dig AXFR <domaine> -y …` passe avec sa clé, pas sans.
-4. Mailcow (pas encore fait par labmail) : pour chaque domaine, créer le domaine, sa clé DKIM (sélecteur `dkim`,
-   2048 bits), un administrateur de domaine et sa clé d'API ; la mettre dans le `credentials_file` de l'étudiant·e
-   (`{{"api_key": "…"}}`, 0600).
+4. Mailcow ({mailcow.host if mailcow is not None else "pas fait : relancez avec --mailcow <serveur>"}) : {
+"fait par cette commande — chaque domaine (clé DKIM `dkim`, 2048 bits) et un administrateur de domaine par "
+"étudiant·e, dont l'identifiant et le mot de passe sont dans `etudiants/<prénom>/credentials.json`. Mailcow ne "
+"donne de clé d'API qu'aux administrateurs : les étudiant·e·s gèrent leur domaine (boîtes, DKIM) dans l'interface "
+"web de Mailcow avec ce compte ; ne leur donnez jamais la clé administrateur." if mailcow is not None else
+"pour chaque domaine, le créer, sa clé DKIM (sélecteur `dkim`, 2048 bits) et un administrateur de domaine."}
 5. Remettre à chaque étudiant·e, individuellement, le dossier `etudiants/<prénom>/` : `tsig.key` (à copier en
-   `~/.config/labmail/tsig.key`, chmod 600) et `config.toml` (à copier en `~/.config/labmail/config.toml`).
+   `~/.config/labmail/tsig.key`, chmod 600){", `credentials.json` (en `~/.config/labmail/credentials.json`, chmod 600)"
+   if mailcow is not None else ""} et `config.toml` (à copier en `~/.config/labmail/config.toml`).
+{"".join(f"{chr(10)}À regarder : {w}" for w in plan.warnings)}
 
 Étudiant·e·s : {len(plan.domains)} ({len(plan.new)} ajouté·e·s par la dernière exécution).
 """

@@ -19,6 +19,7 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from .config import Config
 from .errors import APIError, MailError, UsageError
 from .i18n import tr
 from .state import Layout
@@ -305,6 +306,34 @@ class MailcowAPI:
 
     def get_dkim(self, domain: str):
         return self._call("GET", f"get/dkim/{domain}")
+
+    # -- the instructor's class set-up (Mailcow's admin key) -------------------------------------------------------
+    def add_domain(self, domain: str, *, description: str = "", mailboxes: int = 10, quota_mib: int = 10240):
+        """Create ``domain`` (Mailcow makes its DKIM key; ``dkim_selector``/``key_size`` ask for ``dkim``, 2048 bits)."""
+        return self._call("POST", "add/domain", {
+            "domain": domain, "description": description, "aliases": 400, "mailboxes": mailboxes, "defquota": 3072,
+            "maxquota": quota_mib, "quota": quota_mib, "active": True, "backupmx": False, "relay_all_recipients": False,
+            "rl_value": 10, "rl_frame": "s", "restart_sogo": 1, "tags": [], "dkim_selector": "dkim", "key_size": 2048})
+
+    def add_dkim(self, domain: str, *, selector: str = "dkim", key_size: int = 2048):
+        return self._call("POST", "add/dkim", {"domains": domain, "dkim_selector": selector, "key_size": key_size})
+
+    def delete_dkim(self, *domains: str):
+        return self._call("POST", "delete/dkim", list(domains))
+
+    def add_domain_admin(self, username: str, password: str, domains: str):
+        return self._call("POST", "add/domain-admin", {"username": username, "password": password,
+                                                        "password2": password, "domains": domains, "active": 1})
+
+    def get_domain_admins(self):
+        return self._call("GET", "get/domain-admin/all")
+
+    @classmethod
+    def at(cls, host: str, key: str, *, cafile: str | None = None, timeout: float = 15.0) -> MailcowAPI:
+        """A client of the real Mailcow at ``host`` (the system's certificate authorities, or ``cafile``), whatever
+        the configured world — for the instructor's ``labmail provision-live --mailcow``."""
+        config = Config(world="live", mail_host=host)
+        return cls(key, host=host, world=World("live", config, ("127.0.0.1", 53), (), ca_file=cafile), timeout=timeout)
 
     @staticmethod
     def raise_for(result) -> None:

@@ -114,6 +114,11 @@ class Layout:
         return self.keys_dir / f"{domain}.key"
 
     @property
+    def domain_admins_file(self) -> Path:
+        """The school server's domain administrators (username → scrypt hash, domains), 0600."""
+        return self.keys_dir / "domain-admins.json"
+
+    @property
     def api_keys_file(self) -> Path:
         return self.keys_dir / "api-keys.json"
 

@@ -15,6 +15,7 @@ Everything is served on every host name (``mailcow.labmail.cloud``, ``autoconfig
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -24,6 +25,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from .._files import atomic_write_text
 from .apikeys import api_keys
 
 log = logging.getLogger("labmail.lab.web")
@@ -281,6 +283,108 @@ class WebApp:
         pubkey = record.split("p=", 1)[1]
         return {"pubkey": pubkey, "length": "2048", "dkim_txt": f"v=DKIM1;k=rsa;t=s;s=email;p={pubkey}",
                 "dkim_selector": "dkim", "privkey": ""}
+
+    # -- the instructor's class set-up (admin key only), as Mailcow's admin API does it ---------------------------
+    async def _add_domain(self, scope, args, payload):
+        """add/domain: in the lab, a school domain is a student's zone <label>.<parent>: it is provisioned like
+        ``labmail lab start --class`` does (zone, TSIG key, DKIM key under ``dkim``, 2048 bits, as Mailcow makes it)."""
+        from ..config import check_label
+        from ..errors import LabmailError
+
+        if scope != "*":
+            return _result("danger", ["domain", "add"], ["access_denied"])
+        if not isinstance(payload, dict):
+            return _result("error", [], ["request_body_invalid_json"])
+        domain = str(payload.get("domain", "")).strip().rstrip(".").lower()
+        parent = self.lab.world["parent_domain"]
+        label = domain[: -len(parent) - 1] if domain.endswith("." + parent) else ""
+        log_ = ["domain", "add", {k: v for k, v in payload.items() if k != "password"}]
+        try:
+            check_label(label)
+        except LabmailError:
+            return _result("danger", log_, ["domain_invalid", domain])
+        if domain in self.services.hosts["school"].domains:
+            return _result("danger", log_, ["domain_exists", domain])
+        await asyncio.get_running_loop().run_in_executor(self.services.executor, self.lab.prepare, [label])
+        self.lab.provision([label])
+        log.info("API: domain %s added", domain)
+        return _result("success", log_, ["domain_added", domain])
+
+    async def _add_dkim(self, scope, args, payload):
+        """add/dkim: every school domain of the lab has its key (selector dkim, 2048 bits) from its creation, as
+        Mailcow makes one with the domain: asking again is Mailcow's "exists" answer."""
+        if scope != "*":
+            return _result("danger", ["dkim", "add"], ["access_denied"])
+        if not isinstance(payload, dict):
+            return _result("error", [], ["request_body_invalid_json"])
+        domains = payload.get("domains", "")
+        out: list[dict] = []
+        for domain in (domains.split(",") if isinstance(domains, str) else []):
+            domain = domain.strip().lower()
+            if domain not in self.services.hosts["school"].domains:
+                out += _result("danger", ["dkim", "add", payload], ["dkim_domain_or_sel_invalid", domain])
+            else:
+                out += _result("danger", ["dkim", "add", payload], ["dkim_domain_or_sel_exists", domain])
+        return out or _result("danger", ["dkim", "add", payload], ["dkim_domain_or_sel_invalid", ""])
+
+    async def _delete_dkim(self, scope, args, payload):
+        """delete/dkim: the lab keeps its signing keys (the course's signatures rely on them): refused, said why."""
+        if not isinstance(payload, list):
+            return _result("error", [], ["request_body_invalid_json"])
+        return [item for domain in payload
+                for item in _result("danger", ["dkim", "delete", {"domains": domain, "reason": "the lab keeps its DKIM keys"}],
+                                    ["access_denied"])] or _result("danger", ["dkim", "delete"], ["access_denied"])
+
+    def _domain_admins(self) -> dict:
+        try:
+            return json.loads(self.lab.layout.domain_admins_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    async def _add_domain_admin(self, scope, args, payload):
+        from .mailstore import hash_password
+
+        if scope != "*":
+            return _result("danger", ["domain_admin", "add"], ["access_denied"])
+        if not isinstance(payload, dict):
+            return _result("error", [], ["request_body_invalid_json"])
+        username = str(payload.get("username", "")).strip()
+        log_ = ["domain_admin", "add", {**payload, "password": "*", "password2": "*"}]
+        domains = payload.get("domains", "")
+        domains = [d.strip().lower() for d in (domains.split(",") if isinstance(domains, str) else
+                                               domains if isinstance(domains, list) else []) if isinstance(d, str) and d.strip()]
+        password = payload.get("password")
+        # Mailcow's rules (data/web/inc/functions.domain_admin.inc.php): letters, digits, _ . - ; not "API"
+        if not username or not username.replace("_", "").replace(".", "").replace("-", "").isalnum() or \
+                not username.isascii() or username.upper() == "API" or len(username) > 64:
+            return _result("danger", log_, ["username_invalid", username])
+        if not isinstance(password, str) or not password:
+            return _result("danger", log_, ["password_empty"])
+        if password != payload.get("password2"):
+            return _result("danger", log_, ["password_mismatch"])
+        unknown = [d for d in domains if d not in self.services.hosts["school"].domains]
+        if not domains or unknown:
+            return _result("danger", log_, ["domain_invalid", (unknown or [""])[0]])
+        admins = self._domain_admins()
+        if username.lower() in admins or username.lower() in self.store.accounts:
+            return _result("danger", log_, ["object_exists", username])
+        digest = await asyncio.get_running_loop().run_in_executor(self.services.auth_executor, hash_password, password)
+        admins = self._domain_admins()  # read again: another request may have written meanwhile
+        if username.lower() in admins:
+            return _result("danger", log_, ["object_exists", username])
+        admins[username.lower()] = {"password": digest, "domains": domains, "active": 1 if payload.get("active", 1) else 0,
+                                    "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_text(self.lab.layout.domain_admins_file, json.dumps(admins, indent=2) + "\n", mode=0o600)
+        log.info("API: domain administrator %s added for %s", username, ", ".join(domains))
+        return _result("success", log_, ["domain_admin_added", username])
+
+    async def _get_domain_admin(self, scope, args, payload):
+        if scope != "*":
+            return []
+        every = sorted(self.services.hosts["school"].domains)
+        return [{"username": name, "tfa_active": "0", "active": str(entry.get("active", 1)), "created": entry.get("created", ""),
+                 "selected_domains": entry["domains"], "unselected_domains": [d for d in every if d not in entry["domains"]]}
+                for name, entry in sorted(self._domain_admins().items())]
 
     async def _none(self, scope, args, payload):  # pragma: no cover - unreachable fallback
         return {}
