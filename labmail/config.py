@@ -27,6 +27,12 @@ The files are flat TOML tables; keys are the field names of :class:`Config`::
     tsig_key_name = "jean-emile.labmail.cloud."
     tsig_algorithm = "hmac-sha256"
     tsig_secret_file = "~/.config/labmail/tsig.key"   # the secret never goes in a notebook
+    credentials_file = "~/.config/labmail/credentials.json"   # from the instructor, 0600
+    ca_file = "/etc/ssl/ecole-ca.pem"       # the school's CA, if its servers' certificates are not public
+    gmail_address = "jean.dupont@gmail.com"  # the student's own external mailboxes (steps 7, 8, 12)
+    outlook_address = "jean.dupont@ecole.fr"
+    imap_gmail = "imap.gmail.com:993"        # where they are read, TLS from the first byte (defaults shown)
+    imap_outlook = "outlook.office365.com:993"
 
 The TSIG secret itself is read from ``tsig_secret_file`` or from the
 ``LABMAIL_TSIG_SECRET`` environment variable; it is never written by labmail.
@@ -254,6 +260,11 @@ class Config:
     tsig_algorithm: str = "hmac-sha256"
     tsig_secret_file: Path | None = None
     credentials_file: Path | None = None
+    ca_file: Path | None = None
+    gmail_address: str | None = None
+    outlook_address: str | None = None
+    imap_gmail: str = "imap.gmail.com:993"
+    imap_outlook: str = "outlook.office365.com:993"
 
     @property
     def domain(self) -> str:
@@ -319,7 +330,7 @@ def _coerce(values: dict[str, object]) -> Config:
     for key, value in values.items():
         if value is None or value == "":
             continue
-        if key in ("state_dir", "tsig_secret_file", "credentials_file"):
+        if key in ("state_dir", "tsig_secret_file", "credentials_file", "ca_file"):
             clean[key] = Path(str(value)).expanduser()
         elif key == "dns_port":
             try:
@@ -349,9 +360,14 @@ def _coerce(values: dict[str, object]) -> Config:
             f"lang = « {clean['lang']} » : choisissez « fr » ou « en ».",
             f"lang = \"{clean['lang']}\": choose \"fr\" or \"en\".",
         )
-    for key in ("resolver", "dns_server"):
+    for key in ("resolver", "dns_server", "imap_gmail", "imap_outlook"):
         if key in clean:
             parse_hostport(str(clean[key]))
+    for key in ("gmail_address", "outlook_address"):
+        if key in clean and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(clean[key])):
+            raise ConfigError(f"{key} = « {clean[key]} » : une adresse de courriel complète, par exemple "
+                              "« jean.dupont@gmail.com ».", f"{key} = \"{clean[key]}\": a full e-mail address, e.g. "
+                              "\"jean.dupont@gmail.com\".")
     return Config(**clean)  # type: ignore[arg-type]
 
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as _config
-from ._files import atomic_write_text
+from ._files import atomic_write_bytes, atomic_write_text
 from .errors import ConfigError, CourseError, LabmailError
 from .mail import remember_password  # noqa: F401 - re-exported (course.remember_password)
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
+           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER",
            "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
@@ -211,26 +212,155 @@ def _received_at(data: bytes) -> float:
     return when.timestamp() if when is not None else 0.0
 
 
+def external_mailboxes(config: _config.Config | None = None) -> tuple[str, str]:
+    """The student's two mailboxes "outside" (steps 7, 8, 12): at Google and at Microsoft.
+
+    Embedded lab: ``<prénom>@gmail.test`` and ``<prénom>@outlook.test``, the lab's simulated providers. Live world:
+    the student's own real addresses, from the configuration (``gmail_address``, ``outlook_address`` — e.g.
+    ``labmail.config.save(gmail_address="jean.dupont@gmail.com", outlook_address="jean.dupont@ecole.fr")``)."""
+    cfg = config or _config.load()
+    if cfg.world == "local":
+        label = cfg.domain.split(".")[0]
+        return f"{label}@gmail.test", f"{label}@outlook.test"
+    missing = [k for k in ("gmail_address", "outlook_address") if not getattr(cfg, k)]
+    if missing:
+        raise CourseError(f"Monde live : indiquez vos vraies boîtes externes ({', '.join(missing)}), par exemple "
+                          "labmail.config.save(gmail_address=\"prenom.nom@gmail.com\", outlook_address=\"prenom.nom@ecole.fr\").",
+                          f"Live world: give your real external mailboxes ({', '.join(missing)}), e.g. "
+                          "labmail.config.save(gmail_address=\"first.last@gmail.com\", outlook_address=\"first.last@school.org\").")
+    return str(cfg.gmail_address), str(cfg.outlook_address)
+
+
+#: Where pasted message sources are kept: beside the notebook, so that they travel with it (nbgrader submits the
+#: assignment's folder, and autograde re-executes the notebook there).
+PASTE_FOLDER = "messages-colles"
+_PASTE_LIMIT = 10 * 1024 * 1024
+
+
+def save_pasted(source: str | bytes, *, folder: str = "INBOX", address: str | None = None,
+                directory: str | Path | None = None) -> Path:
+    """Keep the source of a message received in a real mailbox, pasted by the student (Gmail: ⋮ > « Afficher
+    l'original » ; Outlook : … > Afficher > « Afficher la source du message »), for :func:`find` and the checks.
+
+    ``folder`` is where it was found: ``"INBOX"`` or ``"Junk"`` (the spam folder). The source must be the whole
+    message as received — with the receiver's ``Received`` and ``Authentication-Results`` — else a clear error;
+    line ends become CRLF; 8-bit text is kept (UTF-8). Returns the file written (``messages-colles/…eml``)."""
+    from .errors import UsageError
+    from .headers import read_message
+
+    if folder not in ("INBOX", "Junk"):
+        raise UsageError(f"Dossier « {folder} » : « INBOX » (boîte de réception) ou « Junk » (spam).",
+                         f"Folder \"{folder}\": \"INBOX\" (inbox) or \"Junk\" (spam).")
+    data = source.encode("utf-8", "surrogateescape") if isinstance(source, str) else bytes(source)
+    if len(data) > _PASTE_LIMIT:
+        raise UsageError(f"Source de {len(data) // 1024 // 1024} Mio : au plus 10 Mio (retirez les pièces jointes du "
+                         "message avant de le copier).", f"A {len(data) // 1024 // 1024} MiB source: 10 MiB at most "
+                         "(remove the attachments before copying).")
+    data = data.lstrip(b"\r\n \t").replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    headers = read_message(data)
+    if not headers.get_all("Received") or not headers.get_all("Authentication-Results"):
+        raise UsageError("Ce n'est pas la source complète d'un message reçu (il manque Received ou "
+                         "Authentication-Results) : dans Gmail, ⋮ > « Afficher l'original » > « Copier dans le "
+                         "presse-papiers » ; dans Outlook, … > Afficher > « Afficher la source du message » ; collez tout.",
+                         "This is not the whole source of a received message (Received or Authentication-Results is "
+                         "missing): in Gmail, ⋮ > \"Show original\" > \"Copy to clipboard\"; in Outlook, … > View > "
+                         "\"View message source\"; paste all of it.")
+    base = Path(directory) if directory is not None else Path.cwd() / PASTE_FOLDER
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(2)}"
+    path = base / f"{stamp}.eml"
+    atomic_write_text(base / f"{stamp}.json", json.dumps({"folder": folder, "address": address, "saved": time.time()}) + "\n",
+                      mode=0o644)
+    atomic_write_bytes(path, data, mode=0o644)
+    return path
+
+
+def pasted(directory: str | Path | None = None) -> list[tuple[str, str | None, bytes]]:
+    """The pasted messages kept beside the notebook: ``[(folder, address, source), …]``, oldest first."""
+    base = Path(directory) if directory is not None else Path.cwd() / PASTE_FOLDER
+    out = []
+    for path in sorted(base.glob("*.eml")):
+        meta = _read(path.with_suffix(".json"))
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        folder = meta.get("folder") if meta.get("folder") in ("INBOX", "Junk") else "INBOX"
+        address = meta.get("address") if isinstance(meta.get("address"), str) else None
+        out.append((folder, address, data))
+    return out
+
+
+def _find_live(address: str, subject: str, since: float | None, timeout: float, cfg: _config.Config) -> tuple[str, bytes]:
+    """``find`` in the live world: a pasted source first, else the real mailbox over IMAP (password typed)."""
+    import getpass
+    import os
+
+    from . import mail
+    from .config import parse_hostport
+    from .headers import read_message
+    from .mail import _header_text
+
+    def wanted(data: bytes) -> bool:
+        return _header_text(read_message(data).get("Subject")) == subject and (since is None or _received_at(data) >= int(since))
+
+    kept = [(_received_at(d), f, d) for f, a, d in pasted() if (a is None or a.lower() == address.lower()) and wanted(d)]
+    if kept:
+        _when, folder, data = max(kept, key=lambda k: k[0])
+        return folder, data
+    mailboxes = external_mailboxes(cfg)
+    server = cfg.imap_gmail if address.lower() == mailboxes[0].lower() else cfg.imap_outlook
+    how = (f"collez sa source avec labmail.widgets.paste_message() (ou course.save_pasted), ou lisez la boîte par IMAP "
+           f"({server})", f"paste its source with labmail.widgets.paste_message() (or course.save_pasted), or read the "
+           f"mailbox over IMAP ({server})")
+    if os.environ.get("NBGRADER_EXECUTION"):  # no one to type a password: only what was pasted counts
+        raise CourseError(f"« {subject} » pour {address} : aucune source collée à côté du notebook — {how[0]}.",
+                          f"\"{subject}\" for {address}: no pasted source beside the notebook — {how[1]}.")
+    host, port = parse_hostport(server, 993)
+    try:
+        secret = getpass.getpass(f"Mot de passe d'application IMAP de {address} (non affiché, jamais enregistré) : ")
+    except (EOFError, OSError):
+        secret = ""
+    if not secret:
+        raise CourseError(f"Pas de mot de passe pour {address} : {how[0]}.", f"No password for {address}: {how[1]}.")
+    from .world import current as _current
+
+    world = _current(cfg)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [(_received_at(d), f, d) for f, d in mail.imap_search(address, subject, password=secret, host=host,
+                                                                       port=port, since=since, world=world) if wanted(d)]
+        if found:
+            _when, folder, data = max(found, key=lambda k: k[0])
+            return folder, data
+        if time.monotonic() > deadline:
+            raise CourseError(f"« {subject} » n'est arrivé ni dans la boîte de réception ni dans le spam de {address} : "
+                              "l'avez-vous envoyé ? a-t-il été refusé (regardez la boîte de Tintin : un avis de non-remise "
+                              "dit pourquoi) ?", f"\"{subject}\" reached neither the inbox nor the spam folder of {address}: "
+                              "was it sent? was it refused (look at Tintin's mailbox: a non-delivery report says why)?")
+        time.sleep(2.0)
+
+
 def find(address: str, subject: str, *, timeout: float | None = None, since: float | None = None,
          config: _config.Config | None = None) -> tuple[str, bytes]:
     """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
     read over IMAP as a mail client does (INBOX and Junk are both searched). With ``since`` (epoch seconds, e.g.
     ``etat.started``), only a message received from then on counts — not one left by an earlier run; the newest wins.
-    The wait is 15 s, 5 s under nbgrader (``NBGRADER_EXECUTION``), where the message was sent a moment before."""
+    The wait is 15 s, 5 s under nbgrader (``NBGRADER_EXECUTION``), where the message was sent a moment before.
+
+    Live world: the student's real mailbox (:func:`external_mailboxes`) — a source pasted beside the notebook
+    (:func:`save_pasted`, the widget :func:`labmail.widgets.paste_message`) if there is one, else read over IMAP with
+    a password typed with ``getpass`` (for Gmail an app password; never stored), waiting up to a minute."""
     import os
 
     from . import mail
 
-    if timeout is None:
-        timeout = 5.0 if os.environ.get("NBGRADER_EXECUTION") else 15.0
-
     cfg = config or _config.load()
+    if timeout is None:  # a real provider may take a minute to deliver; the lab, a moment
+        timeout = 5.0 if os.environ.get("NBGRADER_EXECUTION") else 60.0 if cfg.world != "local" else 15.0
     domain = address.rpartition("@")[2].lower()
     if cfg.world != "local":
-        raise CourseError(f"{address} est une boîte des fournisseurs simulés du lab intégré : dans le monde live, envoyez "
-                           "à une vraie boîte externe et ouvrez la source du message reçu (puis headers.analyze).",
-                           f"{address} is a mailbox of the embedded lab's simulated providers: in the live world, send to "
-                           "a real external mailbox and open the received message's source (then headers.analyze).")
+        return _find_live(address, subject, since, timeout, cfg)
     if domain not in PROVIDER_IMAP:
         raise CourseError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")

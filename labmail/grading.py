@@ -447,14 +447,24 @@ def final_message(subject: str, *, since: float | None = None, providers: Iterab
 
     world, domain, _host = _context(None, world)
     label = domain.split(".")[0]
-    for provider in providers:
-        address = f"{label}@{provider}"
+    if world.kind == "live":  # the student's real mailboxes at Google and Microsoft, read by IMAP or pasted
+        try:
+            addresses = list(course.external_mailboxes(world.config))
+        except LabmailError as exc:
+            raise AssertionError(exc.message("fr")) from None
+    else:
+        addresses = [f"{label}@{provider}" for provider in providers]
+    for address in addresses:
+        provider = address.rpartition("@")[2]
         try:
             folder, source = course.find(address, subject, timeout=timeout, since=since, config=world.config)
         except LabmailError as exc:
             raise AssertionError(f"{provider} : {exc.message('fr')} Faites d'abord l'exercice : envoyez « {subject} » "
                                  "depuis Tintin à vos deux boîtes (mail.submit).") from None
         results = headers.analyze(source, recompute=False)
+        if (results.from_domain or "").lower() != domain:
+            raise AssertionError(f"{provider} : « {subject} » vient de {results.from_domain or '(pas de From)'}, pas de votre "
+                                 f"domaine {domain} : envoyez-le depuis Tintin ({'tintin@' + domain}).")
         verdicts = {"spf": results.spf, "dkim": next((r for _d, r in results.dkim), "none"), "dmarc": results.dmarc}
         failing = {k: v for k, v in verdicts.items() if v != "pass"}
         if failing:

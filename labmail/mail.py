@@ -423,8 +423,9 @@ class IMAPMessage:
 
 
 def imap_connect(address: str, *, password: str | None = None, port: int = 993, host: str | None = None, world: World | None = None,
-                 timeout: float = 30.0):
-    """A logged-in ``imaplib`` session (993 with TLS, or 143 with STARTTLS), for step-by-step work.
+                 timeout: float = 30.0, starttls: bool | None = None):
+    """A logged-in ``imaplib`` session (993 with TLS, or 143 with STARTTLS), for step-by-step work. On another port,
+    ``starttls`` says which (by default: STARTTLS unless the port is 993).
 
     Use it as a context manager: ``with imap_connect(addr, password=pw) as m: m.select("INBOX")``.
     """
@@ -435,7 +436,7 @@ def imap_connect(address: str, *, password: str | None = None, port: int = 993, 
     server_name, where, context = _endpoint(world, host, port)
     client: imaplib.IMAP4 | None = None
     try:
-        if port == 993:
+        if not (starttls if starttls is not None else port != 993):
             client = imaplib.IMAP4_SSL(where[0], where[1], ssl_context=context, timeout=timeout)
         else:
             client = imaplib.IMAP4(where[0], where[1], timeout=timeout)
@@ -494,6 +495,81 @@ def imap(address: str, *, password: str | None = None, folder: str = "INBOX", fe
                            "reproduit, regardez le journal du lab (labmail lab status).",
                            f"The IMAP session of {address} was interrupted ({exc}): try again; if it happens again, "
                            "look at the lab's log (labmail lab status).") from None
+    finally:
+        try:
+            client.logout()
+        except Exception:
+            pass
+
+
+def _special_folders(client) -> dict[str, str]:
+    """{"INBOX": name, "Junk": name} of an IMAP account: the spam folder is the one LIST marks ``\\Junk``
+    (RFC 6154 SPECIAL-USE: Gmail's ``[Gmail]/Spam``, Microsoft 365's ``Junk Email`` / ``Courrier indésirable``),
+    or else the one whose name says so."""
+    import re
+
+    typ, data = client.list('""', '"*"')
+    folders: dict[str, str] = {"INBOX": "INBOX"}
+    if typ != "OK":
+        return folders
+    named = []
+    for line in data:
+        if not isinstance(line, bytes):
+            continue
+        match = re.match(rb'\((?P<attrs>[^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (?P<name>.+)$', line)
+        if match is None:
+            continue
+        name = match["name"].decode("utf-8", "replace").strip()
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\") if name.startswith('"') else name
+        if b"\\junk" in match["attrs"].lower():
+            folders["Junk"] = name
+        elif re.search(r"junk|spam|ind&AOk-sirable|ind\u00e9sirable", name, re.I):
+            named.append(name)
+    if "Junk" not in folders and named:
+        folders["Junk"] = named[0]
+    return folders
+
+
+def imap_search(address: str, subject: str, *, password: str | None = None, host: str | None = None, port: int = 993,
+                since: float | None = None, world: World | None = None, timeout: float = 30.0,
+                newest: int = 10) -> list[tuple[str, bytes]]:
+    """Find the messages whose Subject is ``subject`` in the inbox and the spam folder of any IMAP account (a real
+    Gmail or Microsoft 365 mailbox too): ``[(folder, source), …]`` with folder ``"INBOX"`` or ``"Junk"``, oldest
+    first. The server searches (``UID SEARCH SUBJECT``, ``SINCE`` the day of ``since``), only the ``newest`` matches
+    of each folder are fetched (``BODY.PEEK[]``: nothing is marked as read), and the Subject must then be exactly
+    ``subject``. TLS from the first byte (RFC 8314), whatever the port. For Gmail, the password is an *app password*
+    (Google account > Security), typed with ``getpass()``.
+    """
+    import imaplib
+    import time as _time
+
+    from .headers import read_message
+
+    client = imap_connect(address, password=password, port=port, host=host, world=world, timeout=timeout, starttls=False)
+    found: list[tuple[str, bytes]] = []
+    try:
+        for label, folder in _special_folders(client).items():
+            typ, _ = client.select('"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"', readonly=True)
+            if typ != "OK":
+                continue
+            criteria: list[str] = []
+            if since is not None:
+                criteria += ["SINCE", _time.strftime("%d-%b-%Y", _time.gmtime(since - 86400))]  # a day early: zones
+            if subject.isascii():
+                typ, data = client.uid("SEARCH", *criteria, "SUBJECT", '"' + subject.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            else:  # RFC 3501 §6.4.4: a non-ASCII key is sent as a literal, with its charset
+                client.literal = subject.encode("utf-8")
+                typ, data = client.uid("SEARCH", "CHARSET", "UTF-8", *criteria, "SUBJECT")
+            uids = data[0].split()[-newest:] if typ == "OK" and data and data[0] else []
+            for uid in uids:
+                typ, fetched = client.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
+                for item in fetched or []:
+                    if isinstance(item, tuple) and _header_text(read_message(item[1]).get("Subject")) == subject:
+                        found.append((label, item[1]))
+        return found
+    except (imaplib.IMAP4.error, OSError) as exc:
+        raise MailError(f"La session IMAP avec {address} a été interrompue ({exc}) : réessayez.",
+                        f"The IMAP session of {address} was interrupted ({exc}): try again.") from None
     finally:
         try:
             client.logout()

@@ -23,7 +23,7 @@ from .world import World, current
 __all__ = ["DnsCheck", "dns_check", "StepReplay", "replay_steps", "Quiz", "quiz", "IdentityForm", "identity_form",
            "DnsPanel", "dns_panel", "MailboxForm", "mailbox_form", "SendForm", "send_form", "MailboxViewer",
            "mailbox_viewer", "HeaderAnalyzer", "header_analyzer", "SpfBuilder", "spf_builder", "DmarcChooser",
-           "dmarc_chooser"]
+           "dmarc_chooser", "PasteMessage", "paste_message"]
 
 _OK, _BAD = "#1b7f3b", "#b00020"
 
@@ -670,6 +670,51 @@ class HeaderAnalyzer(w.VBox):
 def header_analyzer(text: str = "") -> HeaderAnalyzer:
     """The header analyzer: paste headers from anywhere, get the verdicts and the diagnosis."""
     return HeaderAnalyzer(text)
+
+
+class PasteMessage(w.VBox):
+    """Paste the source of a message received in a real mailbox (live world, steps 7, 8 and 12): « Enregistrer »
+    keeps it beside the notebook (:func:`labmail.course.save_pasted`), where :func:`labmail.course.find` and the
+    checks read it — also when nbgrader grades the submitted notebook. The verdicts of the receiver's
+    Authentication-Results are shown at once."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = w.Text(value=address or "", description=tr("Boîte", "Mailbox"), placeholder="prenom.nom@gmail.com",
+                              layout=w.Layout(width="32em"))
+        self.folder = w.Dropdown(options=[(tr("Boîte de réception", "Inbox"), "INBOX"), (tr("Spam / courrier indésirable",
+                                                                                          "Spam / junk"), "Junk")],
+                                 value="INBOX", description=tr("Trouvé dans", "Found in"))
+        self.source = w.Textarea(placeholder=tr("Collez ici toute la source du message (Gmail : ⋮ > Afficher l'original ; "
+                                                "Outlook : … > Afficher > Afficher la source du message)",
+                                                "Paste the whole message source here (Gmail: ⋮ > Show original; Outlook: … > "
+                                                "View > View message source)"), layout=w.Layout(width="100%", height="14em"))
+        self.button = w.Button(description=tr("Enregistrer", "Save"), icon="save", button_style="primary")
+        self.message = w.HTML()
+        self.saved = None
+        self.button.on_click(lambda _b: self.save())
+        super().__init__([self.address, self.folder, self.source, self.button, self.message])
+
+    def save(self):
+        """What « Enregistrer » does: keep the source, then say what the receiver wrote (or what is wrong)."""
+        from . import course, headers
+
+        try:
+            self.saved = course.save_pasted(self.source.value, folder=self.folder.value,
+                                            address=self.address.value.strip() or None)
+            report = headers.analyze(self.saved.read_bytes(), recompute=False)
+        except LabmailError as exc:
+            self.message.value = _say(False, str(exc))
+            return None
+        dkim = ", ".join(f"{d}:{r}" for d, r in report.dkim) or "none"
+        self.message.value = _say(True, tr(f"enregistré ({self.saved.name}) — spf={report.spf} dkim={dkim} dmarc={report.dmarc}",
+                                           f"saved ({self.saved.name}) — spf={report.spf} dkim={dkim} dmarc={report.dmarc}"))
+        self.source.value = ""
+        return self.saved
+
+
+def paste_message(address: str | None = None) -> PasteMessage:
+    """The form to paste a received message's source (live world); see :class:`PasteMessage`."""
+    return PasteMessage(address)
 
 
 class SpfBuilder(w.VBox):

@@ -180,7 +180,7 @@ def current(config: Config | None = None) -> World:
                 "Check the name, or give its IP address: dns_server = \"192.0.2.53:53\".",
             ) from None
     resolvers = (parse_hostport(cfg.resolver),) if cfg.resolver else _system_resolvers()
-    return World("live", cfg, (host, port), resolvers)
+    return World("live", cfg, (host, port), resolvers, ca_file=str(cfg.ca_file) if cfg.ca_file else None)
 
 
 class use_world_resolver:

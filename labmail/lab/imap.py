@@ -755,6 +755,49 @@ class LabIMAP4Server(imap4.IMAP4Server):
     def search_HEADER(self, query, id, msg):
         return self._decoded("HEADER", 2, query, id, msg)
 
+    # Date keys (RFC 3501 §6.4.4): "disregarding time and timezone". Twisted parses the date with a str pattern on
+    # the bytes it was given, and compares whole time tuples: each SEARCH SINCE from a real client failed with BAD.
+    def _day(self, query) -> tuple[int, int, int]:
+        token = query.pop(0)
+        text = (token.decode("ascii", "replace") if isinstance(token, bytes) else str(token)).strip('"')
+        try:
+            parsed = time.strptime(text, "%d-%b-%Y")
+        except ValueError:
+            raise imap4.IllegalQueryError(f"date {text!r}: d-Mon-yyyy expected, e.g. 1-Dec-2026") from None
+        return parsed.tm_year, parsed.tm_mon, parsed.tm_mday
+
+    @staticmethod
+    def _internal_day(msg) -> tuple[int, int, int]:
+        when = time.localtime(getattr(msg, "date", 0) or 0)  # the internal date, as getInternalDate writes it
+        return when.tm_year, when.tm_mon, when.tm_mday
+
+    @staticmethod
+    def _sent_day(msg) -> tuple[int, int, int] | None:
+        value = msg.getHeaders(False, "date").get("date", "")
+        parsed = email.utils.parsedate_tz(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+        return (parsed[0], parsed[1], parsed[2]) if parsed else None
+
+    def search_SINCE(self, query, id, msg):
+        return self._internal_day(msg) >= self._day(query)
+
+    def search_BEFORE(self, query, id, msg):
+        return self._internal_day(msg) < self._day(query)
+
+    def search_ON(self, query, id, msg):
+        return self._internal_day(msg) == self._day(query)
+
+    def search_SENTSINCE(self, query, id, msg):
+        day, sent = self._day(query), self._sent_day(msg)
+        return sent is not None and sent >= day
+
+    def search_SENTBEFORE(self, query, id, msg):
+        day, sent = self._day(query), self._sent_day(msg)
+        return sent is not None and sent < day
+
+    def search_SENTON(self, query, id, msg):
+        day, sent = self._day(query), self._sent_day(msg)
+        return sent is not None and sent == day
+
     def _cbAppendGotMailbox(self, mbox, tag, flags, date, message):  # APPEND without flags: Twisted gets None
         return super()._cbAppendGotMailbox(mbox, tag, flags or [], date, message)
 
