@@ -50,6 +50,8 @@ class CourseState:
     _passwords: Path | None = field(default=None, repr=False)
     #: When the step was prepared (epoch seconds): what a check should count from (``find(..., since=etat.started)``).
     started: float = field(default_factory=time.time, compare=False)
+    #: ``"local"`` (the embedded lab) or ``"live"`` (the school's servers and the student's real mailboxes).
+    world: str = "local"
 
     def password(self, address: str) -> str:
         """The generated password of a course mailbox (give it to ``mail.submit(..., password=...)``; never print it)."""
@@ -151,7 +153,7 @@ def prepare(step: float, *, config: _config.Config | None = None) -> CourseState
                 atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
                 changes.append(f"boîte {address} créée")
     return CourseState(step, cfg.domain, cfg.mail_host, f"tintin@{cfg.domain}", f"milou@{cfg.domain}", tuple(changes),
-                       passwords)
+                       passwords, world=cfg.world)
 
 
 from .actions import form_actions, note_form_action  # noqa: E402,F401 - re-exported (course.form_actions)

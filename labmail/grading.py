@@ -33,7 +33,8 @@ from .quiz import ANSWERS_FILE, choices_text
 from .state import Layout
 
 __all__ = ["ANSWERS_FILE", "a_faire", "expect", "answered", "quiz_answer", "ns", "dkim_location", "verdict", "ports",
-           "mx", "spf", "dkim", "dmarc", "mailboxes", "final_message", "autodiscover", "audit"]
+           "mx", "spf", "dkim", "dmarc", "mailboxes", "final_message", "autodiscover", "audit", "untrusted_delivery",
+           "replay_agrees"]
 
 
 def _check(function: Callable) -> Callable:
@@ -473,6 +474,56 @@ def final_message(subject: str, *, since: float | None = None, providers: Iterab
                                  "Vérifiez le SPF, la clé DKIM et DMARC (checks.domain).")
         if folder != "INBOX":
             raise AssertionError(f"{provider} a classé « {subject} » dans {folder}, pas en boîte de réception.")
+
+
+def _not_trusted(source: bytes) -> dict[str, str]:
+    from . import headers
+
+    found = headers.analyze(source, recompute=False).authentication_results
+    verdict = found[0] if found else None
+    return {m: (verdict.get(m).result if verdict is not None and verdict.get(m) else "none") for m in ("spf", "dkim", "dmarc")}
+
+
+@_check
+def untrusted_delivery(*received: tuple[str, bytes], world=None) -> None:
+    """Step 7's observation: the providers do not trust the domain yet. ``received`` are ``course.find`` results.
+
+    Embedded lab: each message is in Junk. Live world (real Gmail, Microsoft 365): each message arrived (in spam or
+    in the inbox "with a warning", as the course says: a real provider also weighs its own reputation data) and its
+    Authentication-Results has no pass — no mechanism lets the receiver trust the domain."""
+    from .world import current
+
+    world = world or current()
+    for folder, source in received:
+        verdicts = _not_trusted(source)
+        shown = " ".join(f"{k}={v}" for k, v in verdicts.items())
+        if world.kind == "local" and folder != "Junk":
+            raise AssertionError(f"Le message est dans {folder}, pas dans Junk ({shown}) : votre domaine publie-t-il déjà "
+                                 "SPF, DKIM ou DMARC ? À cette étape, il ne devrait rien publier (course.prepare(7)).")
+        if "pass" in verdicts.values():
+            raise AssertionError(f"Le destinataire a écrit {shown} : un mécanisme passe déjà ; à cette étape, votre domaine "
+                                 "ne devrait encore rien publier.")
+    if world.kind == "live":
+        print("Monde live : " + ", ".join("spam" if f == "Junk" else "boîte de réception" for f, _s in received)
+              + " — chez un vrai fournisseur, « en spam ou avec un avertissement » ; aucun mécanisme ne passe.")
+
+
+@_check
+def replay_agrees(chain, folder: str, *, world=None) -> None:
+    """Step 8: the replay ends where the message really went. In the embedded lab both are Junk and must agree; in
+    the live world the replay applies the providers' *published* rules while the real provider adds its reputation
+    data: the two are shown side by side, and a difference is explained, not failed."""
+    from .world import current
+
+    world = world or current()
+    if world.kind == "local":
+        if not (chain.folder == folder == "Junk"):
+            raise AssertionError(f"Le rejeu dit {chain.folder}, la vraie livraison {folder} : ils doivent s'accorder (Junk).")
+        return
+    same = chain.folder == folder
+    print(f"Rejeu : {chain.folder} ; vraie livraison : {folder}." + ("" if same else
+          " La différence vient de ce que le rejeu ne connaît pas : la réputation de l'adresse et du domaine chez ce "
+          "fournisseur, ses filtres de contenu, vos propres règles de tri."))
 
 
 @_check

@@ -192,8 +192,8 @@ def test_live_credentials_come_from_a_protected_file(tmp_path):
         lab.spoof("direction@jean.ecole.cloud", "x@gmail.test", config=cfg)
     from labmail import course
 
-    with pytest.raises(CourseError, match="monde live"):
-        course.find("jean@gmail.test", "Bonjour", config=cfg)
+    with pytest.raises(CourseError, match="Monde live : indiquez vos vraies boîtes externes"):
+        course.find("jean@gmail.test", "Bonjour", config=cfg)  # the student's real mailboxes, once configured
 
 
 @pytest.mark.parametrize("value", ["", "   ", "jean.pierre"])
