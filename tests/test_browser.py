@@ -69,33 +69,39 @@ def test_identity_form_in_notebook_00(jupyterlab, tmp_path):
     assert 'prenom = "jean-emile"' in session.config_file.read_text()
 
 
-def test_header_analyzer_in_notebook_08(jupyterlab, tmp_path):
+def _new_cell_on_top(session, panel, code: str):
+    """Rather than run the notebook (which sends mail on the lab), add a cell at the top, type ``code`` and return it."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    first = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0]
+    first.find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()  # select it, command mode
+    count = len(panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
+    ActionChains(session.driver).send_keys(Keys.ESCAPE, "a").perform()  # command mode: insert a cell above
+    WebDriverWait(session.driver, WAIT).until(
+        lambda _d: len(panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) == count + 1,
+        "the new cell was not inserted")
+    cells = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
+    assert "jp-CodeCell" in cells[0].get_attribute("class")
+    editor = cells[0].find_element(By.CSS_SELECTOR, ".cm-content")
+    editor.click()
+    editor.send_keys(code)
+    cell = session.code_cell(panel, code.splitlines()[0])
+    source = session.driver.execute_script("return arguments[0].innerText", cell.find_element(By.CSS_SELECTOR, ".cm-content"))
+    assert source.strip() == code
+    return cell
+
+
+def test_header_analyzer_in_notebook_08(jupyterlab, tmp_path):
+    from selenium.webdriver.common.by import By
+
     session = jupyterlab
     with session.evidence(tmp_path, "notebook-08"):
         panel = session.open(NB08)
         session.code_cell(panel, "analyseur = header_analyzer(")  # the notebook's own analyzer cell is there
-        # Rather than run the notebook (which sends mail on the lab), add a cell at the top and run only it.
-        first = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0]
-        first.find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()  # select it, command mode
-        count = len(panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
-        ActionChains(session.driver).send_keys(Keys.ESCAPE, "a").perform()  # command mode: insert a cell above
-        WebDriverWait(session.driver, WAIT).until(
-            lambda _d: len(panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) == count + 1,
-            "the new cell was not inserted")
-        cells = panel.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
-        assert "jp-CodeCell" in cells[0].get_attribute("class")
-        editor = cells[0].find_element(By.CSS_SELECTOR, ".cm-content")
-        editor.click()
-        editor.send_keys("from labmail.widgets import header_analyzer\nheader_analyzer()")
-        cell = session.code_cell(panel, "from labmail.widgets import header_analyzer")
-        source = session.driver.execute_script("return arguments[0].innerText",
-                                               cell.find_element(By.CSS_SELECTOR, ".cm-content"))
-        assert source.strip() == "from labmail.widgets import header_analyzer\nheader_analyzer()"
+        cell = _new_cell_on_top(session, panel, "from labmail.widgets import header_analyzer\nheader_analyzer()")
         session.run(cell)
 
         output = session.wait_for(cell, ".jp-OutputArea-output")
@@ -114,3 +120,42 @@ def test_header_analyzer_in_notebook_08(jupyterlab, tmp_path):
         assert headings[1:] == ["constat", "pourquoi", "correction", "RFC"], headings
         findings = table.find_elements(By.CSS_SELECTOR, "tr td")
         assert findings, f"no findings in the report:\n{text}"
+
+
+RECEIVED = ("Received: from mailcow.labmail.cloud (mailcow.labmail.cloud [203.0.113.10]) by mx.google.com with ESMTPS "
+            "id x1; Tue, 1 Dec 2026 10:00:00 +0000\n"
+            "Authentication-Results: mx.google.com; dkim=pass header.i=@jean-emile.labmail.cloud header.s=dkim; "
+            "spf=pass smtp.mailfrom=tintin@jean-emile.labmail.cloud; dmarc=pass (p=QUARANTINE sp=QUARANTINE dis=NONE) "
+            "header.from=jean-emile.labmail.cloud\n"
+            "From: Tintin <tintin@jean-emile.labmail.cloud>\nTo: jean.dupont@gmail.com\nSubject: Validation finale\n\nBonjour !\n")
+
+
+def test_paste_message_keeps_a_received_source_beside_notebook_12(jupyterlab, tmp_path):
+    """The live world's paste form, clicked and filled as a student does: the source is kept beside the notebook
+    (where nbgrader takes it with the submission), in CRLF, with the folder chosen; a wrong paste is said."""
+    from selenium.webdriver.support.ui import Select
+
+    session = jupyterlab
+    folder = session.root / "12-validation" / "messages-colles"
+    with session.evidence(tmp_path, "notebook-12-paste"):
+        panel = session.open("12-validation/12-validation.ipynb")
+        cell = _new_cell_on_top(session, panel, 'from labmail.widgets import paste_message\npaste_message("jean.dupont@gmail.com")')
+        session.run(cell)
+        output = session.wait_for(cell, ".jp-OutputArea-output")
+        area = session.wait_for(output, ".widget-textarea textarea")
+        assert area.get_attribute("placeholder").startswith("Collez ici toute la source du message")
+        area.click()
+        area.send_keys("Subject: pas la source\n\ncoucou")
+        session.settle()
+        session.button(output, "Enregistrer").click()
+        session.wait_for(output, ".labmail-error", "pas la source complète")
+        assert not list(folder.glob("*.eml"))
+        area.clear()
+        area.send_keys(RECEIVED)
+        Select(session.wait_for(output, ".widget-dropdown select")).select_by_visible_text("Spam / courrier indésirable")
+        session.settle()
+        session.button(output, "Enregistrer").click()
+        session.wait_for(output, ".labmail-ok", "dmarc=pass")
+    saved = list(folder.glob("*.eml"))
+    assert len(saved) == 1 and saved[0].read_bytes() == RECEIVED.replace("\n", "\r\n").encode()
+    assert '"folder": "Junk"' in saved[0].with_suffix(".json").read_text()
