@@ -278,3 +278,14 @@ def test_provision_live_makes_each_students_mailcow_domain_and_login_through_the
     for method, path, payload, answer in recorded:
         check_request(method, path, payload)
         check_answer(method, path, answer)
+
+
+def test_one_domain_asked_twice_at_once_is_created_once(api_lab, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    use_lab(monkeypatch, api_lab[0])
+    admin = mail.MailcowAPI(key=api_key(admin=True))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _i: admin.add_domain("double.labmail.cloud"), range(2)))
+    assert sorted(a[0]["msg"][0] for a in answers) == ["domain_added", "domain_exists"]
+    assert [d["domain_name"] for d in admin.get_domain()].count("double.labmail.cloud") == 1

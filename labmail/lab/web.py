@@ -94,6 +94,7 @@ class WebApp:
         self.lab = services.lab
         self.store = services.store
         self.mail_host = services.hosts["school"].name
+        self._provisioning = asyncio.Lock()
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self.dispatch)
         self.app = app
@@ -303,10 +304,11 @@ class WebApp:
             check_label(label)
         except LabmailError:
             return _result("danger", log_, ["domain_invalid", domain])
-        if domain in self.services.hosts["school"].domains:
-            return _result("danger", log_, ["domain_exists", domain])
-        await asyncio.get_running_loop().run_in_executor(self.services.executor, self.lab.prepare, [label])
-        self.lab.provision([label])
+        async with self._provisioning:  # two requests for one domain: one creates it, the other hears it exists
+            if domain in self.services.hosts["school"].domains:
+                return _result("danger", log_, ["domain_exists", domain])
+            await asyncio.get_running_loop().run_in_executor(self.services.executor, self.lab.prepare, [label])
+            self.lab.provision([label])
         log.info("API: domain %s added", domain)
         return _result("success", log_, ["domain_added", domain])
 
