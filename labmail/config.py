@@ -33,6 +33,7 @@ The files are flat TOML tables; keys are the field names of :class:`Config`::
     outlook_address = "jean.dupont@ecole.fr"
     imap_gmail = "imap.gmail.com:993"        # where they are read, TLS from the first byte (defaults shown)
     imap_outlook = "outlook.office365.com:993"
+    ports = "587=10587,993=10993"   # rarely: the school's servers on other ports than the standard ones
 
 The TSIG secret itself is read from ``tsig_secret_file`` or from the
 ``LABMAIL_TSIG_SECRET`` environment variable; it is never written by labmail.
@@ -218,6 +219,26 @@ def is_ip_address(text: str) -> bool:
     return True
 
 
+def port_map(value: str | None) -> dict[int, int]:
+    """``"587=10587,993=10993"`` → {587: 10587, 993: 10993}: where the live world's servers listen instead of the
+    standard ports (a test bed on loopback, or a school with unusual ports).
+
+    >>> port_map("587=10587, 993=10993")
+    {587: 10587, 993: 10993}
+    """
+    out: dict[int, int] = {}
+    for item in (value or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        standard, _, actual = item.partition("=")
+        if not (standard.isdigit() and actual.isdigit() and 0 < int(standard) < 65536 and 0 < int(actual) < 65536):
+            raise ConfigError(f"ports = « {value} » : des paires port=port séparées par des virgules, par exemple "
+                              "« 587=10587,993=10993 ».", f"ports = \"{value}\": port=port pairs separated by commas, "
+                              "e.g. \"587=10587,993=10993\".")
+        out[int(standard)] = int(actual)
+    return out
+
+
 def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
     """Split ``"host"``, ``"host:port"``, ``"[2001:db8::1]:port"`` or a bare IPv6 address.
 
@@ -265,6 +286,7 @@ class Config:
     outlook_address: str | None = None
     imap_gmail: str = "imap.gmail.com:993"
     imap_outlook: str = "outlook.office365.com:993"
+    ports: str | None = None
 
     @property
     def domain(self) -> str:
@@ -363,6 +385,8 @@ def _coerce(values: dict[str, object]) -> Config:
     for key in ("resolver", "dns_server", "imap_gmail", "imap_outlook"):
         if key in clean:
             parse_hostport(str(clean[key]))
+    if "ports" in clean:
+        port_map(str(clean["ports"]))
     for key in ("gmail_address", "outlook_address"):
         if key in clean and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(clean[key])):
             raise ConfigError(f"{key} = « {clean[key]} » : une adresse de courriel complète, par exemple "

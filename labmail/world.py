@@ -24,7 +24,7 @@ import dns.nameserver
 import dns.resolver
 import dns.tsig
 
-from .config import Config, is_ip_address, load, parse_hostport
+from .config import Config, is_ip_address, load, parse_hostport, port_map
 from .errors import ConfigError, LabError
 from .state import Layout, read_api_keys, read_run
 
@@ -50,7 +50,7 @@ class World:
         (or a provider's nameserver) is one of the lab's DNS ports.
         """
         if self.kind == "live":
-            return address, port
+            return address, port_map(self.config.ports).get(port, port)
         if port == 53 and address in self.dns_servers:
             return self.dns_servers[address]
         if f"{address}:{port}" in self.services:
@@ -67,7 +67,7 @@ class World:
         (:class:`LabError`), never a connection to the real Internet; a loopback address is used as it is.
         """
         if self.kind == "live":
-            return host, port
+            return host, port_map(self.config.ports).get(port, port)
         if is_ip_address(host):
             if f"{host}:{port}" not in self.services and ipaddress.ip_address(host).is_loopback:
                 return host, port

@@ -233,3 +233,17 @@ def test_live_world_with_a_dns_server_name_that_does_not_resolve_says_what_to_do
     cfg = config.Config(prenom="jean", world="live", dns_server="ns1.nulle-part.example:53", resolver="127.0.0.1:53")
     with pytest.raises(ConfigError, match="ne se résout pas"):
         current(cfg)
+
+
+def test_the_live_world_can_name_other_ports_than_the_standard_ones(isolated_config):
+    from labmail.config import Config, port_map
+    from labmail.world import World
+
+    assert port_map("587=10587, 993=10993") == {587: 10587, 993: 10993} and port_map(None) == {}
+    world = World("live", Config(world="live", ports="587=10587,53=5353"), ("127.0.0.1", 5353), ())
+    assert world.connect_address("mail.ecole.fr", 587) == ("mail.ecole.fr", 10587)
+    assert world.connect_address("mail.ecole.fr", 993) == ("mail.ecole.fr", 993)  # not named: the standard port
+    assert world.endpoint("192.0.2.53", 53) == ("192.0.2.53", 5353)
+    for bad in ("587:10587", "587=", "x=1", "587=70000"):
+        with pytest.raises(ConfigError, match="port=port"):
+            config.save(ports=bad)
