@@ -34,6 +34,8 @@ The files are flat TOML tables; keys are the field names of :class:`Config`::
     imap_gmail = "imap.gmail.com:993"        # where they are read, TLS from the first byte (defaults shown)
     imap_outlook = "outlook.office365.com:993"
     ports = "587=10587,993=10993"   # rarely: the school's servers on other ports than the standard ones
+    # embedded lab only: zones its resolver asks a real server for (a school's BIND joined to the lab's "Internet")
+    lab_forward = "ecole.test=192.0.2.53:53"
 
 The TSIG secret itself is read from ``tsig_secret_file`` or from the
 ``LABMAIL_TSIG_SECRET`` environment variable; it is never written by labmail.
@@ -239,6 +241,34 @@ def port_map(value: str | None) -> dict[int, int]:
     return out
 
 
+def forward_zones(value: str | None) -> dict[str, tuple[str, int]]:
+    """``"ecole.test=192.0.2.53:53, 2.0.192.in-addr.arpa=192.0.2.53"`` → {zone: (host, port)}: zones the embedded
+    lab's resolver asks another DNS server for — a real school's BIND joined to the lab's simulated Internet, so
+    that the lab's Gmail and Outlook can check mail sent by a real Postfix.
+
+    >>> forward_zones("ecole.test=127.0.0.1:5353")
+    {'ecole.test.': ('127.0.0.1', 5353)}
+    """
+    out: dict[str, tuple[str, int]] = {}
+    for item in (value or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        zone, _, server = item.partition("=")
+        name = zone.strip().rstrip(".").lower()
+        if not re.fullmatch(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", name):
+            name = ""
+        if not name or not server:
+            raise ConfigError(f"lab_forward = « {value} » : des paires zone=serveur[:port] séparées par des virgules, "
+                              "par exemple « ecole.test=192.0.2.53:53 ».", f"lab_forward = \"{value}\": zone=server[:port] "
+                              "pairs separated by commas, e.g. \"ecole.test=192.0.2.53:53\".")
+        host, port = parse_hostport(server)
+        if not is_ip_address(host):
+            raise ConfigError(f"lab_forward : « {host} » doit être une adresse IP (le lab ne résout pas ce nom).",
+                              f"lab_forward: \"{host}\" must be an IP address (the lab does not resolve that name).")
+        out[name + "."] = (host, port)
+    return out
+
+
 def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
     """Split ``"host"``, ``"host:port"``, ``"[2001:db8::1]:port"`` or a bare IPv6 address.
 
@@ -287,6 +317,7 @@ class Config:
     imap_gmail: str = "imap.gmail.com:993"
     imap_outlook: str = "outlook.office365.com:993"
     ports: str | None = None
+    lab_forward: str | None = None
 
     @property
     def domain(self) -> str:
@@ -387,6 +418,8 @@ def _coerce(values: dict[str, object]) -> Config:
             parse_hostport(str(clean[key]))
     if "ports" in clean:
         port_map(str(clean["ports"]))
+    if "lab_forward" in clean:
+        forward_zones(str(clean["lab_forward"]))
     for key in ("gmail_address", "outlook_address"):
         if key in clean and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(clean[key])):
             raise ConfigError(f"{key} = « {clean[key]} » : une adresse de courriel complète, par exemple "

@@ -305,3 +305,82 @@ def test_the_fast_path_takes_the_common_misses_and_steps_aside_otherwise(engine)
     assert engine._negative_fast(b"\x00" * 12) is None
     truncated = wire("personne.gmail.test")[:-3]
     assert engine._negative_fast(truncated) is None
+
+
+class _OtherServer:
+    """A DNS server of someone else's (a school's BIND, here a few lines of dnspython): UDP and TCP on loopback,
+    answering ``mail.ecole.test A`` with whatever ``self.address`` is now."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.address = "192.0.2.1"
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen()
+        threading.Thread(target=self._serve_udp, daemon=True).start()
+        threading.Thread(target=self._serve_tcp, daemon=True).start()
+
+    def _reply(self, wire: bytes) -> bytes:
+        import dns.rrset
+
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if query.question[0].name == dns.name.from_text("mail.ecole.test"):
+            response.answer.append(dns.rrset.from_text("mail.ecole.test.", 60, "IN", "A", self.address))
+        else:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        return response.to_wire()
+
+    def _serve_udp(self) -> None:
+        while True:
+            try:
+                data, peer = self.udp.recvfrom(4096)
+                self.udp.sendto(self._reply(data), peer)
+            except OSError:  # closed
+                return
+
+    def _serve_tcp(self) -> None:
+        while True:
+            try:
+                conn, _peer = self.tcp.accept()
+                with conn:
+                    size = struct.unpack("!H", conn.recv(2))[0]
+                    out = self._reply(conn.recv(size))
+                    conn.sendall(struct.pack("!H", len(out)) + out)
+            except OSError:  # closed
+                return
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+def test_a_forwarded_zone_is_asked_of_its_own_server_never_cached(world_lab):
+    """labmail lab start --forward ecole.test=HOST:PORT: the lab's resolver asks that server for every name of the
+    zone (UDP and TCP, the client's ID kept), never caches it (students change it), and says SERVFAIL if it is
+    down; the lab's other names and its authoritative servers are untouched."""
+    other = _OtherServer()
+    try:
+        world_lab.forwards[dns.name.from_text("ecole.test")] = ("127.0.0.1", other.port)
+        resolver = world_lab.engine("resolver")
+        first = ask(resolver, "mail.ecole.test", "A")
+        assert first.rcode() == dns.rcode.NOERROR and first.answer[0][0].address == "192.0.2.1"
+        other.address = "192.0.2.2"  # the school changed its zone: seen at once
+        assert ask(resolver, "mail.ecole.test", "A").answer[0][0].address == "192.0.2.2"
+        assert ask(resolver, "mail.ecole.test", "A", tcp=True).answer[0][0].address == "192.0.2.2"
+        assert ask(resolver, "autre.ecole.test", "A").rcode() == dns.rcode.NXDOMAIN
+        assert ask(resolver, "gmail.test", "MX").answer  # the lab's own names: as before
+        assert not ask(world_lab.engine("registry"), "mail.ecole.test", "A", rd=False).answer  # authoritative: never
+    finally:
+        other.close()
+    import time as _time
+
+    started = _time.monotonic()
+    assert ask(resolver, "mail.ecole.test", "A").rcode() == dns.rcode.SERVFAIL
+    assert _time.monotonic() - started < 3

@@ -212,6 +212,10 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
            "--parent-domain", cfg.parent_domain, "--mail-host", cfg.mail_host, "--dns-port", str(cfg.dns_port)]
     if cfg.prenom:
         cmd += ["--student", cfg.prenom]
+    from ..config import forward_zones
+
+    for zone, (host, port) in forward_zones(cfg.lab_forward).items():
+        cmd += ["--forward", f"{zone}={host}:{port}"]
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))

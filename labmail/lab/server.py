@@ -76,6 +76,8 @@ class Lab:
 
         self.store = MailStore(self.layout.mail_dir)
         self.on_student = None  # called with each new student's domain (the mail services listen to it)
+        #: zones the lab's resolver asks another server for (``labmail lab start --forward``): a real school's DNS
+        self.forwards: dict[dns.name.Name, tuple[str, int]] = {}
         self._prepare_lock = threading.RLock()
 
     def views(self) -> dict[str, View]:
@@ -88,7 +90,7 @@ class Lab:
         }
 
     def engine(self, role: str) -> DNSEngine:
-        return DNSEngine(self.zones, self.keys, self.views()[role])
+        return DNSEngine(self.zones, self.keys, self.views()[role], forwards=self.forwards)
 
     @property
     def spec(self) -> _world.WorldSpec:
@@ -510,7 +512,8 @@ class _SessionErrorFilter(logging.Filter):
         return True
 
 
-def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int) -> int:
+def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int,
+          forwards: dict[str, tuple[str, int]] | None = None) -> int:
     """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -525,6 +528,7 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
     try:
         lab = Lab(state_dir)
         lab.open(parent_domain, mail_host)
+        lab.forwards.update({dns.name.from_text(zone): server for zone, server in (forwards or {}).items()})
         if students:
             lab.provision(students)
         asyncio.run(LabProcess(lab).run(dns_port))
@@ -546,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--mail-host", default="mailcow.labmail.cloud")
     run.add_argument("--student", action="append", default=[])
     run.add_argument("--dns-port", type=int, default=0)
+    run.add_argument("--forward", action="append", default=[], help="ZONE=HOST:PORT, a zone served by another server")
     args = parser.parse_args(argv)
+    from ..config import forward_zones
+
     return serve(args.state, parent_domain=args.parent_domain, mail_host=args.mail_host,
-                 students=args.student, dns_port=args.dns_port)
+                 students=args.student, dns_port=args.dns_port, forwards=forward_zones(",".join(args.forward)))
