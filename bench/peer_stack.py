@@ -136,14 +136,13 @@ def print_logs(work: Path, n: int = 25) -> None:
 
 
 # --------------------------------------------------------------------------- keys
-def _make_tls_cert(key_path: Path, cert_path: Path) -> None:
+def _make_tls_cert(key_path: Path, cert_path: Path,
+                   names: tuple[str, ...] = ("mail.school.peer", "mx.provider.peer", "localhost")) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peerstack loopback")])
     now = _dt.datetime.now(_dt.timezone.utc)
-    san = x509.SubjectAlternativeName([
-        x509.DNSName("mail.school.peer"), x509.DNSName("mx.provider.peer"),
-        x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ])
+    san = x509.SubjectAlternativeName([*(x509.DNSName(n) for n in names),
+                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -3,8 +3,8 @@
 # clients (isync, msmtp, thunderbird; see below),
 # dnsperf for the DNS benchmark, Chromium and its driver (chromium, chromium-driver; fonts-liberation, a mere
 # recommendation of chromium, so that pages and failure screenshots have a font) for the browser tests.
-# With the argument "bench" (make bench), also the school's mail stack the benchmark table compares the lab with:
-# Postfix, Dovecot (IMAP, LMTP), OpenDKIM and rspamd (bench/peer_stack.py runs them as private loopback instances).
+# With the argument "bench" (make bench), also rspamd, the filter of the school's mail stack the benchmark table
+# compares the lab with (bench/peer_stack.py runs it with Postfix, Dovecot and OpenDKIM as private loopback instances).
 # Installed only when missing, only as root; no service is ever started (the tests and benchmarks start their own).
 # Also, as root, the system user "jovyan" (see below).
 set -euo pipefail
@@ -30,11 +30,14 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # The differential DMARC test runs the Node library mailauth (tests/js, installed by make test with npm ci).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The live tier of the tests (tests/test_live_tier.py, issue 18): a school's real servers — Postfix, Dovecot (IMAP,
+# POP3, LMTP), OpenDKIM — beside BIND, run by tests/school_stack.py as private loopback instances.
+[ -x /usr/sbin/postfix ] || need+=(postfix)
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+[ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
+[ -x /usr/sbin/opendkim ] || need+=(opendkim)
 if [ "${1:-}" = bench ]; then
-    [ -x /usr/sbin/postfix ] || need+=(postfix)
-    [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
-    [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
-    [ -x /usr/sbin/opendkim ] || need+=(opendkim)
     [ -x /usr/bin/rspamd ] || need+=(rspamd)
 fi
 # The system user of JupyterHub's container images, "jovyan" (students are told apart by JUPYTERHUB_USER, as nbgrader's

@@ -1,0 +1,193 @@
+"""The live world against real servers (issue 18, part 2): a school's BIND, Postfix, OpenDKIM and Dovecot from
+Debian's packages (tests/school_stack.py), set up from ``labmail provision-live``'s files, with the embedded lab's
+providers as the outside world. The student's configuration is the live one a school hands out; nothing here
+knows it is a test bed except the ports (``ports = "587=…"``) and the CA (``ca_file``).
+
+Skipped with a clear message where Debian's packages or root are missing; mandatory in CI (``CI`` set).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import school_stack
+
+STUDENT = "jean-emile"
+DOMAIN = f"{STUDENT}.{school_stack.PARENT}"
+
+pytestmark = pytest.mark.tools
+
+
+def _require() -> None:
+    lacking = school_stack.missing()
+    if lacking:
+        if os.environ.get("CI"):
+            pytest.fail("live tier: missing " + ", ".join(lacking) + " (scripts/system-deps.sh installs them)")
+        pytest.skip("live tier: missing " + ", ".join(lacking) + " — run scripts/system-deps.sh as root")
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    """The embedded lab as the outside world (its Gmail and Outlook, with the student's mailboxes there), asking the
+    school's BIND for the school's zones."""
+    _require()
+    from labmail import config, lab
+    from labmail.world import current
+
+    base = tmp_path_factory.mktemp("outside")
+    dns_port = _free_udp_port()
+    cfg = config.Config(prenom=STUDENT, state_dir=base / "state", lab_forward=f"{school_stack.PARENT}=127.0.0.1:{dns_port},"
+                                                              f"0.0.127.in-addr.arpa=127.0.0.1:{dns_port}")
+    lab.start(cfg)
+    try:
+        yield cfg, current(cfg), dns_port
+    finally:
+        lab.stop(cfg)
+
+
+def _free_udp_port() -> int:
+    while True:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            tcp.close()
+            udp.close()
+        return port
+
+
+@pytest.fixture(scope="module")
+def school(outside):
+    from labmail.liveclass import provision_live
+
+    import shutil
+    import tempfile
+
+    _cfg, world, dns_port = outside
+    base = Path(tempfile.mkdtemp(prefix="labmail-school-"))  # not under pytest's 0700 folder: the daemons' users
+    base.chmod(0o755)                                         # (postfix, dovecot, opendkim) must reach their files
+    roster = base / "classe.csv"
+    roster.write_text(f"prenom,nom\n{STUDENT},Dupont\n", encoding="utf-8")
+    provision_live(roster, base / "classe-live", parent_domain=school_stack.PARENT, nameserver=school_stack.NS_HOST,
+                   nameserver_address="127.0.0.1")
+    providers = {}
+    for domain in ("gmail.test", "outlook.test"):
+        mx = world.resolver().resolve(domain, "MX")[0].exchange.to_text()
+        address = world.resolver().resolve(mx, "A")[0].address
+        providers[domain] = world.endpoint(address, 25)
+    stack = school_stack.configure(base / "stack", base / "classe-live", [STUDENT], providers)
+    stack.conf["ports"]["dns"] = dns_port  # where the lab forwards the school's zones
+    # (configure chose a port before the lab did: take the lab's choice — rewrite named.conf's listen-on)
+    named_conf = Path(stack.conf["paths"]["named_conf"])
+    text = named_conf.read_text()
+    import re
+
+    named_conf.write_text(re.sub(r"listen-on port \d+", f"listen-on port {dns_port}", text))
+    school_stack.start(stack)
+    try:
+        yield stack, base / "classe-live"
+    finally:
+        stack.stop()
+        left = school_stack.leftovers(stack)
+        shutil.rmtree(base, ignore_errors=True)
+        assert not left, f"a daemon of the school's stack outlived stop(): {left}"
+
+
+def test_the_school_stack_answers_and_the_lab_sees_its_zones(school, outside):
+    import dns.resolver
+
+    stack, _files = school
+    _cfg, world, _port = outside
+    resolver = world.resolver()
+    assert resolver.resolve(school_stack.MAIL_HOST, "A")[0].address == "127.0.0.1"  # through the lab's forward
+    assert resolver.resolve("1.0.0.127.in-addr.arpa", "PTR")[0].target.to_text() == school_stack.MAIL_HOST + "."
+    assert resolver.resolve(DOMAIN, "SOA")  # the student's zone, as provision-live wrote it
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve(f"personne.{school_stack.PARENT}", "A")
+    assert stack.students[STUDENT]["passwords"]
+    time.sleep(0)
+
+
+@pytest.fixture
+def student(school, outside, monkeypatch, tmp_path):
+    """This process configured as the student's live world: the files the teacher handed out (provision-live's
+    config.toml and tsig.key, a credentials file with the mailbox passwords), the school's CA, the student's
+    external addresses (the lab's Gmail and Outlook), and the name of the mail host resolved as the school's DNS
+    would (the test bed's one stand-in for the system resolver)."""
+    import json
+    import tomllib
+
+    from labmail import mail
+    from labmail.world import current
+
+    stack, files = school
+    lab_cfg, lab_world, dns_port = outside
+    given = tomllib.loads((files / "etudiants" / STUDENT / "config.toml").read_text(encoding="utf-8"))
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"passwords": stack.students[STUDENT]["passwords"],
+                                       "dkim_txt": stack.students[STUDENT]["dkim_txt"]}))
+    credentials.chmod(0o600)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(stack.ca_file).read_text() + Path(lab_world.ca_file).read_text())
+    imap = {d.split(".")[0]: lab_world.connect_address(h, 993) for d, h in course_imap().items()}
+    env = {"config": str(tmp_path / "config.toml"), "world": given["world"], "prenom": given["prenom"],
+           "parent_domain": given["parent_domain"], "mail_host": school_stack.MAIL_HOST,
+           "dns_server": f"127.0.0.1:{dns_port}", "resolver": "{}:{}".format(*lab_world.resolvers[0]),
+           "tsig_secret_file": str(files / "etudiants" / STUDENT / "tsig.key"), "tsig_algorithm": given["tsig_algorithm"],
+           "credentials_file": str(credentials), "ca_file": str(bundle), "ports": stack.port_map(),
+           "gmail_address": f"{STUDENT}@gmail.test", "outlook_address": f"{STUDENT}@outlook.test",
+           "imap_gmail": "{}:{}".format(*imap["gmail"]), "imap_outlook": "{}:{}".format(*imap["outlook"]),
+           "state_dir": str(tmp_path / "state")}
+    for key, value in env.items():
+        monkeypatch.setenv(f"LABMAIL_{key.upper()}", value)
+    real = socket.getaddrinfo
+
+    def school_names(host, *args, **kwargs):  # the school's names, as its DNS answers them
+        if isinstance(host, str) and host.rstrip(".").endswith(school_stack.PARENT):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", school_names)
+    provider_passwords = {a: mail.stored_password(a, None, lab_world) for a in (env["gmail_address"], env["outlook_address"])}
+    world = current()
+    assert world.kind == "live" and world.config.domain == DOMAIN
+    return world, provider_passwords
+
+
+def course_imap() -> dict[str, str]:
+    from labmail.course import PROVIDER_IMAP
+
+    return PROVIDER_IMAP
+
+
+def test_step_7_through_the_real_postfix_reaches_the_outside_untrusted(student, monkeypatch):
+    """Tintin submits on the school's Postfix (587, STARTTLS, SASL by Dovecot); OpenDKIM signs; Postfix relays to the
+    lab's Gmail and Outlook, which judge it with the school's DNS (nothing published yet: spam); the student reads it
+    back the live way (IMAP to the external mailbox, password typed)."""
+    import getpass
+
+    from labmail import course, grading, headers, mail
+
+    world, provider_passwords = student
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(p for a, p in provider_passwords.items() if a in prompt))
+    gmail, outlook = course.external_mailboxes()
+    started = time.time() - 1
+    sent = mail.submit(f"tintin@{DOMAIN}", [gmail, outlook], "Bonjour de l'étape 7", "Bonjour !")
+    assert sent.accepted, sent.transcript
+    assert "STARTTLS" in sent.transcript and "AUTH" in sent.transcript
+    found = [course.find(a, "Bonjour de l'étape 7", since=started, timeout=30) for a in (gmail, outlook)]
+    grading.untrusted_delivery(*found)
+    report = headers.analyze(found[0][1], recompute=False)
+    assert report.from_domain == DOMAIN
+    assert b"DKIM-Signature:" in found[0][1] and b"d=" + DOMAIN.encode() in found[0][1]  # OpenDKIM signed it
+    assert report.spf == "none" and report.dmarc == "none"  # the student has published nothing yet
