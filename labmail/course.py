@@ -321,7 +321,7 @@ def _find_live(address: str, subject: str, since: float | None, timeout: float, 
     host, port = parse_hostport(server, 993)
     try:
         secret = getpass.getpass(f"Mot de passe d'application IMAP de {address} (non affiché, jamais enregistré) : ")
-    except (EOFError, OSError):
+    except Exception:  # no terminal, or a notebook front end that cannot ask (StdinNotImplementedError)
         secret = ""
     if not secret:
         raise CourseError(f"Pas de mot de passe pour {address} : {how[0]}.", f"No password for {address}: {how[1]}.")

@@ -191,3 +191,37 @@ def test_step_7_through_the_real_postfix_reaches_the_outside_untrusted(student, 
     assert report.from_domain == DOMAIN
     assert b"DKIM-Signature:" in found[0][1] and b"d=" + DOMAIN.encode() in found[0][1]  # OpenDKIM signed it
     assert report.spf == "none" and report.dmarc == "none"  # the student has published nothing yet
+
+
+LIVE_NOTEBOOKS = ["07-envoi-exterieur"]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", LIVE_NOTEBOOKS)
+def test_notebook_runs_in_the_live_world(name, student, monkeypatch, tmp_path):
+    """The course's own notebook, unchanged, in a kernel configured as the student's live world: every cell runs and
+    every check passes against the school's real servers."""
+    import json
+
+    import kernels
+    import nbformat
+    from nbclient import NotebookClient
+
+    _world, provider_passwords = student
+    typed = tmp_path / "typed.json"
+    typed.write_text(json.dumps(provider_passwords))
+    typed.chmod(0o600)
+    monkeypatch.setenv("LABMAIL_TEST_TYPED", str(typed))
+    monkeypatch.setenv("LABMAIL_TEST_SCHOOL_PARENT", school_stack.PARENT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent / "live_kernel"),
+                                                      os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    path = Path(__file__).resolve().parents[1] / "notebooks" / name / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                            config=kernels.config())
+    client.execute()
+    outputs = json.dumps([cell.get("outputs", []) for cell in nb.cells])
+    if os.environ.get("SHOW_NOTEBOOK_OUTPUTS"):
+        print(outputs[:6000])
+    assert "Traceback" not in outputs and "Error" not in outputs.replace("errors", "")
+    assert not any(p in outputs for p in provider_passwords.values()), "a typed password shows in the notebook"
