@@ -28,7 +28,7 @@ from .mail import remember_password  # noqa: F401 - re-exported (course.remember
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
-           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER",
+           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where",
            "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
@@ -212,6 +212,52 @@ def _received_at(data: bytes) -> float:
     top = (message_from_bytes(data).get_all("Received") or [None])[0]
     when = parse_received(str(top)).date if top is not None else None
     return when.timestamp() if when is not None else 0.0
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where things are for the student, in either world (``print(course.where())``)."""
+
+    world: str
+    domain: str
+    mail_host: str
+    resolver: str  # "host port" of the resolver the course asks
+    authoritative: str  # "host port" of the server of the student's zone (nsupdate, AXFR)
+    key_file: Path | None  # the TSIG key (BIND syntax in the lab; the bare secret given by the teacher in live)
+    log_path: Path | None = None  # the embedded lab's log
+    credentials_file: Path | None = None
+
+    def __str__(self) -> str:
+        rhost, rport = self.resolver.split()
+        ahost, aport = self.authoritative.split()
+        lines = [f"Monde : {'lab intégré' if self.world == 'local' else 'live (les serveurs de l’école)'} — domaine "
+                 f"{self.domain}, serveur de messagerie {self.mail_host}"]
+        if self.log_path is not None:
+            lines.append(f"Journal : {self.log_path}")
+        if self.key_file is not None:
+            lines.append(f"Clé de votre zone : {self.key_file}")
+        lines.append(f"Résolveur : dig @{rhost} -p {rport} {self.domain} SOA")
+        lines.append(f"Serveur autoritatif de votre zone (nsupdate, AXFR) : {ahost} port {aport}")
+        if self.credentials_file is not None:
+            lines.append(f"Vos identifiants (donnés par l'enseignant·e) : {self.credentials_file}")
+        return "\n".join(lines)
+
+
+def where(config: _config.Config | None = None) -> Places:
+    """Where the student's resolver, zone server, key and log are — the embedded lab's, or the school's in live."""
+    from .world import current
+
+    cfg = config or _config.load()
+    world = current(cfg)
+    resolver = "{} {}".format(*world.resolvers[0]) if world.resolvers else "— —"
+    authoritative = "{} {}".format(*world.dns_server)
+    if cfg.world == "local":
+        from . import lab
+
+        return Places("local", cfg.domain, cfg.mail_host, resolver, authoritative, lab.student_key_file(cfg),
+                      lab.status(cfg).log_path)
+    return Places("live", cfg.domain, cfg.mail_host, resolver, authoritative, cfg.tsig_secret_file,
+                  credentials_file=cfg.credentials_file)
 
 
 def external_mailboxes(config: _config.Config | None = None) -> tuple[str, str]:

@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.exception
+import dns.name
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from ..errors import LabmailError
@@ -680,6 +682,14 @@ class MailServices:
 
 
 
+def _in_zones(name: str, zones) -> bool:
+    try:
+        qname = dns.name.from_text(name + ".")
+    except dns.exception.DNSException:
+        return False
+    return any(qname.is_subdomain(zone) for zone in zones)
+
+
 class _LabResolver(Resolver):
     """The lab's resolver engine asked in-process, behind the lab's answer cache (see MailServices.answers): a
     message's SPF, DKIM, DMARC, iprev and DNSBL lookups mostly find their answer already decoded."""
@@ -693,6 +703,9 @@ class _LabResolver(Resolver):
             key = (str(name).rstrip(".").lower(), int(_check_type(rdtype)))
         except LabmailError:  # a bad type: the base class says so
             return super().query(name, rdtype)
+        forwards = self._services._dns[0].forwards if self._services._dns is not None else {}
+        if forwards and _in_zones(key[0], forwards):
+            return super().query(name, rdtype)  # a zone served elsewhere (lab_forward): its owner changes it, no cache
         cache = self._services.answers()
         hit = cache.get(key)
         if hit is not None:
