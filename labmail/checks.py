@@ -566,11 +566,20 @@ def _zone_questions(domain_name: str, selector: str) -> list[tuple[str, str]]:
 
 
 def _dkim_from_api(world: World, domain_name: str) -> str | None:
-    """The key record the school server signs ``domain_name`` with (its API's get/dkim), or None if unknown."""
+    """The key record the school server signs ``domain_name`` with (its API's get/dkim), or None if unknown.
+
+    Live world without Mailcow (a school's Postfix + OpenDKIM): the record the teacher wrote in the student's
+    credentials file (``"dkim_txt"``), for the student's own domain."""
     if world.kind == "local":
         stored = Layout(world.config.state_dir).dkim_record(domain_name)
         if stored.exists():  # what the school server's API would answer (get/dkim), without an HTTPS round trip
             return "v=DKIM1;k=rsa;t=s;s=email;p=" + stored.read_text(encoding="utf-8").strip().split("p=", 1)[1]
+    else:
+        from .config import live_credentials
+
+        given = live_credentials(world.config).get("dkim_txt")
+        if isinstance(given, str) and given.startswith("v=DKIM1") and domain_name == world.config.domain:
+            return given
     try:
         from .mail import MailcowAPI
         from .world import api_key

@@ -28,7 +28,7 @@ from .mail import remember_password  # noqa: F401 - re-exported (course.remember
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
-           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where",
+           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where", "dkim_key",
            "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
@@ -258,6 +258,27 @@ def where(config: _config.Config | None = None) -> Places:
                       lab.status(cfg).log_path)
     return Places("live", cfg.domain, cfg.mail_host, resolver, authoritative, cfg.tsig_secret_file,
                   credentials_file=cfg.credentials_file)
+
+
+def dkim_key(config: _config.Config | None = None) -> str:
+    """The DKIM record the school's server signs the student's domain with, ready to publish (step 10).
+
+    Embedded lab: what its Mailcow API answers (``MailcowAPI(key=lab.api_key()).get_dkim(domaine)["dkim_txt"]``).
+    Live world: the school's Mailcow API with the student's key, or — a school without Mailcow (Postfix + OpenDKIM)
+    — the record the teacher wrote in the student's credentials file (``"dkim_txt"``)."""
+    from .checks import _dkim_from_api
+    from .world import current
+
+    cfg = config or _config.load()
+    record = _dkim_from_api(current(cfg), cfg.domain)
+    if not record:
+        raise CourseError(f"Clé DKIM de {cfg.domain} introuvable : ni l'API du serveur de l'école, ni le fichier de "
+                          "l'enseignant·e (credentials_file, clé « dkim_txt ») ne la donnent. Copiez-la depuis l'interface "
+                          "du serveur (Mailcow : Configuration > ARC/DKIM) ou demandez-la.",
+                          f"DKIM key of {cfg.domain} not found: neither the school server's API nor the teacher's file "
+                          "(credentials_file, key \"dkim_txt\") gives it. Copy it from the server's interface (Mailcow: "
+                          "Configuration > ARC/DKIM) or ask for it.")
+    return record
 
 
 def external_mailboxes(config: _config.Config | None = None) -> tuple[str, str]:
