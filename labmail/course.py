@@ -28,7 +28,7 @@ from .mail import remember_password  # noqa: F401 - re-exported (course.remember
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
-           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where", "dkim_key",
+           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where", "dkim_key", "lab_only",
            "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
@@ -258,6 +258,21 @@ def where(config: _config.Config | None = None) -> Places:
                       lab.status(cfg).log_path)
     return Places("live", cfg.domain, cfg.mail_host, resolver, authoritative, cfg.tsig_secret_file,
                   credentials_file=cfg.credentials_file)
+
+
+def lab_only(what: str, config: _config.Config | None = None) -> bool:
+    """True in the embedded lab; in the live world, say that ``what`` exists only in the lab and return False —
+    for the course's sections that simulate part of the Internet (the spoofer, the providers' DMARC reports)::
+
+        if course.lab_only("l'usurpateur"):
+            statut, reponse = lab.spoof(...)
+    """
+    cfg = config or _config.load()
+    if cfg.world == "local":
+        return True
+    print(f"Monde live : {what} n'existe qu'au lab intégré (il simule une partie d'Internet) — cette partie est "
+          "sautée ; votre enseignant·e peut la montrer sur le lab, ou vous la faire vivre pour de vrai.")
+    return False
 
 
 def dkim_key(config: _config.Config | None = None) -> str:

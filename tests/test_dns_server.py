@@ -331,8 +331,13 @@ class _OtherServer:
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if query.question[0].name == dns.name.from_text("mail.ecole.test"):
+        name = query.question[0].name
+        if name == dns.name.from_text("mail.ecole.test"):
             response.answer.append(dns.rrset.from_text("mail.ecole.test.", 60, "IN", "A", self.address))
+        elif name == dns.name.from_text("autoconfig.ecole.test"):  # authoritative only: the chain stops at its edge
+            response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", "mail.ecole.test."))
+        elif name == dns.name.from_text("vers-lab.ecole.test"):
+            response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", "mailcow.labmail.cloud."))
         else:
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
@@ -375,6 +380,13 @@ def test_a_forwarded_zone_is_asked_of_its_own_server_never_cached(world_lab):
         assert ask(resolver, "mail.ecole.test", "A").answer[0][0].address == "192.0.2.2"
         assert ask(resolver, "mail.ecole.test", "A", tcp=True).answer[0][0].address == "192.0.2.2"
         assert ask(resolver, "autre.ecole.test", "A").rcode() == dns.rcode.NXDOMAIN
+        # a CNAME chain that leaves what the other server answers is followed, as a recursive resolver does
+        chained = ask(resolver, "autoconfig.ecole.test", "A")
+        assert [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype)) for rr in chained.answer] == \
+            [("autoconfig.ecole.test.", "CNAME"), ("mail.ecole.test.", "A")]
+        into_lab = ask(resolver, "vers-lab.ecole.test", "A")
+        assert into_lab.answer[-1].name == dns.name.from_text("mailcow.labmail.cloud") and into_lab.answer[-1][0].address
+        assert ask(resolver, "autoconfig.ecole.test", "CNAME").answer[0].rdtype == dns.rdatatype.CNAME  # asked as is
         assert ask(resolver, "gmail.test", "MX").answer  # the lab's own names: as before
         assert not ask(world_lab.engine("registry"), "mail.ecole.test", "A", rd=False).answer  # authoritative: never
     finally:

@@ -161,7 +161,7 @@ class DNSEngine:
         if self.forwards:
             server = self._forwarded(wire)
             if server is not None:
-                return [self._forward(wire, tcp, server)]
+                return [self._chase(self._forward(wire, tcp, server), tcp)]
         cache = self._cache[tcp]
         hit = cache.get(wire[2:])
         if hit is not None:
@@ -213,6 +213,42 @@ class DNSEngine:
         except (OSError, ValueError):
             log.warning("forwarded zone: %s:%s did not answer", *server)
             return _header_only_reply(wire, dns.rcode.SERVFAIL, recursion_available=True)
+
+    def _chase(self, reply: bytes, tcp: bool, depth: int = 0) -> bytes:
+        """A forwarded zone's server is authoritative, not recursive: an answer that ends on a CNAME to a name it
+        does not serve (``autoconfig.<domaine> CNAME mail.<école>``) is completed here, as a recursive resolver does
+        (RFC 1034 §4.3.2 step 3a) — the target asked of whoever serves it, the lab or a forwarded server."""
+        try:
+            response = dns.message.from_wire(reply)
+        except Exception:
+            return reply
+        if response.rcode() != dns.rcode.NOERROR or not response.question or depth > 7:
+            return reply
+        question = response.question[0]
+        qtype = question.rdtype
+        if qtype in (dns.rdatatype.CNAME, ANY) or dns.rdatatype.is_metatype(qtype):
+            return reply
+        name, seen = question.name, set()
+        by_owner = {(rr.name, rr.rdtype): rr for rr in response.answer}
+        while (name, qtype) not in by_owner and (name, dns.rdatatype.CNAME) in by_owner and name not in seen:
+            seen.add(name)
+            name = by_owner[(name, dns.rdatatype.CNAME)][0].target
+        if not seen or (name, qtype) in by_owner:
+            return reply  # no CNAME, or the chain is complete
+        follow = dns.message.make_query(name, qtype)
+        follow.flags |= dns.flags.RD
+        answers = self.handle(follow.to_wire(), tcp=tcp)
+        if not answers:
+            return reply
+        try:
+            tail = dns.message.from_wire(self._chase(answers[0], tcp, depth + 1))
+        except Exception:
+            return reply
+        response.answer += tail.answer
+        response.set_rcode(tail.rcode())
+        response.flags &= ~dns.flags.AA  # the answer now comes from more than one zone
+        response.flags |= dns.flags.RA
+        return response.to_wire()
 
     def _negative_fast(self, wire: bytes) -> bytes | None:
         """NXDOMAIN and NODATA answers to a plain query, built from the query's bytes and the zone's SOA rendered
