@@ -28,7 +28,7 @@ from .mail import remember_password  # noqa: F401 - re-exported (course.remember
 from .state import PROVIDERS, Layout
 
 __all__ = ["STEPS", "CourseState", "prepare", "sample_message", "find", "remember_password", "PROVIDER_IMAP",
-           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where", "dkim_key", "lab_only",
+           "external_mailboxes", "save_pasted", "pasted", "PASTE_FOLDER", "Places", "where", "dkim_key", "lab_only", "school_api",
            "note_form_action", "form_actions"]
 
 #: The seed's steps, as numbered in the course (8.5 is "8bis").
@@ -168,16 +168,21 @@ def _read(path: Path) -> dict:
 
 def sample_message(to: str | None = None, *, config: _config.Config | None = None, timeout: float = 15.0) -> bytes:
     """A real message, as its recipient received it: sent by the course's ``facteur@<domain>`` mailbox (created
-    on demand) to ``to`` (default: the student's Gmail-like mailbox), then read back from that mailbox."""
+    on demand) to ``to`` (default: the student's Gmail-like mailbox), then read back from that mailbox. Live world:
+    sent by Tintin to the student's real Gmail address, read back over IMAP or pasted (:func:`find`)."""
     from . import lab, mail
     from .lab.mailstore import MailStore
 
     cfg = config or _config.load()
-    state = prepare(1, config=cfg) if cfg.world == "local" else None
-    if state is None:
-        raise CourseError("sample_message() n'existe que dans le lab intégré : dans le monde réel, envoyez-vous un "
-                           "message et ouvrez sa source.", "sample_message() only exists in the embedded lab: in the "
-                           "live world, send yourself a message and open its source.")
+    if cfg.world != "local":  # Tintin (a mailbox the teacher made) writes to the student's real Gmail, read back live
+        to = to or external_mailboxes(cfg)[0]
+        started = time.time() - 1
+        result = mail.submit(f"tintin@{cfg.domain}", to, "Une lettre du facteur", "Bonjour, ceci est un message de "
+                             "démonstration.")
+        if not result.accepted:
+            raise CourseError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
+        return find(to, "Une lettre du facteur", since=started, config=cfg)[1]
+    prepare(1, config=cfg)
     sender = f"facteur@{cfg.domain}"
     to = to or f"{cfg.prenom}@gmail.test"
     passwords = Layout(cfg.state_dir).course_passwords
@@ -258,6 +263,26 @@ def where(config: _config.Config | None = None) -> Places:
                       lab.status(cfg).log_path)
     return Places("live", cfg.domain, cfg.mail_host, resolver, authoritative, cfg.tsig_secret_file,
                   credentials_file=cfg.credentials_file)
+
+
+def school_api(config: _config.Config | None = None):
+    """The school server's Mailcow API with the student's key (:class:`labmail.mail.MailcowAPI`), or None — said
+    in one sentence — in a live world without it (a school running Postfix and Dovecot, or a Mailcow whose API the
+    teacher keeps): the sections that use it are then skipped (``if api:``)."""
+    from .errors import LabError
+    from .mail import MailcowAPI
+    from .world import api_key, current
+
+    cfg = config or _config.load()
+    try:
+        return MailcowAPI(key=api_key(cfg), world=current(cfg))
+    except LabError:
+        if cfg.world == "local":
+            raise
+    print("Monde live : pas d'API Mailcow pour votre domaine (le serveur de l'école n'en a pas, ou l'enseignant·e la "
+          "garde) — cette partie se fait dans l'interface du serveur ; votre domaine et vos boîtes ont été préparés "
+          "par l'enseignant·e.")
+    return None
 
 
 def lab_only(what: str, config: _config.Config | None = None) -> bool:
