@@ -423,6 +423,9 @@ def mailboxes(*local_parts: str, domain: str | None = None, world=None) -> None:
 
     world, domain, _host = _context(domain, world)
     wanted = [f"{p}@{domain}" for p in (local_parts or ("tintin", "milou"))]
+    if world.kind == "live" and not _has_api_key(world):  # a school without Mailcow's API: the teacher made them
+        _mailboxes_by_login(wanted, world)
+        return
     api = MailcowAPI(key=lab.api_key(world.config), world=world)
     existing = {str(m.get("username", "")).lower() for m in (api.get_mailbox("all", domain) or []) if isinstance(m, dict)}
     missing = [a for a in wanted if a not in existing]
@@ -430,6 +433,24 @@ def mailboxes(*local_parts: str, domain: str | None = None, world=None) -> None:
         raise AssertionError(f"Boîte(s) absente(s) du serveur : {', '.join(missing)}. Créez-les dans la cellule de "
                              "l'exercice : api.add_mailbox(nom, etat.domain, etat.new_password(adresse)).")
     _forms_note("add_mailbox")
+
+
+def _has_api_key(world) -> bool:
+    from .config import live_credentials
+
+    return bool(live_credentials(world.config).get("api_key"))
+
+
+def _mailboxes_by_login(addresses: list[str], world) -> None:
+    """Live world without an API: a mailbox exists if it accepts its login over IMAP (the teacher's passwords)."""
+    from .mail import imap_connect
+
+    for address in addresses:
+        try:
+            imap_connect(address, world=world).logout()
+        except LabmailError as exc:
+            raise AssertionError(f"{address} : connexion IMAP impossible ({exc.message('fr')}) — la boîte existe-t-elle ? "
+                                 "Dans une école sans API Mailcow, c'est l'enseignant·e qui la crée : demandez-lui.") from None
 
 
 @_check
