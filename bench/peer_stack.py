@@ -737,8 +737,7 @@ def stop(work: Path, conf: dict, timeout: float = 20.0) -> None:
         etc = Path(pth[inst])
         if _master_pid(work, etc.parent.name):
             _postfix(str(etc), "stop")
-    for name in ("dovecot", "rspamd", "opendkim", "named"):
-        pf = work / "run" / f"{name}.pid"
+    for pf in sorted((work / "run").glob("*.pid")):  # every daemon this folder started (dovecot, named, nginx…)
         try:
             pid = int(pf.read_text().split()[0])
         except (OSError, ValueError, IndexError):

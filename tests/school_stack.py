@@ -11,7 +11,10 @@ writes for its roster:
   world": ``gmail.test``, ``outlook.test``), DKIM signing by **OpenDKIM** (selector ``dkim``, one key per student);
 * **Dovecot** — IMAP and POP3 (STARTTLS and implicit TLS), LMTP delivery, SASL for Postfix; the mailboxes
   ``tintin@`` and ``milou@`` of each student, with generated passwords written in the student's credentials file
-  (what the teacher hands out).
+  (what the teacher hands out);
+* **nginx** — the school's web server with Thunderbird's autoconfig document (Mozilla's static
+  ``/mail/config-v1.1.xml``), over HTTPS for ``autoconfig.<domain>``; no Exchange Autodiscover (a school without
+  Exchange or Mailcow has none: Outlook finds nothing, as it would there).
 
 The lab resolves the school's zones by asking this BIND (``lab_forward``), so that its Gmail and Outlook judge mail
 from the real Postfix (SPF, DKIM, DMARC, PTR) as they judge any sender. Every daemon runs as Debian's packages
@@ -40,7 +43,7 @@ PARENT = "ecole.test"
 MAIL_HOST = f"mail.{PARENT}"
 NS_HOST = f"ns.{PARENT}"
 PACKAGES = {"named": "/usr/sbin/named", "postfix": "/usr/sbin/postfix", "dovecot": "/usr/sbin/dovecot",
-            "opendkim": "/usr/sbin/opendkim", "doveadm": "/usr/bin/doveadm"}
+            "opendkim": "/usr/sbin/opendkim", "doveadm": "/usr/bin/doveadm", "nginx": "/usr/sbin/nginx"}
 
 
 def missing() -> list[str]:
@@ -71,7 +74,7 @@ class School:
         """The live configuration's ``ports``: standard port → where this stack listens."""
         p = self.ports
         return (f"53={p['dns']},25={p['smtp']},587={p['submission']},465={p['smtps']},143={p['imap']},"
-                f"993={p['imaps']},110={p['pop3']},995={p['pop3s']}")
+                f"993={p['imaps']},110={p['pop3']},995={p['pop3s']},443={p['https']}")
 
     def stop(self) -> None:
         ps.stop(self.work, self.conf)
@@ -82,13 +85,14 @@ def configure(work: Path, provisioned: Path, labels: list[str], outside: dict[st
     provision-live`` wrote) for ``labels``; ``outside`` maps the lab's provider domains to their MX endpoint."""
     work = Path(work).resolve()
     ps._mkdir(work, 0o755)
-    for d in ("log", "run", "tls", "named", "opendkim", "dovecot"):
+    for d in ("log", "run", "tls", "named", "opendkim", "dovecot", "nginx", "www/mail", "www/.well-known/autoconfig/mail"):
         ps._mkdir(work / d)
-    names = ("dns", "smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "opendkim", "lmtp", "auth")
+    names = ("dns", "smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "opendkim", "lmtp", "auth", "https")
     ports = dict(zip(names, ps._free_ports(len(names))))
     conf: dict = {"work": str(work), "ports": ports, "paths": {}}
     tls_key, tls_cert = work / "tls/key.pem", work / "tls/cert.pem"
-    ps._make_tls_cert(tls_key, tls_cert, names=(MAIL_HOST, NS_HOST, "localhost"))
+    web_names = tuple(f"{kind}.{label}.{PARENT}" for label in labels for kind in ("autoconfig", "autodiscover"))
+    ps._make_tls_cert(tls_key, tls_cert, names=(MAIL_HOST, NS_HOST, "localhost", *web_names))
     conf["paths"].update(cert=str(tls_cert), key=str(tls_key))
     school = School(work, conf)
 
@@ -119,7 +123,7 @@ logging {{ channel school {{ file "{work}/log/named.log"; print-time yes; severi
 zone "{PARENT}" {{ type primary; file "{nd}/{PARENT}.zone"; }};
 zone "0.0.127.in-addr.arpa" {{ type primary; file "{nd}/ptr.zone"; }};
 """ + include)
-    r = ps._run(["named-checkconf", nd / "named.conf"])
+    r = ps._run(["named-checkconf", nd / "named.conf"])  # (and nginx -t below, once its files are written)
     if r.returncode:
         raise RuntimeError(f"named-checkconf: {r.stdout}{r.stderr}")
 
@@ -309,6 +313,33 @@ non_smtpd_milters =
   -o syslog_name=postfix-school/smtps
   -o smtpd_tls_wrappermode=yes
 {submission}""")
+    # ---- nginx: Thunderbird's autoconfig document, as Mozilla documents it for a domain's own web server
+    from labmail.lab.web import autoconfig_xml
+
+    www = work / "www"
+    for where in ("mail", ".well-known/autoconfig/mail"):
+        ps._write(www / where / "config-v1.1.xml", autoconfig_xml(MAIL_HOST))
+    ng = work / "nginx"
+    ps._write(ng / "nginx.conf", f"""pid {ng}/nginx.pid;
+error_log {work}/log/nginx.log;
+worker_processes 1;
+events {{ worker_connections 64; }}
+http {{
+    access_log {work}/log/nginx-access.log;
+    client_body_temp_path {ng}/body; proxy_temp_path {ng}/proxy; fastcgi_temp_path {ng}/fastcgi;
+    uwsgi_temp_path {ng}/uwsgi; scgi_temp_path {ng}/scgi;
+    types {{ text/xml xml; }}
+    server {{
+        listen 127.0.0.1:{ports['https']} ssl;
+        server_name {' '.join(web_names) or '_'};
+        ssl_certificate {tls_cert};
+        ssl_certificate_key {tls_key};
+        root {www};
+        location / {{ try_files $uri =404; }}
+    }}
+}}
+""")
+    conf["paths"]["nginx_conf"] = str(ng / "nginx.conf")
     conf["paths"].update(postfix_school=str(pf / "etc"), postfix_provider=str(work / "postfix-provider/etc"),
                          dovecot_conf=str(dv / "dovecot.conf"), named_conf=str(nd / "named.conf"),
                          opendkim_conf=str(od / "opendkim.conf"))
@@ -329,6 +360,7 @@ def start(school: School, timeout: float = 60.0) -> None:
     ps._spawn(work, "named", ["/usr/sbin/named", "-f", "-4", "-c", conf["paths"]["named_conf"]])
     ps._spawn(work, "opendkim", ["/usr/sbin/opendkim", "-f", "-x", conf["paths"]["opendkim_conf"]])
     ps._spawn(work, "dovecot", ["/usr/sbin/dovecot", "-F", "-c", conf["paths"]["dovecot_conf"]])
+    ps._spawn(work, "nginx", ["/usr/sbin/nginx", "-c", conf["paths"]["nginx_conf"], "-g", "daemon off;"])
     r = ps._postfix(conf["paths"]["postfix_school"], "start")
     if r.returncode:
         ps.print_logs(work)
@@ -349,7 +381,7 @@ def start(school: School, timeout: float = 60.0) -> None:
     for what, ready in (("dns", dns_answers), ("opendkim", lambda: ps._tcp_open(p["opendkim"])),
                         ("auth", lambda: ps._tcp_open(p["auth"])), ("smtp", lambda: ps._smtp_greets(p["smtp"])),
                         ("submission", lambda: ps._smtp_greets(p["submission"])),
-                        ("imaps", lambda: ps._imaps_greets(p["imaps"], ctx))):
+                        ("imaps", lambda: ps._imaps_greets(p["imaps"], ctx)), ("https", lambda: ps._tcp_open(p["https"]))):
         ps._wait(what, ready, deadline, work)
 
 

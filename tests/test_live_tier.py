@@ -195,7 +195,7 @@ def test_step_7_through_the_real_postfix_reaches_the_outside_untrusted(student, 
 
 #: The course's notebooks that run, unchanged, in the live world against the school's real servers, in the order a
 #: student takes them (each starts where the previous left the zone and the mailboxes).
-LIVE_COURSE = ["00-demarrage", "01-flux", "02-ressources", "03-domaine-mailcow", "04-dns-mx", "05-boites-mail", "06-pop-imap", "07-envoi-exterieur", "08-en-tetes", "09-spf", "10-dkim", "11-dmarc", "12-validation"]
+LIVE_COURSE = ["00-demarrage", "01-flux", "02-ressources", "03-domaine-mailcow", "04-dns-mx", "05-boites-mail", "06-pop-imap", "07-envoi-exterieur", "08-en-tetes", "09-spf", "10-dkim", "11-dmarc", "12-validation", "13-autodiscover"]
 
 
 def _run_live_notebook(name: str, folder: Path) -> str:

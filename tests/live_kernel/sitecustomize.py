@@ -34,3 +34,23 @@ if _TYPED:
             return next((password for who, password in known.items() if who in prompt), "")
 
         ipykernel.kernelbase.Kernel.getpass = _typed
+
+# And, as in the test process (tests/conftest.py), nothing leaves the loopback: a kernel of the live tier reaches the
+# school's servers and the lab on 127.0.0.0/8 only.
+import ipaddress as _ipaddress
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            if not _ipaddress.ip_address(host.split("%")[0]).is_loopback:
+                raise OSError(f"live tier: no network beyond loopback ({host})")
+        except ValueError:  # a name: resolved by getaddrinfo above, connected by address by the callers
+            pass
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only
