@@ -31,12 +31,14 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # The live tier of the tests (tests/test_live_tier.py, issue 18): a school's real servers — Postfix, Dovecot (IMAP,
-# POP3, LMTP), OpenDKIM — beside BIND, run by tests/school_stack.py as private loopback instances.
+# POP3, LMTP), OpenDKIM, nginx (the autoconfig document) — beside BIND, run by tests/school_stack.py as private
+# loopback instances.
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ "${1:-}" = bench ]; then
     [ -x /usr/bin/rspamd ] || need+=(rspamd)
 fi

@@ -17,7 +17,8 @@ import pytest
 
 import school_stack
 
-STUDENT = "jean-emile"
+STUDENT = "jean-emile"  # does the course with the reference answers
+BLANK = "anne"  # hands in the unmodified student version
 DOMAIN = f"{STUDENT}.{school_stack.PARENT}"
 
 pytestmark = pytest.mark.tools
@@ -45,6 +46,7 @@ def outside(tmp_path_factory):
                                                               f"0.0.127.in-addr.arpa=127.0.0.1:{dns_port}")
     lab.start(cfg)
     try:
+        lab.provision(cfg, students=[STUDENT, BLANK])  # their mailboxes at the lab's Gmail and Outlook
         yield cfg, current(cfg), dns_port
     finally:
         lab.stop(cfg)
@@ -77,7 +79,7 @@ def school(outside):
     base = Path(tempfile.mkdtemp(prefix="labmail-school-"))  # not under pytest's 0700 folder: the daemons' users
     base.chmod(0o755)                                         # (postfix, dovecot, opendkim) must reach their files
     roster = base / "classe.csv"
-    roster.write_text(f"prenom,nom\n{STUDENT},Dupont\n", encoding="utf-8")
+    roster.write_text(f"prenom,nom\n{STUDENT},Dupont\n{BLANK},Martin\n", encoding="utf-8")
     provision_live(roster, base / "classe-live", parent_domain=school_stack.PARENT, nameserver=school_stack.NS_HOST,
                    nameserver_address="127.0.0.1")
     providers = {}
@@ -85,7 +87,7 @@ def school(outside):
         mx = world.resolver().resolve(domain, "MX")[0].exchange.to_text()
         address = world.resolver().resolve(mx, "A")[0].address
         providers[domain] = world.endpoint(address, 25)
-    stack = school_stack.configure(base / "stack", base / "classe-live", [STUDENT], providers)
+    stack = school_stack.configure(base / "stack", base / "classe-live", [STUDENT, BLANK], providers)
     stack.conf["ports"]["dns"] = dns_port  # where the lab forwards the school's zones
     # (configure chose a port before the lab did: take the lab's choice — rewrite named.conf's listen-on)
     named_conf = Path(stack.conf["paths"]["named_conf"])
@@ -118,12 +120,11 @@ def test_the_school_stack_answers_and_the_lab_sees_its_zones(school, outside):
     time.sleep(0)
 
 
-@pytest.fixture
-def student(school, outside, monkeypatch, tmp_path):
-    """This process configured as the student's live world: the files the teacher handed out (provision-live's
-    config.toml and tsig.key, a credentials file with the mailbox passwords), the school's CA, the student's
-    external addresses (the lab's Gmail and Outlook), and the name of the mail host resolved as the school's DNS
-    would (the test bed's one stand-in for the system resolver)."""
+def _as_student(label: str, school, outside, monkeypatch, folder: Path):
+    """This process configured as ``label``'s live world: the files the teacher handed out (provision-live's
+    config.toml and tsig.key, a credentials file with the mailbox passwords and the DKIM record), the school's CA,
+    the student's external addresses (the lab's Gmail and Outlook), and the name of the mail host resolved as the
+    school's DNS would (the test bed's one stand-in for the system resolver)."""
     import json
     import tomllib
 
@@ -131,23 +132,23 @@ def student(school, outside, monkeypatch, tmp_path):
     from labmail.world import current
 
     stack, files = school
-    lab_cfg, lab_world, dns_port = outside
-    given = tomllib.loads((files / "etudiants" / STUDENT / "config.toml").read_text(encoding="utf-8"))
-    credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps({"passwords": stack.students[STUDENT]["passwords"],
-                                       "dkim_txt": stack.students[STUDENT]["dkim_txt"]}))
+    _lab_cfg, lab_world, dns_port = outside
+    given = tomllib.loads((files / "etudiants" / label / "config.toml").read_text(encoding="utf-8"))
+    credentials = folder / "credentials.json"
+    credentials.write_text(json.dumps({"passwords": stack.students[label]["passwords"],
+                                       "dkim_txt": stack.students[label]["dkim_txt"]}))
     credentials.chmod(0o600)
-    bundle = tmp_path / "ca.pem"
+    bundle = folder / "ca.pem"
     bundle.write_text(Path(stack.ca_file).read_text() + Path(lab_world.ca_file).read_text())
     imap = {d.split(".")[0]: lab_world.connect_address(h, 993) for d, h in course_imap().items()}
-    env = {"config": str(tmp_path / "config.toml"), "world": given["world"], "prenom": given["prenom"],
+    env = {"config": str(folder / "config.toml"), "world": given["world"], "prenom": given["prenom"],
            "parent_domain": given["parent_domain"], "mail_host": school_stack.MAIL_HOST,
            "dns_server": f"127.0.0.1:{dns_port}", "resolver": "{}:{}".format(*lab_world.resolvers[0]),
-           "tsig_secret_file": str(files / "etudiants" / STUDENT / "tsig.key"), "tsig_algorithm": given["tsig_algorithm"],
+           "tsig_secret_file": str(files / "etudiants" / label / "tsig.key"), "tsig_algorithm": given["tsig_algorithm"],
            "credentials_file": str(credentials), "ca_file": str(bundle), "ports": stack.port_map(),
-           "gmail_address": f"{STUDENT}@gmail.test", "outlook_address": f"{STUDENT}@outlook.test",
+           "gmail_address": f"{label}@gmail.test", "outlook_address": f"{label}@outlook.test",
            "imap_gmail": "{}:{}".format(*imap["gmail"]), "imap_outlook": "{}:{}".format(*imap["outlook"]),
-           "state_dir": str(tmp_path / "state")}
+           "state_dir": str(folder / "state")}
     for key, value in env.items():
         monkeypatch.setenv(f"LABMAIL_{key.upper()}", value)
     real = socket.getaddrinfo
@@ -160,8 +161,13 @@ def student(school, outside, monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", school_names)
     provider_passwords = {a: mail.stored_password(a, None, lab_world) for a in (env["gmail_address"], env["outlook_address"])}
     world = current()
-    assert world.kind == "live" and world.config.domain == DOMAIN
+    assert world.kind == "live" and world.config.domain == f"{label}.{school_stack.PARENT}"
     return world, provider_passwords
+
+
+@pytest.fixture
+def student(school, outside, monkeypatch, tmp_path):
+    return _as_student(STUDENT, school, outside, monkeypatch, tmp_path)
 
 
 def course_imap() -> dict[str, str]:
@@ -217,6 +223,20 @@ def _run_live_notebook(name: str, folder: Path) -> str:
     return outputs
 
 
+def _live_kernels(monkeypatch, folder: Path, provider_passwords: dict[str, str]) -> None:
+    """Kernels started from now on carry the live tier's stand-ins (tests/live_kernel): the school's names, the
+    passwords the student types, no network beyond loopback."""
+    import json
+
+    typed = folder / "typed.json"
+    typed.write_text(json.dumps(provider_passwords))
+    typed.chmod(0o600)
+    monkeypatch.setenv("LABMAIL_TEST_TYPED", str(typed))
+    monkeypatch.setenv("LABMAIL_TEST_SCHOOL_PARENT", school_stack.PARENT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent / "live_kernel"),
+                                                      os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
 @pytest.mark.notebook
 def test_the_course_runs_in_the_live_world(student, monkeypatch, tmp_path):
     """The course's own notebooks, unchanged, one after the other in kernels configured as the student's live world:
@@ -224,15 +244,52 @@ def test_the_course_runs_in_the_live_world(student, monkeypatch, tmp_path):
     import json
 
     _world, provider_passwords = student
-    typed = tmp_path / "typed.json"
-    typed.write_text(json.dumps(provider_passwords))
-    typed.chmod(0o600)
-    monkeypatch.setenv("LABMAIL_TEST_TYPED", str(typed))
-    monkeypatch.setenv("LABMAIL_TEST_SCHOOL_PARENT", school_stack.PARENT)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent / "live_kernel"),
-                                                      os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    _live_kernels(monkeypatch, tmp_path, provider_passwords)
     secrets = list(provider_passwords.values()) + list(json.loads(Path(os.environ["LABMAIL_CREDENTIALS_FILE"])
                                                                   .read_text())["passwords"].values())
     for name in LIVE_COURSE:
         outputs = _run_live_notebook(name, tmp_path)
         assert not any(secret in outputs for secret in secrets), f"{name}: a password shows in the notebook"
+
+
+#: Every step whose checks a student can fail in the live world. Not 05: in a school without Mailcow's API the
+#: teacher creates the mailboxes, so its check passes before the student does anything (said in the notebook).
+LIVE_GRADED = ["01-flux", "02-ressources", "03-domaine-mailcow", "04-dns-mx", "06-pop-imap", "07-envoi-exterieur",
+               "08-en-tetes", "09-spf", "10-dkim", "11-dmarc", "12-validation", "13-autodiscover"]
+
+
+@pytest.mark.notebook
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_unmodified_student_version_fails_every_check_in_the_live_world(school, outside, monkeypatch, tmp_path):
+    """nbgrader's student version of each step, handed in untouched by another student of the same class (a fresh
+    zone, the same school servers): nbgrader's validator finds that every test fails — the graded checks see the
+    real servers, not the reference answers' leftovers."""
+    import shutil
+    import sys
+
+    import kernels
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(__file__).resolve().parents[1]
+    _world, provider_passwords = _as_student(BLANK, school, outside, monkeypatch, tmp_path)
+    _live_kernels(monkeypatch, tmp_path, provider_passwords)
+    cours = tmp_path / "cours"
+    cours.mkdir()
+    shutil.copy(root / "nbgrader_config.py", cours)
+    for step in LIVE_GRADED:
+        shutil.copytree(root / "notebooks" / step, cours / "notebooks" / step,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "reponses.json"))
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    monkeypatch.chdir(cours)
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(cours)).load_config()
+    config.CourseDirectory.root = str(cours)
+    config.Exchange.root = str(cours / "exchange")
+    config.merge(kernels.config())
+    api = NbGraderAPI(config=config)
+    for step in LIVE_GRADED:
+        result = api.generate_assignment(step, force=True)
+        assert result["success"], result.get("error")
+        release = cours / "release" / step / f"{step}.ipynb"
+        assert Validator(invert=True, config=config).validate(str(release)) == {}, f"{step}: a check passed untouched"
