@@ -18,7 +18,7 @@ instructor), Mailcow's side is made through its API too: each student's domain (
 selector ``dkim``, 2048 bits — checked with ``get/dkim``, made again with ``add/dkim`` for a domain this run created
 if Mailcow chose otherwise) and a domain administrator (``add/domain-admin``) whose generated password goes, before
 the call, into ``etudiants/<prénom>/credentials.json`` (0600; the ``credentials_file`` of the student's
-``config.toml``). Stock Mailcow gives API keys to administrators only: a student manages their domain in
+``config.toml``), with the domain's DKIM record (``dkim_txt``, what ``course.dkim_key()`` gives at step 10). Stock Mailcow gives API keys to administrators only: a student manages their domain in
 Mailcow's web interface with that login, and the class's administrator key is never written anywhere.
 
 It is idempotent: a student already set up keeps their key, zone, Mailcow domain, DKIM key and login; a new line of
@@ -229,6 +229,19 @@ def _mailcow_apply(api: MailcowAPI, plan: LivePlan) -> None:
                 MailcowAPI.raise_for(api.add_dkim(domain))
         else:
             MailcowAPI.raise_for(api.add_domain_admin(label, password, domain))
+    for label, domain in plan.domains.items():  # the key to publish at step 10, for students without an API key
+        dkim = api.get_dkim(domain)
+        if isinstance(dkim, dict) and str(dkim.get("dkim_txt", "")).startswith("v=DKIM1"):
+            path = _login_file(plan.folder, label)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                data = {}
+            if data.get("dkim_txt") != dkim["dkim_txt"]:
+                data["dkim_txt"] = dkim["dkim_txt"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(path.parent, 0o700)
+                atomic_write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
 def _checklist(base: Path, parent: str, ns: str, plan: LivePlan, mailcow: MailcowAPI | None) -> str:

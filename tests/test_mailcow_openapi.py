@@ -261,6 +261,7 @@ def test_provision_live_makes_each_students_mailcow_domain_and_login_through_the
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         logins[label] = json.loads(path.read_text())
         assert logins[label]["mailcow_user"] == label and len(logins[label]["mailcow_password"]) >= 20
+        assert logins[label]["dkim_txt"] == admin.get_dkim(f"{label}.labmail.cloud")["dkim_txt"]  # for step 10
         settings = tomllib.loads((out / "etudiants" / label / "config.toml").read_text(encoding="utf-8"))
         assert settings["credentials_file"] == "~/.config/labmail/credentials.json"
         assert settings["mail_host"] == "mailcow.labmail.cloud" and settings["world"] == "live"
