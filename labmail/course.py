@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as _config
-from ._files import atomic_write_bytes, atomic_write_text
+from ._files import atomic_write_text
 from .errors import ConfigError, CourseError, LabmailError
 from .mail import remember_password  # noqa: F401 - re-exported (course.remember_password)
 from .state import PROVIDERS, Layout
@@ -340,64 +340,7 @@ def external_mailboxes(config: _config.Config | None = None) -> tuple[str, str]:
     return str(cfg.gmail_address), str(cfg.outlook_address)
 
 
-#: Where pasted message sources are kept: beside the notebook, so that they travel with it (nbgrader submits the
-#: assignment's folder, and autograde re-executes the notebook there).
-PASTE_FOLDER = "messages-colles"
-_PASTE_LIMIT = 10 * 1024 * 1024
-
-
-def save_pasted(source: str | bytes, *, folder: str = "INBOX", address: str | None = None,
-                directory: str | Path | None = None) -> Path:
-    """Keep the source of a message received in a real mailbox, pasted by the student (Gmail: ⋮ > « Afficher
-    l'original » ; Outlook : … > Afficher > « Afficher la source du message »), for :func:`find` and the checks.
-
-    ``folder`` is where it was found: ``"INBOX"`` or ``"Junk"`` (the spam folder). The source must be the whole
-    message as received — with the receiver's ``Received`` and ``Authentication-Results`` — else a clear error;
-    line ends become CRLF; 8-bit text is kept (UTF-8). Returns the file written (``messages-colles/…eml``)."""
-    from .errors import UsageError
-    from .headers import read_message
-
-    if folder not in ("INBOX", "Junk"):
-        raise UsageError(f"Dossier « {folder} » : « INBOX » (boîte de réception) ou « Junk » (spam).",
-                         f"Folder \"{folder}\": \"INBOX\" (inbox) or \"Junk\" (spam).")
-    data = source.encode("utf-8", "surrogateescape") if isinstance(source, str) else bytes(source)
-    if len(data) > _PASTE_LIMIT:
-        raise UsageError(f"Source de {len(data) // 1024 // 1024} Mio : au plus 10 Mio (retirez les pièces jointes du "
-                         "message avant de le copier).", f"A {len(data) // 1024 // 1024} MiB source: 10 MiB at most "
-                         "(remove the attachments before copying).")
-    data = data.lstrip(b"\r\n \t").replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    headers = read_message(data)
-    if not headers.get_all("Received") or not headers.get_all("Authentication-Results"):
-        raise UsageError("Ce n'est pas la source complète d'un message reçu (il manque Received ou "
-                         "Authentication-Results) : dans Gmail, ⋮ > « Afficher l'original » > « Copier dans le "
-                         "presse-papiers » ; dans Outlook, … > Afficher > « Afficher la source du message » ; collez tout.",
-                         "This is not the whole source of a received message (Received or Authentication-Results is "
-                         "missing): in Gmail, ⋮ > \"Show original\" > \"Copy to clipboard\"; in Outlook, … > View > "
-                         "\"View message source\"; paste all of it.")
-    base = Path(directory) if directory is not None else Path.cwd() / PASTE_FOLDER
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(2)}"
-    path = base / f"{stamp}.eml"
-    atomic_write_text(base / f"{stamp}.json", json.dumps({"folder": folder, "address": address, "saved": time.time()}) + "\n",
-                      mode=0o644)
-    atomic_write_bytes(path, data, mode=0o644)
-    return path
-
-
-def pasted(directory: str | Path | None = None) -> list[tuple[str, str | None, bytes]]:
-    """The pasted messages kept beside the notebook: ``[(folder, address, source), …]``, oldest first."""
-    base = Path(directory) if directory is not None else Path.cwd() / PASTE_FOLDER
-    out = []
-    for path in sorted(base.glob("*.eml")):
-        meta = _read(path.with_suffix(".json"))
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        folder = meta.get("folder") if meta.get("folder") in ("INBOX", "Junk") else "INBOX"
-        address = meta.get("address") if isinstance(meta.get("address"), str) else None
-        out.append((folder, address, data))
-    return out
+from .mail import PASTE_FOLDER, pasted, save_pasted  # noqa: E402,F401 - re-exported (course.save_pasted…)
 
 
 def _find_live(address: str, subject: str, since: float | None, timeout: float, cfg: _config.Config) -> tuple[str, bytes]:

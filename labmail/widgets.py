@@ -674,7 +674,7 @@ def header_analyzer(text: str = "") -> HeaderAnalyzer:
 
 class PasteMessage(w.VBox):
     """Paste the source of a message received in a real mailbox (live world, steps 7, 8 and 12): « Enregistrer »
-    keeps it beside the notebook (:func:`labmail.course.save_pasted`), where :func:`labmail.course.find` and the
+    keeps it beside the notebook (:func:`labmail.mail.save_pasted`), where :func:`labmail.course.find` and the
     checks read it — also when nbgrader grades the submitted notebook. The verdicts of the receiver's
     Authentication-Results are shown at once."""
 
@@ -696,10 +696,10 @@ class PasteMessage(w.VBox):
 
     def save(self):
         """What « Enregistrer » does: keep the source, then say what the receiver wrote (or what is wrong)."""
-        from . import course, headers
+        from . import headers, mail
 
         try:
-            self.saved = course.save_pasted(self.source.value, folder=self.folder.value,
+            self.saved = mail.save_pasted(self.source.value, folder=self.folder.value,
                                             address=self.address.value.strip() or None)
             report = headers.analyze(self.saved.read_bytes(), recompute=False)
         except LabmailError as exc:
