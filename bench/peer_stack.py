@@ -190,6 +190,26 @@ def _hash_password(pw: str) -> str:
     raise RuntimeError(f"doveadm pw failed: {r.stderr}")
 
 
+def dovecot_head(instance: str, hostname: str, protocols: str, dv: Path, work: Path, cert: Path, key: Path) -> str:
+    """The first lines of a private Dovecot's configuration: its folders under ``dv``, its log, TLS required."""
+    dh = "ssl_dh = </usr/share/dovecot/dh.pem\n" if Path("/usr/share/dovecot/dh.pem").exists() else ""
+    return f"""instance_name = {instance}
+hostname = {hostname}
+base_dir = {dv}/run
+state_dir = {dv}/state
+protocols = {protocols}
+listen = 127.0.0.1
+log_path = {work}/log/dovecot.log
+info_log_path = {work}/log/dovecot.log
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+{dh}ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+"""
+
+
 # --------------------------------------------------------------------------- configure
 def configure(work: Path) -> dict:
     """Creates every key, certificate and configuration file in `work`; returns conf."""
@@ -300,22 +320,8 @@ RequireSafeKeys         false
     _write(dv / "users", "\n".join(users) + "\n", 0o640)
     _chown(dv / "users", "root", "dovecot")
     pfa, pfb = work / "postfix-school", work / "postfix-provider"
-    dh = "ssl_dh = </usr/share/dovecot/dh.pem\n" if Path("/usr/share/dovecot/dh.pem").exists() else ""
-    _write(dv / "dovecot.conf", f"""\
-instance_name = peerstack
-hostname = mx.{PROVIDER}
-base_dir = {dv}/run
-state_dir = {dv}/state
-protocols = imap lmtp
-listen = 127.0.0.1
-log_path = {work}/log/dovecot.log
-info_log_path = {work}/log/dovecot.log
-ssl = required
-ssl_cert = <{tls_cert}
-ssl_key = <{tls_key}
-{dh}ssl_min_protocol = TLSv1.2
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
+    _write(dv / "dovecot.conf", dovecot_head("peerstack", f"mx.{PROVIDER}", "imap lmtp", dv, work, tls_cert, tls_key)
+           + f"""\
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
 auth_cache_negative_ttl = 1 min

@@ -163,24 +163,10 @@ SignatureAlgorithm rsa-sha256
 AutoRestart no
 RequireSafeKeys false
 """)
-    dh = "ssl_dh = </usr/share/dovecot/dh.pem\n" if Path("/usr/share/dovecot/dh.pem").exists() else ""
     ps._mkdir(dv / "run")
     ps._mkdir(dv / "state")
-    ps._write(dv / "dovecot.conf", f"""instance_name = school
-hostname = {MAIL_HOST}
-base_dir = {dv}/run
-state_dir = {dv}/state
-protocols = imap pop3 lmtp
-listen = 127.0.0.1
-log_path = {work}/log/dovecot.log
-info_log_path = {work}/log/dovecot.log
-ssl = required
-ssl_cert = <{tls_cert}
-ssl_key = <{tls_key}
-{dh}ssl_min_protocol = TLSv1.2
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
-first_valid_uid = {ps.MAIL_UID}
+    ps._write(dv / "dovecot.conf", ps.dovecot_head("school", MAIL_HOST, "imap pop3 lmtp", dv, work, tls_cert, tls_key)
+              + f"""first_valid_uid = {ps.MAIL_UID}
 last_valid_uid = {ps.MAIL_UID}
 mail_location = maildir:~/Maildir
 namespace inbox {{
