@@ -10,7 +10,8 @@ writes for its roster:
   reception for the students' domains, relay of everything else to the embedded lab's providers (the "outside
   world": ``gmail.test``, ``outlook.test``), DKIM signing by **OpenDKIM** (selector ``dkim``, one key per student);
 * **Dovecot** — IMAP and POP3 (STARTTLS and implicit TLS), LMTP delivery, SASL for Postfix; the mailboxes
-  ``tintin@`` and ``milou@`` of each student, with generated passwords written in the student's credentials file
+  ``tintin@`` and ``milou@`` of each student (the spam folder is named ``Pourriel``, found by its ``\\Junk``
+  attribute only), with generated passwords written in the student's credentials file
   (what the teacher hands out);
 * **nginx** — the school's web server with Thunderbird's autoconfig document (Mozilla's static
   ``/mail/config-v1.1.xml``), over HTTPS for ``autoconfig.<domain>``; no Exchange Autodiscover (a school without
@@ -171,7 +172,7 @@ last_valid_uid = {ps.MAIL_UID}
 mail_location = maildir:~/Maildir
 namespace inbox {{
   inbox = yes
-  mailbox Junk {{
+  mailbox Pourriel {{
     special_use = \\Junk
     auto = subscribe
   }}

@@ -293,3 +293,34 @@ def test_the_unmodified_student_version_fails_every_check_in_the_live_world(scho
         assert result["success"], result.get("error")
         release = cours / "release" / step / f"{step}.ipynb"
         assert Validator(invert=True, config=config).validate(str(release)) == {}, f"{step}: a check passed untouched"
+
+
+def test_imap_search_against_dovecot_finds_the_inbox_and_the_special_use_junk_folder(student):
+    """mail.imap_search as it reads a real Gmail or Microsoft 365 mailbox, here against the school's real Dovecot:
+    the spam folder found by its \\Junk attribute (RFC 6154), a non-ASCII subject searched as a UTF-8 literal
+    (RFC 3501 §6.4.4), SINCE, only exact subjects kept, nothing marked as read."""
+    import email.utils
+
+    from labmail import mail
+
+    world, _passwords = student
+    milou = f"milou@{DOMAIN}"
+    subject = "Réunion à l'école — ordre du jour"
+    started = time.time() - 1
+    assert mail.submit(f"tintin@{DOMAIN}", milou, subject, "Bonjour !").accepted
+    assert mail.submit(f"tintin@{DOMAIN}", milou, subject + " (suite)", "Bonjour !").accepted  # not the same subject
+    junk = (f"From: x@ailleurs.test\r\nTo: {milou}\r\nSubject: =?utf-8?q?R=C3=A9union_=C3=A0_l=27=C3=A9cole_=E2=80=94_"
+            f"ordre_du_jour?=\r\nDate: {email.utils.formatdate()}\r\n\r\nspam\r\n").encode()
+    with mail.imap_connect(milou, world=world) as client:
+        assert client.append("Pourriel", None, None, junk)[0] == "OK"  # named so that only \\Junk can tell
+    deadline = time.monotonic() + 20
+    found: list = []
+    while time.monotonic() < deadline and len(found) < 2:
+        found = mail.imap_search(milou, subject, host=school_stack.MAIL_HOST, since=started, world=world)
+        time.sleep(0.3)
+    assert sorted(folder for folder, _source in found) == ["INBOX", "Junk"]
+    with mail.imap_connect(milou, world=world) as client:
+        client.select("INBOX", readonly=True)
+        typ, data = client.search(None, "UNSEEN")
+        assert typ == "OK" and len(data[0].split()) >= 2  # read with BODY.PEEK: still unseen
+    assert all(b"Subject:" in source and b"\r\n\r\n" in source for _folder, source in found)  # whole sources
