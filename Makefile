@@ -1,5 +1,6 @@
 # labmail — the two commands of the README, and a few helpers.
-#   make lab    set everything up, start the embedded lab and JupyterLab on notebooks/
+#   make lab    set everything up, start the embedded lab and JupyterLab on notebooks/ (in French, the student's
+#               view: jupyter/etudiant; `labmail` on the PATH of JupyterLab's terminals)
 #   make test   set everything up and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,8 +17,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml jupyter/overrides.json | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
@@ -37,7 +40,7 @@ sysdeps:
 lab: install
 	$(BIN)/labmail lab start
 	@echo "JupyterLab démarre : ouvrez l'adresse http://127.0.0.1:$(PORT)/lab?token=… affichée ci-dessous (Ctrl-C pour arrêter JupyterLab ; 'make stop' arrête le lab)."
-	$(BIN)/jupyter lab $(JUPYTER_FLAGS)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter/etudiant" PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab $(JUPYTER_FLAGS)
 
 # Independent implementations the tests compare labmail with (Node: mailauth, pinned in tests/js/package-lock.json).
 tests/js/node_modules/.package-lock.json: tests/js/package-lock.json

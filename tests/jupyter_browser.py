@@ -145,13 +145,14 @@ class Session:
             panels = [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel") if p.is_displayed()]
             if not panels:
                 return False
-            # The toolbar names the kernel and the status bar says it is idle ("Python 3 (ipykernel) | Idle").
+            # The toolbar names the kernel; the server says it is idle (whatever the language of the status bar).
             names = [e.text for e in panels[0].find_elements(By.CSS_SELECTOR, ".jp-Toolbar-kernelName")]
-            status = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-TextItem")
-                      if (e.get_attribute("title") or "").startswith("Change kernel")]
-            if names and "ipykernel" in names[0] and status and status[0].endswith("| Idle"):
-                return panels[0]
-            return False
+            if not (names and "ipykernel" in names[0]):
+                return False
+            sessions = _api(self.base, self.token, "/api/sessions") or []
+            idle = [x for x in sessions if x.get("path", "").endswith(notebook.rsplit("/", 1)[-1])
+                    and (x.get("kernel") or {}).get("execution_state") == "idle"]
+            return panels[0] if idle else False
 
         return WebDriverWait(self.driver, WAIT, poll_frequency=0.2).until(
             ready, f"{notebook}: no notebook with an idle kernel")
@@ -167,9 +168,11 @@ class Session:
 
         since, end = None, _time.monotonic() + timeout
         while _time.monotonic() < end:
-            status = [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-TextItem")
-                      if (e.get_attribute("title") or "").startswith("Change kernel")]
-            if status and status[0].endswith("| Idle"):
+            # the notebook toolbar's kernel indicator, as the front end sees it (in any language of the interface)
+            status = [e.get_attribute("data-status") for e in
+                      self.driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status]")
+                      if e.is_displayed()]
+            if status and status[0] == "idle":
                 since = since or _time.monotonic()
                 if _time.monotonic() - since >= quiet:
                     return

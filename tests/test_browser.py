@@ -159,3 +159,56 @@ def test_paste_message_keeps_a_received_source_beside_notebook_12(jupyterlab, tm
     saved = list(folder.glob("*.eml"))
     assert len(saved) == 1 and saved[0].read_bytes() == RECEIVED.replace("\n", "\r\n").encode()
     assert '"folder": "Junk"' in saved[0].with_suffix(".json").read_text()
+
+
+def _menus(session) -> tuple[list[str], set[str]]:
+    """The menu bar's titles and every command its menus offer (each menu opened in turn, as a user would)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    titles, commands = [], set()
+    for title in session.driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item"):
+        ActionChains(session.driver).send_keys(Keys.ESCAPE).perform()
+        titles.append(title.text.strip())
+        title.click()
+        commands |= {i.get_attribute("data-command") for i in
+                     session.driver.find_elements(By.CSS_SELECTOR, ".lm-Menu-item[data-command]") if i.is_displayed()}
+    ActionChains(session.driver).send_keys(Keys.ESCAPE).perform()
+    return titles, commands
+
+
+def test_the_students_jupyterlab_is_french_without_the_teachers_tools(jupyterlab, running_lab, tmp_path):
+    """As make lab opens it (JUPYTER_CONFIG_PATH=jupyter/etudiant, the venv's overrides.json): menus in French, the
+    language chosen by overrides.json; nbgrader's teacher tools (Formgrader, course list, Create Assignment) absent
+    from the menus and their server routes, which the teacher's view (this module's other server) still has."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from jupyter_browser import jupyterlab_session
+
+    cfg, _status = running_lab
+    _titles, teacher_commands = _menus_after_open(jupyterlab, NB08)
+    with jupyterlab_session(jupyterlab.root, tmp_path / "etudiant", cfg,
+                            extra_env={"JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "etudiant")}) as student:
+        with student.evidence(tmp_path, "student-view"):
+            titles, commands = _menus_after_open(student, NB08)
+            assert {"Fichier", "Édition", "Affichage", "Exécution", "Noyau"} <= set(titles), titles
+            teacher_only = {c for c in teacher_commands if "formgrader" in c or "course-list" in c or "create" in c.lower()
+                            and "assignment" in c}
+            assert teacher_only and not teacher_only & commands, (teacher_only, commands)
+            settings = urllib.request.Request(f"{student.base}/lab/api/settings/@jupyterlab/translation-extension:plugin",
+                                              headers={"Authorization": f"token {student.token}"})
+            with urllib.request.urlopen(settings, timeout=10) as answer:
+                found = json.loads(answer.read())  # overrides.json becomes the schema's default; the user set nothing
+                assert found["schema"]["properties"]["locale"]["default"] == "fr_FR" and found["raw"] == "{}"
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(urllib.request.Request(f"{student.base}/formgrader",
+                                                              headers={"Authorization": f"token {student.token}"}),
+                                       timeout=10)
+
+
+def _menus_after_open(session, notebook: str):
+    session.open(notebook)
+    return _menus(session)

@@ -78,3 +78,19 @@ def test_public_api():
 def test_console_script_declared():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["labmail"] == "labmail.cli:main"
+
+
+def test_make_lab_opens_the_students_french_jupyterlab_with_labmail_on_the_terminals_path():
+    """make lab: the student's view (jupyter/etudiant), the venv's bin first on the PATH that JupyterLab's terminals
+    inherit (labmail), and the venv's overrides.json (French, no news) installed by make install."""
+    out = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if "jupyter lab" in l)
+    assert f'JUPYTER_CONFIG_PATH="{ROOT}/jupyter/etudiant"' in line
+    assert f'PATH="{ROOT}/.venv/bin:' in line
+    assert "overrides.json" in subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=ROOT, capture_output=True,
+                                              text=True, check=True).stdout
+    import json
+
+    overrides = json.loads((ROOT / "jupyter" / "overrides.json").read_text())
+    assert overrides["@jupyterlab/translation-extension:plugin"]["locale"] == "fr_FR"
+    assert overrides["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
