@@ -145,3 +145,21 @@ def test_test_kernels_talk_over_this_workers_unix_sockets():
     NotebookClient(nb, timeout=60, kernel_name="python3", config=kernels.config()).execute()
     assert nb.cells[0].outputs[0]["text"].strip() == str([f"k-{n}" for n in range(1, 6)])
     assert not os.listdir(os.path.dirname(kernels.PREFIX)), "the sockets are removed with the kernel"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("teacher", ["capitaine", "zoe"])
+def test_the_teachers_notebook_works_for_any_teacher(teacher, tmp_path_factory, world_template, monkeypatch, tmp_path):
+    """Notebook 99 builds its demonstration class around the teacher's own first name (hub run: KeyError when the
+    teacher was not in the example roster), and leaves out an example student who has the teacher's name."""
+    from labs import private_lab, use_lab
+
+    with private_lab(tmp_path_factory, world_template, f"teacher-{teacher}", prenom=teacher) as (cfg, _passwords):
+        use_lab(monkeypatch, cfg, prenom=teacher)
+        path = ROOT / "notebooks" / "99-formateur" / "99-formateur.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                       config=kernels.config()).execute()
+        roster = (tmp_path / "classe.csv").read_text(encoding="utf-8").splitlines()
+        assert roster[1].startswith(f"{teacher},") and len(roster) == 4
+        assert sum(line.lower().startswith(("zoë", "zoe")) for line in roster) == 1  # the teacher is the one Zoé
