@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["dns_bench.py", "auth_bench.py", "mail_bench.py", "checks_bench.py", "course_bench.py", "class_load.py"]
+BENCHES = ["dns_bench.py", "auth_bench.py", "mail_bench.py", "checks_bench.py", "course_bench.py", "class_load.py",
+           "footprint.py"]
 QUICK = ["dns_bench.py", "auth_bench.py", "mail_bench.py", "checks_bench.py"]
 
 
