@@ -7,8 +7,8 @@ nbgrader's autograde do not restart it. Kernels they start here talk over Unix s
 short folder of this worker's own (a Unix socket path is limited to 107 bytes), numbered past any file that exists,
 so two kernels never share one. One worker starts such kernels one at a time (``subprocess.run`` and nbclient block).
 
-JupyterLab servers keep TCP, as students' servers do: if a kernel of theirs loses that race, jupyter_client's
-restarter starts it again on new random ports (``KernelRestarter.random_ports_until_alive``).
+The tests' JupyterLab servers keep TCP unless they load the students' view (``jupyter/etudiant``, whose
+``jupyter_server_config.py`` puts the students' kernels on Unix sockets too, for the same reason).
 
 - :func:`config` for in-process clients (``NotebookClient(config=…)``, nbgrader's API);
 - :data:`ARGS` for the command line of ``jupyter nbconvert --execute`` and ``nbgrader autograde``.

@@ -181,7 +181,8 @@ def _menus(session) -> tuple[list[str], set[str]]:
 def test_the_students_jupyterlab_is_french_without_the_teachers_tools(jupyterlab, running_lab, tmp_path):
     """As make lab opens it (JUPYTER_CONFIG_PATH=jupyter/etudiant, the venv's overrides.json): menus in French, the
     language chosen by overrides.json; nbgrader's teacher tools (Formgrader, course list, Create Assignment) absent
-    from the menus and their server routes, which the teacher's view (this module's other server) still has."""
+    from the menus and their server routes, which the teacher's view (this module's other server) still has; kernels
+    on Unix sockets (a hub run saw a kernel die at start, a TCP port taken by a lab starting at the same time)."""
     import json
     import urllib.error
     import urllib.request
@@ -207,6 +208,12 @@ def test_the_students_jupyterlab_is_french_without_the_teachers_tools(jupyterlab
                 urllib.request.urlopen(urllib.request.Request(f"{student.base}/formgrader",
                                                               headers={"Authorization": f"token {student.token}"}),
                                        timeout=10)
+            # its kernel (idle: the notebook opened) talks over Unix sockets in the runtime folder, no TCP port to race for
+            runtime = tmp_path / "etudiant" / "jupyter-runtime"
+            connections = [json.loads(p.read_text()) for p in runtime.glob("kernel-*.json")]
+            assert connections and all(c["transport"] == "ipc" and c["ip"].startswith(str(runtime)) for c in connections)
+    teacher_runtime = [json.loads(p.read_text()) for p in (jupyterlab.root.parent / "jupyter-runtime").glob("kernel-*.json")]
+    assert teacher_runtime and all(c["transport"] == "tcp" for c in teacher_runtime)  # without the student's config
 
 
 def _menus_after_open(session, notebook: str):
