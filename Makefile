@@ -53,8 +53,19 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= -n 2 --dist loadscope
 
+# The JupyterHub test's environment (tests/test_jupyterhub.py): made from the system's python3, which the students'
+# accounts can run (the hub runs each server as its student; an interpreter under /root is out of their reach).
+HUB_VENV := .venv-hub
+$(HUB_VENV)/.installed: pyproject.toml jupyter/overrides.json
+	@if /usr/bin/python3 -c "import venv, ensurepip" 2>/dev/null; then \
+	  /usr/bin/python3 -m venv $(HUB_VENV) && $(HUB_VENV)/bin/python -m pip install -q --upgrade pip && \
+	  $(HUB_VENV)/bin/python -m pip install -q -e '.[grading]' 'jupyterhub>=5,<7' && \
+	  mkdir -p $(HUB_VENV)/share/jupyter/lab/settings && \
+	  cp jupyter/overrides.json $(HUB_VENV)/share/jupyter/lab/settings/overrides.json && touch $@; \
+	else echo "note: no system python3 with venv: the JupyterHub test is skipped"; fi
+
 test: install-test sysdeps
-	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json
+	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json $(HUB_VENV)/.installed
 	$(BIN)/python -m ruff check labmail tests scripts bench
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)

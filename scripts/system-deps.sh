@@ -47,6 +47,13 @@ fi
 if [ "$(id -u)" = 0 ] && ! id jovyan >/dev/null 2>&1; then
     useradd --create-home --shell /usr/sbin/nologin jovyan 2>/dev/null || adduser --disabled-password --gecos "" jovyan >/dev/null
 fi
+# The real JupyterHub test (tests/test_jupyterhub.py): three students and a teacher, each a system account whose
+# server the hub runs as that user (LocalProcessSpawner), as on a school's machine.
+if [ "$(id -u)" = 0 ]; then
+    for account in lm-eleve1 lm-eleve2 lm-eleve3 lm-prof; do
+        id "$account" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$account" 2>/dev/null || true
+    done
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: missing Debian packages: ${need[*]} (install them as root; the tests that need them are skipped)" >&2
