@@ -162,9 +162,9 @@ def lab_env(running_lab, monkeypatch):
 
 #: The longest tests start first, so that two workers (make test: pytest -n 2) finish together instead of one
 #: of them running the browser circuit alone at the end (measured: grading circuit ≈ 100 s, pipeline ≈ 150 s,
-#: live tier ≈ 80 s).
-_SLOW_FIRST = ("test_grading_circuit.py", "test_grading_pipeline.py", "test_live_tier.py", "test_real_clients.py",
-               "test_browser.py")
+#: live tier ≈ 80 s, JupyterHub ≈ 60 s).
+_SLOW_FIRST = ("test_grading_circuit.py", "test_grading_pipeline.py", "test_live_tier.py", "test_jupyterhub.py",
+               "test_real_clients.py", "test_browser.py")
 
 
 def pytest_collection_modifyitems(config, items):

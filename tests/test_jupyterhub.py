@@ -141,7 +141,11 @@ def hub():
 
 def _start(url: str, token: str, user: str) -> str:
     """Log ``user`` in (a token of theirs, from the hub's API), start their server, wait until it is ready."""
-    _call(f"{url}/hub/api/users/{user}/server", token, "POST")
+    try:
+        _call(f"{url}/hub/api/users/{user}/server", token, "POST")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 400:  # 400: already running (an earlier test of the module started it)
+            raise
     deadline = time.monotonic() + 120
     while True:
         _status, model = _call(f"{url}/hub/api/users/{user}", token)
@@ -246,3 +250,53 @@ def test_the_teachers_server_has_nbgraders_formgrader(hub):
     teacher_token = _start(url, token, TEACHER)
     status, _answer = _call(f"{url}/user/{TEACHER}/formgrader/api/assignments", teacher_token)
     assert status == 200
+
+
+def _shell(kernel: _Kernel, *commands: str) -> str:
+    """Run shell commands in a kernel of the user's server (as a JupyterLab terminal would), failing on an error."""
+    code = ("import subprocess\n" + "".join(
+        f"_r = subprocess.run({c!r}, shell=True, capture_output=True, text=True)\n"
+        "print(_r.stdout[-2000:], _r.stderr[-2000:])\n"
+        f"assert _r.returncode == 0, {c!r}\n" for c in commands))
+    status, text = kernel.run(code, timeout=300)
+    assert status == "ok", text[-3000:]
+    return text
+
+
+def test_the_nbgrader_circuit_through_the_hub(hub):
+    """The teacher releases step 04 over nbgrader's exchange, two students fetch it in their servers — one answers
+    (the reference solution), one hands it in untouched — both submit; the teacher collects and autogrades: the
+    points follow the answers. Every command runs in a kernel of the user's own server, as that user."""
+    url, token, base = hub
+    os.chmod(base, 0o755)
+    exchange = base / "exchange"
+    exchange.mkdir()
+    os.chmod(exchange, 0o777)  # nbgrader's exchange: everyone writes, nbgrader sets the modes inside
+    opts = f"--Exchange.root={exchange} --CourseDirectory.course_id=labmail"
+    teacher = _Kernel(url, TEACHER, _start(url, token, TEACHER))
+    _run_notebook(teacher, "00-demarrage")  # the teacher's own lab: autograde re-executes the notebooks there
+    _shell(teacher, f"rm -rf ~/cours && mkdir -p ~/cours/notebooks && cp {ROOT}/nbgrader_config.py ~/cours/ && "
+                    f"cp -r {ROOT}/notebooks/04-dns-mx ~/cours/notebooks/",
+           f"cd ~/cours && nbgrader generate_assignment 04-dns-mx --force && nbgrader release_assignment 04-dns-mx {opts}")
+    answered, untouched = STUDENTS[0], STUDENTS[1]
+    for user in (answered, untouched):
+        kernel = _Kernel(url, user, _start(url, token, user))
+        commands = [f"cd ~ && rm -rf 04-dns-mx && nbgrader fetch_assignment 04-dns-mx {opts}"]
+        if user == answered:  # the reference solution stands for the student's work
+            commands.append(f"cp {ROOT}/notebooks/04-dns-mx/04-dns-mx.ipynb ~/04-dns-mx/04-dns-mx.ipynb")
+        commands.append(f"cd ~ && nbgrader submit 04-dns-mx {opts}")
+        _shell(kernel, *commands)
+    text = _shell(teacher, f"cd ~/cours && nbgrader collect 04-dns-mx {opts} && nbgrader autograde 04-dns-mx --force",
+                  "cd ~/cours && python -c \"from nbgrader.api import Gradebook\n"
+                  "with Gradebook('sqlite:///gradebook.db') as gb:\n"
+                  f"    for s in ({answered!r}, {untouched!r}):\n"
+                  "        sub = gb.find_submission('04-dns-mx', s)\n"
+                  "        print('SCORE', s, sub.score, sub.max_score)\"")
+    scores = {line.split()[1]: (float(line.split()[2]), float(line.split()[3]))
+              for line in text.splitlines() if line.strip().startswith("SCORE")}
+    source = nbformat.read(ROOT / "notebooks" / "04-dns-mx" / "04-dns-mx.ipynb", as_version=4)
+    graded = [c.metadata["nbgrader"] for c in source.cells if c.metadata.get("nbgrader", {}).get("points")]
+    auto = sum(m["points"] for m in graded if m.get("grade"))
+    total = auto + sum(m["points"] for m in graded if m.get("task"))
+    assert scores[answered] == (auto, total), scores  # every automatic point; the written answer waits for a human
+    assert scores[untouched] == (0, total), scores
