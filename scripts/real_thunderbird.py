@@ -337,7 +337,7 @@ def run(out: Path) -> dict:
             results["marks"]["second"] = _log_size(status.log_path)
             with thunderbird(binary, profile.path, log) as driver:
                 results["inbox_after_restart"] = driver.wait(INBOX, tintin, until=lambda v: v and any(
-                    m["subject"] == SUBJECT_AFTER for m in v))
+                    m["subject"] == SUBJECT_AFTER for m in v), timeout=150)  # a cold start on a loaded machine (CI)
             stored = json.loads((profile.path / "logins.json").read_text())
             results["logins"] = [{"hostname": e["hostname"], "encrypted": _sdr_blob(e["encryptedPassword"])}
                                  for e in stored["logins"]]
