@@ -68,7 +68,7 @@ test: install-test sysdeps
 	@$(MAKE) --no-print-directory tests/js/node_modules/.package-lock.json $(HUB_VENV)/.installed
 	$(BIN)/python -m ruff check labmail tests scripts bench
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 # The long fuzz run (outside make test): every fuzz test with 40× its examples — over 100,000 cases in all.
 FUZZ_SCALE ?= 40
