@@ -343,6 +343,11 @@ def external_mailboxes(config: _config.Config | None = None) -> tuple[str, str]:
 from .mail import PASTE_FOLDER, pasted, save_pasted  # noqa: E402,F401 - re-exported (course.save_pasted…)
 
 
+#: The app passwords typed in this kernel, by address: a notebook's several reads of one mailbox ask once. Only in
+#: this process's memory (never written anywhere), dropped as soon as the server refuses one.
+_TYPED: dict[str, str] = {}
+
+
 def _find_live(address: str, subject: str, since: float | None, timeout: float, cfg: _config.Config) -> tuple[str, bytes]:
     """``find`` in the live world: a pasted source first, else the real mailbox over IMAP (password typed)."""
     import getpass
@@ -369,10 +374,13 @@ def _find_live(address: str, subject: str, since: float | None, timeout: float, 
         raise CourseError(f"« {subject} » pour {address} : aucune source collée à côté du notebook — {how[0]}.",
                           f"\"{subject}\" for {address}: no pasted source beside the notebook — {how[1]}.")
     host, port = parse_hostport(server, 993)
-    try:
-        secret = getpass.getpass(f"Mot de passe d'application IMAP de {address} (non affiché, jamais enregistré) : ")
-    except Exception:  # no terminal, or a notebook front end that cannot ask (StdinNotImplementedError)
-        secret = ""
+    secret = _TYPED.get(address.lower())
+    if secret is None:
+        try:
+            secret = getpass.getpass(f"Mot de passe d'application IMAP de {address} (non affiché, jamais écrit sur le "
+                                     "disque ; gardé le temps de cette session du notebook) : ")
+        except Exception:  # no terminal, or a notebook front end that cannot ask (StdinNotImplementedError)
+            secret = ""
     if not secret:
         raise CourseError(f"Pas de mot de passe pour {address} : {how[0]}.", f"No password for {address}: {how[1]}.")
     from .world import current as _current
@@ -380,8 +388,13 @@ def _find_live(address: str, subject: str, since: float | None, timeout: float, 
     world = _current(cfg)
     deadline = time.monotonic() + timeout
     while True:
-        found = [(_received_at(d), f, d) for f, d in mail.imap_search(address, subject, password=secret, host=host,
-                                                                       port=port, since=since, world=world) if wanted(d)]
+        try:
+            searched = mail.imap_search(address, subject, password=secret, host=host, port=port, since=since, world=world)
+        except LabmailError:
+            _TYPED.pop(address.lower(), None)  # a wrong password, or the server gone: asked again next time
+            raise
+        _TYPED[address.lower()] = secret
+        found = [(_received_at(d), f, d) for f, d in searched if wanted(d)]
         if found:
             _when, folder, data = max(found, key=lambda k: k[0])
             return folder, data

@@ -303,6 +303,14 @@ def _ask(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, server: tuple[st
     return _interpret(qname, rdtype, response, label, time.perf_counter() - start)
 
 
+def _qname(name: str | dns.name.Name) -> dns.name.Name | None:
+    """``name`` as an absolute DNS name (final dot optional), or None if it is not one."""
+    try:
+        return name if isinstance(name, dns.name.Name) else dns.name.from_text(name.rstrip(".") + ".")
+    except dns.exception.DNSException:
+        return None
+
+
 def _query_wire(qname: dns.name.Name, qtype: int, qid: int) -> bytes:
     """The bytes of ``dns.message.make_query(qname, qtype)`` with ID ``qid`` (RD set, no EDNS), without building a
     Message: a header, the name's labels, type and class IN (tests/test_resolver_client.py compares the two)."""
@@ -414,9 +422,8 @@ class Resolver:
 
     def query(self, name: str | dns.name.Name, rdtype: str | int) -> LookupResult:
         qtype = _check_type(rdtype)
-        try:
-            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name.rstrip(".") + ".")
-        except dns.exception.DNSException:
+        qname = _qname(name)
+        if qname is None:
             return LookupResult(str(name), dns.rdatatype.to_text(qtype), Outcome.ERROR, rcode="bad name")
         self.count += 1
         if self.exchange is not None:
@@ -453,11 +460,9 @@ class Resolver:
         if self.exchange is None and self.servers and len(questions) > 1:
             batch: list[tuple[int, dns.name.Name, dns.rdatatype.RdataType]] = []
             for index, (name, rtype) in enumerate(questions):
-                try:
-                    qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name.rstrip(".") + ".")
-                except dns.exception.DNSException:
-                    continue  # query() says "bad name"
-                batch.append((index, qname, _check_type(rtype)))
+                qname = _qname(name)
+                if qname is not None:  # else query() says "bad name"
+                    batch.append((index, qname, _check_type(rtype)))
             try:
                 found, _timed_out = self._udp_round(self.servers[0], [(q, t) for _i, q, t in batch])
             except OSError:

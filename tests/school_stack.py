@@ -81,15 +81,19 @@ class School:
         ps.stop(self.work, self.conf)
 
 
-def configure(work: Path, provisioned: Path, labels: list[str], outside: dict[str, tuple[str, int]]) -> School:
+def configure(work: Path, provisioned: Path, labels: list[str], outside: dict[str, tuple[str, int]],
+              dns_port: int | None = None) -> School:
     """Write every key and configuration file under ``work`` from ``provisioned`` (the folder ``labmail
-    provision-live`` wrote) for ``labels``; ``outside`` maps the lab's provider domains to their MX endpoint."""
+    provision-live`` wrote) for ``labels``; ``outside`` maps the lab's provider domains to their MX endpoint;
+    BIND listens on ``dns_port`` (e.g. the one the lab was told to forward the school's zones to), else a free one."""
     work = Path(work).resolve()
     ps._mkdir(work, 0o755)
     for d in ("log", "run", "tls", "named", "opendkim", "dovecot", "nginx", "www/mail", "www/.well-known/autoconfig/mail"):
         ps._mkdir(work / d)
     names = ("dns", "smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "opendkim", "lmtp", "auth", "https")
     ports = dict(zip(names, ps._free_ports(len(names))))
+    if dns_port is not None:
+        ports["dns"] = dns_port
     conf: dict = {"work": str(work), "ports": ports, "paths": {}}
     tls_key, tls_cert = work / "tls/key.pem", work / "tls/cert.pem"
     web_names = tuple(f"{kind}.{label}.{PARENT}" for label in labels for kind in ("autoconfig", "autodiscover"))

@@ -336,6 +336,9 @@ class _OtherServer:
             response.answer.append(dns.rrset.from_text("mail.ecole.test.", 60, "IN", "A", self.address))
         elif name == dns.name.from_text("autoconfig.ecole.test"):  # authoritative only: the chain stops at its edge
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", "mail.ecole.test."))
+        elif name.labels[0].startswith(b"boucle"):  # boucle1 → boucle2 → boucle1, each answered alone
+            other = b"boucle2" if name.labels[0] == b"boucle1" else b"boucle1"
+            response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", other.decode() + ".ecole.test."))
         elif name == dns.name.from_text("vers-lab.ecole.test"):
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", "mailcow.labmail.cloud."))
         else:
@@ -387,6 +390,8 @@ def test_a_forwarded_zone_is_asked_of_its_own_server_never_cached(world_lab):
         into_lab = ask(resolver, "vers-lab.ecole.test", "A")
         assert into_lab.answer[-1].name == dns.name.from_text("mailcow.labmail.cloud") and into_lab.answer[-1][0].address
         assert ask(resolver, "autoconfig.ecole.test", "CNAME").answer[0].rdtype == dns.rdatatype.CNAME  # asked as is
+        looped = ask(resolver, "boucle1.ecole.test", "A")  # a CNAME loop across answers: stopped, not followed forever
+        assert looped.rcode() == dns.rcode.NOERROR and not any(rr.rdtype == dns.rdatatype.A for rr in looped.answer)
         assert ask(resolver, "gmail.test", "MX").answer  # the lab's own names: as before
         assert not ask(world_lab.engine("registry"), "mail.ecole.test", "A", rd=False).answer  # authoritative: never
     finally:

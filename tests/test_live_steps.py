@@ -18,7 +18,7 @@ import time
 import pytest
 from labs import private_lab, use_lab
 
-from labmail import course, grading, headers, mail
+from labmail import course, errors, grading, headers, mail
 from labmail.errors import CourseError, UsageError
 from labmail.world import current
 
@@ -94,20 +94,25 @@ def test_step_12_is_graded_from_an_imap_read_and_a_pasted_message(sent, monkeypa
         return secret
 
     monkeypatch.setattr(getpass, "getpass", typed)
+    monkeypatch.setattr(course, "_TYPED", {})  # this kernel has typed nothing yet
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # nobody to type a password: only pasted sources count
     with pytest.raises(AssertionError, match="gmail.test : .*aucune source collée"):
         grading.final_message("Validation finale", since=etat.started)
     monkeypatch.delenv("NBGRADER_EXECUTION")
     with pytest.raises(AssertionError, match="outlook.test : IMAP injoignable"):  # Outlook: not pasted, IMAP closed
         grading.final_message("Validation finale", since=etat.started)
-    assert len(asked) == 2  # typed for each mailbox read, never kept
+    assert len(asked) == 2  # typed for each mailbox (Outlook's dropped: its server did not answer)
     path = course.save_pasted(outlook_source.decode("utf-8", "surrogateescape").replace("\r\n", "\n"), folder="INBOX",
                               address=OUTLOOK)
     assert path.parent == tmp_path / course.PASTE_FOLDER and path.read_bytes() == outlook_source  # CRLF again
     grading.final_message("Validation finale", since=etat.started)  # Gmail over IMAP, Outlook pasted
-    assert asked and all("jamais enregistré" in p for p in asked)
-    assert secret not in "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
     folder, source = course.find(GMAIL, "Validation finale", since=etat.started)
+    assert len(asked) == 2 and all("jamais écrit sur le disque" in p for p in asked)  # Gmail's typed once this session
+    assert secret not in "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    monkeypatch.setattr(course, "_TYPED", {GMAIL: "pas-le-bon"})  # a wrong one: said, dropped, asked again next time
+    with pytest.raises(errors.MailError):
+        course.find(GMAIL, "Validation finale", since=etat.started)
+    assert course._TYPED == {}
     assert folder == "INBOX" and b"dkim=pass" in source
     # step 8's graded exercise on the message read the live way
     verdict = headers.analyze(source).authentication_results[0]

@@ -87,14 +87,7 @@ def school(outside):
         mx = world.resolver().resolve(domain, "MX")[0].exchange.to_text()
         address = world.resolver().resolve(mx, "A")[0].address
         providers[domain] = world.endpoint(address, 25)
-    stack = school_stack.configure(base / "stack", base / "classe-live", [STUDENT, BLANK], providers)
-    stack.conf["ports"]["dns"] = dns_port  # where the lab forwards the school's zones
-    # (configure chose a port before the lab did: take the lab's choice — rewrite named.conf's listen-on)
-    named_conf = Path(stack.conf["paths"]["named_conf"])
-    text = named_conf.read_text()
-    import re
-
-    named_conf.write_text(re.sub(r"listen-on port \d+", f"listen-on port {dns_port}", text))
+    stack = school_stack.configure(base / "stack", base / "classe-live", [STUDENT, BLANK], providers, dns_port=dns_port)
     school_stack.start(stack)
     try:
         yield stack, base / "classe-live"
@@ -159,6 +152,9 @@ def _as_student(label: str, school, outside, monkeypatch, folder: Path):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", school_names)
+    from labmail import course
+
+    monkeypatch.setattr(course, "_TYPED", {})  # passwords typed for another test's lab are not this one's
     provider_passwords = {a: mail.stored_password(a, None, lab_world) for a in (env["gmail_address"], env["outlook_address"])}
     world = current()
     assert world.kind == "live" and world.config.domain == f"{label}.{school_stack.PARENT}"

@@ -161,7 +161,11 @@ class DNSEngine:
         if self.forwards:
             server = self._forwarded(wire)
             if server is not None:
-                return [self._chase(self._forward(wire, tcp, server), tcp)]
+                try:
+                    return [self._chase(self._forward(wire, tcp, server), tcp)]
+                except Exception:  # never die on what another server answers
+                    log.exception("forwarded zone: %s:%s", *server)
+                    return [_header_only_reply(wire, dns.rcode.SERVFAIL, recursion_available=True)]
         cache = self._cache[tcp]
         hit = cache.get(wire[2:])
         if hit is not None:
@@ -233,15 +237,18 @@ class DNSEngine:
         while (name, qtype) not in by_owner and (name, dns.rdatatype.CNAME) in by_owner and name not in seen:
             seen.add(name)
             name = by_owner[(name, dns.rdatatype.CNAME)][0].target
-        if not seen or (name, qtype) in by_owner:
-            return reply  # no CNAME, or the chain is complete
+        if not seen or name in seen or (name, qtype) in by_owner:
+            return reply  # no CNAME, a loop, or the chain is complete
         follow = dns.message.make_query(name, qtype)
         follow.flags |= dns.flags.RD
-        answers = self.handle(follow.to_wire(), tcp=tcp)
-        if not answers:
+        follow_wire = follow.to_wire()
+        server = self._forwarded(follow_wire)  # asked here, not through handle(): the depth stays counted
+        answer = self._forward(follow_wire, tcp, server) if server is not None else (self.handle(follow_wire, tcp=tcp)
+                                                                                     or [None])[0]
+        if answer is None:
             return reply
         try:
-            tail = dns.message.from_wire(self._chase(answers[0], tcp, depth + 1))
+            tail = dns.message.from_wire(self._chase(answer, tcp, depth + 1))
         except Exception:
             return reply
         response.answer += tail.answer
