@@ -51,7 +51,7 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 # tests/kernels.py; a module's tests stay together): 247 s instead of 430 s in one process on 2 cores.
 # make test PYTEST_WORKERS= runs everything in one process; PYTEST_ARGS="-k …" picks tests.
 PYTEST_ARGS ?=
-PYTEST_WORKERS ?= -n 2 --dist loadscope
+PYTEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 # The JupyterHub test's environment (tests/test_jupyterhub.py): made from the system's python3, which the students'
 # accounts can run (the hub runs each server as its student; an interpreter under /root is out of their reach).

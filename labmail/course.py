@@ -411,7 +411,9 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
     """Wait for the message ``subject`` in the student's provider mailbox ``address`` and return (folder, source),
     read over IMAP as a mail client does (INBOX and Junk are both searched). With ``since`` (epoch seconds, e.g.
     ``etat.started``), only a message received from then on counts — not one left by an earlier run; the newest wins.
-    The wait is 15 s, 5 s under nbgrader (``NBGRADER_EXECUTION``), where the message was sent a moment before.
+    In the embedded lab, the answer "not arrived" comes at once when nothing is on its way (the lab's queue is
+    empty: every message accepted by then was delivered or returned); while a message waits in the queue, the wait
+    is up to 15 s, 5 s under nbgrader (``NBGRADER_EXECUTION``), where the message was sent a moment before.
 
     Live world: the student's real mailbox (:func:`external_mailboxes`) — a source pasted beside the notebook
     (:func:`save_pasted`, the widget :func:`labmail.widgets.paste_message`) if there is one, else read over IMAP with
@@ -430,7 +432,9 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
         raise CourseError(f"{address} n'est pas une boîte d'un fournisseur du lab ({', '.join(PROVIDER_IMAP)}).",
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
     deadline = time.monotonic() + timeout
+    layout = Layout(cfg.state_dir)
     while True:
+        pending = layout.in_flight()  # asked before reading: what left the queue by then is in a mailbox
         found = [(_received_at(m.data), folder, m.data) for folder in ("INBOX", "Junk")
                  for m in mail.imap(address, host=PROVIDER_IMAP[domain], folder=folder, fetch=True)
                  if m.subject == subject]
@@ -438,7 +442,7 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
         if found:
             _when, folder, data = max(found, key=lambda f: f[0])
             return folder, data
-        if time.monotonic() > deadline:
+        if not pending or time.monotonic() > deadline:  # nothing on its way: waiting longer would change nothing
             raise CourseError(f"« {subject} » n'est arrivé ni dans INBOX ni dans Junk de {address}"
                                + (" depuis le début de l'étape" if since is not None else "") + " : l'avez-vous envoyé ? "
                                "a-t-il été refusé ? Regardez la réponse de l'envoi (mail.submit) et le journal du lab.",

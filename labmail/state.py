@@ -92,6 +92,14 @@ class Layout:
     def queue_dir(self) -> Path:
         return self.root / "queue"
 
+    def in_flight(self) -> int:
+        """How many accepted messages the lab has not delivered (or returned) yet: each waits in the queue as an
+        envelope ``<id>.json`` beside its body, from before the 250 reply until the last recipient's server took it."""
+        try:
+            return sum(1 for _ in self.queue_dir.glob("*.json"))
+        except OSError:
+            return 0
+
     @property
     def relay_dir(self) -> Path:
         return self.root / "relay"

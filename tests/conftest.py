@@ -160,11 +160,14 @@ def lab_env(running_lab, monkeypatch):
     return cfg, status
 
 
-#: The longest tests start first, so that two workers (make test: pytest -n 2) finish together instead of one
-#: of them running the browser circuit alone at the end (measured: grading circuit ≈ 100 s, pipeline ≈ 150 s,
-#: live tier ≈ 80 s, JupyterHub ≈ 60 s).
-_SLOW_FIRST = ("test_grading_circuit.py", "test_grading_pipeline.py", "test_live_tier.py", "test_jupyterhub.py",
-               "test_real_clients.py", "test_browser.py")
+#: The longest modules start first, one on each worker, so that two workers (make test: pytest -n 2 --dist loadscope
+#: --no-loadscope-reorder: xdist would otherwise put the modules with the most tests first and the one-test browser
+#: circuit last) finish together. xdist hands a worker its next module as soon as two tests or fewer are left on
+#: it: the circuit, one test, takes the next module at once — a short one (the class lab) rather than a long one.
+#: Measured with --durations=0: pipeline ≈ 135 s, circuit ≈ 145 s, live tier ≈ 72 s, JupyterHub ≈ 70 s,
+#: browser ≈ 53 s, notebooks ≈ 40 s, class lab ≈ 36 s; the other modules ≈ 150 s together.
+_SLOW_FIRST = ("test_grading_pipeline.py", "test_grading_circuit.py", "test_class_lab.py", "test_live_tier.py",
+               "test_jupyterhub.py", "test_browser.py", "test_notebooks.py", "test_real_clients.py", "test_security.py")
 
 
 def pytest_collection_modifyitems(config, items):

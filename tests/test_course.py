@@ -80,6 +80,37 @@ def test_find_reads_the_provider_mailbox_over_imap(lab_env, clean):
         course.find("jean-emile@gmail.test", "jamais envoyé", timeout=0.2)
 
 
+def test_find_answers_at_once_when_nothing_is_on_its_way_and_waits_while_the_queue_holds_a_message(lab_env, clean,
+                                                                                                 monkeypatch):
+    import time
+
+    from labmail.state import Layout
+
+    course.prepare(7)
+    started = time.monotonic()
+    with pytest.raises(errors.CourseError, match="ni dans INBOX ni dans Junk"):  # the lab's queue is empty
+        course.find("jean-emile@gmail.test", "jamais envoyé", timeout=60)
+    assert time.monotonic() - started < 10, "nothing in flight: the answer must not wait for the timeout"
+    monkeypatch.setattr(Layout, "in_flight", lambda self: 1)  # a message still in the queue (a provider said 4xx)
+    started = time.monotonic()
+    with pytest.raises(errors.CourseError, match="ni dans INBOX ni dans Junk"):
+        course.find("jean-emile@gmail.test", "jamais envoyé", timeout=1.5)
+    assert time.monotonic() - started >= 1.5, "a message on its way: wait for it up to the timeout"
+
+
+def test_in_flight_counts_the_queued_envelopes(tmp_path):
+    from labmail.state import Layout
+
+    layout = Layout(tmp_path)
+    assert layout.in_flight() == 0  # no queue folder yet
+    layout.queue_dir.mkdir()
+    (layout.queue_dir / "a1.eml").write_bytes(b"x")  # a body written before its envelope: not accepted yet
+    (layout.queue_dir / ".a1.json.tmp").write_text("{}")
+    assert layout.in_flight() == 0
+    (layout.queue_dir / "a1.json").write_text("{}")
+    assert layout.in_flight() == 1
+
+
 def test_step_5_starts_without_the_mailboxes(lab_env, clean):
     from labmail import lab
 

@@ -254,12 +254,28 @@ def _fill(path: Path, cells: dict[str, str]) -> None:
     nbformat.write(nb, path)
 
 
+def _as_a_class(circuit: Circuit, command: str, work: tuple[tuple[str, str], ...]) -> None:
+    """Every student runs nbgrader's ``command`` at the same moment, as a class does (one student's two steps in
+    turn): the exchange must keep each one apart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    by_student: dict[str, list[str]] = {}
+    for student, step in work:
+        by_student.setdefault(student, []).append(step)
+    with ThreadPoolExecutor(len(by_student)) as pool:
+        done = [pool.submit(lambda s=student, steps=steps: [circuit.nbgrader(s, command, step) for step in steps])
+                for student, steps in by_student.items()]
+        for future in done:
+            future.result()
+
+
 def test_the_whole_circuit_grades_what_the_students_did(circuit, tmp_path):
     from nbgrader.api import Gradebook
 
-    for student, step in (("alice", "04-dns-mx"), ("bob", "04-dns-mx"), ("carol", "02-ressources"),
-                          ("alice", "03-domaine-mailcow"), ("dave", "03-domaine-mailcow")):
-        circuit.nbgrader(student, "fetch_assignment", step)
+    work = (("alice", "04-dns-mx"), ("bob", "04-dns-mx"), ("carol", "02-ressources"), ("alice", "03-domaine-mailcow"),
+            ("dave", "03-domaine-mailcow"))
+    _as_a_class(circuit, "fetch_assignment", work)  # the class fetches at the start of the lesson, all at once
+    for student, step in work:
         assert circuit.notebook(student, step).exists()
     # -- in the browser
     _work_in_the_browser(circuit, "alice", "04-dns-mx", tmp_path, _alice_04)
@@ -275,9 +291,7 @@ def test_the_whole_circuit_grades_what_the_students_did(circuit, tmp_path):
                 circuit.notebook("dave", "03-domaine-mailcow").parent / "reponses.json")
     circuit.execute("dave", "03-domaine-mailcow")  # his quiz cell now shows alice's record
     assert _recorded(circuit.notebook("dave", "03-domaine-mailcow").read_text(), "interro_03_recommandations")
-    for student, step in (("alice", "04-dns-mx"), ("bob", "04-dns-mx"), ("carol", "02-ressources"),
-                          ("alice", "03-domaine-mailcow"), ("dave", "03-domaine-mailcow")):
-        circuit.nbgrader(student, "submit", step)
+    _as_a_class(circuit, "submit", work)  # and hands in at the bell, all at once
     # -- frank, without a hub: answered on his own machine (in code, then the cell put back as released, as if he
     #    had clicked), his notebook dropped into submitted/ by the teacher
     frank = circuit.home("frank") / "02-ressources"

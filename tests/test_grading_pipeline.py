@@ -102,7 +102,8 @@ def test_generate_validate_autograde_feedback(step, api, course):
         assert leak not in text, f"{step}: the release shows {leak!r}"
     assert not (course / "release" / step / "reponses.json").exists()
 
-    assert Validator(config=config).validate(str(source)) == {}, "the solutions must pass every test"
+    # What a student's « Validate » runs: on the blank release, every visible test fails. (That the solutions pass
+    # every test is what alice's autograde below asserts: every automatic point.)
     assert Validator(invert=True, config=config).validate(str(release)) == {}, "the blank release must fail every test"
 
     graded = _graded(nbformat.read(source, as_version=4))

@@ -158,6 +158,18 @@ def _start(url: str, token: str, user: str) -> str:
     return answer["token"]
 
 
+_OPEN: list["_Kernel"] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_kernels():
+    """Each test's websockets are closed when it ends (left to the garbage collector, tornado would warn in whichever
+    test of this worker runs then, and fail it)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 class _Kernel:
     """A kernel of a user's server, reached through the hub's proxy over its websocket (Jupyter's protocol)."""
 
@@ -171,6 +183,11 @@ class _Kernel:
         self.id, self.session = kernel["id"], uuid.uuid4().hex
         ws_url = f"{url.replace('http', 'ws')}/user/{user}/api/kernels/{self.id}/channels?session_id={self.session}"
         self.ws = self.loop.run_sync(lambda: websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})))
+        _OPEN.append(self)
+
+    def close(self) -> None:
+        """Close the websocket (left to the garbage collector, tornado warns in whichever test runs then)."""
+        self.ws.close()
 
     def run(self, code: str, timeout: float = 120) -> tuple[str, str]:
         """Execute ``code``; (status, text of the outputs and errors)."""

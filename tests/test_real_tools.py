@@ -158,9 +158,17 @@ def test_an_oversized_update_is_refused_and_a_big_zone_still_transfers(lab_env, 
 
 # --- a real BIND as the class's authoritative server (live world) -------------------------------
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for UDP *and* TCP (named serves both; a port free for UDP alone was once taken for TCP by
+    a lab of the other test worker: the updates, over TCP, were refused)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _named_options(work: Path, port: int) -> str:
@@ -280,8 +288,8 @@ def test_provision_live_sets_up_a_class_on_a_real_bind(tmp_path):
         deadline = time.monotonic() + 20
         while True:
             try:
-                if dns.query.udp(dns.message.make_query("milou.labmail.cloud", "SOA"), "127.0.0.1", port=port,
-                                 timeout=0.3).answer:
+                if dns.query.tcp(dns.message.make_query("milou.labmail.cloud", "SOA"), "127.0.0.1", port=port,
+                                 timeout=0.3).answer:  # over TCP, as the updates below: named listens on both
                     break
             except Exception:
                 pass
