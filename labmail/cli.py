@@ -10,6 +10,8 @@
     labmail replay MESSAGE.eml [--receiver gmail] [--png F]   the receiver's judgment, step by step
     labmail class ROSTER.csv [--csv F] [--png F]   audit a whole class
     labmail lab start --class ROSTER.csv    one lab for a class (credentials in a 0600 file)
+    labmail lab start --class ROSTER.csv --adresse 10.0.0.5    the same, shared: the class reaches it there
+    labmail lab rejoindre DOSSIER           a student joins the class lab with their folder
     labmail thunderbird [--profil DIR]      a Thunderbird profile that reaches the lab (its names and ports)
 """
 
@@ -19,7 +21,7 @@ import argparse
 import sys
 
 from . import config as _config
-from .errors import LabmailError
+from .errors import LabmailError, UsageError
 from .i18n import set_language, tr
 from .state import Layout
 
@@ -27,14 +29,32 @@ from .state import Layout
 def _lab(args: argparse.Namespace) -> int:
     from . import lab
 
+    if args.action == "rejoindre":
+        cfg = lab.join(args.dossier)
+        print(tr(f"Vous rejoignez le lab de la classe en tant que « {cfg.prenom} » ({cfg.domain}) ; configuration : "
+                 f"{_config.user_config_path()}", f"You join the class lab as \"{cfg.prenom}\" ({cfg.domain}); "
+                 f"configuration: {_config.user_config_path()}"))
+        print(lab.status(cfg))
+        return 0
     cfg = _config.load()
-    action = {"start": lab.start, "status": lab.status, "stop": lab.stop, "reset": lab.reset}[args.action]
-    result = action(cfg)
+    if args.action == "start" and args.adresse:
+        if not args.roster and not args.adresse.startswith("127."):  # back to loopback needs no roster
+            raise UsageError("--adresse sert au lab partagé d'une classe : donnez aussi la liste (--class LISTE.csv) ; "
+                             "« --adresse 127.0.0.1 » le remet sur la boucle locale.",
+                             "--adresse is for a lab a class shares: give the roster too (--class ROSTER.csv); "
+                             "\"--adresse 127.0.0.1\" puts it back on loopback.")
+        result = lab.start(cfg, listen=args.adresse)
+    else:
+        action = {"start": lab.start, "status": lab.status, "stop": lab.stop, "reset": lab.reset}[args.action]
+        result = action(cfg)
     if args.roster and args.action in ("start", "reset"):
         path = lab.provision_class(args.roster, cfg)
         result = lab.status(cfg)
         print(tr(f"Classe provisionnée ; identifiants (pour l'enseignant seulement) : {path}",
                  f"Class provisioned; credentials (for the instructor only): {path}"))
+        print(tr(f"Dossier de chaque étudiant (à lui donner, à lui seul ; il tape « labmail lab rejoindre DOSSIER ») : "
+                 f"{path.parent / 'classe'}/<prénom>/", f"Each student's folder (give it to them alone; they type "
+                 f"\"labmail lab rejoindre FOLDER\"): {path.parent / 'classe'}/<prenom>/"))
     print(result)
     if args.action in ("start", "reset", "status") and result.running and not cfg.prenom and not args.roster:
         print(tr("  Aucun prénom configuré : le lab n'a pas de domaine pour vous. Tapez « labmail config --prenom "
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     lab = sub.add_parser("lab", help="le lab intégré / the embedded lab")
-    actions = lab.add_subparsers(dest="action", required=True, metavar="{start,status,stop,reset}")
+    actions = lab.add_subparsers(dest="action", required=True, metavar="{start,status,stop,reset,rejoindre}")
     for name, text in (("start", "démarrer le lab (s'il ne tourne pas) / start the lab (if not running)"),
                        ("status", "où le lab écoute, son dossier, votre clé / where the lab listens, its folder, your key"),
                        ("stop", "arrêter le lab / stop the lab"),
@@ -224,7 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("start", "reset"):
             action.add_argument("--class", dest="roster",
                                 help="liste de classe CSV : un domaine par étudiant / class roster CSV")
-        action.set_defaults(func=_lab, roster=None)
+        if name == "start":
+            action.add_argument("--adresse", help="adresse IPv4 de cette machine où la classe joint le lab partagé "
+                                                  "(défaut : 127.0.0.1) / this machine's address where the class "
+                                                  "reaches the shared lab")
+        action.set_defaults(func=_lab, roster=None, adresse=None)
+    text = ("rejoindre le lab de la classe avec le dossier donné par l'enseignant·e / join the class lab with the "
+            "folder from your instructor")
+    join = actions.add_parser("rejoindre", help=text, description=text)
+    join.add_argument("dossier", help="le dossier classe/<prénom>/ / the classe/<prenom>/ folder")
+    join.set_defaults(func=_lab, roster=None, adresse=None)
 
     cfg = sub.add_parser("config", help="afficher ou modifier la configuration / show or set the configuration")
     cfg.add_argument("--prenom", help="votre prénom, ex. \"Jean-Émile\"")

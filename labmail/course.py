@@ -166,6 +166,13 @@ def _read(path: Path) -> dict:
         return {}
 
 
+def _class_lab(cfg: _config.Config) -> bool:
+    """Does this configuration join a class lab (a student's folder of ``lab start --class``) from afar?"""
+    from .lab import status
+
+    return cfg.world == "local" and status(cfg).remote
+
+
 def sample_message(to: str | None = None, *, config: _config.Config | None = None, timeout: float = 15.0) -> bytes:
     """A real message, as its recipient received it: sent by the course's ``facteur@<domain>`` mailbox (created
     on demand) to ``to`` (default: the student's Gmail-like mailbox), then read back from that mailbox. Live world:
@@ -191,6 +198,12 @@ def sample_message(to: str | None = None, *, config: _config.Config | None = Non
         known[sender] = secrets.token_urlsafe(12)
         lab.add_mailbox(sender, known[sender], name="Le facteur", config=cfg)
         atomic_write_text(passwords, json.dumps(known) + "\n", mode=0o600)
+    if _class_lab(cfg):  # the class lab's mailboxes are on the instructor's machine: read back over IMAP
+        started = time.time() - 1
+        result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.")
+        if not result.accepted:
+            raise CourseError(f"Envoi refusé : {result.reply}", f"Sending refused: {result.reply}")
+        return find(to, "Une lettre du facteur", since=started, timeout=timeout, config=cfg)[1]
     store = MailStore(Layout(cfg.state_dir).mail_dir)
     before = store.counts(to)
     result = mail.submit(sender, to, "Une lettre du facteur", "Bonjour, ceci est un message de démonstration.")
@@ -235,8 +248,9 @@ class Places:
     def __str__(self) -> str:
         rhost, rport = self.resolver.split()
         ahost, aport = self.authoritative.split()
-        lines = [f"Monde : {'lab intégré' if self.world == 'local' else 'live (les serveurs de l’école)'} — domaine "
-                 f"{self.domain}, serveur de messagerie {self.mail_host}"]
+        kind = {"local": "lab intégré", "classe": "le lab de la classe (démarré par l'enseignant·e)"}.get(
+            self.world, "live (les serveurs de l’école)")
+        lines = [f"Monde : {kind} — domaine {self.domain}, serveur de messagerie {self.mail_host}"]
         if self.log_path is not None:
             lines.append(f"Journal : {self.log_path}")
         if self.key_file is not None:
@@ -259,8 +273,11 @@ def where(config: _config.Config | None = None) -> Places:
     if cfg.world == "local":
         from . import lab
 
+        status = lab.status(cfg)
+        if status.remote:  # the class lab: its log is on the instructor's machine
+            return Places("classe", cfg.domain, cfg.mail_host, resolver, authoritative, lab.student_key_file(cfg))
         return Places("local", cfg.domain, cfg.mail_host, resolver, authoritative, lab.student_key_file(cfg),
-                      lab.status(cfg).log_path)
+                      status.log_path)
     return Places("live", cfg.domain, cfg.mail_host, resolver, authoritative, cfg.tsig_secret_file,
                   credentials_file=cfg.credentials_file)
 
@@ -293,7 +310,7 @@ def lab_only(what: str, config: _config.Config | None = None) -> bool:
             statut, reponse = lab.spoof(...)
     """
     cfg = config or _config.load()
-    if cfg.world == "local":
+    if cfg.world == "local":  # the student's own lab, or the class lab (through the API, their own domain only)
         return True
     print(f"Monde live : {what} n'existe qu'au lab intégré (il simule une partie d'Internet) — cette partie est "
           "sautée ; votre enseignant·e peut la montrer sur le lab, ou vous la faire vivre pour de vrai.")
@@ -433,8 +450,9 @@ def find(address: str, subject: str, *, timeout: float | None = None, since: flo
                            f"{address} is not a mailbox of one of the lab's providers ({', '.join(PROVIDER_IMAP)}).")
     deadline = time.monotonic() + timeout
     layout = Layout(cfg.state_dir)
+    shared = _class_lab(cfg)  # the class lab's queue is on the instructor's machine: wait as in the live world
     while True:
-        pending = layout.in_flight()  # asked before reading: what left the queue by then is in a mailbox
+        pending = shared or layout.in_flight()  # asked before reading: what left the queue by then is in a mailbox
         found = [(_received_at(m.data), folder, m.data) for folder in ("INBOX", "Junk")
                  for m in mail.imap(address, host=PROVIDER_IMAP[domain], folder=folder, fetch=True)
                  if m.subject == subject]

@@ -162,7 +162,8 @@ def current(config: Config | None = None) -> World:
                 "dans un terminal : labmail lab start.",
                 "The lab is not running. In a notebook: labmail.lab.ensure(); in a terminal: labmail lab start.",
             ) from None
-        return World("local", cfg, server, (resolver,), servers, services, run.get("ca"))
+        ca = run.get("ca")  # relative in a student's folder of a class lab (labmail.lab.student_folder)
+        return World("local", cfg, server, (resolver,), servers, services, str(cfg.state_dir / ca) if ca else None)
     if not cfg.dns_server:
         raise ConfigError(
             "Monde « live » : indiquez dns_server (le serveur DNS autoritatif de la classe, qui accepte les mises à jour).",

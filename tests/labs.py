@@ -8,8 +8,10 @@ import shutil
 
 
 @contextlib.contextmanager
-def private_lab(tmp_path_factory, world_template, name: str, *, addresses=(), students=None, prenom="jean-emile"):
-    """Start a lab on a copy of the session's world; create ``addresses`` with generated passwords.
+def private_lab(tmp_path_factory, world_template, name: str, *, addresses=(), students=None, prenom="jean-emile",
+                listen=None):
+    """Start a lab on a copy of the session's world (on ``listen``, else loopback); create ``addresses`` with
+    generated passwords.
 
     Yields (config, {address: password}); the lab is stopped afterwards, whatever happened.
     """
@@ -18,7 +20,7 @@ def private_lab(tmp_path_factory, world_template, name: str, *, addresses=(), st
     base = tmp_path_factory.mktemp(name)
     shutil.copytree(world_template, base / "state")
     cfg = config.Config(prenom=prenom, state_dir=base / "state")
-    lab.start(cfg)
+    lab.start(cfg, listen=listen)
     try:
         if students:
             lab.provision(cfg, students=list(students))

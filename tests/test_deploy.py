@@ -76,6 +76,11 @@ def test_the_sizes_cover_the_measured_footprint():
     assert measured and kernel, "the README's sizing table gives the measured figures"
     assert _mib(values["memory"]["guarantee"]) >= int(measured.group(1)) + int(kernel.group(1))
     assert _mib(values["memory"]["limit"]) > _mib(values["memory"]["guarantee"])
+    # on the class's shared lab, a student holds their server and kernels only: the lab's share is not theirs
+    server = re.search(r"serveur Jupyter \(JupyterLab\) \| (\d+) Mio", readme)
+    shared = next(p["kubespawner_override"] for p in values["profileList"] if "lab de la classe" in p["display_name"])
+    assert server and _mib(shared["mem_guarantee"]) >= int(server.group(1)) + 2 * int(kernel.group(1))
+    assert _mib(shared["mem_guarantee"]) < _mib(values["memory"]["guarantee"]) < _mib(shared["mem_limit"])
 
 
 def test_the_image_is_built_from_the_tested_environment_with_the_course_settings():
@@ -90,7 +95,8 @@ def test_the_image_is_built_from_the_tested_environment_with_the_course_settings
     assert "umask 077" in text and "/srv/nbgrader/exchange" in text
     mount = yaml.safe_load(VALUES.read_text())["singleuser"]["storage"]["extraVolumeMounts"][0]["mountPath"]
     assert mount == "/srv/nbgrader/exchange"  # where the image's nbgrader_config.py looks
-    teacher = yaml.safe_load(VALUES.read_text())["singleuser"]["profileList"][1]["kubespawner_override"]
+    teacher = next(p for p in yaml.safe_load(VALUES.read_text())["singleuser"]["profileList"]
+                   if p["display_name"] == "Enseignant·e")["kubespawner_override"]
     path = teacher["environment"]["JUPYTER_CONFIG_PATH"].replace("/opt/labmail/", "")
     assert json.loads((ROOT / path / "labconfig" / "page_config.json").read_text())["disabledExtensions"] == \
         dict.fromkeys(json.loads((ROOT / "jupyter/etudiant/labconfig/page_config.json").read_text())["disabledExtensions"],

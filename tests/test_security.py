@@ -1,6 +1,8 @@
 """The security matrix: every way in where one does not belong is refused, and the refusal is in the lab's log.
 
-One private lab for the module (two students, jean-emile and zoe), so lockouts stay here.
+One private lab for the module (two students, jean-emile and zoe), so lockouts stay here. The whole matrix runs
+twice: against a student's own lab on loopback, and against a class lab listening on the class's address
+(``lab start --class … --adresse``; here 127.0.0.2, a second loopback address standing for it).
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ TINTIN, MILOU = f"tintin@{DOMAIN}", f"milou@{DOMAIN}"
 HOST = "mailcow.labmail.cloud"
 
 
-@pytest.fixture(scope="module")
-def sec_lab(tmp_path_factory, world_template):
+@pytest.fixture(scope="module", params=["127.0.0.1", "127.0.0.2"], ids=["loopback", "class-address"])
+def sec_lab(tmp_path_factory, world_template, request):
     addresses = (TINTIN, MILOU, f"haddock@{DOMAIN}", f"tournesol@{DOMAIN}", f"dupont@{DOMAIN}", f"lisa@{OTHER}")
-    with private_lab(tmp_path_factory, world_template, "seclab", addresses=addresses,
-                     students=["jean-emile", "zoe"]) as running:
+    with private_lab(tmp_path_factory, world_template, "seclab", addresses=addresses, students=["jean-emile", "zoe"],
+                     listen=request.param) as running:
         yield running
 
 
@@ -571,12 +573,17 @@ def _listening_addresses(pid: int) -> set[str]:
     return found
 
 
-def test_the_lab_listens_on_loopback_only(env):
-    cfg, _pw, _world, _log, _start = env
-    pid = lab.status(cfg).pid
-    addresses = _listening_addresses(pid)
+def test_the_lab_listens_on_its_address_only(env):
+    """On loopback by default; on the class's address only when the instructor said so (never on every interface)."""
+    import socket as _socket
+
+    cfg, _pw, world, _log, _start = env
+    status = lab.status(cfg)
+    addresses = _listening_addresses(status.pid)
     assert addresses, "no listening socket found"
-    assert addresses <= {"0100007F", "00000000000000000000000001000000"}, addresses  # 127.0.0.1 (and ::1)
+    expected = _socket.inet_aton(status.host)[::-1].hex().upper()  # /proc/net/tcp's form of the address
+    assert addresses == {expected}, (status.host, addresses)
+    assert world.dns_server[0] == status.host
 
 
 def test_passwords_are_hashed_and_no_secret_is_ever_logged(env):
@@ -617,9 +624,9 @@ def test_successful_logins_are_logged_as_dovecot_and_postfix_do(env):
     with smtp(world, 587) as client:
         client.starttls(context=tls(world))
         client.login(TINTIN, passwords[TINTIN])
-    text = logged(log, start, f"imap-login: Login: user=<{TINTIN}>, method=LOGIN, rip=127.0.0.1",
+    text = logged(log, start, f"imap-login: Login: user=<{TINTIN}>, method=LOGIN, rip=127.0.0.",
                   f"imap-login: Login: user=<{TINTIN}>, method=PLAIN", f"pop3-login: Login: user=<{MILOU}>, method=USER",
-                  "submission/smtpd: client=127.0.0.1, sasl_method=", f"sasl_username={TINTIN}, TLS")
+                  "submission/smtpd: client=127.0.0.", "sasl_method=", f"sasl_username={TINTIN}, TLS")
     logins = [line for line in text.splitlines() if "Login: user=" in line]
     assert logins and all(line.rstrip().endswith("TLS") or "TLS (" in line for line in logins), logins
     assert passwords[TINTIN] not in text and passwords[MILOU] not in text
@@ -789,7 +796,7 @@ def test_the_lab_ca_cannot_vouch_for_names_outside_the_lab(env, tmp_path):
 
 ATTACKER = r'''
 import json, socket, sys
-ports, relays = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+ports, relays, host = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 forged = b"PROXY TCP4 203.0.113.10 198.51.100.25 45000 25\r\n"
 out = {"relays": {}, "ports": {}}
 for path in relays:
@@ -802,7 +809,7 @@ for path in relays:
     finally:
         s.close()
 for port in ports:
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = socket.create_connection((host, port), timeout=5)
     try:
         s.sendall(forged + b"EHLO mailcow.labmail.cloud\r\nMAIL FROM:<direction@jean-emile.labmail.cloud>\r\n"
                   b"RCPT TO:<jean-emile@gmail.test>\r\nDATA\r\n"
@@ -841,7 +848,8 @@ def test_another_local_user_cannot_claim_a_lab_address(env):
     world_ports = json.loads((cfg.state_dir / "world.json").read_text())["ports"].values()
     ports = sorted({p for p in [*lab.status(cfg).endpoints.values(), *world_ports] if isinstance(p, int)})
     nobody = pwd.getpwnam("nobody")
-    out = subprocess.run(["/usr/bin/python3", "-c", ATTACKER, json.dumps(ports), json.dumps(relays)], user=nobody.pw_uid,
+    out = subprocess.run(["/usr/bin/python3", "-c", ATTACKER, json.dumps(ports), json.dumps(relays), lab.status(cfg).host],
+                         user=nobody.pw_uid,
                          group=nobody.pw_gid, extra_groups=[], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)

@@ -12,6 +12,11 @@ From a notebook::
     status.dns_port
 
 From a terminal: ``labmail lab start|status|stop|reset``.
+
+A class can share one lab: ``labmail lab start --class ROSTER.csv --adresse 10.0.0.5`` serves every service on that
+address and writes, for each student, a folder of their own (``<state>/classe/<prenom>/``: the lab's address and
+ports, its CA certificate, and that student's keys and passwords only). A student's folder *joins* the class lab
+(``labmail lab rejoindre DOSSIER``): nothing is started on the student's machine, every client goes to the class lab.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ..errors import LabError
 from ..i18n import tr
 from ..state import PROTOCOL, PROVIDERS, Layout  # PROTOCOL: also lab.PROTOCOL
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class", "student_folder", "join"]
 
 _children: dict[int, subprocess.Popen] = {}
 
@@ -57,6 +62,7 @@ class LabStatus:
     compatible: bool = True
     endpoints: dict = field(default_factory=dict, repr=False)
     ca_path: Path | None = None
+    remote: bool = False  # the class lab, joined from a student's folder: not started nor stopped from here
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +96,20 @@ class LabStatus:
                       "« labmail lab stop » puis « labmail lab start ».",
                       f"Lab started by another version of labmail (pid {self.pid}): restart it with "
                       "\"labmail lab stop\" then \"labmail lab start\".")
+        if self.remote:
+            where = f"{self.host} port {self.dns_port}"
+            if not self.running:
+                return tr(f"Le lab de la classe ne répond pas ({where}) : demandez à votre enseignant·e s'il est démarré.",
+                          f"The class lab does not answer ({where}): ask your instructor whether it is running.")
+            return "\n".join([
+                tr(f"Lab de la classe à {self.host} (dossier {self.state_dir}) — démarré et arrêté par l'enseignant·e",
+                   f"The class lab at {self.host} (folder {self.state_dir}) — started and stopped by the instructor"),
+                tr(f"  Résolveur DNS du lab : {where} (UDP et TCP)", f"  Lab DNS resolver: {where} (UDP and TCP)"),
+                tr(f"  Serveur autoritatif des zones d'étudiants (dns.{self.parent_domain}) : port {self.auth_port}",
+                   f"  Authoritative server of the students' zones (dns.{self.parent_domain}): port {self.auth_port}"),
+                *[f"  {name}: {self.host} port {port}" for name, port in self._service_ports().items()],
+                tr(f"  Autorité de certification du lab : {self.ca_path}", f"  Lab certificate authority: {self.ca_path}"),
+            ])
         if not self.running:
             return tr(
                 f"Lab arrêté (dossier d'état {self.state_dir}). Démarrez-le avec « labmail lab start ».",
@@ -142,13 +162,15 @@ def _control_path(state_dir: Path) -> Path:
     return Path(json.loads(Layout(state_dir).run_file.read_text(encoding="utf-8"))["control"])
 
 
-def _status_from(state_dir: Path, info: dict) -> LabStatus:
+def _status_from(state_dir: Path, info: dict, *, running: bool = True, remote: bool = False) -> LabStatus:
     if info.get("protocol") != PROTOCOL:  # a lab started by another version of labmail: restart it
-        return LabStatus(running=True, state_dir=state_dir, pid=info.get("pid"), compatible=False)
+        return LabStatus(running=running, state_dir=state_dir, pid=info.get("pid"), compatible=False, remote=remote)
+    ca = info.get("ca")
     return LabStatus(
-        running=True,
+        running=running,
+        remote=remote,
         state_dir=state_dir,
-        pid=info["pid"],
+        pid=info.get("pid"),
         host=info["host"],
         dns_port=info["ports"]["resolver"],
         auth_port=info["ports"]["students"],
@@ -159,13 +181,46 @@ def _status_from(state_dir: Path, info: dict) -> LabStatus:
         zones=tuple(info["zones"]),
         started=info["started"],
         endpoints=dict(info.get("endpoints", {})),
-        ca_path=Path(info["ca"]) if info.get("ca") else None,
+        ca_path=(state_dir / ca) if ca else None,  # relative in a student's folder of a class lab
     )
+
+
+def _remote_run(state_dir: Path) -> dict | None:
+    """The class lab that this folder joins (a student's folder written by ``lab start --class``), or None."""
+    try:
+        info = json.loads(Layout(state_dir).run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("remote") else None
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _remote_status(state_dir: Path, info: dict) -> LabStatus:
+    try:
+        up = _reachable(str(info["host"]), int(info["ports"]["students"]))
+    except (KeyError, TypeError, ValueError):
+        up = False
+    return _status_from(state_dir, info, running=up, remote=True)
+
+
+def _class_lab_error(what: str, current: LabStatus) -> LabError:
+    return LabError(f"Ce dossier rejoint le lab de la classe (à {current.host}) : {what[0]}",
+                    f"This folder joins the class lab (at {current.host}): {what[1]}")
 
 
 def status(config: Config | None = None) -> LabStatus:
     """Is the lab of this configuration's state folder running, and where does it listen?"""
     state_dir = _cfg(config).state_dir
+    remote = _remote_run(state_dir)
+    if remote is not None:
+        return _remote_status(state_dir, remote)
     try:
         reply = _request(_control_path(state_dir), {"op": "status"}, timeout=5)
     except (OSError, ValueError, KeyError):
@@ -182,17 +237,56 @@ def _log_tail(state_dir: Path, lines: int = 15) -> str:
         return ""
 
 
-def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
+def _listen_address(listen: str) -> str:
+    """The address a class lab listens on: one IPv4 address of this machine that the students' machines reach."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(listen.strip())
+    except ValueError:
+        ip = None
+    if ip is None or ip.version != 4 or ip.is_unspecified or ip.is_multicast:
+        raise LabError(f"Adresse d'écoute « {listen} » invalide : donnez l'adresse IPv4 de cette machine que les machines "
+                       "des étudiants joignent (ex. 10.0.0.5 ; pas 0.0.0.0, les clients doivent savoir où se connecter).",
+                       f"Invalid listening address \"{listen}\": give this machine's IPv4 address that the students' "
+                       "machines reach (e.g. 10.0.0.5; not 0.0.0.0: clients must know where to connect).")
+    return str(ip)
+
+
+def start(config: Config | None = None, *, timeout: float = 30.0, listen: str | None = None) -> LabStatus:
     """Start the lab in the background (if it is not running) and return its status.
 
     The student of the configuration (if set) is provisioned: delegated zone
     ``prenom.labmail.cloud`` with SOA and NS only, its TSIG key, its DKIM key.
+
+    ``listen``: the address every service listens on, for a lab the whole class shares (kept for the next starts;
+    loopback by default). In a student's folder that joins the class lab, nothing starts: the class lab must answer.
     """
     cfg = _cfg(config)
     for pid, child in list(_children.items()):  # reap labs of this process that have exited (killed, crashed)
         if child.poll() is not None:
             del _children[pid]
     current = status(cfg)
+    if current.remote:
+        if listen is not None:
+            raise _class_lab_error(("il n'y a rien à démarrer ici.", "there is nothing to start here."), current)
+        if not current.running:
+            raise LabError(f"Le lab de la classe ne répond pas à {current.host} (port {current.auth_port}) : demandez à "
+                           "votre enseignant·e s'il est démarré, et vérifiez que votre machine joint cette adresse.",
+                           f"The class lab does not answer at {current.host} (port {current.auth_port}): ask your "
+                           "instructor whether it is running, and check that your machine reaches that address.")
+        if cfg.prenom and current.compatible and cfg.prenom not in current.students:
+            owner = ", ".join(current.students)
+            raise LabError(f"Ce dossier de la classe est celui de « {owner} », pas de « {cfg.prenom} » : utilisez le "
+                           "vôtre (labmail lab rejoindre DOSSIER), ou corrigez votre prénom (notebook 00).",
+                           f"This class folder belongs to \"{owner}\", not to \"{cfg.prenom}\": use yours "
+                           "(labmail lab rejoindre FOLDER), or fix your first name (notebook 00).")
+        return current
+    if listen is not None:
+        listen = _listen_address(listen)
+        if current.running and current.host != listen:
+            stop(cfg)  # the same lab, its ports and state, on the new address
+            current = status(cfg)
     if current.running and not current.compatible:
         stop(cfg)  # started by an older labmail: restart it on the same state
         current = status(cfg)
@@ -216,6 +310,8 @@ def start(config: Config | None = None, *, timeout: float = 30.0) -> LabStatus:
 
     for zone, (host, port) in forward_zones(cfg.lab_forward).items():
         cmd += ["--forward", f"{zone}={host}:{port}"]
+    if listen is not None:
+        cmd += ["--listen", listen]
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
@@ -265,6 +361,9 @@ def stop(config: Config | None = None, *, timeout: float = 10.0) -> LabStatus:
     """Stop the lab (gracefully, then by signal). State is kept: the next start finds it all again."""
     cfg = _cfg(config)
     current = status(cfg)
+    if current.remote:
+        raise _class_lab_error(("seul·e l'enseignant·e l'arrête, sur sa machine.",
+                                "only the instructor stops it, on their machine."), current)
     if not current.running or current.pid is None:
         return current
     try:
@@ -296,6 +395,9 @@ def reset(config: Config | None = None) -> LabStatus:
     no world.json (a broken lab) is started afresh.
     """
     cfg = _cfg(config)
+    if _remote_run(cfg.state_dir) is not None:
+        raise _class_lab_error(("seul·e l'enseignant·e le remet au début (labmail lab reset, sur sa machine).",
+                                "only the instructor resets it (labmail lab reset, on their machine)."), status(cfg))
     stop(cfg)
     state_dir = cfg.state_dir
     if Layout(state_dir).world_file.exists():
@@ -320,6 +422,11 @@ def provision(config: Config | None = None, students: list[str] | None = None) -
     cfg = _cfg(config)
     labels = list(students) if students is not None else ([cfg.prenom] if cfg.prenom else [])
     current = _check_compatible(status(cfg))
+    if current.remote:
+        if set(labels) <= set(current.students):
+            return current
+        raise _class_lab_error(("l'enseignant·e y inscrit les étudiants (labmail lab start --class).",
+                                "the instructor enrols the students (labmail lab start --class)."), current)
     if not current.running:
         raise LabError("Le lab n'est pas démarré : labmail.lab.ensure() ou « labmail lab start ».",
                        "The lab is not running: labmail.lab.ensure() or \"labmail lab start\".")
@@ -360,7 +467,12 @@ def _control_request(cfg: Config, payload: dict, timeout: float = 60) -> dict:
                        "This action simulates part of the Internet (spoofer, providers, reports, mailboxes made by the "
                        "lab): it only exists in the embedded lab (world = \"local\"). In the live world, do it on the real "
                        "servers (Mailcow's interface, real external mailboxes).")
-    _check_compatible(status(cfg))
+    current = _check_compatible(status(cfg))
+    if current.remote:
+        raise _class_lab_error(("cette action simule une partie d'Internet (usurpateur, rapports des fournisseurs) : "
+                                "dans le lab partagé, l'enseignant·e la lance depuis sa machine.",
+                                "this action simulates part of the Internet (spoofer, providers' reports): in the "
+                                "shared lab, the instructor runs it from their machine."), current)
     try:
         reply = _request(_control_path(cfg.state_dir), payload, timeout=timeout)
     except (OSError, ValueError, KeyError):
@@ -373,7 +485,24 @@ def _control_request(cfg: Config, payload: dict, timeout: float = 60) -> dict:
 
 
 def add_mailbox(address: str, password: str, *, name: str = "", config: Config | None = None) -> dict:
-    """Create a mailbox on the school's server (what step 5 does in Mailcow's interface)."""
+    """Create a mailbox on the school's server (what step 5 does in Mailcow's interface). From a student's folder of
+    the class lab, through the school server's API with the student's key (their own domain only)."""
+    cfg = _cfg(config)
+    if _remote_run(cfg.state_dir) is not None:
+        from ..errors import APIError
+        from ..mail import MailcowAPI
+        from ..world import current
+
+        local, _, domain = address.rpartition("@")
+        api = MailcowAPI(key=api_key(cfg), world=current(cfg))
+        try:
+            MailcowAPI.raise_for(api.add_mailbox(local, domain, password, name=name))
+        except APIError as exc:
+            if any(isinstance(m, dict) and m.get("username", "").lower() == address.lower()
+                   for m in (api.get_mailbox("all", domain) or [])):
+                raise LabError(f"La boîte {address} existe déjà.", f"Mailbox {address} already exists.") from None
+            raise exc
+        return {"username": address, "name": name}
     return _control_request(_cfg(config), {"op": "add_mailbox", "address": address, "password": password, "name": name})["mailbox"]
 
 
@@ -382,7 +511,14 @@ def spoof(header_from: str, rcpt: str, *, mail_from: str | None = None, subject:
     """Make the spoofer (mx.arnaque.test, 192.0.2.66) send a message forging ``header_from`` to ``rcpt``.
 
     Returns (status, text): ``("ok", mx)`` when accepted, ``("perm", reply)`` when refused (e.g. DMARC reject).
+    From a student's folder of a class lab: through the API with the student's key — their own domain forged, to
+    their own mailboxes only.
     """
+    cfg = _cfg(config)
+    if _remote_run(cfg.state_dir) is not None:
+        answer = _class_api(cfg).labmail("spoof", {"header_from": header_from, "rcpt": rcpt, "mail_from": mail_from or "",
+                                                   "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
+        return answer["status"], answer["reply"]
     reply = _control_request(_cfg(config), {"op": "spoof", "header_from": header_from, "rcpt": rcpt,
                                             "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
                                             "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
@@ -402,7 +538,42 @@ def send_dmarc_reports(config: Config | None = None, *, format: str = "7489") ->
     if format not in FORMATS:
         raise LabError(f"Format de rapport inconnu « {format} » : « 7489 » ou « 9990 ».",
                        f"Unknown report format \"{format}\": \"7489\" or \"9990\".")
+    cfg = _cfg(config)
+    if _remote_run(cfg.state_dir) is not None:  # a class lab: the reports about the student's own domain
+        return _class_api(cfg).labmail("dmarc-reports", {"format": format})["reports"]
     return _control_request(_cfg(config), {"op": "dmarc_reports", "format": format})["reports"]
+
+
+def class_api(key: str, world=None):
+    """The embedded lab's own API endpoints (not Mailcow's) with a student's key, for a student of a shared class
+    lab: ``.labmail("spoof", {...})`` (the spoofer forges the key's own domain, to that student's own mailboxes) and
+    ``.labmail("dmarc-reports", {"format": "7489"})`` (the providers' reports about the key's domain). Answers as
+    Mailcow's API does: a list of ``{"type": "danger", "msg": [...]}`` when refused."""
+    from ..mail import MailcowAPI
+
+    class _LabAPI(MailcowAPI):
+        def labmail(self, operation: str, payload: dict):
+            return self._call("POST", f"labmail/{operation}", payload)
+
+    return _LabAPI(key=key, world=world)
+
+
+def _class_api(cfg: Config):
+    """The class lab's API with the configured student's key; a refusal raised as an error."""
+    from ..mail import MailcowAPI
+    from ..world import current
+
+    api = class_api(api_key(cfg), current(cfg))
+
+    class _Checked:
+        def labmail(self, operation: str, payload: dict):
+            answer = api.labmail(operation, payload)
+            if not isinstance(answer, dict) or answer.get("type") != "success":
+                MailcowAPI.raise_for(answer)
+                raise LabError("Réponse inattendue du lab de la classe.", "Unexpected answer from the class lab.")
+            return answer
+
+    return _Checked()
 
 
 def api_key(config: Config | None = None, *, admin: bool = False) -> str:
@@ -442,7 +613,83 @@ def provision_class(roster, config: Config | None = None) -> Path:
                          passwords[gmail], outlook, passwords[outlook]])
     path = cfg.state_dir / "class-credentials.csv"
     atomic_write_text(path, out.getvalue(), mode=0o600)
+    for s in students:
+        student_folder(s.label, cfg)
     return path
+
+
+def student_folder(label: str, config: Config | None = None) -> Path:
+    """Write the folder with which the student ``label`` joins this class lab from their own machine or container:
+    ``<state>/classe/<label>/`` (0700) — where the lab listens (address, ports, the simulated hosts' ports), the
+    lab's CA certificate, and that student's secrets only: their TSIG key, their API key, their provider mailboxes'
+    passwords, their DKIM record. Nothing of another student, no private key of the lab. Returns the folder.
+
+    The student joins with ``labmail lab rejoindre DOSSIER`` (or ``LABMAIL_STATE_DIR=DOSSIER``); the folder stays
+    valid while the lab keeps its address and ports (they are kept across restarts)."""
+    from .._files import atomic_write_bytes, atomic_write_text
+    from ..state import read_run
+
+    cfg = _cfg(config)
+    current = _check_compatible(status(cfg))
+    if current.remote or not current.running:
+        raise LabError("Les dossiers des étudiants s'écrivent depuis le lab de la classe en marche (labmail lab start "
+                       "--class LISTE.csv).", "Students' folders are written from the running class lab (labmail lab "
+                       "start --class ROSTER.csv).")
+    if label not in current.students:
+        raise LabError(f"« {label} » n'est pas inscrit dans ce lab : ajoutez-le à la liste de classe.",
+                       f"\"{label}\" is not enrolled in this lab: add them to the class roster.")
+    lab_layout = Layout(cfg.state_dir)
+    run = read_run(cfg.state_dir)
+    domain = f"{label}.{current.parent_domain}"
+    root = lab_layout.root / "classe" / label
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root.parent, 0o700)
+    os.chmod(root, 0o700)
+    folder = Layout(root)
+    folder.keys_dir.mkdir(exist_ok=True)
+    os.chmod(folder.keys_dir, 0o700)
+    tsig = json.loads(lab_layout.tsig_file.read_text(encoding="utf-8"))
+    providers = json.loads(lab_layout.provider_passwords.read_text(encoding="utf-8"))
+    from ..state import read_api_keys
+
+    api = (read_api_keys(cfg.state_dir).get("domains") or {}).get(domain)
+    mine = {f"{label}@{p.domain}": providers[f"{label}@{p.domain}"] for p in PROVIDERS.values()
+            if f"{label}@{p.domain}" in providers}
+    atomic_write_text(folder.tsig_file, json.dumps({f"{domain}.": tsig[f"{domain}."]}) + "\n", mode=0o600)
+    atomic_write_bytes(folder.zone_key(domain), lab_layout.zone_key(domain).read_bytes(), mode=0o600)
+    atomic_write_text(folder.api_keys_file, json.dumps({"domains": {domain: api}}) + "\n", mode=0o600)
+    atomic_write_text(folder.provider_passwords, json.dumps(mine) + "\n", mode=0o600)
+    record = lab_layout.dkim_record(domain)
+    if record.exists():
+        folder.dkim_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder.dkim_record(domain), record.read_bytes(), mode=0o600)
+    if current.ca_path is not None:
+        atomic_write_bytes(root / "ca.pem", current.ca_path.read_bytes(), mode=0o644)
+    described = {key: run[key] for key in ("protocol", "version", "host", "ports", "dns_servers", "endpoints",
+                                           "parent_domain", "mail_host", "started") if key in run}
+    described.update(remote=True, pid=None, ca="ca.pem", students=[label], zones=[])
+    atomic_write_text(folder.run_file, json.dumps(described, indent=2) + "\n", mode=0o600)
+    return root
+
+
+def join(folder: str | Path) -> Config:
+    """For a student: use the class lab through ``folder`` (written by the instructor's ``lab start --class``):
+    the configuration's state folder becomes that folder and the first name the one it was written for. Checks
+    that the class lab answers. Returns the new configuration."""
+    from .. import config as _config
+
+    root = Path(folder).expanduser().resolve()
+    info = _remote_run(root)
+    if info is None or not info.get("students"):
+        raise LabError(f"{root} n'est pas un dossier de la classe (il y manque run.json d'un lab de classe) : utilisez "
+                       "le dossier classe/<prénom>/ donné par l'enseignant·e.",
+                       f"{root} is not a class folder (no class lab run.json in it): use the classe/<prenom>/ folder "
+                       "your instructor gave you.")
+    if root.stat().st_mode & 0o077:
+        os.chmod(root, 0o700)  # the student's keys: theirs only
+    cfg = _config.save(state_dir=str(root), prenom=str(info["students"][0]), world="local")
+    start(cfg)  # the class lab must answer (a clear message otherwise)
+    return cfg
 
 
 def provider_password(address: str, config: Config | None = None) -> str:

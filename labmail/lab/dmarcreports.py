@@ -28,8 +28,9 @@ class ReportSender:
 
     _REPORTERS = {name: (p.domain, p.report_sender, p.selector) for name, p in PROVIDERS.items()}
 
-    def send_all(self, fmt: str = "7489") -> list[dict]:
-        """Each provider reports what it judged since its last report to the ``rua`` of each policy domain."""
+    def send_all(self, fmt: str = "7489", *, only: str | None = None) -> list[dict]:
+        """Each provider reports what it judged since its last report to the ``rua`` of each policy domain (``only``:
+        of that domain and its subdomains — a student of a class lab asks for their own reports, no one else's)."""
         from datetime import datetime, timezone
 
         from .. import dmarc, reports
@@ -42,16 +43,18 @@ class ReportSender:
         resolver = self.services.resolver()
         for role, (org, sender, selector) in self._REPORTERS.items():
             host = self.services.hosts[role]
-            since = float(last.get(role, 0.0))
             groups: dict[str, list] = {}
             for record in self._judged(host):
-                if not since <= record.get("received_at", 0) < now:
-                    continue
                 verdict = (record.get("checks") or {}).get("dmarc") or {}
                 policy_domain = (verdict.get("9989") or {}).get("record_domain")
-                if policy_domain:
+                if not policy_domain or (only is not None and policy_domain != only
+                                         and not policy_domain.endswith("." + only)):
+                    continue
+                since = max(float(last.get(role, 0.0)), float(last.get(f"{role}|{policy_domain}", 0.0)))
+                if since <= record.get("received_at", 0) < now:
                     groups.setdefault(policy_domain, []).append(record)
             for domain, records in sorted(groups.items()):
+                since = max(float(last.get(role, 0.0)), float(last.get(f"{role}|{domain}", 0.0)))
                 found = dmarc.discover(domain, resolver=resolver)
                 if found.record is None:
                     continue
@@ -78,7 +81,9 @@ class ReportSender:
                     log.info("DMARC report %s → %s (%s, %d messages): %s %s", org, rua, domain, len(records), status, reply)
                     out.append({"provider": role, "domain": domain, "rua": rua, "messages": len(records), "status": status,
                                 "reply": reply, "report_id": report_id})
-            last[role] = now
+                last[f"{role}|{domain}"] = now
+            if only is None:
+                last[role] = now
         atomic_write_text(marker, json.dumps(last) + "\n")
         return out
 

@@ -805,8 +805,8 @@ class LabIMAP4Server(imap4.IMAP4Server):
 class IMAPServer:
     """The school's IMAP listeners (Twisted reactor in a thread)."""
 
-    def __init__(self, store, domains: set[str], host_name: str, pem: bytes) -> None:
-        self.store, self.domains, self.host_name, self.pem = store, domains, host_name, pem
+    def __init__(self, store, domains: set[str], host_name: str, pem: bytes, *, listen: str = "127.0.0.1") -> None:
+        self.store, self.domains, self.host_name, self.pem, self.listen = store, domains, host_name, pem, listen
         self.open: dict[tuple[str, str], list[Mailbox]] = {}
         self._folders: dict[tuple[str, str], Folder] = {}
         self._lock = threading.Lock()
@@ -868,9 +868,9 @@ class IMAPServer:
                 for candidate in (port, 0):
                     try:
                         if use_tls:
-                            listening = reactor.listenSSL(candidate, factory, options, interface="127.0.0.1")
+                            listening = reactor.listenSSL(candidate, factory, options, interface=self.listen)
                         else:
-                            listening = reactor.listenTCP(candidate, factory, interface="127.0.0.1")
+                            listening = reactor.listenTCP(candidate, factory, interface=self.listen)
                         break
                     except Exception:
                         if candidate == 0:

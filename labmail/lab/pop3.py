@@ -255,8 +255,9 @@ def _crlf(data: bytes) -> bytes:
 class POP3Server:
     """POP3 listeners (995 TLS, 110 STLS) for the school's mailboxes."""
 
-    def __init__(self, store, domains: set[str], host_name: str, tls_context: ssl.SSLContext, executor) -> None:
-        self.store, self.domains, self.host_name = store, domains, host_name
+    def __init__(self, store, domains: set[str], host_name: str, tls_context: ssl.SSLContext, executor, *,
+                 listen: str = "127.0.0.1") -> None:
+        self.store, self.domains, self.host_name, self.listen = store, domains, host_name, listen
         self.tls_context, self.executor = tls_context, executor
         self.locks: dict[str, asyncio.Lock] = {}
         self.servers: list = []
@@ -281,9 +282,9 @@ class POP3Server:
         ports = []
         for handler, port, context in ((implicit, port_995, self.tls_context), (plain, port_110, None)):
             try:
-                server = await asyncio.start_server(handler, "127.0.0.1", port, ssl=context, limit=8192)
+                server = await asyncio.start_server(handler, self.listen, port, ssl=context, limit=8192)
             except OSError:
-                server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context, limit=8192)
+                server = await asyncio.start_server(handler, self.listen, 0, ssl=context, limit=8192)
             self.servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
         return ports[0], ports[1]

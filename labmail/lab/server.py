@@ -96,20 +96,29 @@ class Lab:
     def spec(self) -> _world.WorldSpec:
         return _world.WorldSpec(self.world["parent_domain"], self.world["mail_host"], tuple(self.world["students"]))
 
-    def open(self, parent_domain: str, mail_host: str) -> None:
-        """Load the state folder, creating the step-0 world on first use."""
+    def open(self, parent_domain: str, mail_host: str, listen: str | None = None) -> None:
+        """Load the state folder, creating the step-0 world on first use. ``listen``: the address every service
+        listens on (kept for the next starts; loopback by default)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         if self.world_path.exists():
             self.world = json.loads(self.world_path.read_text(encoding="utf-8"))
             self.zones.load()
             self.keys.load()
+            if listen is not None and listen != self.listen:
+                self.world["listen"] = listen
+                self.save_world()
         else:
             self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "ports": {},
-                          "created": _now()}
+                          "created": _now(), "listen": listen or LISTEN_HOST}
             self._create_world()
         self.store.load()
         self.student_origins.update(dns.name.from_text(self.spec.student_zone(s)) for s in self.world["students"])
+
+    @property
+    def listen(self) -> str:
+        """Where every service of the lab listens: loopback, or the class lab's address (``lab start --adresse``)."""
+        return str(self.world.get("listen") or LISTEN_HOST)
 
     def save_world(self) -> None:
         atomic_write_text(self.world_path, json.dumps(self.world, indent=2) + "\n", mode=0o600)
@@ -274,7 +283,7 @@ class LabProcess:
 
     async def _bind(self, role: str, port: int, required: bool) -> None:
         try:
-            servers, self.ports[role] = await start_transports(self.engines[role], LISTEN_HOST, port)
+            servers, self.ports[role] = await start_transports(self.engines[role], self.lab.listen, port)
         except OSError as exc:
             if required or not port:
                 raise LabError(
@@ -283,7 +292,7 @@ class LabProcess:
                     f"DNS port {port} is already in use ({exc}). Choose another (dns_port in the configuration) "
                     "or set dns_port = 0 for an automatic port.",
                 ) from None
-            servers, self.ports[role] = await start_transports(self.engines[role], LISTEN_HOST, 0)
+            servers, self.ports[role] = await start_transports(self.engines[role], self.lab.listen, 0)
         self.servers += servers
 
     async def run(self, preferred_port: int) -> None:
@@ -309,7 +318,7 @@ class LabProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         atomic_write_text(self.lab.layout.run_file, json.dumps(self.status(), indent=2) + "\n", mode=0o600)
-        log.info("lab started: DNS resolver %s:%d, registry %d, students %d (UDP+TCP), pid %d", LISTEN_HOST,
+        log.info("lab started: DNS resolver %s:%d, registry %d, students %d (UDP+TCP), pid %d", self.lab.listen,
                  self.ports["resolver"], self.ports["registry"], self.ports["students"], os.getpid())
         await self.stopping.wait()
         log.info("lab stopping")
@@ -339,8 +348,8 @@ class LabProcess:
             from .smtp import MailServices
             from .tls import LabCA
 
-            ca = LabCA(self.lab.state_dir).load_or_create()
-            mail = MailServices(self.lab, ca, self.lab.store, (LISTEN_HOST, self.ports["resolver"]), self.executor)
+            ca = LabCA(self.lab.state_dir).load_or_create(self.lab.listen)
+            mail = MailServices(self.lab, ca, self.lab.store, (self.lab.listen, self.ports["resolver"]), self.executor)
             mail.prepare_tls()
             return ca, mail
 
@@ -373,7 +382,7 @@ class LabProcess:
             "protocol": PROTOCOL,
             "version": __version__,
             "started": self.started,
-            "host": LISTEN_HOST,
+            "host": self.lab.listen,
             "ports": dict(self.ports),
             "dns_servers": {addr: self.ports[role] for addr, role in roles.items()},
             "endpoints": self.mail.endpoints() if self.mail is not None else {},
@@ -513,7 +522,7 @@ class _SessionErrorFilter(logging.Filter):
 
 
 def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list[str], dns_port: int,
-          forwards: dict[str, tuple[str, int]] | None = None) -> int:
+          forwards: dict[str, tuple[str, int]] | None = None, listen: str | None = None) -> int:
     """Run the lab in this process until SIGTERM/SIGINT or a ``stop`` request."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -527,7 +536,7 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
         return 3
     try:
         lab = Lab(state_dir)
-        lab.open(parent_domain, mail_host)
+        lab.open(parent_domain, mail_host, listen)
         lab.forwards.update({dns.name.from_text(zone): server for zone, server in (forwards or {}).items()})
         if students:
             lab.provision(students)
@@ -551,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--student", action="append", default=[])
     run.add_argument("--dns-port", type=int, default=0)
     run.add_argument("--forward", action="append", default=[], help="ZONE=HOST:PORT, a zone served by another server")
+    run.add_argument("--listen", default=None, help="the address every service listens on (default: 127.0.0.1)")
     args = parser.parse_args(argv)
     from ..config import forward_zones
 
     return serve(args.state, parent_domain=args.parent_domain, mail_host=args.mail_host,
-                 students=args.student, dns_port=args.dns_port, forwards=forward_zones(",".join(args.forward)))
+                 students=args.student, dns_port=args.dns_port, forwards=forward_zones(",".join(args.forward)),
+                 listen=args.listen)

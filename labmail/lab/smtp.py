@@ -443,6 +443,7 @@ class MailServices:
         self.auth_executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                                 thread_name_prefix="labmail-auth")
         self.resolver_address = resolver_address
+        self.listen = lab.listen  # where real clients connect (loopback, or the class lab's address)
         self._dns = None  # (engine, loop): the lab's own resolver engine, asked in-process (see use_local_dns)
         self._answers: dict = {}
         self._answers_generation = None
@@ -501,10 +502,9 @@ class MailServices:
         os.chmod(folder, 0o700)
         return folder / f"{key.replace(':', '-')}.sock"
 
-    @staticmethod
-    def cert_names(host: Host) -> tuple[str, ...]:
+    def cert_names(self, host: Host) -> tuple[str, ...]:
         """The host's name and simulated address, plus where it really listens (real clients connect there)."""
-        return (host.name, host.ip, "localhost", "127.0.0.1")
+        return tuple(dict.fromkeys((host.name, host.ip, "localhost", "127.0.0.1", self.listen)))
 
     def warm_up(self) -> None:
         """What the first message would otherwise pay (run in the background once every service answers): the
@@ -558,27 +558,29 @@ class MailServices:
                 continue
             port = int(previous.get(key) or 0)
             try:
-                server = await loop.create_server(factory, "127.0.0.1", port, ssl=ssl_ctx)
+                server = await loop.create_server(factory, self.listen, port, ssl=ssl_ctx)
             except OSError:
-                server = await loop.create_server(factory, "127.0.0.1", 0, ssl=ssl_ctx)
+                server = await loop.create_server(factory, self.listen, 0, ssl=ssl_ctx)
             self.ports[key] = server.sockets[0].getsockname()[1]
             self.servers.append(server)
         from .pop3 import POP3Server
 
         school = self.hosts["school"]
         self.pop3 = POP3Server(self.store, school.domains, school.name, self.ca.server_context(*self.cert_names(school)),
-                               self.executor)
+                               self.executor, listen=self.listen)
         self.ports["school:995"], self.ports["school:110"] = await self.pop3.start(
             int(previous.get("school:995") or 0), int(previous.get("school:110") or 0))
         from .imap import IMAPServer
 
         names = self.cert_names(school)
-        self.imap = IMAPServer(self.store, school.domains, school.name, self.ca.leaf_pem(*names))
+        self.imap = IMAPServer(self.store, school.domains, school.name, self.ca.leaf_pem(*names), listen=self.listen)
         self.ports["school:993"], self.ports["school:143"] = await loop.run_in_executor(
             self.executor, self.imap.start, int(previous.get("school:993") or 0), int(previous.get("school:143") or 0))
         self.provider_imap = {}
         for key, (name, ip) in self.imap_hosts.items():  # the students read their provider mailboxes over IMAP
-            server = IMAPServer(self.store, self.hosts[key].domains, name, self.ca.leaf_pem(name, ip, "localhost", "127.0.0.1"))
+            server = IMAPServer(self.store, self.hosts[key].domains, name,
+                                self.ca.leaf_pem(*dict.fromkeys((name, ip, "localhost", "127.0.0.1", self.listen))),
+                                listen=self.listen)
             self.ports[f"{key}:993"], self.ports[f"{key}:143"] = await loop.run_in_executor(
                 self.executor, server.start, int(previous.get(f"{key}:993") or 0), int(previous.get(f"{key}:143") or 0))
             self.provider_imap[key] = server
@@ -677,8 +679,8 @@ class MailServices:
     def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
         return self.outbound.spoof(mail_from, header_from, rcpt, subject, body)
 
-    def dmarc_reports(self, fmt: str = "7489") -> list[dict]:
-        return self.reports.send_all(fmt)
+    def dmarc_reports(self, fmt: str = "7489", *, only: str | None = None) -> list[dict]:
+        return self.reports.send_all(fmt, only=only)
 
 
 

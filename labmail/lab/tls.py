@@ -69,9 +69,10 @@ class LabCA:
     def ca_path(self) -> Path:
         return self.dir / "ca.pem"
 
-    def load_or_create(self) -> "LabCA":
+    def load_or_create(self, listen: str | None = None) -> "LabCA":
         """Load the lab's CA, or create it. A CA made by an older labmail (no name constraints) is replaced: clients
-        that trusted it must import the new one."""
+        that trusted it must import the new one. ``listen``: the address a class lab listens on — outside the lab's
+        own networks, it must be among the addresses the CA may certify (a CA that does not permit it is replaced)."""
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
@@ -79,18 +80,22 @@ class LabCA:
         if cert_path.exists() and key_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             try:
-                cert.extensions.get_extension_for_class(x509.NameConstraints)
+                constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
                 current = cert.not_valid_after_utc > _now() + _dt.timedelta(days=LEAF_DAYS)
+                if listen is not None and not any(
+                        isinstance(n, x509.IPAddress) and ipaddress.ip_address(listen) in n.value
+                        for n in constraints.permitted_subtrees or ()):
+                    current = False  # a class lab on a new address: its certificates must name it
             except x509.ExtensionNotFound:
                 current = False
             if current:
                 self._cert = cert
                 self._key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
                 return self
-        self._create(cert_path, key_path)
+        self._create(cert_path, key_path, listen)
         return self
 
-    def _create(self, cert_path: Path, key_path: Path) -> None:
+    def _create(self, cert_path: Path, key_path: Path, listen: str | None = None) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -103,7 +108,10 @@ class LabCA:
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Lab de messagerie, pas pour Internet"),
             x509.NameAttribute(NameOID.COMMON_NAME, f"Autorité du lab labmail ({dns_names[0]})"),
         ])
-        permitted = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_network(n)) for n in LAB_NETWORKS]
+        networks = [ipaddress.ip_network(n) for n in LAB_NETWORKS]
+        if listen is not None and not any(ipaddress.ip_address(listen) in n for n in networks):
+            networks.append(ipaddress.ip_network(f"{listen}/32"))
+        permitted = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(n) for n in networks]
         now = _now()
         public = key.public_key()
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)

@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from .._files import atomic_write_text
+from ..state import PROVIDERS
 from .apikeys import api_keys
 
 log = logging.getLogger("labmail.lab.web")
@@ -166,7 +167,7 @@ class WebApp:
         action = parts[0] if parts else ""
         if action == "get" and request.method != "GET":
             return web.json_response({"type": "error", "msg": "only GET method is allowed"}, status=405)
-        if action in ("add", "edit", "delete") and request.method != "POST":
+        if action in ("add", "edit", "delete", "labmail") and request.method != "POST":
             return web.json_response({"type": "error", "msg": "only POST method is allowed"}, status=405)
         try:
             payload = await request.json() if request.method == "POST" else None
@@ -388,6 +389,46 @@ class WebApp:
                  "selected_domains": entry["domains"], "unselected_domains": [d for d in every if d not in entry["domains"]]}
                 for name, entry in sorted(self._domain_admins().items())]
 
+    # -- the lab's own endpoints (not Mailcow's): what a student of a shared class lab may ask of the simulated Internet
+    def _own_targets(self, scope: str, payload, fields: tuple[str, ...]) -> dict[str, str] | None:
+        """The string fields of a labmail request, or None if the request is not an object of bounded strings."""
+        if not isinstance(payload, dict):
+            return None
+        out = {}
+        for name in fields:
+            value = payload.get(name, "")
+            if not isinstance(value, str) or len(value) > 10_000:
+                return None
+            out[name] = value
+        return out
+
+    async def _labmail_spoof(self, scope, args, payload):
+        """The spoofer (mx.arnaque.test) forges the key's own domain, to the student's own mailboxes only — step 11 in
+        a class lab: nobody makes the spoofer write in another's name or to another's mailbox."""
+        fields = self._own_targets(scope, payload, ("mail_from", "header_from", "rcpt", "subject", "body"))
+        if fields is None:
+            return _result("danger", ["labmail", "spoof"], ["request_body_invalid"])
+        forged = fields["header_from"].rpartition("@")[2].lower()
+        rcpt = fields["rcpt"].lower()
+        label = scope.split(".")[0]
+        own = {f"{label}@{p.domain}" for p in PROVIDERS.values()}
+        if scope != "*" and (not (forged == scope or forged.endswith("." + scope))
+                             or not (rcpt in own or rcpt.rpartition("@")[2] == scope)):
+            log.warning("API: the key of %s may not make the spoofer write as %s to %s", scope, forged[:255], rcpt[:320])
+            return _result("danger", ["labmail", "spoof"], ["access_denied"])
+        status, reply = await asyncio.get_running_loop().run_in_executor(self.services.executor, lambda: self.services.spoof(
+            fields["mail_from"] or "bounce@arnaque.test", fields["header_from"], rcpt, fields["subject"], fields["body"]))
+        return {"type": "success", "status": status, "reply": reply}
+
+    async def _labmail_dmarc_reports(self, scope, args, payload):
+        """"End of the day" for the key's domain only: the providers report to its rua what they judged of it."""
+        fields = self._own_targets(scope, payload, ("format",))
+        if fields is None or fields["format"] not in ("", "7489", "9990"):
+            return _result("danger", ["labmail", "dmarc-reports"], ["request_body_invalid"])
+        sent = await asyncio.get_running_loop().run_in_executor(self.services.executor, lambda: self.services.dmarc_reports(
+            fields["format"] or "7489", only=None if scope == "*" else scope))
+        return {"type": "success", "reports": sent}
+
     async def _none(self, scope, args, payload):  # pragma: no cover - unreachable fallback
         return {}
 
@@ -404,7 +445,7 @@ async def start_web(services, ca, previous_port: int = 0):
     site = None
     for port in (previous_port, 0):
         try:
-            site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
+            site = web.TCPSite(runner, services.listen, port, ssl_context=context)
             await site.start()
             break
         except OSError:
@@ -467,7 +508,7 @@ def _only_published(services):
 
 def web_names(services) -> tuple[str, ...]:
     host = services.hosts["school"]
-    names = [host.name, host.ip, "localhost", "127.0.0.1"]
+    names = list(dict.fromkeys((host.name, host.ip, "localhost", "127.0.0.1", services.listen)))
     for domain in sorted(host.domains):
         names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
     return tuple(names)
