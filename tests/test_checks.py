@@ -19,9 +19,22 @@ DOMAIN = "jean-emile.labmail.cloud"
 H = "mailcow.labmail.cloud"
 
 
+def _empty_zone(world) -> None:
+    """Only SOA and NS left in the student's zone (raw RFC 2136: the panel would refuse to touch a doubled name)."""
+    key = world.tsig_key()
+    cleanup = dns.update.UpdateMessage(DOMAIN, keyring={key.name: key}, keyname=key.name)
+    for rec in ldns.ZonePanel(world=world).list():
+        if rec.type not in ("SOA", "NS"):
+            cleanup.delete(rec.name, rec.type)
+    dns.query.tcp(cleanup, world.dns_server[0], port=world.dns_server[1], timeout=5)
+
+
 @pytest.fixture
 def world(lab_env):
-    return current()
+    """The session's lab, the student's zone empty whatever a module run before on this worker left in it."""
+    found = current()
+    _empty_zone(found)
+    return found
 
 
 @pytest.fixture
@@ -37,11 +50,7 @@ def publish(world):
         assert dns.query.tcp(update, world.dns_server[0], port=world.dns_server[1], timeout=5).rcode() == 0
 
     yield send
-    cleanup = dns.update.UpdateMessage(DOMAIN, keyring={key.name: key}, keyname=key.name)
-    for rec in ldns.ZonePanel(world=world).list():
-        if rec.type not in ("SOA", "NS"):
-            cleanup.delete(rec.name, rec.type)  # raw: the panel would refuse to touch a doubled name
-    dns.query.tcp(cleanup, world.dns_server[0], port=world.dns_server[1], timeout=5)
+    _empty_zone(world)
 
 
 def dkim_record(lab_env) -> str:
