@@ -240,3 +240,21 @@ def test_a_students_key_makes_the_spoofer_forge_their_own_domain_only_and_brings
         config.Config(prenom="ali", state_dir=class_lab.state_dir / "classe" / "ali")))  # nothing about Zoé's domain
     sent = lab.send_dmarc_reports(zoe)
     assert sent and {r["domain"] for r in sent} == {"zoe.labmail.cloud"} and any(r["status"] == "ok" for r in sent), sent
+
+
+def test_the_same_lab_moves_to_another_address_with_its_ports_and_back(tmp_path_factory, world_template, monkeypatch):
+    """An instructor's own lab becomes the class's (same state, same ports: the students' folders stay valid), and
+    goes back to loopback with --adresse 127.0.0.1, which needs no roster."""
+    from labs import private_lab
+
+    from labmail import cli, lab
+
+    with private_lab(tmp_path_factory, world_template, "moving") as (cfg, _passwords):
+        before = lab.status(cfg)
+        moved = lab.start(cfg, listen="127.0.0.4")
+        assert moved.host == "127.0.0.4" and moved.pid != before.pid
+        assert (moved.dns_port, moved.auth_port, moved.endpoints) == (before.dns_port, before.auth_port, before.endpoints)
+        assert lab.start(cfg).host == "127.0.0.4"  # kept for the next starts
+        monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
+        assert cli.main(["lab", "start", "--adresse", "127.0.0.1"]) == 0
+        assert lab.status(cfg).host == "127.0.0.1"
