@@ -109,7 +109,9 @@ def _js(value: object) -> str:
 def prefs(config: Config | None = None) -> dict[str, object]:
     """The preferences a Thunderbird profile needs to reach the running lab: the lab's names on this machine
     (``network.dns.localDomains``), each simulated port to its local port (``network.socket.forcePort``), and
-    :data:`QUIET_PREFS`. Raises :class:`~labmail.errors.LabError` if the lab is not running."""
+    :data:`QUIET_PREFS`. For a class lab on another address, every name the profile resolves goes to that address
+    (``network.dns.forceResolve``: the profile is the lab's only). Raises :class:`~labmail.errors.LabError` if the
+    lab is not running."""
     from . import lab
     from .lab.world import MAILCOW_V4
 
@@ -137,6 +139,8 @@ def prefs(config: Config | None = None) -> dict[str, object]:
         domains.insert(0, cfg.domain)
     for domain in domains:  # the names Thunderbird's autoconfig and Autodiscover try, all kept on this machine
         names += [f"autoconfig.{domain}", f"autodiscover.{domain}", domain]
+    if status.host != "127.0.0.1":  # a class lab on its address: localDomains can only say "this machine"
+        return {"network.dns.forceResolve": status.host, "network.socket.forcePort": ";".join(remap), **QUIET_PREFS}
     return {"network.dns.localDomains": ",".join(dict.fromkeys(names)),
             "network.socket.forcePort": ";".join(remap), **QUIET_PREFS}
 

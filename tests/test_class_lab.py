@@ -163,11 +163,12 @@ def test_a_folder_of_another_student_or_a_stopped_class_lab_is_said_clearly(clas
         lab.join(tmp_path)
 
 
-@pytest.mark.parametrize("address", ["0.0.0.0", "::1", "224.0.0.1", "pas-une-adresse", "10.0.0.300"])
+@pytest.mark.parametrize("address", ["0.0.0.0", "::1", "224.0.0.1", "pas-une-adresse", "10.0.0.300", "203.0.113.10",
+                                     "198.51.100.7", "10.255.254.253"])
 def test_a_listening_address_a_client_cannot_use_is_refused_before_anything_starts(address, tmp_path):
     from labmail import config, lab
 
-    with pytest.raises(errors.LabError, match="Adresse d'écoute .* invalide"):
+    with pytest.raises(errors.LabError, match="Adresse d'écoute"):
         lab.start(config.Config(state_dir=tmp_path / "state"), listen=address)
     assert not (tmp_path / "state").exists()
 
@@ -204,6 +205,16 @@ def test_the_lab_ca_certifies_a_class_address_outside_loopback(tmp_path):
     assert any(isinstance(n, x509.IPAddress) and str(n.value) == "10.20.30.40/32" for n in constraints.permitted_subtrees)
 
 
+def test_a_thunderbird_profile_made_from_a_students_folder_reaches_the_class_address(class_lab, tmp_path):
+    from labmail import config, thunderbird
+
+    folder = config.Config(prenom="zoe", state_dir=class_lab.state_dir / "classe" / "zoe")
+    prefs = thunderbird.prefs(folder)
+    assert prefs["network.dns.forceResolve"] == CLASS and "network.dns.localDomains" not in prefs
+    run = json.loads((class_lab.state_dir / "run.json").read_text(encoding="utf-8"))
+    assert f"993={run['ports']['mail:school:993']}" in prefs["network.socket.forcePort"]
+
+
 def test_a_students_key_makes_the_spoofer_forge_their_own_domain_only_and_brings_their_own_reports(class_lab):
     """Step 11 in a class lab goes through the API with the student's key: the spoofer writes in the key's domain's
     name, to that student's mailboxes only; "end of the day" sends the providers' reports about that domain only."""
@@ -222,6 +233,23 @@ def test_a_students_key_makes_the_spoofer_forge_their_own_domain_only_and_brings
                                        "body": "y"})
         assert answer[0]["type"] == "danger" and answer[0]["msg"] == ["access_denied"], (header_from, rcpt, answer)
     assert ali.labmail("spoof", {"header_from": ["x"], "rcpt": 5})[0]["msg"] == ["request_body_invalid"]
+    # What the checks read must be what the message and the envelope carry (found by an outside review: the check
+    # read the last "@" while smtplib sent to the first address of a list, and a line break added headers).
+    for tricked in ({"header_from": "direction@zoe.labmail.cloud, x@ali.labmail.cloud",
+                     "rcpt": "zoe@gmail.test,x@ali.labmail.cloud"},
+                    {"header_from": "boss@zoe.labmail.cloud\r\nX: a@ali.labmail.cloud", "rcpt": "ali@gmail.test"},
+                    {"header_from": "direction@ali.labmail.cloud", "rcpt": "<zoe@gmail.test> x@ali.labmail.cloud"},
+                    {"header_from": "direction@ali.labmail.cloud", "rcpt": "ali@gmail.test",
+                     "subject": "hi\r\nFrom: boss@zoe.labmail.cloud"}):
+        assert ali.labmail("spoof", tricked)[0]["msg"] == ["request_body_invalid"], tricked
+    assert ali.labmail("spoof", {"header_from": "direction@ali.labmail.cloud", "rcpt": "ali@gmail.test",
+                                 "mail_from": "bounce@zoe.labmail.cloud"})[0]["msg"] == ["access_denied"]
+    for method, path in (("GET", "own/targets"), ("GET", "domain/admins"), ("POST", "labmail")):
+        with pytest.raises(APIError, match="404"):  # the API dispatches to its handlers only, never to a helper
+            ali._call(method, path, {} if method == "POST" else None)
+    with pytest.raises(errors.LabError, match="l'usurpateur n'écrit qu'au nom de votre domaine \\(ali.labmail.cloud\\)"):
+        lab.spoof("direction@zoe.labmail.cloud", "ali@gmail.test",
+                  config=config.Config(prenom="ali", state_dir=class_lab.state_dir / "classe" / "ali"))
     with pytest.raises(APIError, match="401"):
         lab.class_api("pas-une-cle", current(class_lab)).labmail("dmarc-reports", {"format": "7489"})
 
@@ -255,6 +283,10 @@ def test_the_same_lab_moves_to_another_address_with_its_ports_and_back(tmp_path_
         assert moved.host == "127.0.0.4" and moved.pid != before.pid
         assert (moved.dns_port, moved.auth_port, moved.endpoints) == (before.dns_port, before.auth_port, before.endpoints)
         assert lab.start(cfg).host == "127.0.0.4"  # kept for the next starts
+        with pytest.raises(errors.LabError, match="ce n'est pas une adresse de cette machine"):
+            lab.start(cfg, listen="10.255.254.253")  # not this machine's: refused before the lab is touched
+        assert lab.status(cfg).pid == moved.pid
+        assert json.loads((cfg.state_dir / "world.json").read_text())["listen"] == "127.0.0.4"
         monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
         assert cli.main(["lab", "start", "--adresse", "127.0.0.1"]) == 0
         assert lab.status(cfg).host == "127.0.0.1"

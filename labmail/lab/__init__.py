@@ -99,6 +99,7 @@ class LabStatus:
         if self.remote:
             where = f"{self.host} port {self.dns_port}"
             if not self.running:
+                where = f"{self.host} port {self.auth_port}"  # the port asked (the students' zones' server)
                 return tr(f"Le lab de la classe ne répond pas ({where}) : demandez à votre enseignant·e s'il est démarré.",
                           f"The class lab does not answer ({where}): ask your instructor whether it is running.")
             return "\n".join([
@@ -250,6 +251,24 @@ def _listen_address(listen: str) -> str:
                        "des étudiants joignent (ex. 10.0.0.5 ; pas 0.0.0.0, les clients doivent savoir où se connecter).",
                        f"Invalid listening address \"{listen}\": give this machine's IPv4 address that the students' "
                        "machines reach (e.g. 10.0.0.5; not 0.0.0.0: clients must know where to connect).")
+    from .tls import LAB_NETWORKS
+
+    simulated = [n for n in LAB_NETWORKS if ip in ipaddress.ip_network(n) and not ip.is_loopback]
+    if simulated:
+        raise LabError(f"Adresse d'écoute « {ip} » : elle est dans {simulated[0]}, une plage de l'Internet simulé du lab "
+                       "(un client venant de là passerait pour un de ses serveurs). Donnez l'adresse réseau de cette "
+                       "machine.", f"Listening address \"{ip}\" lies in {simulated[0]}, a range of the lab's simulated "
+                       "Internet (a client from there would pass for one of its servers). Give this machine's network "
+                       "address.")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError as exc:
+            raise LabError(f"Adresse d'écoute « {ip} » : impossible d'y écouter ({exc.strerror}) — ce n'est pas une adresse "
+                           "de cette machine (« ip -br addr » les liste). Le lab n'a pas été touché ; « --adresse "
+                           "127.0.0.1 » le garde sur la boucle locale.", f"Listening address \"{ip}\": cannot listen there "
+                           f"({exc.strerror}) — not an address of this machine (\"ip -br addr\" lists them). The lab was "
+                           "not touched; \"--adresse 127.0.0.1\" keeps it on loopback.") from None
     return str(ip)
 
 
@@ -565,10 +584,26 @@ def _class_api(cfg: Config):
 
     api = class_api(api_key(cfg), current(cfg))
 
+    domain, label = cfg.domain, cfg.prenom
+    said = {
+        "access_denied": (f"Le lab de la classe refuse : l'usurpateur n'écrit qu'au nom de votre domaine ({domain}), "
+                          f"vers vos boîtes ({label}@gmail.test, {label}@outlook.test) ou une adresse de votre domaine.",
+                          f"The class lab refuses: the spoofer writes only in the name of your domain ({domain}), to "
+                          f"your mailboxes ({label}@gmail.test, {label}@outlook.test) or an address of your domain."),
+        "request_body_invalid": ("Le lab de la classe refuse la demande : une adresse seule par champ (ex. "
+                                 f"direction@{domain}, sans nom ni liste), un objet d'une seule ligne.",
+                                 "The class lab refuses the request: one bare address per field (e.g. "
+                                 f"direction@{domain}, no name nor list), a one-line subject."),
+    }
+
     class _Checked:
         def labmail(self, operation: str, payload: dict):
             answer = api.labmail(operation, payload)
             if not isinstance(answer, dict) or answer.get("type") != "success":
+                first = answer[0] if isinstance(answer, list) and answer and isinstance(answer[0], dict) else {}
+                reason = next((m for m in first.get("msg") or [] if m in said), None)
+                if reason is not None:
+                    raise LabError(*said[reason])
                 MailcowAPI.raise_for(answer)
                 raise LabError("Réponse inattendue du lab de la classe.", "Unexpected answer from the class lab.")
             return answer
@@ -687,9 +722,8 @@ def join(folder: str | Path) -> Config:
                        "your instructor gave you.")
     if root.stat().st_mode & 0o077:
         os.chmod(root, 0o700)  # the student's keys: theirs only
-    cfg = _config.save(state_dir=str(root), prenom=str(info["students"][0]), world="local")
-    start(cfg)  # the class lab must answer (a clear message otherwise)
-    return cfg
+    start(_config.Config(prenom=str(info["students"][0]), state_dir=root))  # the class lab answers, or nothing is saved
+    return _config.save(state_dir=str(root), prenom=str(info["students"][0]), world="local")
 
 
 def provider_password(address: str, config: Config | None = None) -> str:

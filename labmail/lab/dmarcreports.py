@@ -9,6 +9,7 @@ import email.utils
 import json
 import logging
 import secrets
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,19 @@ log = logging.getLogger("labmail.lab.smtp")
 class ReportSender:
     def __init__(self, services: "MailServices") -> None:
         self.services = services
+        self._lock = threading.Lock()  # one "end of the day" at a time: the marker is read, then written
 
     _REPORTERS = {name: (p.domain, p.report_sender, p.selector) for name, p in PROVIDERS.items()}
 
     def send_all(self, fmt: str = "7489", *, only: str | None = None) -> list[dict]:
         """Each provider reports what it judged since its last report to the ``rua`` of each policy domain (``only``:
-        of that domain and its subdomains — a student of a class lab asks for their own reports, no one else's)."""
+        of that domain and its subdomains — a student of a class lab asks for their own reports, no one else's).
+        Two students asking at once are served one after the other (else one would write back a marker without the
+        other's report, and their next call would send the same messages again)."""
+        with self._lock:
+            return self._send_all(fmt, only)
+
+    def _send_all(self, fmt: str, only: str | None) -> list[dict]:
         from datetime import datetime, timezone
 
         from .. import dmarc, reports

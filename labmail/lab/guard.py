@@ -5,10 +5,11 @@ Like fail2ban in front of Mailcow, per account *and per client*: after :data:`LO
 :data:`LOCK_FOR` seconds, and each protocol says so in a clear reply. Every failure and every lockout is logged
 (the address and the protocol, never the password).
 
-A client is where the connection comes from. Everyone on a shared host comes from 127.0.0.1, so there the client
-is the local *user* that opened the connection — found, as identd does, in the kernel's table of TCP sockets
+A client is where the connection comes from. Everyone on a shared host comes from the same address (127.0.0.1, or
+the host's own address when a class lab listens on a network address), so a connection opened on this host is
+counted for the local *user* that opened it — found, as identd does, in the kernel's table of TCP sockets
 (``/proc/net/tcp``). Another user who guesses passwords locks themselves out, never the mailbox's owner: nobody
-can lock a classmate out.
+can lock a classmate out. A connection from another machine (a student's container) counts for its address.
 """
 
 from __future__ import annotations
@@ -55,15 +56,15 @@ def _proc_address(text: str) -> tuple[str, int]:
 
 
 def local_user(client: tuple | None, server: tuple | None) -> str | None:
-    """The local user (``uid:N``) that opened the loopback TCP connection ``client`` → ``server``, or None when the
-    client is not on this host or the kernel's table is not readable (not Linux)."""
+    """The local user (``uid:N``) that opened the TCP connection ``client`` → ``server`` on this host, or None when
+    the client is on another machine (the kernel's table holds only this host's sockets: the client's side of the
+    connection is there only if it was opened here) or the table is not readable (not Linux)."""
     import ipaddress
 
     if not client or not server:
         return None
     try:
-        if not ipaddress.ip_address(str(client[0]).split("%")[0]).is_loopback:
-            return None
+        ipaddress.ip_address(str(client[0]).split("%")[0])
     except ValueError:
         return None
     wanted = ((str(client[0]), int(client[1])), (str(server[0]), int(server[1])))

@@ -306,6 +306,11 @@ class Outbound:
 
     def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
         """Send a message from the spoofer's host (192.0.2.66) forging ``header_from``."""
+        if any(c in value for value in (mail_from, header_from, rcpt, subject) for c in "\r\n\0"):
+            from ..errors import LabError
+
+            raise LabError("L'usurpateur : une adresse ou l'objet contient un saut de ligne — une seule ligne chacun.",
+                           "The spoofer: an address or the subject holds a line break — one line each.")
         data = (f"From: {header_from}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
                 f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n"
                 f"Message-ID: <{secrets.token_hex(8)}@arnaque.test>\r\n\r\n{body}\r\n").encode()

@@ -76,6 +76,7 @@ class Lab:
 
         self.store = MailStore(self.layout.mail_dir)
         self.on_student = None  # called with each new student's domain (the mail services listen to it)
+        self.listen_changed = False  # a new address given at this start: world.json records it once the lab listens
         #: zones the lab's resolver asks another server for (``labmail lab start --forward``): a real school's DNS
         self.forwards: dict[dns.name.Name, tuple[str, int]] = {}
         self._prepare_lock = threading.RLock()
@@ -106,8 +107,8 @@ class Lab:
             self.zones.load()
             self.keys.load()
             if listen is not None and listen != self.listen:
-                self.world["listen"] = listen
-                self.save_world()
+                self.world["listen"] = listen  # written once the lab listens there (LabProcess.run)
+                self.listen_changed = True
         else:
             self.world = {"parent_domain": parent_domain, "mail_host": mail_host, "students": [], "ports": {},
                           "created": _now(), "listen": listen or LISTEN_HOST}
@@ -301,7 +302,7 @@ class LabProcess:
             wanted = preferred_port if (role == "resolver" and preferred_port) else int(previous.get(role) or 0)
             await self._bind(role, wanted, required=bool(role == "resolver" and preferred_port))
         await self._start_mail()
-        if previous != self.ports:
+        if previous != self.ports or self.lab.listen_changed:
             self.lab.world["ports"] = dict(self.ports)
             self.lab.save_world()
         try:
@@ -544,6 +545,11 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
     except LabError as exc:
         log.error("%s", exc.message("en"))
         print(exc.message("fr"), file=sys.stderr)
+        return 2
+    except OSError as exc:  # an address that is not this machine's, a port taken between two starts…
+        log.error("cannot listen on %s: %s", listen or "the lab's address", exc.strerror or exc)
+        print(f"Le lab ne peut pas écouter sur {listen or 'son adresse'} ({exc.strerror or exc}) : donnez une adresse de "
+              "cette machine (« ip -br addr »), ou « labmail lab start --adresse 127.0.0.1 ».", file=sys.stderr)
         return 2
     finally:
         lock.close()

@@ -30,6 +30,11 @@ from ..state import PROVIDERS
 from .apikeys import api_keys
 
 log = logging.getLogger("labmail.lab.web")
+
+#: What the API dispatches to: Mailcow's verbs and the lab's own, and only these handlers (never a helper method).
+_ACTIONS = ("get", "add", "edit", "delete", "labmail")
+#: One address, nothing else (the spoofer's checks read what the message and the envelope will carry).
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 GIB = 1024 * 1024
 
 
@@ -173,7 +178,8 @@ class WebApp:
             payload = await request.json() if request.method == "POST" else None
         except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
             return web.json_response(_result("error", [], ["request_body_invalid_json"]))
-        handler = getattr(self, f"_{action}_{parts[1].replace('-', '_')}" if len(parts) > 1 else "_none", None)
+        name = f"_{action}_{parts[1].replace('-', '_')}" if len(parts) > 1 else ""
+        handler = getattr(self, name, None) if action in _ACTIONS and name in _HANDLERS else None
         if handler is None:
             return web.json_response({"type": "error", "msg": "route not found"}, status=404)
         try:
@@ -390,7 +396,8 @@ class WebApp:
                 for name, entry in sorted(self._domain_admins().items())]
 
     # -- the lab's own endpoints (not Mailcow's): what a student of a shared class lab may ask of the simulated Internet
-    def _own_targets(self, scope: str, payload, fields: tuple[str, ...]) -> dict[str, str] | None:
+    @staticmethod
+    def _fields(payload, fields: tuple[str, ...]) -> dict[str, str] | None:
         """The string fields of a labmail request, or None if the request is not an object of bounded strings."""
         if not isinstance(payload, dict):
             return None
@@ -404,33 +411,42 @@ class WebApp:
 
     async def _labmail_spoof(self, scope, args, payload):
         """The spoofer (mx.arnaque.test) forges the key's own domain, to the student's own mailboxes only — step 11 in
-        a class lab: nobody makes the spoofer write in another's name or to another's mailbox."""
-        fields = self._own_targets(scope, payload, ("mail_from", "header_from", "rcpt", "subject", "body"))
-        if fields is None:
+        a class lab: nobody makes the spoofer write in another's name or to another's mailbox. Each address is one
+        bare address (what the checks read is what the message and the envelope carry: no list, no display name, no
+        line break); the subject is one line."""
+        fields = self._fields(payload, ("mail_from", "header_from", "rcpt", "subject", "body"))
+        if fields is None or not all(_BARE_ADDRESS.fullmatch(fields[k]) for k in ("header_from", "rcpt")) \
+                or (fields["mail_from"] and not _BARE_ADDRESS.fullmatch(fields["mail_from"])) \
+                or any(c in fields["subject"] for c in "\r\n\0"):
             return _result("danger", ["labmail", "spoof"], ["request_body_invalid"])
-        forged = fields["header_from"].rpartition("@")[2].lower()
-        rcpt = fields["rcpt"].lower()
-        label = scope.split(".")[0]
-        own = {f"{label}@{p.domain}" for p in PROVIDERS.values()}
-        if scope != "*" and (not (forged == scope or forged.endswith("." + scope))
-                             or not (rcpt in own or rcpt.rpartition("@")[2] == scope)):
-            log.warning("API: the key of %s may not make the spoofer write as %s to %s", scope, forged[:255], rcpt[:320])
-            return _result("danger", ["labmail", "spoof"], ["access_denied"])
+        header_from, rcpt = fields["header_from"].lower(), fields["rcpt"].lower()
+        mail_from = (fields["mail_from"] or "bounce@arnaque.test").lower()
+        if scope != "*":
+            label = scope.split(".")[0]
+            own = {f"{label}@{p.domain}" for p in PROVIDERS.values()}
+
+            def mine(address: str) -> bool:
+                domain = address.rpartition("@")[2]
+                return domain == scope or domain.endswith("." + scope)
+
+            if not mine(header_from) or not (rcpt in own or mine(rcpt)) \
+                    or not (mine(mail_from) or mail_from.rpartition("@")[2] == "arnaque.test"):
+                log.warning("API: the key of %s may not make the spoofer write as %s (envelope %s) to %s", scope,
+                            header_from[:320], mail_from[:320], rcpt[:320])
+                return _result("danger", ["labmail", "spoof"], ["access_denied"])
         status, reply = await asyncio.get_running_loop().run_in_executor(self.services.executor, lambda: self.services.spoof(
-            fields["mail_from"] or "bounce@arnaque.test", fields["header_from"], rcpt, fields["subject"], fields["body"]))
+            mail_from, header_from, rcpt, fields["subject"], fields["body"]))
         return {"type": "success", "status": status, "reply": reply}
 
     async def _labmail_dmarc_reports(self, scope, args, payload):
         """"End of the day" for the key's domain only: the providers report to its rua what they judged of it."""
-        fields = self._own_targets(scope, payload, ("format",))
+        fields = self._fields(payload, ("format",))
         if fields is None or fields["format"] not in ("", "7489", "9990"):
             return _result("danger", ["labmail", "dmarc-reports"], ["request_body_invalid"])
         sent = await asyncio.get_running_loop().run_in_executor(self.services.executor, lambda: self.services.dmarc_reports(
             fields["format"] or "7489", only=None if scope == "*" else scope))
         return {"type": "success", "reports": sent}
 
-    async def _none(self, scope, args, payload):  # pragma: no cover - unreachable fallback
-        return {}
 
 
 async def start_web(services, ca, previous_port: int = 0):
@@ -512,3 +528,6 @@ def web_names(services) -> tuple[str, ...]:
     for domain in sorted(host.domains):
         names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
     return tuple(names)
+
+
+_HANDLERS = frozenset(name for name in vars(WebApp) if name.startswith(tuple(f"_{a}_" for a in _ACTIONS)))
