@@ -290,3 +290,32 @@ def test_the_same_lab_moves_to_another_address_with_its_ports_and_back(tmp_path_
         monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
         assert cli.main(["lab", "start", "--adresse", "127.0.0.1"]) == 0
         assert lab.status(cfg).host == "127.0.0.1"
+
+
+def test_two_students_ending_the_day_at_once_each_get_their_reports_once(class_lab):
+    """« Fin de journée » asked by two students at the same moment: each gets the reports about their domain, and
+    asking again sends nothing twice (the marker is read then written: two at once must not lose one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labmail import config, lab
+    from labmail.dns import ZonePanel
+    from labmail.world import current
+
+    folders = {label: config.Config(prenom=label, state_dir=class_lab.state_dir / "classe" / label)
+               for label in ("zoe", "ali")}
+    for label, cfg in folders.items():
+        panel = ZonePanel(world=current(cfg))
+        for record in [r for r in panel.list() if r.name == f"_dmarc.{label}.labmail.cloud." and r.type == "TXT"]:
+            panel.delete("_dmarc", "TXT", record.value)
+        panel.add("_dmarc", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{label}.labmail.cloud")
+        lab.send_dmarc_reports(cfg)  # what was judged before this test is reported now, not below
+        status, _reply = lab.spoof(f"direction@{label}.labmail.cloud", f"{label}@gmail.test", subject="Fin", config=cfg)
+        assert status == "ok"
+    with ThreadPoolExecutor(2) as pool:
+        sent = dict(zip(folders, pool.map(lab.send_dmarc_reports, folders.values())))
+    for label in folders:
+        assert {r["domain"] for r in sent[label]} == {f"{label}.labmail.cloud"}, sent
+        assert sum(r["messages"] for r in sent[label] if r["provider"] == "gmail") == 1, sent[label]
+    with ThreadPoolExecutor(2) as pool:
+        again = list(pool.map(lab.send_dmarc_reports, folders.values()))
+    assert again == [[], []], again  # nothing new: nothing sent twice
