@@ -598,7 +598,17 @@ def _class_api(cfg: Config):
 
     class _Checked:
         def labmail(self, operation: str, payload: dict):
-            answer = api.labmail(operation, payload)
+            from ..errors import APIError
+
+            try:
+                answer = api.labmail(operation, payload)
+            except APIError as exc:
+                if "429" not in exc.text.fr:
+                    raise
+                raise LabError("Le lab de la classe est partagé : vous avez demandé l'usurpateur ou les rapports trop "
+                               "souvent (20 fois par minute au plus). Attendez une minute.",
+                               "The class lab is shared: you asked the spoofer or the reports too often (20 times a "
+                               "minute at most). Wait a minute.") from None
             if not isinstance(answer, dict) or answer.get("type") != "success":
                 first = answer[0] if isinstance(answer, list) and answer and isinstance(answer[0], dict) else {}
                 reason = next((m for m in first.get("msg") or [] if m in said), None)

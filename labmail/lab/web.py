@@ -31,6 +31,8 @@ from .apikeys import api_keys
 
 log = logging.getLogger("labmail.lab.web")
 
+#: How many times a minute one student's key may ask the lab's own endpoints (the spoofer, the reports).
+RATE = 20
 #: What the API dispatches to: Mailcow's verbs and the lab's own, and only these handlers (never a helper method).
 _ACTIONS = ("get", "add", "edit", "delete", "labmail")
 #: One address, nothing else (the spoofer's checks read what the message and the envelope will carry).
@@ -101,6 +103,7 @@ class WebApp:
         self.store = services.store
         self.mail_host = services.hosts["school"].name
         self._provisioning = asyncio.Lock()
+        self._asked: dict[str, list[float]] = {}  # a student key → when it asked the lab's own endpoints (last minute)
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self.dispatch)
         self.app = app
@@ -174,6 +177,9 @@ class WebApp:
             return web.json_response({"type": "error", "msg": "only GET method is allowed"}, status=405)
         if action in ("add", "edit", "delete", "labmail") and request.method != "POST":
             return web.json_response({"type": "error", "msg": "only POST method is allowed"}, status=405)
+        if action == "labmail" and scope != "*" and not self._within_rate(scope):
+            log.warning("API: the key of %s asked the lab's spoofer or reports too often: refused for a while", scope)
+            return web.json_response(_result("danger", ["labmail"], ["rate_limited"]), status=429)
         try:
             payload = await request.json() if request.method == "POST" else None
         except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
@@ -187,6 +193,17 @@ class WebApp:
         except Exception:  # a bug of the lab's: said as Mailcow says things, and logged once
             log.exception("API: %s %s failed", request.method, request.path[:200])
             return web.json_response(_result("danger", [action], ["internal_error"]), status=500)
+
+    def _within_rate(self, scope: str) -> bool:
+        """A class lab is shared: one student's key may ask the spoofer and the reports :data:`RATE` times a minute
+        (the course asks a handful), so that nobody's loop slows everyone's mail."""
+        now = time.monotonic()
+        recent = [t for t in self._asked.get(scope, []) if now - t < 60.0]
+        if len(recent) >= RATE:
+            self._asked[scope] = recent
+            return False
+        self._asked[scope] = [*recent, now]
+        return True
 
     def _allowed(self, scope: str, domain: str, *, quiet: bool = False) -> bool:
         allowed = scope == "*" or scope == domain.lower()
