@@ -211,7 +211,7 @@ def _remote_status(state_dir: Path, info: dict) -> LabStatus:
     return _status_from(state_dir, info, running=up, remote=True)
 
 
-def _class_lab_error(what: str, current: LabStatus) -> LabError:
+def _class_lab_error(what: tuple[str, str], current: LabStatus) -> LabError:
     return LabError(f"Ce dossier rejoint le lab de la classe (à {current.host}) : {what[0]}",
                     f"This folder joins the class lab (at {current.host}): {what[1]}")
 
