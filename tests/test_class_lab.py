@@ -341,3 +341,45 @@ def test_one_students_loop_on_the_spoofer_is_held_back_not_everyones_mail(class_
                   config=config.Config(prenom="ali", state_dir=class_lab.state_dir / "classe" / "ali"))
     zoe = lab.class_api(keys["zoe.labmail.cloud"], current(class_lab))
     assert zoe.labmail("spoof", bad)[0]["msg"] == ["request_body_invalid"]  # Zoé is not held back
+
+
+def test_on_a_network_address_a_user_of_the_same_machine_locks_only_themselves_out(tmp_path_factory, world_template):
+    """A class lab on a network address: the students of one shared machine (JupyterHub's LocalProcessSpawner) all
+    come from that machine's address, so the password guard tells them apart by local user, as on loopback — a
+    classmate guessing Tintin's password locks themselves out, never Tintin (an outside review found the owner locked:
+    the guard looked up local users on loopback only). The address, 10.77.0.1, is added to lo by the test: no packet
+    leaves the machine."""
+    import pwd
+
+    from labs import private_lab
+    from test_security import GUESSER
+
+    from labmail import lab
+
+    if os.getuid() != 0 or not shutil.which("ip") or not os.path.exists("/usr/bin/python3"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the guard on a network address (as root, with ip and /usr/bin/python3)", pytrace=False)
+        pytest.skip("needs root (an address on lo, a guesser running as nobody), ip and /usr/bin/python3")
+    address = "10.77.0.1"
+    added = subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    try:
+        tintin = "tintin@jean-emile.labmail.cloud"
+        with private_lab(tmp_path_factory, world_template, "guard-net", addresses=(tintin,), listen=address) as running:
+            cfg, passwords = running
+            port = lab.status(cfg).endpoints["203.0.113.10:993"]
+            nobody = pwd.getpwnam("nobody")
+
+            def attempt(password: str, *, guesser: bool) -> str:
+                kwargs = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[]) if guesser else {}
+                out = subprocess.run(["/usr/bin/python3", "-c", GUESSER, "IMAP", address, str(port), tintin, password],
+                                     capture_output=True, text=True, timeout=60, cwd="/", **kwargs)
+                assert out.returncode == 0, out.stderr
+                return out.stdout.strip()
+
+            assert attempt(passwords[tintin], guesser=False) == "ok"
+            assert all(attempt(f"devine-{i}", guesser=True) != "ok" for i in range(5))
+            assert "account locked" in attempt(passwords[tintin], guesser=True)  # the guesser, even with the password
+            assert attempt(passwords[tintin], guesser=False) == "ok"  # Tintin, from the same address, is not locked
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
