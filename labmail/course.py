@@ -168,9 +168,9 @@ def _read(path: Path) -> dict:
 
 def _class_lab(cfg: _config.Config) -> bool:
     """Does this configuration join a class lab (a student's folder of ``lab start --class``) from afar?"""
-    from .lab import status
+    from .lab import joins_class_lab
 
-    return cfg.world == "local" and status(cfg).remote
+    return cfg.world == "local" and joins_class_lab(cfg)
 
 
 def sample_message(to: str | None = None, *, config: _config.Config | None = None, timeout: float = 15.0) -> bytes:

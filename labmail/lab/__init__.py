@@ -37,7 +37,7 @@ from ..errors import LabError
 from ..i18n import tr
 from ..state import PROTOCOL, PROVIDERS, Layout  # PROTOCOL: also lab.PROTOCOL
 
-__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class", "student_folder", "join"]
+__all__ = ["LabStatus", "start", "stop", "status", "reset", "ensure", "provision", "student_key_file", "add_mailbox", "spoof", "send_dmarc_reports", "api_key", "provider_password", "provision_class", "student_folder", "join", "joins_class_lab", "class_api"]
 
 _children: dict[int, subprocess.Popen] = {}
 
@@ -414,7 +414,7 @@ def reset(config: Config | None = None) -> LabStatus:
     no world.json (a broken lab) is started afresh.
     """
     cfg = _cfg(config)
-    if _remote_run(cfg.state_dir) is not None:
+    if joins_class_lab(cfg):
         raise _class_lab_error(("seul·e l'enseignant·e le remet au début (labmail lab reset, sur sa machine).",
                                 "only the instructor resets it (labmail lab reset, on their machine)."), status(cfg))
     stop(cfg)
@@ -507,7 +507,7 @@ def add_mailbox(address: str, password: str, *, name: str = "", config: Config |
     """Create a mailbox on the school's server (what step 5 does in Mailcow's interface). From a student's folder of
     the class lab, through the school server's API with the student's key (their own domain only)."""
     cfg = _cfg(config)
-    if _remote_run(cfg.state_dir) is not None:
+    if joins_class_lab(cfg):
         from ..errors import APIError
         from ..mail import MailcowAPI
         from ..world import current
@@ -534,13 +534,14 @@ def spoof(header_from: str, rcpt: str, *, mail_from: str | None = None, subject:
     their own mailboxes only.
     """
     cfg = _cfg(config)
-    if _remote_run(cfg.state_dir) is not None:
-        answer = _class_api(cfg).labmail("spoof", {"header_from": header_from, "rcpt": rcpt, "mail_from": mail_from or "",
-                                                   "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
-        return answer["status"], answer["reply"]
-    reply = _control_request(_cfg(config), {"op": "spoof", "header_from": header_from, "rcpt": rcpt,
-                                            "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
-                                            "subject": subject, "body": body or "Cliquez ici : http://arnaque.test/"})
+    body = body or "Cliquez ici : http://arnaque.test/"
+    if joins_class_lab(cfg):
+        reply = _ask_class_lab(cfg, "spoof", {"header_from": header_from, "rcpt": rcpt, "mail_from": mail_from or "",
+                                              "subject": subject, "body": body})
+    else:
+        reply = _control_request(cfg, {"op": "spoof", "header_from": header_from, "rcpt": rcpt, "subject": subject,
+                                       "mail_from": mail_from if mail_from is not None else "bounce@arnaque.test",
+                                       "body": body})
     return reply["status"], reply["reply"]
 
 
@@ -558,8 +559,8 @@ def send_dmarc_reports(config: Config | None = None, *, format: str = "7489") ->
         raise LabError(f"Format de rapport inconnu « {format} » : « 7489 » ou « 9990 ».",
                        f"Unknown report format \"{format}\": \"7489\" or \"9990\".")
     cfg = _cfg(config)
-    if _remote_run(cfg.state_dir) is not None:  # a class lab: the reports about the student's own domain
-        return _class_api(cfg).labmail("dmarc-reports", {"format": format})["reports"]
+    if joins_class_lab(cfg):  # a class lab: the reports about the student's own domain
+        return _ask_class_lab(cfg, "dmarc-reports", {"format": format})["reports"]
     return _control_request(_cfg(config), {"op": "dmarc_reports", "format": format})["reports"]
 
 
@@ -577,12 +578,18 @@ def class_api(key: str, world=None):
     return _LabAPI(key=key, world=world)
 
 
-def _class_api(cfg: Config):
-    """The class lab's API with the configured student's key; a refusal raised as an error."""
+def joins_class_lab(config: Config | None = None) -> bool:
+    """Is this configuration's state folder a student's folder of a class lab (``labmail lab rejoindre``)? Read from
+    the folder itself: no question to the lab."""
+    return _remote_run(_cfg(config).state_dir) is not None
+
+
+def _ask_class_lab(cfg: Config, operation: str, payload: dict) -> dict:
+    """Ask the class lab's own endpoint ``operation`` with the configured student's key; a refusal raised as a
+    :class:`LabError` saying what is allowed."""
+    from ..errors import APIError
     from ..mail import MailcowAPI
     from ..world import current
-
-    api = class_api(api_key(cfg), current(cfg))
 
     domain, label = cfg.domain, cfg.prenom
     said = {
@@ -595,30 +602,22 @@ def _class_api(cfg: Config):
                                  "The class lab refuses the request: one bare address per field (e.g. "
                                  f"direction@{domain}, no name nor list), a one-line subject."),
     }
-
-    class _Checked:
-        def labmail(self, operation: str, payload: dict):
-            from ..errors import APIError
-
-            try:
-                answer = api.labmail(operation, payload)
-            except APIError as exc:
-                if "429" not in exc.text.fr:
-                    raise
-                raise LabError("Le lab de la classe est partagé : vous avez demandé l'usurpateur ou les rapports trop "
-                               "souvent (20 fois par minute au plus). Attendez une minute.",
-                               "The class lab is shared: you asked the spoofer or the reports too often (20 times a "
-                               "minute at most). Wait a minute.") from None
-            if not isinstance(answer, dict) or answer.get("type") != "success":
-                first = answer[0] if isinstance(answer, list) and answer and isinstance(answer[0], dict) else {}
-                reason = next((m for m in first.get("msg") or [] if m in said), None)
-                if reason is not None:
-                    raise LabError(*said[reason])
-                MailcowAPI.raise_for(answer)
-                raise LabError("Réponse inattendue du lab de la classe.", "Unexpected answer from the class lab.")
-            return answer
-
-    return _Checked()
+    try:
+        answer = class_api(api_key(cfg), current(cfg)).labmail(operation, payload)
+    except APIError as exc:
+        if "429" not in exc.text.fr:
+            raise
+        raise LabError("Le lab de la classe est partagé : vous avez demandé l'usurpateur ou les rapports trop souvent "
+                       "(20 fois par minute au plus). Attendez une minute.", "The class lab is shared: you asked the "
+                       "spoofer or the reports too often (20 times a minute at most). Wait a minute.") from None
+    if not isinstance(answer, dict) or answer.get("type") != "success":
+        first = answer[0] if isinstance(answer, list) and answer and isinstance(answer[0], dict) else {}
+        reason = next((m for m in first.get("msg") or [] if m in said), None)
+        if reason is not None:
+            raise LabError(*said[reason])
+        MailcowAPI.raise_for(answer)
+        raise LabError("Réponse inattendue du lab de la classe.", "Unexpected answer from the class lab.")
+    return answer
 
 
 def api_key(config: Config | None = None, *, admin: bool = False) -> str:

@@ -46,6 +46,10 @@ class ReportSender:
 
         marker = self.services.lab.layout.dmarc_reports_marker
         last = json.loads(marker.read_text()) if marker.exists() else {}
+
+        def since(role: str, domain: str) -> float:
+            """The end of the last report: this provider's about every domain, or about this one alone."""
+            return max(float(last.get(role, 0.0)), float(last.get(f"{role}|{domain}", 0.0)))
         now = time.time()
         out = []
         resolver = self.services.resolver()
@@ -58,17 +62,16 @@ class ReportSender:
                 if not policy_domain or (only is not None and policy_domain != only
                                          and not policy_domain.endswith("." + only)):
                     continue
-                since = max(float(last.get(role, 0.0)), float(last.get(f"{role}|{policy_domain}", 0.0)))
-                if since <= record.get("received_at", 0) < now:
+                if since(role, policy_domain) <= record.get("received_at", 0) < now:
                     groups.setdefault(policy_domain, []).append(record)
             for domain, records in sorted(groups.items()):
-                since = max(float(last.get(role, 0.0)), float(last.get(f"{role}|{domain}", 0.0)))
+                begun = since(role, domain)
                 found = dmarc.discover(domain, resolver=resolver)
                 if found.record is None:
                     continue
                 authorised = {uri for uri, ok, _why in dmarc.report_authorization(domain, found.record, resolver=resolver)
                               if ok}
-                begin = datetime.fromtimestamp(since or min(r["received_at"] for r in records), tz=timezone.utc)
+                begin = datetime.fromtimestamp(begun or min(r["received_at"] for r in records), tz=timezone.utc)
                 end = datetime.fromtimestamp(now, tz=timezone.utc)
                 report_id = f"{secrets.token_hex(8)}"
                 xml = reports.build([_judgement(r) for r in records], org_name=org, email=sender, report_id=report_id,
