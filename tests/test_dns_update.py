@@ -262,3 +262,50 @@ def test_failed_save_keeps_old_zone_and_answers_servfail(world_lab, students, mo
     zone = world_lab.zones.zones[dns.name.from_text("alice.labmail.cloud")]
     assert zone.get_rdataset(zone.origin, "TXT") is None  # in memory: rolled back to what is on disk
     assert serial(world_lab, "alice.labmail.cloud") == before
+
+
+def test_over_udp_an_acknowledged_update_is_seen_by_the_next_query(world_lab):
+    """Cached answers leave from the UDP thread while updates are applied on the event loop: a query sent after an
+    UPDATE's reply never gets the answer cached before it (negative answers included), 40 times in a row."""
+    import dns.query
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    engine = world_lab.engine("students")
+    key = key_of(world_lab, "alice")
+    with ThreadedDNS(engine) as (host, port):
+        for i in range(40):
+            name = f"h{i}.alice.labmail.cloud"
+            query = dns.message.make_query(name, "A")
+            for _ in range(2):  # the second comes from the cache
+                before = dns.query.udp(query, host, port=port, timeout=2)
+                assert before.rcode() == dns.rcode.NXDOMAIN and before.id == query.id
+            assert engine.cached(query.to_wire()) is not None
+            update = make("alice.labmail.cloud", key)
+            update.add(f"h{i}", 300, "A", f"192.0.2.{i + 1}")
+            assert dns.query.udp(update, host, port=port, timeout=2).rcode() == dns.rcode.NOERROR
+            after = dns.query.udp(query, host, port=port, timeout=2)
+            assert after.rcode() == dns.rcode.NOERROR and after.answer[0][0].address == f"192.0.2.{i + 1}", i
+
+
+def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
+    """More distinct queries at once than the event loop's backlog: the excess is dropped like a full socket
+    buffer drops it, and the next query is answered; stopping frees the port at once."""
+    import socket
+    import time
+
+    import dns.query
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    engine = world_lab.engine("students")
+    with ThreadedDNS(engine) as (host, port):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            for i in range(6000):
+                flood.sendto(dns.message.make_query(f"f{i}.alice.labmail.cloud", "A").to_wire(), (host, port))
+        answer = dns.query.udp(dns.message.make_query("alice.labmail.cloud", "SOA"), host, port=port, timeout=5)
+        assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.5
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind((host, port))  # the server's socket is closed
