@@ -657,6 +657,38 @@ def test_imap_offers_and_takes_no_password_before_starttls(env, server):
             client.logout()
 
 
+# -- STARTTLS: nothing sent in clear behind it survives (CVE-2011-0411) ------------------------------------------------
+@pytest.mark.parametrize("service,port,opening,injected", [
+    ("smtp", 587, b"EHLO client.example\r\n", b"STARTTLS\r\nNOOP\r\n"),
+    ("smtp", 25, b"EHLO client.example\r\n", b"STARTTLS\r\nNOOP\r\n"),
+    ("imap", 143, b"", b"a STARTTLS\r\nb NOOP\r\n"),
+    ("pop3", 110, b"", b"STLS\r\nNOOP\r\n"),
+])
+def test_commands_pipelined_behind_starttls_in_clear_are_dropped(env, service, port, opening, injected):
+    """A man in the middle who appends a command after STARTTLS in clear (CVE-2011-0411, Postfix's and Dovecot's fix):
+    the server throws its buffer away when TLS starts — nothing answers the injected command inside TLS. The lab's
+    SMTP announces PIPELINING (RFC 2920), which makes the question natural; it is asked of every STARTTLS."""
+    _cfg, _pw, world, _log, _start = env
+    host, real = world.connect_address(HOST, port)
+    with socket.create_connection((host, real), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()  # greeting
+        if opening:
+            sock.sendall(opening)
+            while not reader.readline().startswith(b"250 "):
+                pass
+        sock.sendall(injected)  # the command and what the attacker slips behind it, in one segment
+        assert reader.readline()[:4] in (b"220 ", b"a OK", b"+OK ")
+        with tls(world).wrap_socket(sock, server_hostname=HOST) as secure:
+            secure.settimeout(1.5)
+            with pytest.raises(TimeoutError):
+                unsolicited = secure.recv(4096)  # the injected NOOP's answer would come now
+                pytest.fail(f"the server answered a command sent in clear: {unsolicited!r}")
+            secure.settimeout(5)
+            secure.sendall(b"c NOOP\r\n" if service == "imap" else b"NOOP\r\n")
+            assert secure.recv(4096)[:3] in (b"250", b"c O", b"+OK")
+
+
 RAW_8BIT = ("From: Expéditeur <anonyme@exemple.fr>\r\nTo: {to}\r\nSubject: Café crème, s'il vous plaît\r\n"
             "Message-ID: <8bit.{n}@exemple.fr>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nCorps en UTF-8 : été\r\n")
 

@@ -612,6 +612,17 @@ class LabIMAP4Server(imap4.IMAP4Server):
                     pass
         super().connectionMade()
 
+    def do_STARTTLS(self, tag):  # noqa: N802 - Twisted's name
+        """Whatever the client sent in clear behind STARTTLS is thrown away once TLS starts: a man in the middle
+        could otherwise append a command that would run inside the encrypted session (CVE-2011-0411, fixed this way
+        in Postfix and Dovecot). Twisted kept its line buffer and ran it (test_security)."""
+        started = self.startedTLS
+        super().do_STARTTLS(tag)
+        if self.startedTLS and not started:
+            self.clearLineBuffer()
+
+    unauth_STARTTLS = (do_STARTTLS,)
+
     def _secure(self) -> bool:
         from twisted.internet import interfaces
 

@@ -75,6 +75,10 @@ class POP3Session:
         if not self.stls or self.tls or self.address:
             await self.send("-ERR STLS not available now.")
             return
+        # What was sent in clear behind STLS is thrown away, never run inside TLS (CVE-2011-0411; as Dovecot, and as
+        # aiosmtpd does for STARTTLS) — before the +OK: anything in the buffer now was sent before the client read it,
+        # while its TLS handshake comes after. The reader has no public way to drop its buffer.
+        self.reader._buffer.clear()  # type: ignore[attr-defined]  # noqa: SLF001
         await self.send("+OK Begin TLS negotiation now.")
         await self.writer.start_tls(self.server.tls_context)
         self.tls = True
