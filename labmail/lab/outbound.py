@@ -212,9 +212,18 @@ class Outbound:
             key = (source.name, source.ip, str(relay), target)
             client = None
             try:
-                client = self._checkout(key) or self._connect(source, addrs[0], relay, target)
+                client = self._checkout(key)
+                reused = client is not None
+                if client is None:
+                    client = self._connect(source, addrs[0], relay, target)
                 utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
-                refused = client.sendmail(mail_from, rcpts, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                try:
+                    refused = _sendmail(client, mail_from, rcpts, data, ["SMTPUTF8"] if utf8 else [], reset=reused)
+                except _NoReply:  # a kept session the MX had closed meanwhile: nothing was taken, a new one
+                    _close_quietly(client)
+                    client = None
+                    client = self._connect(source, addrs[0], relay, target)
+                    refused = _sendmail(client, mail_from, rcpts, data, ["SMTPUTF8"] if utf8 else [], reset=False)
                 self._checkin(key, client)
                 client = None
                 if refused:
@@ -247,22 +256,16 @@ class Outbound:
         return client
 
     def _checkout(self, key: tuple) -> smtplib.SMTP | None:
-        """An open session to that MX left by an earlier delivery (at most CACHE_SECONDS ago), reset for a new
-        transaction; None if there is none or it no longer answers."""
+        """An open session to that MX left by an earlier delivery (at most CACHE_SECONDS ago); the next transaction
+        starts with RSET (:func:`_sendmail`). None if there is none."""
         while True:
             with self._lock:
                 sessions = self._idle.get(key)
                 if not sessions:
                     return None
                 since, client = sessions.pop()
-            if time.monotonic() - since > self.CACHE_SECONDS:
-                _close_quietly(client)
-                continue
-            try:
-                if client.rset()[0] == 250:
-                    return client
-            except (OSError, smtplib.SMTPException):
-                pass
+            if time.monotonic() - since <= self.CACHE_SECONDS:
+                return client
             _close_quietly(client)
 
     def _sweep(self) -> None:
@@ -322,6 +325,69 @@ def _close_quietly(client: smtplib.SMTP) -> None:
         client.quit()
     except (OSError, smtplib.SMTPException):
         client.close()
+
+
+class _NoReply(smtplib.SMTPServerDisconnected):
+    """A kept session gave no reply at all to the first command of a transaction: the server had closed it."""
+
+
+def _sendmail(client: smtplib.SMTP, mail_from: str, rcpts: list[str], data: bytes, options: list[str], *,
+              reset: bool) -> dict:
+    """``client.sendmail`` — same replies, same exceptions — with RFC 2920 pipelining when the server announces it,
+    as Postfix's SMTP client does: [RSET,] MAIL, every RCPT and DATA in one write, their replies read in order, then
+    the content; two round trips instead of four or five. ``reset``: the session carried an earlier transaction.
+    Raises :class:`_NoReply` if not even the first reply came (a kept session the server had closed)."""
+    if not client.has_extn("pipelining"):
+        if reset:
+            try:
+                code = client.rset()[0]
+            except (OSError, smtplib.SMTPException):
+                raise _NoReply("no reply to RSET") from None
+            if code != 250:
+                raise _NoReply(f"RSET answered {code}")
+        return client.sendmail(mail_from, rcpts, data, mail_options=options)
+    esmtp = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+    esmtp += options
+    if any(option.lower() == "smtputf8" for option in options):
+        client.command_encoding = "utf-8"
+    tail = "".join(" " + option for option in esmtp)
+    commands = (["RSET"] if reset else []) + [f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{tail}"]
+    commands += [f"RCPT TO:{smtplib.quoteaddr(rcpt)}" for rcpt in rcpts] + ["DATA"]
+    try:
+        client.send("".join(command + "\r\n" for command in commands))
+        first = client.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected):
+        if reset:
+            raise _NoReply("no reply to the first command") from None
+        raise
+    replies = [first] + [client.getreply() for _ in commands[1:]]
+    if reset:
+        replies = replies[1:]  # RSET's answer: a kept session that answers is a live one
+    (mail_code, mail_text), rcpt_replies, (data_code, data_text) = replies[0], replies[1:-1], replies[-1]
+    refused = {rcpt: reply for rcpt, reply in zip(rcpts, rcpt_replies) if reply[0] not in (250, 251)}
+    if data_code == 354 and (mail_code != 250 or len(refused) == len(rcpts)):
+        client.send(b".\r\n")  # RFC 2920 §3.1: a 354 after a refused envelope is ended with a lone dot
+        client.getreply()
+    if mail_code != 250:
+        if mail_code == 421:
+            client.close()
+        raise smtplib.SMTPSenderRefused(mail_code, mail_text, mail_from)
+    if len(refused) == len(rcpts):
+        if any(code == 421 for code, _text in refused.values()):
+            client.close()
+        raise smtplib.SMTPRecipientsRefused(refused)
+    if data_code != 354:
+        raise smtplib.SMTPDataError(data_code, data_text)
+    content = smtplib._quote_periods(smtplib._fix_eols(data) if isinstance(data, str) else data)  # noqa: SLF001
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    client.send(content + b".\r\n")
+    code, text = client.getreply()
+    if code != 250:
+        if code == 421:
+            client.close()
+        raise smtplib.SMTPDataError(code, text)
+    return refused
 
 
 class _ProxySMTP(smtplib.SMTP):

@@ -256,7 +256,9 @@ class BaseHandler:
         session.host_name = hostname
         self.dialogue(server).append(f"C: EHLO {hostname}")
         self.dialogue(server).append(f"S: 250 {self.host.name}")
-        return responses
+        # RFC 2920, as Postfix and Gmail announce it: a client may send MAIL, RCPT… and DATA without waiting for each
+        # reply (aiosmtpd reads commands in order from its buffer and answers each in turn)
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_HELO(self, server, session, envelope, hostname):
         session.host_name = hostname
