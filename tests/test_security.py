@@ -689,6 +689,36 @@ def test_commands_pipelined_behind_starttls_in_clear_are_dropped(env, service, p
             assert secure.recv(4096)[:3] in (b"250", b"c O", b"+OK")
 
 
+def test_imap_append_larger_than_the_lab_takes_is_refused_before_its_data(env):
+    """RFC 7889: APPENDLIMIT announced (the SMTP limit: a message one may send, one may file); a larger APPEND gets
+    NO [TOOBIG] instead of the continuation, so the client sends nothing — Twisted spooled any size to a temporary
+    file, 3 GB included. A message within the limit is filed as before."""
+    from labmail.lab.imap import MAX_APPEND
+    from labmail.lab.smtp import MAX_SIZE
+
+    _cfg, passwords, world, _log, _start = env
+    assert MAX_APPEND == MAX_SIZE
+    host, port = world.connect_address(HOST, 993)
+    with socket.create_connection((host, port), timeout=10) as raw_sock, \
+            tls(world).wrap_socket(raw_sock, server_hostname=HOST) as sock:
+        reader = sock.makefile("rb")
+        assert b"APPENDLIMIT=%d" % MAX_SIZE in reader.readline()  # the greeting's capabilities, after TLS
+        sock.sendall(b'a LOGIN "%s" "%s"\r\n' % (TINTIN.encode(), passwords[TINTIN].encode()))
+        assert reader.readline().startswith(b"a OK")
+        for tag, size in ((b"b", b"3000000000"), (b"c", b"%d" % (MAX_SIZE + 1)), (b"d", b"9" * 40)):
+            sock.sendall(tag + b" APPEND INBOX {" + size + b"}\r\n")
+            assert reader.readline().startswith(tag + b" NO [TOOBIG]"), size
+        message = b"Subject: petit\r\n\r\nok\r\n"
+        sock.sendall(b"e APPEND INBOX {%d}\r\n" % len(message))
+        assert reader.readline().startswith(b"+")
+        sock.sendall(message + b"\r\n")
+        line = reader.readline()
+        while line.startswith(b"* "):  # "* 1 EXISTS": untagged news before the tagged reply
+            line = reader.readline()
+        assert line.startswith(b"e OK"), line
+        reader.close()
+
+
 RAW_8BIT = ("From: Expéditeur <anonyme@exemple.fr>\r\nTo: {to}\r\nSubject: Café crème, s'il vous plaît\r\n"
             "Message-ID: <8bit.{n}@exemple.fr>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nCorps en UTF-8 : été\r\n")
 

@@ -19,6 +19,7 @@ import json
 import logging
 import mailbox as _mailbox
 import os
+import re
 import threading
 import time
 from email import message_from_bytes
@@ -580,8 +581,24 @@ class _AsciiView:
         return _AsciiView(self._part.getSubPart(part))
 
 
+#: The largest message APPEND takes: what the lab's SMTP takes (smtp.MAX_SIZE), announced as APPENDLIMIT (RFC 7889).
+MAX_APPEND = 25 * 1024 * 1024
+_APPEND_LITERAL = re.compile(rb"(\S+)\s+(?:UID\s+)?APPEND\s.*\{(\d+)\+?\}", re.IGNORECASE | re.DOTALL)
+
+
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
+
+    def parse_command(self, line):
+        """An APPEND larger than :data:`MAX_APPEND` is refused before its literal is read — ``NO [TOOBIG]`` (RFC 7889
+        §3), nothing spooled. Twisted took any size into a temporary file (3 GB accepted): on a class lab, one
+        student could have filled the teacher's disk."""
+        match = _APPEND_LITERAL.fullmatch(line)
+        if match and (len(match.group(2)) > 12 or int(match.group(2)) > MAX_APPEND):
+            self.sendNegativeResponse(match.group(1), b"[TOOBIG] Message too large: at most %d octets (APPENDLIMIT)"
+                                      % MAX_APPEND)
+            return None
+        return super().parse_command(line)
 
     def connectionLost(self, reason):  # noqa: N802 - Twisted's name
         """A session that ends (LOGOUT, a client gone) stops listening to its folder. Twisted forgets it: the
@@ -631,6 +648,7 @@ class LabIMAP4Server(imap4.IMAP4Server):
     def capabilities(self):
         """Before TLS, no login of any kind is offered (LOGINDISABLED, no AUTH=): RFC 9051 §6.2.3, RFC 3501 §6.2."""
         cap = super().capabilities()
+        cap[b"APPENDLIMIT"] = [str(MAX_APPEND).encode()]
         if not self._secure():
             cap.pop(b"AUTH", None)
             cap[b"LOGINDISABLED"] = None
