@@ -692,7 +692,8 @@ def test_commands_pipelined_behind_starttls_in_clear_are_dropped(env, service, p
 def test_imap_append_larger_than_the_lab_takes_is_refused_before_its_data(env):
     """RFC 7889: APPENDLIMIT announced (the SMTP limit: a message one may send, one may file); a larger APPEND gets
     NO [TOOBIG] instead of the continuation, so the client sends nothing — Twisted spooled any size to a temporary
-    file, 3 GB included. A message within the limit is filed as before."""
+    file, 3 GB included —, also when the size comes after a mailbox name sent as a literal (found by review: the
+    first fix looked at the command's first line only). A message within the limit is filed as before."""
     from labmail.lab.imap import MAX_APPEND
     from labmail.lab.smtp import MAX_SIZE
 
@@ -708,6 +709,10 @@ def test_imap_append_larger_than_the_lab_takes_is_refused_before_its_data(env):
         for tag, size in ((b"b", b"3000000000"), (b"c", b"%d" % (MAX_SIZE + 1)), (b"d", b"9" * 40)):
             sock.sendall(tag + b" APPEND INBOX {" + size + b"}\r\n")
             assert reader.readline().startswith(tag + b" NO [TOOBIG]"), size
+        sock.sendall(b"m APPEND {5}\r\n")  # the mailbox name as a literal: the size comes on the next line
+        assert reader.readline().startswith(b"+")
+        sock.sendall(b"INBOX{3000000000}\r\n")  # the 5 octets, then the rest of the line (Twisted wants no space)
+        assert reader.readline().startswith(b"m NO [TOOBIG]")
         message = b"Subject: petit\r\n\r\nok\r\n"
         sock.sendall(b"e APPEND INBOX {%d}\r\n" % len(message))
         assert reader.readline().startswith(b"+")

@@ -19,7 +19,6 @@ import json
 import logging
 import mailbox as _mailbox
 import os
-import re
 import threading
 import time
 from email import message_from_bytes
@@ -583,22 +582,30 @@ class _AsciiView:
 
 #: The largest message APPEND takes: what the lab's SMTP takes (smtp.MAX_SIZE), announced as APPENDLIMIT (RFC 7889).
 MAX_APPEND = 25 * 1024 * 1024
-_APPEND_LITERAL = re.compile(rb"(\S+)\s+(?:UID\s+)?APPEND\s.*\{(\d+)\+?\}", re.IGNORECASE | re.DOTALL)
+
+
+class _TooBig(imap4.IllegalOperation):
+    """An APPEND literal larger than :data:`MAX_APPEND` (answered ``NO [TOOBIG]``, RFC 7889 §3)."""
 
 
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
 
-    def parse_command(self, line):
-        """An APPEND larger than :data:`MAX_APPEND` is refused before its literal is read — ``NO [TOOBIG]`` (RFC 7889
-        §3), nothing spooled. Twisted took any size into a temporary file (3 GB accepted): on a class lab, one
-        student could have filled the teacher's disk."""
-        match = _APPEND_LITERAL.fullmatch(line)
-        if match and (len(match.group(2)) > 12 or int(match.group(2)) > MAX_APPEND):
-            self.sendNegativeResponse(match.group(1), b"[TOOBIG] Message too large: at most %d octets (APPENDLIMIT)"
-                                      % MAX_APPEND)
-            return None
-        return super().parse_command(line)
+    def _fileLiteral(self, size):  # noqa: N802 - Twisted's name
+        """APPEND's message literal: one larger than :data:`MAX_APPEND` is refused before any of it is read —
+        ``NO [TOOBIG]`` instead of the continuation, nothing spooled — wherever the size comes (the first line, or
+        the line after a mailbox name sent as a literal). Twisted took any size into a temporary file (3 GB
+        accepted): on a class lab, one student could have filled the teacher's disk."""
+        if size > MAX_APPEND:
+            raise _TooBig(f"[TOOBIG] Message too large: at most {MAX_APPEND} octets (APPENDLIMIT)")
+        return super()._fileLiteral(size)
+
+    def sendNegativeResponse(self, tag=None, message=b""):  # noqa: N802 - Twisted's name
+        # Twisted writes "NO Illegal operation: <reason>": a response code must come first (RFC 9051 §7.1)
+        prefix = b"Illegal operation: ["
+        if message.startswith(prefix):
+            message = message[len(prefix) - 1:]
+        super().sendNegativeResponse(tag, message)
 
     def connectionLost(self, reason):  # noqa: N802 - Twisted's name
         """A session that ends (LOGOUT, a client gone) stops listening to its folder. Twisted forgets it: the
