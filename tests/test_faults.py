@@ -122,8 +122,10 @@ def test_a_client_that_vanishes_mid_data_leaves_no_message(env):
     assert "coupe" not in subjects(store, MILOU)
 
 
-def _mount_full_tmpfs(path: Path) -> None:
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)], capture_output=True, text=True)
+def _mount_full_tmpfs(path: Path, options: str = "size=64m,nr_inodes=3") -> None:
+    """A tmpfs on ``path`` that cannot take one more file: by default with room (more than the lab's free-space
+    guard asks) but no inode left — the write itself fails, as when a disk fills between MAIL and DATA."""
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the disk-full test (mount a tmpfs as root): {result.stderr.strip()}")
@@ -133,6 +135,23 @@ def _mount_full_tmpfs(path: Path) -> None:
             handle.write(b"\0" * 200_000)
         except OSError:
             pass
+
+
+def test_a_disk_almost_full_refuses_new_mail_before_any_of_it_is_written(env):
+    """Postfix's free-space guard: below 1.5 times the largest message (25 MiB) free where mail is written, MAIL FROM
+    gets 452 4.3.1 — the client keeps its message and retries; nothing is half-written."""
+    cfg, passwords = env
+    queue = cfg.state_dir / "queue"
+    _mount_full_tmpfs(queue, "size=20m")
+    try:
+        result = mail.submit(TINTIN, GMAIL, "presque plein", "x", password=passwords[TINTIN])
+        assert not result.accepted and result.reply.startswith("452 4.3.1"), result.reply
+        assert sorted(p.name for p in queue.iterdir()) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(queue)], check=True)
+    assert mail.submit(TINTIN, GMAIL, "de la place", "x", password=passwords[TINTIN]).accepted
+    log = lab.status(cfg).log_path.read_text(encoding="utf-8", errors="replace")
+    assert "mail refused (452 4.3.1)" in log
 
 
 def test_a_full_disk_gives_a_temporary_failure_and_no_partial_message(env):

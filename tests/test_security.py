@@ -18,6 +18,7 @@ import re
 import shutil
 import smtplib
 import socket
+import secrets
 import ssl
 import subprocess
 import time
@@ -527,6 +528,31 @@ def _https(world, method, path, *, key=None, body=None):
         return response.status, response.read().decode("utf-8", "replace")
     finally:
         connection.close()
+
+
+def test_a_mailbox_at_its_quota_refuses_more_mail_and_the_api_says_how_full_it_is(env):
+    """Mailcow's quota enforced (Dovecot's quota-status through Postfix: 552 5.2.2 at RCPT, the size announced in
+    MAIL FROM counted): without it anyone could fill a classmate's mailbox, and the class lab's disk, through port 25.
+    The API's mailbox object counts messages and bytes from the folders' listings (it used to read every message)."""
+    cfg, _pw, world, _log, _start = env
+    key = lab.api_key(cfg)
+    address = f"petite{secrets.token_hex(3)}@{DOMAIN}"
+    status, body = _https(world, "POST", "/api/v1/add/mailbox", key=key,
+                          body={"local_part": address.split("@")[0], "domain": DOMAIN, "password": "p" + "x" * 12,
+                                "password2": "p" + "x" * 12, "quota": 1, "active": "1"})
+    assert json.loads(body)[0]["type"] == "success", body
+    message = (f"From: a@example.org\r\nTo: {address}\r\nSubject: gros\r\n\r\n" + ("x" * 998 + "\r\n") * 700).encode()
+    with smtp(world, 25) as client:
+        client.ehlo("mx.example.org")
+        assert client.sendmail("a@example.org", [address], message) == {}
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as full:
+            client.sendmail("a@example.org", [address], message)
+    code, text = full.value.recipients[address]
+    assert code == 552 and b"5.2.2" in text and b"Mailbox is full" in text, (code, text)
+    status, body = _https(world, "GET", f"/api/v1/get/mailbox/{address}", key=key)
+    box = json.loads(body)
+    assert box["messages"] == 1 and len(message) < box["quota_used"] < 1024 * 1024 and box["quota"] == 1024 * 1024, box
+    assert box["percent_in_use"] > 60, box
 
 
 def test_a_students_api_key_on_another_domain_is_refused(env):

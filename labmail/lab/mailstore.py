@@ -90,6 +90,7 @@ class MailStore:
         self._cache_key = secrets.token_bytes(32)
         self.guard = LoginGuard()  # password guessing: an account that fails too often is locked for a while
         self._ready: set[str] = set()  # Maildir folders known to exist with their siblings (made once)
+        self._usage: dict[str, tuple[float, int, int]] = {}  # address → (when counted, messages, bytes)
         self._dedupe: dict[str, dict[str, str]] = {}  # folder path → delivery digest → Maildir key
 
     def load(self) -> None:
@@ -219,9 +220,49 @@ class MailStore:
             # atomic, not fsynced: the message is (its 250 promises it); a power cut may lose its diagnostic record
             atomic_write_text(self._base(address) / "records" / f"{key}.json",
                               json.dumps(record, indent=1, default=str) + "\n", durable=False)
+        with self._lock:
+            counted = self._usage.get(address)
+            if counted is not None:  # kept up to date between two counts (deletions are seen at the next count)
+                self._usage[address] = (counted[0], counted[1] + 1, counted[2] + len(data))
         if self.on_deliver is not None:
             self.on_deliver(address, folder)
         return key
+
+    def usage(self, address: str, *, max_age: float = 0.0) -> tuple[int, int]:
+        """(messages, bytes) in every folder of the mailbox — names and sizes from the directories, no message read
+        (as Dovecot's ``maildirsize``). ``max_age``: a count at most that old will do (deliveries since are added)."""
+        address = address.lower()
+        with self._lock:
+            counted = self._usage.get(address)
+        if counted is not None and time.monotonic() - counted[0] <= max_age:
+            return counted[1], counted[2]
+        messages = size = 0
+        base = self._base(address) / "Maildir"
+        folders = [base] + ([base / entry.name for entry in os.scandir(base) if entry.name.startswith(".")
+                             and entry.is_dir()] if base.is_dir() else [])
+        for folder in folders:
+            for sub in ("new", "cur"):
+                try:
+                    with os.scandir(folder / sub) as entries:
+                        for entry in entries:
+                            try:
+                                size += entry.stat().st_size
+                                messages += 1
+                            except FileNotFoundError:  # expunged meanwhile
+                                pass
+                except FileNotFoundError:
+                    pass
+        with self._lock:
+            self._usage[address] = (time.monotonic(), messages, size)
+        return messages, size
+
+    def over_quota(self, address: str, incoming: int = 0) -> bool:
+        """Whether the mailbox would go past its quota (``quota_mib``; 0 = none, as Mailcow) with ``incoming`` more
+        bytes. Counted from the directories at most every 10 s, deliveries added in between."""
+        account = self.accounts.get(address.lower())
+        if account is None or not account.quota_mib:
+            return False
+        return self.usage(address, max_age=10.0)[1] + incoming > account.quota_mib * 1024 * 1024
 
     def _find_dedupe(self, box: mailbox.Maildir, digest: str) -> str | None:
         """The key of the message of that delivery digest in this folder, if it was stored. The folder is listed once
@@ -240,14 +281,27 @@ class MailStore:
             self._dedupe[base] = index
         return index.get(digest)
 
-    def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:
-        """(key, raw bytes) of every message in a folder, oldest first."""
+    def message_files(self, address: str, folder: str = "INBOX") -> list[tuple[str, Path]]:
+        """(key, path) of every message in a folder, oldest first — nothing read (POP3 reads a message when asked)."""
         box = self.maildir(address, folder)
         items = []
         for key in box.keys():
             path = Path(box._path) / box._lookup(key)  # noqa: SLF001  (mailbox has no public path accessor)
-            items.append((os.stat(path).st_mtime_ns, key, path.read_bytes()))
-        return [(key, data) for _t, key, data in sorted(items)]
+            try:
+                items.append((os.stat(path).st_mtime_ns, key, path))
+            except FileNotFoundError:  # expunged meanwhile
+                pass
+        return [(key, path) for _t, key, path in sorted(items)]
+
+    def messages(self, address: str, folder: str = "INBOX") -> list[tuple[str, bytes]]:
+        """(key, raw bytes) of every message in a folder, oldest first."""
+        out = []
+        for key, path in self.message_files(address, folder):
+            try:
+                out.append((key, path.read_bytes()))
+            except FileNotFoundError:
+                pass
+        return out
 
     def counts(self, address: str, folders: tuple[str, ...] = ("INBOX", "Junk")) -> dict[str, int]:
         """How many messages each folder holds now (to wait for the next one with :meth:`wait_new`)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import ssl
+from pathlib import Path
 
 from .guard import AccountLocked, client_of
 
@@ -138,8 +140,9 @@ class POP3Session:
             return
         await lock.acquire()
         self.lock, self.address = lock, account.address
-        self.messages = await loop.run_in_executor(self.server.executor, self.server.store.messages, account.address)
-        self.messages = [(key, _crlf(data)) for key, data in self.messages]
+        # the maildrop as (key, path, size on the wire): sizes read once per file and remembered, messages read
+        # when RETR or TOP asks — a session holds one message in memory, not the mailbox (3 GiB of quota)
+        self.messages = await loop.run_in_executor(self.server.executor, self.server.maildrop, account.address)
         peer, sock = self.writer.get_extra_info("peername"), self.writer.get_extra_info("sockname")
         log.info("pop3-login: Login: user=<%s>, method=%s, rip=%s, lip=%s, lport=%s, %s (%d messages)", account.address,
                  method, peer[0] if isinstance(peer, tuple) else peer, sock[0] if isinstance(sock, tuple) else sock,
@@ -148,13 +151,22 @@ class POP3Session:
         await self.send("+OK Logged in.")
 
     # -- TRANSACTION state -----------------------------------------------------
-    def _message(self, arg: str) -> tuple[int, bytes] | None:
-        if not self.address or not arg.isdigit():
+    def _message(self, arg: str) -> tuple[int, int] | None:
+        """(number, size) of message ``arg`` if it is in the maildrop and not marked deleted."""
+        if not self.address or not arg.isdigit() or len(arg) > 9:
             return None
         number = int(arg)
         if not 1 <= number <= len(self.messages) or number in self.deleted:
             return None
-        return number, self.messages[number - 1][1]
+        return number, self.messages[number - 1][2]
+
+    async def _read(self, number: int) -> bytes | None:
+        """The message's bytes as POP3 sends them (CRLF), read now; None if it was removed meanwhile (IMAP)."""
+        path = self.messages[number - 1][1]
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.server.executor, lambda: _crlf(path.read_bytes()))
+        except FileNotFoundError:
+            return None
 
     async def _need_login(self) -> bool:
         if not self.address:
@@ -165,14 +177,14 @@ class POP3Session:
     async def cmd_STAT(self, arg):
         if await self._need_login():
             return
-        live = [d for i, (_k, d) in enumerate(self.messages, 1) if i not in self.deleted]
-        await self.send(f"+OK {len(live)} {sum(len(d) for d in live)}")
+        live = [size for i, (_k, _p, size) in enumerate(self.messages, 1) if i not in self.deleted]
+        await self.send(f"+OK {len(live)} {sum(live)}")
 
     async def cmd_LIST(self, arg):
-        await self._scan(arg, lambda i, _key, data: f"{i} {len(data)}")
+        await self._scan(arg, lambda i, _key, size: f"{i} {size}")
 
     async def cmd_UIDL(self, arg):
-        await self._scan(arg, lambda i, key, _data: f"{i} {key}")
+        await self._scan(arg, lambda i, key, _size: f"{i} {key}")
 
     async def _scan(self, arg, line) -> None:
         """LIST and UIDL: one message (``+OK`` and its line) or every message not marked deleted."""
@@ -184,9 +196,9 @@ class POP3Session:
                             else "-ERR No such message.")
             return
         await self.send("+OK")
-        for i, (key, data) in enumerate(self.messages, 1):
+        for i, (key, _path, size) in enumerate(self.messages, 1):
             if i not in self.deleted:
-                await self.send(line(i, key, data))
+                await self.send(line(i, key, size))
         await self.send(".")
 
     async def _multiline(self, data: bytes) -> None:
@@ -198,7 +210,7 @@ class POP3Session:
         await self.writer.drain()
 
     async def _need_message(self, arg):
-        """The (index, data) of message ``arg`` for a logged-in session, or None after saying why not."""
+        """The (number, size) of message ``arg`` for a logged-in session, or None after saying why not."""
         if await self._need_login():
             return None
         found = self._message(arg)
@@ -210,8 +222,12 @@ class POP3Session:
         found = await self._need_message(arg)
         if not found:
             return
-        await self.send(f"+OK {len(found[1])} octets")
-        await self._multiline(found[1])
+        data = await self._read(found[0])
+        if data is None:
+            await self.send("-ERR Message was expunged by another session.")
+            return
+        await self.send(f"+OK {len(data)} octets")
+        await self._multiline(data)
 
     async def cmd_TOP(self, arg):
         if await self._need_login():
@@ -221,8 +237,12 @@ class POP3Session:
         if not found or not lines.strip().isdigit():
             await self.send("-ERR No such message.")
             return
-        head, sep, body = found[1].partition(b"\r\n\r\n")
-        kept = b"\r\n".join(body.split(b"\r\n")[: int(lines)])
+        data = await self._read(found[0])
+        if data is None:
+            await self.send("-ERR Message was expunged by another session.")
+            return
+        head, sep, body = data.partition(b"\r\n\r\n")
+        kept = b"\r\n".join(body.split(b"\r\n", int(lines[:9]))[: int(lines[:9])])
         await self.send("+OK")
         await self._multiline(head + sep + kept)
 
@@ -265,6 +285,26 @@ class POP3Server:
         self.tls_context, self.executor = tls_context, executor
         self.locks: dict[str, asyncio.Lock] = {}
         self.servers: list = []
+        self._sizes: dict[tuple[str, int, int], int] = {}  # (path, mtime, size on disk) → size on the wire (CRLF)
+
+    def maildrop(self, address: str) -> list[tuple[str, Path, int]]:
+        """(key, path, size as sent) of every message of the INBOX, oldest first. A message's size on the wire
+        (bare LFs become CRLF) is read once per file and remembered: logging in again reads nothing."""
+        out = []
+        for key, path in self.store.message_files(address):
+            try:
+                stat = os.stat(path)
+                cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
+                size = self._sizes.get(cache_key)
+                if size is None:
+                    size = len(_crlf(path.read_bytes()))
+                    if len(self._sizes) > 200_000:
+                        self._sizes.clear()
+                    self._sizes[cache_key] = size
+            except FileNotFoundError:  # expunged meanwhile
+                continue
+            out.append((key, path, size))
+        return out
 
     def remove(self, address: str, keys: list[str]) -> None:
         box = self.store.maildir(address)

@@ -18,6 +18,7 @@ import os
 import logging
 import re
 import secrets
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,30 @@ class BaseHandler:
             return "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
         return None
 
+    def storage_refusal(self) -> str | None:
+        """Postfix's guard (``queue_minfree``): no new mail while the lab's disk has less free space than 1.5 times
+        the largest message — a class cannot fill the machine, and what was accepted can still be written."""
+        for folder in (self.services.lab.layout.queue_dir, self.services.store.root):  # where a message is written
+            try:
+                if shutil.disk_usage(folder).free < MAX_SIZE * 3 // 2:
+                    log.warning("less than %d MiB free in %s: mail refused (452 4.3.1)", MAX_SIZE * 3 // 2 >> 20, folder)
+                    return "452 4.3.1 Insufficient system storage"
+            except OSError:
+                pass
+        return None
+
+    def quota_refusal(self, envelope, address: str) -> str | None:
+        """A local mailbox at its quota (Mailcow's, 3 GiB by default) refuses more mail at RCPT, as Dovecot's
+        quota-status service has Postfix do; the size announced in MAIL FROM (SIZE=) counts."""
+        declared = next((int(o[5:]) for o in envelope.mail_options if o.upper().startswith("SIZE=") and o[5:].isdigit()), 0)
+        if not self.services.store.over_quota(address, declared):
+            return None
+        log.warning("mailbox %s is over quota: mail refused", address.lower())
+        return self.over_quota_reply(address)
+
+    def over_quota_reply(self, address: str) -> str:
+        return f"552 5.2.2 <{address}>: Recipient address rejected: Mailbox is full"
+
     def dialogue(self, server: SMTP) -> list[str]:
         if not hasattr(server, "labmail_dialogue"):
             server.labmail_dialogue = []  # type: ignore[attr-defined]
@@ -327,6 +352,7 @@ class SchoolHandler(BaseHandler):
         self.new_transaction(server)
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
         refusal = self.address_refusal(envelope, address, recipient=False)
+        refusal = refusal or self.storage_refusal()
         if refusal:
             self.dialogue(server).append("S: " + refusal)
             return refusal
@@ -354,6 +380,10 @@ class SchoolHandler(BaseHandler):
                 reply = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
                 self.dialogue(server).append("S: " + reply)
                 return reply
+            full = self.quota_refusal(envelope, address)
+            if full:
+                self.dialogue(server).append("S: " + full)
+                return full
         elif not self.submission:
             reply = f"554 5.7.1 <{address}>: Relay access denied"
             self.dialogue(server).append("S: " + reply)
@@ -392,7 +422,7 @@ class ProviderHandler(BaseHandler):
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.new_transaction(server)
         self.dialogue(server).append(f"C: MAIL FROM:<{address}>")
-        refusal = self.address_refusal(envelope, address, recipient=False)
+        refusal = self.address_refusal(envelope, address, recipient=False) or self.storage_refusal()
         if refusal:
             self.dialogue(server).append("S: " + refusal)
             return refusal
@@ -410,6 +440,8 @@ class ProviderHandler(BaseHandler):
             reply = "550 5.7.1 Relaying denied."
         elif address.lower() not in self.services.store.accounts:
             reply = "550 5.1.1 The email account that you tried to reach does not exist."
+        elif full := self.quota_refusal(envelope, address):
+            reply = full
         else:
             envelope.rcpt_tos.append(address)
             reply = "250 2.1.5 OK"
@@ -417,6 +449,9 @@ class ProviderHandler(BaseHandler):
         return reply
 
     temp_failure = "451 4.3.0 Temporary local problem, please try again later"
+
+    def over_quota_reply(self, address: str) -> str:
+        return "452 4.2.2 The recipient's inbox is out of storage space. Please direct the recipient to the help center."
 
     def process(self, arrival: Arrival) -> str:
         return self.services.receiving.receive(arrival, arrival.data)

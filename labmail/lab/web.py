@@ -230,22 +230,32 @@ class WebApp:
         return {}
 
     def _mailbox_obj(self, account) -> dict:
+        """Mailcow's mailbox object; ``messages`` and ``quota_used`` (bytes) counted from the folders' listings, no
+        message read (called off the event loop)."""
+        messages, used = self.store.usage(account.address)
         return {"username": account.address, "domain": account.domain, "local_part": account.address.split("@")[0],
                 "name": account.name, "active": "1" if account.active else "0", "quota": account.quota_mib * GIB,
-                "messages": len(self.store.messages(account.address)), "quota_used": 0}
+                "messages": messages, "quota_used": used,
+                "percent_in_use": round(100 * used / (account.quota_mib * GIB)) if account.quota_mib else 0}
 
     async def _get_mailbox(self, scope, args, payload):
         if not args:
             return {}
         if args[0] == "all":
             domain = args[1].lower() if len(args) > 1 else None
-            return [self._mailbox_obj(a) for a in self.store.accounts.values()
-                    if a.domain in self.services.hosts["school"].domains and self._allowed(scope, a.domain, quiet=True)
-                    and (domain is None or a.domain == domain)]
-        account = self.store.accounts.get(args[0].lower())
-        if account is None or not self._allowed(scope, account.domain) or account.domain not in self.services.hosts["school"].domains:
-            return {}
-        return self._mailbox_obj(account)
+            accounts = [a for a in self.store.accounts.values()
+                        if a.domain in self.services.hosts["school"].domains and self._allowed(scope, a.domain, quiet=True)
+                        and (domain is None or a.domain == domain)]
+        else:
+            account = self.store.accounts.get(args[0].lower())
+            if account is None or not self._allowed(scope, account.domain) or account.domain not in self.services.hosts["school"].domains:
+                return {}
+            accounts = [account]
+        # directory listings (a mailbox of thousands of messages): in a worker, never on the loop that serves SMTP,
+        # POP3 and the API of the whole class
+        objs = await asyncio.get_running_loop().run_in_executor(self.services.executor,
+                                                                lambda: [self._mailbox_obj(a) for a in accounts])
+        return objs if args[0] == "all" else objs[0]
 
     async def _add_mailbox(self, scope, args, payload):
         if not isinstance(payload, dict):
