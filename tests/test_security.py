@@ -750,6 +750,58 @@ def test_imap_append_larger_than_the_lab_takes_is_refused_before_its_data(env):
         reader.close()
 
 
+def test_imap_commands_queued_behind_a_running_command_are_bounded():
+    """Twisted queues every line that arrives while a command runs (a FETCH of a big mailbox the client does not
+    read): found by review, one authenticated client grew the lab 562 → 1,631 MiB in 4 s. Past 1 MiB of queued lines
+    the session gets * BYE and is closed; below, the queue is replayed as before."""
+    from twisted.internet.testing import StringTransport
+
+    from labmail.lab.imap import LabIMAP4Server
+
+    server = LabIMAP4Server()
+    transport = StringTransport()
+    server.makeConnection(transport)
+    server.blocked = []  # a command is running
+    line = b"x NOOP " + b"A" * 8000
+    for _ in range(100):  # 0.8 MB: queued
+        server.lineReceived(line)
+    assert len(server.blocked) == 100 and not transport.disconnecting
+    for _ in range(40):
+        server.lineReceived(line)
+    assert transport.disconnecting and b"* BYE Too many commands" in transport.value()
+    assert server.blocked is None  # nothing kept, nothing replayed
+    server.connectionLost(None)
+
+
+def test_pop3_odd_numbers_get_an_error_and_the_session_goes_on(env):
+    """Found by review: "RETR ²", "TOP 1 ²…" and a 5,000-digit number passed isdigit() and killed the session with a
+    traceback in the log; an AUTH continuation over 8 KiB did the same. Each now gets -ERR."""
+    _cfg, passwords, world, log, start = env
+    host, port = world.connect_address(HOST, 995)
+    pop = poplib.POP3_SSL(host, port, context=tls(world), timeout=15)
+    try:
+        pop.user(TINTIN)
+        pop.pass_(passwords[TINTIN])
+        for command in ("RETR \u00b2", "TOP 1 \u00b2", "RETR " + "9" * 5000, "DELE \u0663"):
+            with pytest.raises(poplib.error_proto, match="-ERR"):
+                pop._shortcmd(command)  # noqa: SLF001
+        with contextlib.suppress(poplib.error_proto):  # as many lines as there are (+OK), or no message 1 (-ERR)
+            pop._longcmd("TOP 1 " + "9" * 5000)  # noqa: SLF001
+        assert pop.noop().startswith(b"+OK")
+    finally:
+        _close(pop)
+    with socket.create_connection((host, port), timeout=10) as sock, tls(world).wrap_socket(sock) as secure:
+        reader = secure.makefile("rb")
+        reader.readline()
+        secure.sendall(b"AUTH PLAIN\r\n")
+        assert reader.readline().startswith(b"+")
+        secure.sendall(b"A" * 9000 + b"\r\n")
+        assert reader.readline().startswith(b"-ERR")
+        reader.close()
+    text = log.read_bytes()[start:].decode("utf-8", "replace")
+    assert "Traceback" not in text and "Unhandled" not in text, text[-2000:]
+
+
 RAW_8BIT = ("From: Expéditeur <anonyme@exemple.fr>\r\nTo: {to}\r\nSubject: Café crème, s'il vous plaît\r\n"
             "Message-ID: <8bit.{n}@exemple.fr>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nCorps en UTF-8 : été\r\n")
 

@@ -591,6 +591,24 @@ class _TooBig(imap4.IllegalOperation):
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
 
+    #: bytes of command lines a client may send while one of its commands is still running (Twisted queues them)
+    MAX_QUEUED_BYTES = 1024 * 1024
+
+    def lineReceived(self, line):  # noqa: N802 - Twisted's name
+        """Twisted queues every line that arrives while a command runs (a FETCH the client does not read, stalled on
+        flow control): without a bound, one authenticated client grew the lab by as much as it sent. Past 1 MiB of
+        queued lines the session is closed, as Dovecot closes a client whose output it cannot flush."""
+        if self.blocked is not None:
+            self._queued_bytes = getattr(self, "_queued_bytes", 0) + len(line)
+            if self._queued_bytes > self.MAX_QUEUED_BYTES:
+                self.blocked = None
+                self.sendLine(b"* BYE Too many commands sent without reading the replies")
+                self.transport.loseConnection()
+                return None
+        else:
+            self._queued_bytes = 0
+        return super().lineReceived(line)
+
     def _fileLiteral(self, size):  # noqa: N802 - Twisted's name
         """APPEND's message literal: one larger than :data:`MAX_APPEND` is refused before any of it is read —
         ``NO [TOOBIG]`` instead of the continuation, nothing spooled — wherever the size comes (the first line, or

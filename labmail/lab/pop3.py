@@ -110,7 +110,11 @@ class POP3Session:
             return
         if not initial:
             await self.send("+ ")
-            initial = (await self.reader.readline()).decode("ascii", "replace").strip()
+            try:
+                initial = (await asyncio.wait_for(self.reader.readline(), 60)).decode("ascii", "replace").strip()
+            except (ValueError, asyncio.LimitOverrunError, asyncio.TimeoutError):  # over 8 KiB, or nothing for a minute
+                await self.send("-ERR Authentication line too long or too late.")
+                return "quit"
         try:
             _authz, login, password = base64.b64decode(initial).decode("utf-8").split("\0")
         except (ValueError, UnicodeDecodeError):
@@ -153,7 +157,7 @@ class POP3Session:
     # -- TRANSACTION state -----------------------------------------------------
     def _message(self, arg: str) -> tuple[int, int] | None:
         """(number, size) of message ``arg`` if it is in the maildrop and not marked deleted."""
-        if not self.address or not arg.isdigit() or len(arg) > 9:
+        if not self.address or not (arg.isascii() and arg.isdigit()) or len(arg) > 9:  # "²" is a digit to isdigit()
             return None
         number = int(arg)
         if not 1 <= number <= len(self.messages) or number in self.deleted:
@@ -234,7 +238,7 @@ class POP3Session:
             return
         number, _, lines = arg.partition(" ")
         found = self._message(number)
-        if not found or not lines.strip().isdigit():
+        if not found or not (lines.strip().isascii() and lines.strip().isdigit()):
             await self.send("-ERR No such message.")
             return
         data = await self._read(found[0])
