@@ -802,6 +802,56 @@ def test_pop3_odd_numbers_get_an_error_and_the_session_goes_on(env):
     assert "Traceback" not in text and "Unhandled" not in text, text[-2000:]
 
 
+def test_review_findings_junk_commands_nesting_no_from_and_mailbox_flood(env):
+    """Four findings of the outside review, each as a client meets it:
+    - 3,000 EHLO before one message: the message's record keeps at most 200 lines of dialogue (it copied every one
+      into every record of the connection: 9 MiB sent made 203 MiB of records);
+    - SEARCH with 5,000 nested parentheses: BAD, and no traceback in the log (142 KB each time before);
+    - a submission without a From header: accepted unsigned, as rspamd leaves it (it got 500 and a traceback);
+    - a student's key creating mailboxes: refused past max_num_mboxes_for_domain, which the API announces."""
+    cfg, passwords, world, log, start = env
+    with smtp(world, 25) as client:
+        for _ in range(3000):
+            client.ehlo("junk.example")
+        assert client.sendmail("a@example.org", [MILOU], b"Subject: bavard\r\n\r\nx\r\n") == {}
+    store = MailStore(cfg.state_dir / "mail")
+    deadline = time.monotonic() + 10
+    while not [k for f in ("INBOX", "Junk") for k, d in store.messages(MILOU, f) if b"Subject: bavard" in d] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    key = next(k for f in ("INBOX", "Junk") for k, d in store.messages(MILOU, f) if b"Subject: bavard" in d)
+    dialogue = store.record(MILOU, key)["dialogue"]
+    assert len(dialogue) <= 201 and dialogue[-3:] == [f"C: RCPT TO:<{MILOU}>", "S: 250 2.1.5 Ok", "C: DATA"], dialogue[-5:]
+
+    host, port = world.connect_address(HOST, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(TINTIN, passwords[TINTIN])
+        client.select("INBOX")
+        with pytest.raises(imaplib.IMAP4.error, match="BAD.*Too many parentheses"):
+            client._simple_command("SEARCH", "(" * 5000 + "ALL" + ")" * 5000)  # noqa: SLF001
+        assert client.noop()[0] == "OK"
+
+    with smtp(world, 587) as client:
+        client.starttls(context=tls(world))
+        client.login(TINTIN, passwords[TINTIN])
+        assert client.sendmail(TINTIN, [MILOU], b"Subject: sans expediteur\r\n\r\nx\r\n") == {}
+        assert client.noop()[0] == 250
+
+    key_ = lab.api_key(cfg)
+    made = refused = 0
+    for i in range(60):
+        status, body = _https(world, "POST", "/api/v1/add/mailbox", key=key_,
+                              body={"local_part": f"flot{i}", "domain": DOMAIN, "password": "p" + "x" * 12,
+                                    "password2": "p" + "x" * 12})
+        reply = json.loads(body)[0]
+        made += reply["type"] == "success"
+        refused += reply["msg"][0] == "max_mbox_exceeded"
+    domain = json.loads(_https(world, "GET", f"/api/v1/get/domain/{DOMAIN}", key=key_)[1])
+    assert domain["mboxes_in_domain"] == domain["max_num_mboxes_for_domain"] and refused == 60 - made, (made, refused)
+    text = log.read_bytes()[start:].decode("utf-8", "replace")
+    assert "Traceback" not in text and "Unhandled Error" not in text, text[-3000:]
+
+
 RAW_8BIT = ("From: Expéditeur <anonyme@exemple.fr>\r\nTo: {to}\r\nSubject: Café crème, s'il vous plaît\r\n"
             "Message-ID: <8bit.{n}@exemple.fr>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nCorps en UTF-8 : été\r\n")
 

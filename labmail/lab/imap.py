@@ -609,6 +609,15 @@ class LabIMAP4Server(imap4.IMAP4Server):
             self._queued_bytes = 0
         return super().lineReceived(line)
 
+    def parse_command(self, line):
+        """Parentheses nested deeper than 100 are refused before parsing: Twisted's parser recursed into them until
+        Python's recursion limit, answered BAD and logged 142 KB of traceback each time (found by review)."""
+        if line.count(b"(") > 100:
+            tag = line.split(None, 1)[0] if line.strip() else None
+            self.sendBadResponse(tag, b"Too many parentheses")
+            return None
+        return super().parse_command(line)
+
     def _fileLiteral(self, size):  # noqa: N802 - Twisted's name
         """APPEND's message literal: one larger than :data:`MAX_APPEND` is refused before any of it is read —
         ``NO [TOOBIG]`` instead of the continuation, nothing spooled — wherever the size comes (the first line, or

@@ -42,7 +42,8 @@ class POP3Session:
         try:
             while True:
                 try:
-                    raw = await asyncio.wait_for(self.reader.readline(), timeout=600)
+                    # a minute to log in (Dovecot's login processes drop idle clients too), then RFC 1939's 10 minutes
+                    raw = await asyncio.wait_for(self.reader.readline(), timeout=600 if self.address else 60)
                 except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
                     await self.send("-ERR Line too long or idle for too long.")
                     return

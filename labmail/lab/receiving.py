@@ -110,11 +110,17 @@ class Receiving:
         """Sign with the envelope domain's key, selector ``dkim``, relaxed/relaxed (as Mailcow's rspamd)."""
         from ..dkim import sign
 
+        from ..errors import LabmailError
+
         domain = _domain(mail_from) if mail_from else ""
         key = self.services.lab.layout.dkim_private(domain)
         if not domain or not key.exists():
             return data
-        return sign(data, domain, "dkim", key.read_bytes(), trusted_key=True)  # made by the lab (generate_key)
+        try:
+            return sign(data, domain, "dkim", key.read_bytes(), trusted_key=True)  # made by the lab (generate_key)
+        except LabmailError as exc:  # no From header (RFC 6376 §5.4 requires it signed): sent unsigned, as rspamd does
+            log.info("not DKIM-signed (%s): %s", domain, exc.message("en"))
+            return data
 
     def base_record(self, arrival: "Arrival", rdns: str | None) -> dict:
         handler, server, session, envelope = arrival.handler, arrival.server, arrival.session, arrival.envelope
@@ -124,7 +130,7 @@ class Receiving:
             "client": {"ip": ip, "port": _client_port(server, session), "ptr": rdns, "helo": session.host_name},
             "tls": list(tls) if tls else None,
             "authenticated_as": session.auth_data if session.authenticated else None,
-            "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": list(handler.dialogue(server)),
+            "mail_from": envelope.mail_from, "rcpt_to": list(envelope.rcpt_tos), "dialogue": handler.dialogue(server).lines(),
         }
 
     def receive(self, arrival: "Arrival", data: bytes) -> str:

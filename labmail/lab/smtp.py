@@ -199,6 +199,31 @@ class _LabSMTP(SMTP):
         super().data_received(data)
 
 
+class _Dialogue(list):
+    """A session's SMTP dialogue as a message's record keeps it: at most 200 lines of 1,000 characters — a client
+    repeating EHLO 20,000 times before one message made each record of that connection 10 MiB (found by review;
+    Postfix drops such a client after 100 junk commands). What is left out is counted in a last line."""
+
+    LINES, WIDTH = 200, 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def append(self, line: str) -> None:  # type: ignore[override]
+        if len(self) >= self.LINES:
+            self.dropped += 1
+            return
+        super().append(line if len(line) <= self.WIDTH else line[:self.WIDTH] + f"… [{len(line) - self.WIDTH} more]")
+
+    def __delitem__(self, index) -> None:  # a new transaction: what it drops is forgotten, the count too
+        super().__delitem__(index)
+        self.dropped = 0
+
+    def lines(self) -> list[str]:
+        return list(self) + ([f"… {self.dropped} more lines not kept"] if self.dropped else [])
+
+
 class BaseHandler:
     """What every receiving server of the lab does: record the dialogue, Received header, delivery."""
 
@@ -258,7 +283,7 @@ class BaseHandler:
 
     def dialogue(self, server: SMTP) -> list[str]:
         if not hasattr(server, "labmail_dialogue"):
-            server.labmail_dialogue = []  # type: ignore[attr-defined]
+            server.labmail_dialogue = _Dialogue()  # type: ignore[attr-defined]
         return server.labmail_dialogue  # type: ignore[attr-defined]
 
     def new_transaction(self, server: SMTP) -> None:
@@ -266,10 +291,9 @@ class BaseHandler:
         STARTTLS, AUTH) and its own transaction, not those of earlier messages on the same connection."""
         dialogue = self.dialogue(server)
         opening = getattr(server, "labmail_opening", None)
-        if opening is None:
-            server.labmail_opening = len(dialogue)  # type: ignore[attr-defined]
-        else:
-            del dialogue[opening:]
+        if opening is None:  # the opening keeps at most half of what a record holds: the transaction has the rest
+            server.labmail_opening = opening = min(len(dialogue), _Dialogue.LINES // 2)  # type: ignore[attr-defined]
+        del dialogue[opening:]
 
     async def handle_PROXY(self, server, session, envelope, proxy_data):
         if not (proxy_data and proxy_data.valid):
