@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -37,3 +39,24 @@ def use_lab(monkeypatch, cfg, prenom: str = "jean-emile") -> None:
     """Point labmail's configuration (and the notebooks' kernels) at ``cfg``'s lab for one test."""
     monkeypatch.setenv("LABMAIL_STATE_DIR", str(cfg.state_dir))
     monkeypatch.setenv("LABMAIL_PRENOM", prenom)
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The local addresses (as /proc/net writes them: hex, little-endian) of every listening TCP socket and bound UDP
+    socket of process ``pid``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, listen in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes and fields[3] == listen:
+                local = fields[1].split(":")[0]
+                found.add(local)
+    return found

@@ -30,7 +30,7 @@ import dns.rcode
 import dns.tsig
 import dns.update
 import pytest
-from labs import private_lab, use_lab
+from labs import listening_addresses, private_lab, use_lab
 
 from labmail import lab, mail
 from labmail.lab.mailstore import MailStore
@@ -580,32 +580,13 @@ def test_path_traversal_is_refused(env, path):
 
 
 # -- the lab itself ----------------------------------------------------------------------------------------------------
-def _listening_addresses(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = set()
-    for table, listen in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes and fields[3] == listen:
-                local = fields[1].split(":")[0]
-                found.add(local)
-    return found
-
-
 def test_the_lab_listens_on_its_address_only(env):
     """On loopback by default; on the class's address only when the instructor said so (never on every interface)."""
     import socket as _socket
 
     cfg, _pw, world, _log, _start = env
     status = lab.status(cfg)
-    addresses = _listening_addresses(status.pid)
+    addresses = listening_addresses(status.pid)
     assert addresses, "no listening socket found"
     expected = _socket.inet_aton(status.host)[::-1].hex().upper()  # /proc/net/tcp's form of the address
     assert addresses == {expected}, (status.host, addresses)
