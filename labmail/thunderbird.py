@@ -46,6 +46,10 @@ SIMULATED_PORTS = (443, 993, 143, 995, 110, 465, 587)
 #: Preferences that keep a lab profile quiet and on this machine (first-run pages, telemetry, updates, ISPDB).
 QUIET_PREFS: dict[str, object] = {
     "mail.shell.checkDefaultClient": False,
+    # The lab lives on this machine: a machine without Internet (a JupyterHub pod, a network namespace) must not make
+    # Thunderbird start offline — it then never logs in nor fetches (seen: 1 restart in 3 fetched nothing for 150 s)
+    "offline.autoDetect": False,
+    "offline.startup_state": 2,  # always start online
     "mail.provider.suppress_dialog_on_startup": True,
     "mailnews.start_page.enabled": False,
     "mail.rights.override": True,
