@@ -762,8 +762,8 @@ class _UDP:
     an UPDATE, a forwarded zone — is handed to the event loop, where every zone is read and changed, as before.
 
     Why a thread: asyncio's datagram transport costs an ``epoll`` round and a callback per packet. On 2 cores, a
-    bare responder answering from a dictionary does ~30,000 q/s through asyncio and ~155,000 q/s with a blocking
-    loop (dnsperf, 4 clients; ``bench/README.md``), which is what separated the lab from BIND on cached answers."""
+    bare responder answering from a dictionary does ~30,000 q/s through asyncio and ~171,000 q/s with a blocking
+    loop (dnsperf, 4 clients; ``bench/udp_floor.py``), which is what separated the lab from BIND on cached answers."""
 
     def __init__(self, engine: DNSEngine, sock, loop: asyncio.AbstractEventLoop) -> None:
         import threading

@@ -32,6 +32,7 @@ from zope.interface import implementer
 from .._files import atomic_write_text
 from ..headers import READ_POLICY
 from .guard import AccountLocked, client_of
+from .mailstore import MAX_MESSAGE_SIZE
 
 log = logging.getLogger("labmail.lab.imap")
 FOLDERS = ("INBOX", "Sent", "Junk", "Trash")
@@ -580,8 +581,8 @@ class _AsciiView:
         return _AsciiView(self._part.getSubPart(part))
 
 
-#: The largest message APPEND takes: what the lab's SMTP takes (smtp.MAX_SIZE), announced as APPENDLIMIT (RFC 7889).
-MAX_APPEND = 25 * 1024 * 1024
+#: The largest message APPEND takes: what the lab's SMTP takes, announced as APPENDLIMIT (RFC 7889).
+MAX_APPEND = MAX_MESSAGE_SIZE
 
 
 class _TooBig(imap4.IllegalOperation):
@@ -593,13 +594,14 @@ class LabIMAP4Server(imap4.IMAP4Server):
 
     #: bytes of command lines a client may send while one of its commands is still running (Twisted queues them)
     MAX_QUEUED_BYTES = 1024 * 1024
+    _queued_bytes = 0  # queued since the running command began
 
     def lineReceived(self, line):  # noqa: N802 - Twisted's name
         """Twisted queues every line that arrives while a command runs (a FETCH the client does not read, stalled on
         flow control): without a bound, one authenticated client grew the lab by as much as it sent. Past 1 MiB of
         queued lines the session is closed, as Dovecot closes a client whose output it cannot flush."""
         if self.blocked is not None:
-            self._queued_bytes = getattr(self, "_queued_bytes", 0) + len(line)
+            self._queued_bytes += len(line)
             if self._queued_bytes > self.MAX_QUEUED_BYTES:
                 self.blocked = None
                 self.sendLine(b"* BYE Too many commands sent without reading the replies")

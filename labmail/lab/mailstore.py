@@ -30,6 +30,8 @@ from ..errors import LabError
 from .guard import AccountLocked, LoginGuard  # noqa: F401 - AccountLocked is re-exported for the protocols
 
 FOLDERS = ("Sent", "Junk", "Trash")
+#: The largest message a mailbox takes, by SMTP (SIZE, 552 5.3.4) or IMAP APPEND (APPENDLIMIT): 25 MiB, as Gmail.
+MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 _LOCAL_RE = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?")  # .fullmatch only
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 

@@ -378,7 +378,7 @@ def _sendmail(client: smtplib.SMTP, mail_from: str, rcpts: list[str], data: byte
         raise smtplib.SMTPRecipientsRefused(refused)
     if data_code != 354:
         raise smtplib.SMTPDataError(data_code, data_text)
-    content = smtplib._quote_periods(smtplib._fix_eols(data) if isinstance(data, str) else data)  # noqa: SLF001
+    content = smtplib._quote_periods(data)  # noqa: SLF001 - smtplib's dot-stuffing (RFC 5321 §4.5.2), as sendmail's
     if not content.endswith(b"\r\n"):
         content += b"\r\n"
     client.send(content + b".\r\n")

@@ -31,13 +31,14 @@ from ..errors import LabmailError
 from ..resolver import Outcome, Resolver, _check_type
 from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
+from .mailstore import MAX_MESSAGE_SIZE
 from .outbound import _domain
 from .receiving import Arrival, _proto, received_header
 
 log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
 
-MAX_SIZE = 25 * 1024 * 1024
+MAX_SIZE = MAX_MESSAGE_SIZE
 
 
 def queue_id() -> str:
