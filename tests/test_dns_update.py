@@ -294,6 +294,7 @@ def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
     import socket
     import time
 
+    import dns.exception
     import dns.query
 
     from labmail.lab.dnsserver import ThreadedDNS
@@ -303,8 +304,13 @@ def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
             for i in range(6000):
                 flood.sendto(dns.message.make_query(f"f{i}.alice.labmail.cloud", "A").to_wire(), (host, port))
-        answer = dns.query.udp(dns.message.make_query("alice.labmail.cloud", "SOA"), host, port=port, timeout=5)
-        assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+        answer, deadline = None, time.monotonic() + 30
+        while answer is None and time.monotonic() < deadline:  # as a resolver retries (dig: 3 tries): the query may
+            try:  # arrive while the backlog is full and be dropped, as a full socket buffer drops it
+                answer = dns.query.udp(dns.message.make_query("alice.labmail.cloud", "SOA"), host, port=port, timeout=2)
+            except dns.exception.Timeout:
+                pass
+        assert answer is not None and answer.rcode() == dns.rcode.NOERROR and answer.answer
         started = time.monotonic()
     assert time.monotonic() - started < 1.5
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
