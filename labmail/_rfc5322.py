@@ -13,6 +13,7 @@ import functools
 import re
 from typing import NamedTuple
 from email import message_from_bytes, policy
+from email.parser import BytesParser
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _WS = re.compile(r"[ \t\r\n]+")
@@ -122,6 +123,13 @@ def read_message(raw: bytes | str):
     """A received message, headers as received and readable even with raw 8-bit bytes (:data:`READ_POLICY`)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     return message_from_bytes(data, policy=READ_POLICY)
+
+
+def read_headers(raw: bytes | str):
+    """The header section of a message as :func:`read_message` reads it; the body is kept as text, not parsed (a
+    header analysis need not walk a message's MIME parts and attachments)."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return BytesParser(policy=READ_POLICY).parsebytes(data, headersonly=True)
 
 
 def domain_of(address: str | None) -> str | None:

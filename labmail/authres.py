@@ -179,6 +179,64 @@ def _finding(fr: str, en: str) -> Text:
     return Text(fr, en)
 
 
+_NAME_RE = re.compile(r"(?is)^\s*(arc-)?authentication-results\s*:")
+_UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
+# The fast path's grammar: the form receivers write (Gmail, rspamd, OpenDMARC, the lab) — "id [version]; method=result
+# (comment) reason=value ptype.property=value (comment) …; …" with no quoting, no nested comments, no CFWS around "=".
+_W = r"[ \t\r\n]"
+_FAST_TEXT = r"""[^()\\";]"""
+_FAST_VALUE = r"""[^\s()";\\=][^\s()";\\]*(?<!@)"""
+_FAST_NOTES = rf"(?:{_W}*\({_FAST_TEXT}*\))*"
+_FAST_RESINFO = (rf"{_W}*[A-Za-z0-9][A-Za-z0-9_-]*(?:/[0-9]+)?={_FAST_VALUE}{_FAST_NOTES}(?:{_W}+reason={_FAST_VALUE}{_FAST_NOTES})?"
+                 rf"(?:{_W}+[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+={_FAST_VALUE}{_FAST_NOTES})*{_W}*")
+_FAST_AR = re.compile(rf"""{_W}*(?P<id>[^\s()";\\=]+)(?:{_W}+(?P<version>[0-9]+))?{_W}*;(?P<results>{_FAST_RESINFO}(?:;{_FAST_RESINFO})*)""")
+_FAST_ITEM = re.compile(rf"(?P<key>[^\s()=]+)=(?P<value>{_FAST_VALUE})|\((?P<note>{_FAST_TEXT}*)\)")
+
+
+def _fast_parse(text: str) -> AuthResults | None:
+    """The header receivers write, read by two patterns; None for anything else, which :func:`_full_parse` reads.
+    Gives exactly what the full parser gives (tests compare both on generated, RFC and real headers)."""
+    if not text.isascii():
+        return None
+    m = _FAST_AR.fullmatch(text)
+    if m is None:
+        return None
+    results = []
+    for resinfo in m.group("results").split(";"):
+        method = result = version = reason = None
+        properties: dict[str, str] = {}
+        positions: list[tuple[str, str]] = []
+        items: list[Property] = []
+        last = "result"
+        for item in _FAST_ITEM.finditer(resinfo):
+            note = item.group("note")
+            if note is not None:
+                note = " ".join(note.split())
+                positions.append((last, note))
+                if items and last == items[-1].key:
+                    items[-1] = Property(items[-1].ptype, items[-1].name, items[-1].value, items[-1].comments + (note,))
+                continue
+            key, value = item.group("key"), item.group("value")
+            if method is None:
+                method, _, version = key.partition("/")
+                method, result = method.lower(), value.lower()
+                if method in RESULTS and result not in RESULTS[method]:
+                    return None  # a non-standard result: the full parser says so
+            elif key == "reason":
+                reason, last = value, "reason"
+            else:
+                ptype, _, name = key.partition(".")
+                prop = Property(ptype.lower(), name.lower(), value, ())
+                items.append(prop)
+                properties.setdefault(prop.key, value)
+                last = prop.key
+        assert method is not None and result is not None  # the pattern holds one method=result per item
+        results.append(MethodResult(method, result, version or None, reason, properties, tuple(c for _p, c in positions),
+                                    tuple(positions), tuple(items), None))
+    return AuthResults(m.group("id"), m.group("version"), tuple(results), _UNFOLD_RE.sub(" ", text).strip(), None, (), (), (),
+                       False)
+
+
 def parse_authentication_results(value: str) -> AuthResults:
     """Parse an Authentication-Results (or ARC-Authentication-Results) value, or a whole header line, by RFC 8601's
     ABNF with comments and folding wherever the grammar allows them — and tolerantly: Microsoft 365's form without
@@ -195,7 +253,12 @@ def parse_authentication_results(value: str) -> AuthResults:
     ('1362471462', 'foobar')
     """
     text = value if isinstance(value, str) else ("" if value is None else str(value))
-    text = re.sub(r"(?is)^\s*(arc-)?authentication-results\s*:", "", text, count=1)
+    text = _NAME_RE.sub("", text, count=1)
+    return _fast_parse(text) or _full_parse(text)
+
+
+def _full_parse(text: str) -> AuthResults:
+    """The whole RFC 8601 grammar and every tolerance of :func:`parse_authentication_results` (value without its name)."""
     stream = _Stream(text, ";=")
     findings: list[Text] = []
     header_comments: list[tuple[str, str]] = []
@@ -272,7 +335,7 @@ def parse_authentication_results(value: str) -> AuthResults:
         results += _resinfo(stream, before, findings, stray)
     if none and results:
         findings.append(_finding("« none » à côté de résultats : contradictoire", "\"none\" beside results: contradictory"))
-    return AuthResults(authserv, version, tuple(results), re.sub(r"\r?\n[ \t]+", " ", text).strip(), instance,
+    return AuthResults(authserv, version, tuple(results), _UNFOLD_RE.sub(" ", text).strip(), instance,
                        tuple(header_comments), tuple(stray), tuple(findings), none)
 
 

@@ -17,11 +17,11 @@ import functools
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from typing import TYPE_CHECKING, Any
 
-from ._rfc5322 import READ_POLICY, Token, lex, read_message
+from ._rfc5322 import READ_POLICY, Token, lex, read_headers, read_message
 from ._rfc5322 import domain_of as _domain_of
 from .authres import (RESULTS, AuthResults, MethodResult, Property, make_authentication_results,  # noqa: F401 - re-exported
                       parse_authentication_results)
@@ -114,6 +114,90 @@ def _ip(text: str | None) -> str | None:
     return candidate
 
 
+_UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
+_NAME_RE = re.compile(r"(?i)^\s*received\s*:")
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?"
+_CTEXT = r"""[^()\\";]"""  # comment text the fast path reads: no nesting, quoting or ";" inside
+_NOTE = rf"\((?:{_CTEXT}|\({_CTEXT}*\))*\)"  # a comment, with at most one level of comments inside
+_FAST_RECEIVED = re.compile(
+    rf"from (?P<name>{_HOST}|\[[0-9.]+\]) +\((?P<first>(?P<rdns>{_HOST}) \[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\])\)"
+    rf"(?P<more>(?: +{_NOTE})*) +by (?P<by>{_HOST})(?: +\((?P<byc>{_CTEXT}*)\))?"
+    rf" +with (?P<proto>[A-Za-z0-9]+)(?: +id (?P<id>[A-Za-z0-9._-]+))?"
+    rf"(?: +for <(?P<rcpt>[^\s<>()\\\";]*)>)?(?P<after>(?: +{_NOTE})*)"
+    rf" *; *(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), +(?P<day>\d{{1,2}}) +(?P<month>{_MONTHS}) +(?P<year>[1-9]\d{{3}})"
+    rf" +(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d) +(?P<zone_sign>[+-])(?P<zone_hh>\d\d)(?P<zone_mm>\d\d)"
+    rf"(?: +\((?P<zone>{_CTEXT}*)\))?")
+_FAST_NOTE = re.compile(_NOTE)
+_FAST_DECLINE = ("helo", "ehlo", "port=", "envelope-")  # what the full parser's heuristics read: it decides
+
+
+def _note_text(raw: str) -> str:
+    """A comment's text as the lexer gives it (white space runs as one space, trimmed)."""
+    return " ".join(raw.split())
+
+
+def _notes(block: str) -> list[str]:
+    return [_note_text(c.group()[1:-1]) for c in _FAST_NOTE.finditer(block)] if block else []
+
+
+_MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS.split("|"), 1)}
+_ZONES: dict[int, timezone] = {}
+
+
+def _fast_date(year: str, month: str, day: str, hh: str, mm: str, ss: str, sign: str, zone_hh: str, zone_mm: str) -> datetime | None:
+    """The date :func:`email.utils.parsedate_to_datetime` gives for these fields of the fast pattern, or None where it
+    would give no zone (``-0000``) or fail (a 31 February, an offset of a day or more): the full parser then says why."""
+    offset = int(zone_hh) * 3600 + int(zone_mm) * 60
+    if sign == "-":
+        if offset == 0:
+            return None
+        offset = -offset
+    zone = _ZONES.get(offset)
+    if zone is None:
+        if not -86400 < offset < 86400:
+            return None
+        zone = _ZONES.setdefault(offset, timezone(timedelta(seconds=offset)))
+    try:
+        return datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hh), int(mm), int(ss), tzinfo=zone)
+    except ValueError:
+        return None
+
+
+def _fast_received(text: str) -> Hop | None:
+    """The hop of a Received in the form Postfix, the lab and Gmail write — ``from HELO (RDNS [IP]) (…) by HOST
+    (…) with PROTO id ID for <RCPT> (…); DATE`` — read by one pattern; None for anything else, which
+    :func:`_full_received` reads. Gives exactly what the full parser gives (tests compare both on generated and
+    real headers): what the pattern accepts is a form where the full parser's heuristics have nothing to decide."""
+    if not text.isascii():
+        return None
+    m = _FAST_RECEIVED.fullmatch(text)
+    if m is None:
+        return None
+    lowered = text.lower()
+    if any(word in lowered for word in _FAST_DECLINE):
+        return None
+    name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, zone = m.group(
+        "name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after", "zone")
+    if name.lower() in _CLAUSES or by.lower() in _CLAUSES or proto.lower() in _CLAUSES or (id_ or "").lower() in _CLAUSES:
+        return None  # a clause keyword used as a name: the full parser's clause split decides
+    ip = _ip(ip)
+    date = _fast_date(*m.group("year", "month", "day", "hh", "mm", "ss", "zone_sign", "zone_hh", "zone_mm"))
+    if ip is None or date is None:
+        return None
+    rdns = None if rdns.lower() == "unknown" else rdns.rstrip(".")
+    if rdns and (rdns.lower() == "unknown" or _ip(rdns)):
+        rdns = None
+    by_notes = [] if byc is None else [_note_text(byc)]
+    after_notes = _notes(after)
+    comments = [first, *_notes(more), *by_notes, *after_notes]
+    if zone is not None:
+        comments.append(_note_text(zone))
+    with_notes = after_notes if id_ is None and rcpt is None else []
+    with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, [proto], with_notes + by_notes)
+    return Hop(None if name.lower() == "unknown" else name, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated,
+               tuple(comments), text, name, None, None, tls_version, tls_cipher, auth_user, ())
+
+
 def parse_received(value: str) -> Hop:
     """Parse one Received header value (RFC 5321 §4.4 time-stamp line, RFC 5322 §3.6.7), as real servers write it.
 
@@ -129,7 +213,14 @@ def parse_received(value: str) -> Hop:
     ('95.248.141.113', 63559, '[192.168.178.65]', 'francesco@valla.it', 'TLS1.3', True)
     """
     text = value if isinstance(value, str) else ("" if value is None else str(value))
-    text = re.sub(r"(?i)^\s*received\s*:", "", re.sub(r"\r?\n[ \t]+", " ", text)).strip()
+    if "\n" in text:
+        text = _UNFOLD_RE.sub(" ", text)
+    text = _NAME_RE.sub("", text, count=1).strip()
+    return _fast_received(text) or _full_received(text)
+
+
+def _full_received(text: str) -> Hop:
+    """The whole grammar and every server form of :func:`parse_received`, on an unfolded value without its name."""
     findings: list[Text] = []
     lead = _rx(r"\(\s*(from\s[^()]*(?:\([^()]*\)[^()]*)*)\)", re.I).match(text)
     if lead:  # "(from KRYPTIK [70.20.57.51]) by …" (Symantec NAVGW): the from clause written as a comment
@@ -263,40 +354,8 @@ def parse_received(value: str) -> Hop:
         if m:
             envelope = m.group(1)
             break
-    with_ = " ".join(w for w in words("with") if w.strip(",;")).strip() or None
-    joined = " ".join(comments)
-    tls_version = tls_cipher = None
-    m = _rx(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", re.I).search(joined)
-    if m:
-        tls_version, tls_cipher = m.group(1), m.group(2)
-    m = m or _rx(r"version=(TLS[\w.]*|SSLv\d[\w/]*),?\s+cipher=([\w-]+)", re.I).search(joined)
-    if m and tls_version is None:
-        tls_version, tls_cipher = m.group(1), m.group(2)
-    elif tls_version is None:
-        m = _rx(r"cipher=([\w-]+)").search(joined)
-        tls_cipher = m.group(1) if m else None
-    with_notes = " ".join(notes("with") + notes("by"))
-    m = _rx(r"\b(TLS\s?1[._]\d|TLSv1(?:\.\d)?)\b").search(with_notes)
-    if m and tls_version is None:
-        tls_version = m.group(1)
-    wt = words("with")
-    if "tls" in [w.lower() for w in wt]:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
-        i = [w.lower() for w in wt].index("tls")
-        tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
-    m = _rx(r"/TLS/([\w-]+)").search(with_ or "")
-    if m:
-        tls_cipher = tls_cipher or m.group(1)
-    proto = (wt[0] if wt else "").upper()
-    tls = bool(tls_version or tls_cipher) or proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS", "SMTPS")) or "/TLS" in proto \
-        or "using tls" in joined.lower()
-    auth_user = None
-    m = _rx(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", re.I).search(joined) or \
-        _rx(r"User authenticated as\s+(\S+)", re.I).search(joined) or _rx(r"(?:^|\s)AUTH\s+([^\s,]+)").search(joined) or \
-        _rx(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)").search(joined)
-    if m:
-        auth_user = m.group(1)
-    authenticated = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or auth_user is not None \
-        or "authenticated" in joined.lower()
+    with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, words("with"),
+                                                                              notes("with") + notes("by"))
     for_words = words("for")
     for_ = for_words[0].strip("<>;") if for_words else None
     if not clauses.get("by"):
@@ -304,6 +363,60 @@ def parse_received(value: str) -> Hop:
     return Hop(helo, rdns, ip, by_words[0].rstrip(",") if by_words else None, " ".join(words("via")) or None, with_,
                next(iter(words("id")), None), for_, date, tls, authenticated, tuple(comments), text, from_name, port, envelope,
                tls_version, tls_cipher, auth_user, tuple(findings))
+
+
+_USING_RE = re.compile(r"using (TLSv?[\d.]+|SSLv\d) with cipher (\S+)", re.I)
+_VERSION_RE = re.compile(r"version=(TLS[\w.]*|SSLv\d[\w/]*),?\s+cipher=([\w-]+)", re.I)
+_CIPHER_RE = re.compile(r"cipher=([\w-]+)")
+_TLS_NOTE_RE = re.compile(r"\b(TLS\s?1[._]\d|TLSv1(?:\.\d)?)\b")
+_AUTH_RES = ((re.compile(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", re.I), "authenticated sender:"),
+             (re.compile(r"User authenticated as\s+(\S+)", re.I), "user authenticated as"),
+             (re.compile(r"(?:^|\s)AUTH\s+([^\s,]+)"), "AUTH"), (re.compile(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)"), "AUTH"))
+
+
+def _transport(comments: list[str], wt: list[str], by_with_notes: list[str]) -> tuple[str | None, bool, str | None, str | None, bool, str | None]:
+    """(with, tls, tls_version, tls_cipher, authenticated, auth_user) of a hop, from its comments, the words of its
+    ``with`` clause and the comments of its ``by`` and ``with`` clauses."""
+    with_ = " ".join(w for w in wt if w.strip(",;")).strip() or None
+    joined = " ".join(comments)
+    lowered = joined.lower()
+    ascii_ = joined.isascii()  # a pattern is skipped when a plain substring it needs is absent (ASCII only: re.I folds ſ to s)
+
+    def may(needle: str) -> bool:
+        return not ascii_ or needle in (joined if needle.isupper() else lowered)
+
+    tls_version = tls_cipher = None
+    m = _USING_RE.search(joined) if may("using") else None
+    if m:
+        tls_version, tls_cipher = m.group(1), m.group(2)
+    m = m or (_VERSION_RE.search(joined) if may("version=") else None)
+    if m and tls_version is None:
+        tls_version, tls_cipher = m.group(1), m.group(2)
+    elif tls_version is None:
+        m = _CIPHER_RE.search(joined) if "cipher=" in joined else None
+        tls_cipher = m.group(1) if m else None
+    with_notes = " ".join(by_with_notes)
+    m = _TLS_NOTE_RE.search(with_notes) if "TLS" in with_notes else None
+    if m and tls_version is None:
+        tls_version = m.group(1)
+    if "tls" in [w.lower() for w in wt]:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
+        i = [w.lower() for w in wt].index("tls")
+        tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
+    m = _rx(r"/TLS/([\w-]+)").search(with_) if with_ and "/TLS/" in with_ else None
+    if m:
+        tls_cipher = tls_cipher or m.group(1)
+    proto = (wt[0] if wt else "").upper()
+    tls = bool(tls_version or tls_cipher) or proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS", "SMTPS")) or "/TLS" in proto \
+        or "using tls" in lowered
+    auth_user = None
+    for pattern, needle in _AUTH_RES:
+        m = pattern.search(joined) if may(needle) else None
+        if m:
+            auth_user = m.group(1)
+            break
+    authenticated = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or auth_user is not None \
+        or "authenticated" in lowered
+    return with_, tls, tls_version, tls_cipher, authenticated, auth_user
 
 
 def hops(raw: bytes | str) -> "pandas.DataFrame":
@@ -512,8 +625,8 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
     if not data.strip():
         raise MessageError("Message vide : collez la source complète du message (en-têtes compris).",
                            "Empty message: paste the full source of the message (headers included).")
-    msg = read_message(data)
-    headers = [(k, re.sub(r"\r?\n[ \t]+", " ", str(v))) for k, v in msg.items()]
+    msg = read_headers(data)
+    headers = [(k, _UNFOLD_RE.sub(" ", v) if "\n" in v else v) for k, v in ((k, str(v)) for k, v in msg.items())]
     from_domain = _domain_of(msg.get("From"))
     ars = tuple(parse_authentication_results(str(v)) for v in msg.get_all("Authentication-Results", []))
     findings: list[Finding] = []

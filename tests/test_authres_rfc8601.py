@@ -389,3 +389,83 @@ def test_dkim_none_is_not_a_signature_when_reading_headers():
     raw = b"Authentication-Results: mx.example; dkim=none; spf=pass smtp.mailfrom=a.example\r\nFrom: x@a.example\r\n\r\nb\r\n"
     report = headers.analyze(raw, recompute=False)
     assert report.dkim == () and any("non signé" in str(f.what) for f in report.findings)
+
+
+# --- the fast path (issue 17): the form receivers write, read by two patterns -------------------------------------
+# parse_authentication_results first tries authres._fast_parse; what it accepts must be read exactly as the full
+# grammar reads it — every field, comments and their positions included.
+from labmail import authres  # noqa: E402
+
+@st.composite
+def _receiver_form(draw):
+    """A header in the fast path's family: id, version, items of method=result, reason, properties and comments,
+    separators as receivers write them; half of them with only what the patterns accept (each then exercises the fast
+    reading), the others with pieces chosen to make them decline or the full parser decide."""
+    clean = draw(st.booleans())
+
+    def pick(good: list, bad: list):
+        return draw(st.sampled_from(good if clean else good + bad))
+
+    value = lambda: pick(["pass", "PASS", "a@b.example", "@d.example", "x==", "a=b", "v.1", "none"], ["abc@", "\"q\"", "é"])  # noqa: E731
+    sep = pick([" ", "\r\n ", "\r\n\t", "  ", "\n "], ["", "\n"])
+    out = draw(st.sampled_from(["", " ", "Authentication-Results: ", "authentication-results:"] +
+                               ([] if clean else ["ARC-Authentication-Results: i=1; "])))
+    out += pick(["mx.google.com", "mx.example.net", "[1.2.3.4]"], ["i", "a=b", "mx (c)"])
+    out += pick(["", " 1", " 12"], ["1", " 1 (c)"])
+    items = []
+    for _ in range(draw(st.integers(1, 4))):
+        method = pick(["spf", "dkim", "DMARC", "arc", "x-local", "dkim/1", "compauth"], ["reason", "a.b", "none"])
+        item = f"{method}={pick(['pass', 'none', 'Pass'], ['fail', 'softfail', 'dkim_pass', 'policy'])}"
+        for _ in range(draw(st.integers(0, 2))):
+            item += pick([" ", "", "\r\n "], []) + "(" + pick(
+                ["google.com: domain of a@b designates 192.0.2.1 as permitted sender", "p=NONE  sp=NONE dis=NONE", "",
+                 "2048-bit key"], ["a;b", "x (y)", "a\\)"]) + ")"
+        if draw(st.booleans()):
+            item += sep + pick(["reason="], ["Reason=", "reason=\"", "reason ="]) + value()
+            item += draw(st.sampled_from(["", " (why)", "(key not found)"]))
+        for _ in range(draw(st.integers(0, 4))):
+            key = pick(["header.d", "header.i", "smtp.mailfrom", "header.b", "policy.dmarc", "Header.From", "smtp.mail.from"],
+                       ["action", "header.", "for", "reason"])
+            item += sep + key + pick(["="], [" = "]) + value()
+            if draw(st.booleans()):
+                item += pick([" ", ""], []) + "(" + pick(["c", "key  one", ""], ["a;b"]) + ")"
+        items.append(item)
+    out += ";" + sep + (";" + sep).join(items) + pick(["", " "], [";", "; none"])
+    return out
+
+
+def _agree(text: str) -> bool:
+    body = authres._NAME_RE.sub("", text, count=1)
+    fast = authres._fast_parse(body)
+    assert fast is None or fast == authres._full_parse(body), (text, fast, authres._full_parse(body))
+    assert parse(text) == authres._full_parse(body)
+    return fast is not None
+
+
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_receiver_form())
+def test_the_fast_path_reads_exactly_what_the_full_grammar_reads(text):
+    _agree(text)
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_fast_path_agrees_on_the_rfc_model_with_and_without_cfws(data):
+    model = data.draw(_model())
+    _agree(data.draw(_render(model, False)))
+    _agree(data.draw(_render(model, True)))
+
+
+def test_the_fast_path_takes_what_receivers_write():
+    """Not a silent fallback: the lab's own header and the plain real ones go through the patterns; the RFC's
+    comment-heavy example and Microsoft's forms do not — and every one reads the same either way."""
+    from labmail.headers import make_authentication_results
+
+    own = make_authentication_results("mx.lab.test", [
+        headers.MethodResult("spf", "pass", properties={"smtp.mailfrom": "a@lab.test"}, comments=("lab: 192.0.2.1 allowed",)),
+        headers.MethodResult("dkim", "pass", properties={"header.d": "lab.test", "header.s": "s1", "header.b": "AbCd+/=="}),
+        headers.MethodResult("dmarc", "pass", properties={"header.from": "lab.test"}, comments=("p=none",))])
+    assert _agree(own)
+    taken = {name for name, (_source, text) in REAL.items() if _agree(text)}
+    assert "icloud-tabs" in taken and not {"outlook", "yahoo-order", "m365-empty-value"} & taken, taken
+    assert not _agree(B7)

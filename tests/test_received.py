@@ -9,9 +9,13 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from labmail import dmarc, headers, spf
 from labmail.headers import parse_received
+
+from fuzzing import examples
 
 CASES = [
     # C1. Postfix, TLSv1.3 with key-exchange line, Authenticated sender, no "for" — `from ofsar (unknown [116.232.18.222])`; multi-line TLS comment `(
@@ -191,3 +195,91 @@ def test_an_unreadable_date_is_said():
     for text in ("from x by y; Mon, 32 Jan 2020 10:00:00 +0000", "from x by y; Sun Nov 13 14:50:12 2005"):
         hop = parse_received(text)
         assert hop.date is None and any("date illisible" in f.fr for f in hop.findings)
+
+
+# --- the fast path (issue 17): one pattern for the forms Postfix, the lab and Gmail write --------------------------
+# parse_received first tries headers._fast_received; what it accepts must be read exactly as the full grammar reads it.
+_SEP = st.sampled_from([" ", " ", "  ", "\r\n\t", "\n "])
+_NOTES = ["using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+          "using TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)\r\n\t key-exchange X25519 server-signature "
+          "RSA-PSS (2048 bits) server-digest SHA256", "No client certificate requested", "Client did not present a certificate",
+          "Authenticated sender: alice", "Authenticated sender: bob@example.com", "authenticated bits=0", "helo=trick",
+          "port=25", "envelope-from <a@b.example>", "AUTH: LOGIN carol", "using TLS", "uſing TLSv1.3 with cipher X",
+          "version=TLS1_3 cipher=TLS_AES_128_GCM_SHA256 bits=128/128", "Google Transport Security", "ORCPT rfc822;x",
+          "User authenticated as dave", "EHLO x", "nested (deeper (deepest))", "Postfix", "TLS1.3", "with cipher=ABC"]
+
+
+def _same_hop(a, b) -> bool:
+    """Equal, and the same wall-clock time and offset (aware datetimes of one instant compare equal otherwise)."""
+    return a == b and (a.date is None or (a.date.utcoffset(), a.date.replace(tzinfo=None)) ==
+                       (b.date.utcoffset(), b.date.replace(tzinfo=None)))
+
+
+_GOOD_NOTES = _NOTES[:7] + ["version=TLS1_3 cipher=TLS_AES_128_GCM_SHA256 bits=128/128", "Google Transport Security",
+                            "Postfix", "TLS1.3", "with cipher=ABC", "User authenticated as dave", "AUTH: LOGIN carol"]
+
+
+@st.composite
+def _received(draw):
+    """A Received in the fast pattern's family; half of them with only values the pattern accepts (each then
+    exercises the fast path's reading), the others with values chosen to make it decline or the full parser decide."""
+    clean = draw(st.booleans())
+
+    def pick(good: list, bad: list):
+        return draw(st.sampled_from(good if clean else good + bad))
+
+    s = pick([" ", "\r\n\t", "\n "], ["  ", "\t"])
+    name = pick(["mail.example.com", "unknown", "UNKNOWN", "[192.0.2.1]", "localhost", "x", "a-b.example.", "192.0.2.7"],
+                ["for", "by", "helo.example", "[300.1.1.1]", "ſ"])
+    rdns = pick(["mail.example.com", "unknown", "mail.example.com.", "192.0.2.9", "Unknown."], ["helo", "ſ", "a b"])
+    ip = pick(["192.0.2.1", "2001:db8::1", "IPv6:2001:db8::1"], ["999.1.1.1", "1.2.3", "ipv6:2001:db8::2", "fe80::1%eth0"])
+    text = f"from {name} ({rdns} [{ip}])"
+    for note in draw(st.lists(st.sampled_from(_GOOD_NOTES if clean else _NOTES), max_size=3)):
+        text += s + f"({note})"
+    text += s + "by " + pick(["mx.example.net", "mx.example.net."], ["for", "2001:db8::9"])
+    by_note = pick([None, "Postfix", "8.14.7/8.12.4", "TLS1.3", "Exim 4.97"], ["a;b", "x (y)"])
+    text += f" ({by_note})" if by_note else ""
+    text += s + "with " + pick(["ESMTPS", "ESMTPSA", "SMTP", "esmtp", "LMTP", "UTF8SMTPSA", "SMTPS"], ["with", "Microsoft SMTP"])
+    qid = pick([None, "4ABC", "1veasj-00000000ODh-1OLP", "e21sor.1.2020"], ["for", "a/b"])
+    text += f"{s}id {qid}" if qid else ""
+    rcpt = pick([None, "u@example.net", ""], ["a;b", "x y"])
+    text += f"{s}for <{rcpt}>" if rcpt is not None else ""
+    for note in draw(st.lists(st.sampled_from(_GOOD_NOTES if clean else _NOTES), max_size=2)):
+        text += s + f"({note})"
+    day = pick(["1", "01", "29", "31"], ["32", "0"])
+    month = pick(["Feb", "Nov", "Dec"], ["nov", "Foo"])
+    year = pick(["2026", "1999"], ["0099", "26"])
+    clock = pick(["08:07:10", "23:59:59", "00:00:00"], ["23:59:60", "24:00:00", "8:07:10"])
+    zone = pick(["+0000", "+0200", "-0800", "+0160", "-2359", "+0530"], ["-0000", "+2400", "UTC", "+02"])
+    weekday = pick(["Sun, ", "Mon,  "], ["", "Dim, "])
+    text += pick([";", "; ", " ;", ";" + s], [""]) + f"{weekday}{day} {month} {year} {clock} {zone}"
+    text += pick(["", " (UTC)", " (PST)"], [" (CET (x))", " (a;b)"])
+    return draw(st.sampled_from(["", "Received: ", "received:"])) + text
+
+
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_received())
+def test_the_fast_path_reads_exactly_what_the_full_grammar_reads(value):
+    text = headers._NAME_RE.sub("", headers._UNFOLD_RE.sub(" ", value), count=1).strip()
+    fast, full = headers._fast_received(text), headers._full_received(text)
+    if fast is not None:
+        assert _same_hop(fast, full), (value, fast, full)
+    assert _same_hop(parse_received(value), full)
+
+
+def test_the_fast_path_takes_the_forms_the_lab_postfix_and_gmail_write():
+    """Not a silent fallback: the lab's own header, Postfix's and Gmail's real ones go through the one pattern."""
+    from labmail.lab.receiving import received_header
+
+    own = received_header("client.example", "192.0.2.1", "client.example", "mx.lab", "ESMTPSA", "4AbC", "bob@lab.test",
+                          ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256), "alice@lab.test").decode()
+    real = [header for _source, header, _expected in CASES]
+    fast = [h for h in [own] + real
+            if headers._fast_received(headers._NAME_RE.sub("", headers._UNFOLD_RE.sub(" ", h), count=1).strip()) is not None]
+    assert own in fast
+    assert {h.split()[2] if h.startswith("Received:") else h.split()[1] for h in fast} >= {
+        "ofsar", "mail-sor-f41.google.com", "MTA-244-117.TLL07.ZONEAS.EU", "mail-lf1-x12a.google.com"}, fast
+    for header in [own] + real:  # and on every real header, the two agree wherever the pattern answers
+        text = headers._NAME_RE.sub("", headers._UNFOLD_RE.sub(" ", header), count=1).strip()
+        fast_hop = headers._fast_received(text)
+        assert fast_hop is None or _same_hop(fast_hop, headers._full_received(text)), header
