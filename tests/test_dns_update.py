@@ -288,9 +288,94 @@ def test_over_udp_an_acknowledged_update_is_seen_by_the_next_query(world_lab):
             assert after.rcode() == dns.rcode.NOERROR and after.answer[0][0].address == f"192.0.2.{i + 1}", i
 
 
+def test_udp_threads_answer_while_zones_change_on_the_loop(world_lab, caplog):
+    """Plain queries are answered in the UDP thread, zones read under their lock, while UPDATEs change the zone on
+    the event loop (over TCP here): a query sent after each UPDATE's reply sees it, and the hundreds of queries in
+    flight meanwhile (misses and hits, on the zone being changed) all get a well-formed answer — no SERVFAIL, no
+    internal error from a zone read in the middle of a change."""
+    import logging
+    import socket
+    import threading
+
+    import dns.query
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    engine = world_lab.engine("students")
+    key = key_of(world_lab, "alice")
+    rcodes: list[int] = []
+    stop = threading.Event()
+
+    def hammer(host: str, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            i = 0
+            while not stop.is_set():
+                name = f"h{i % 40}.alice.labmail.cloud" if i % 3 else f"m{i}.alice.labmail.cloud"
+                sock.sendto(dns.message.make_query(name, "A").to_wire(), (host, port))
+                try:
+                    rcodes.append(dns.message.from_wire(sock.recv(4096)).rcode())
+                except TimeoutError:
+                    pass
+                i += 1
+
+    caplog.set_level(logging.ERROR, logger="labmail")
+    with ThreadedDNS(engine) as (host, port):
+        worker = threading.Thread(target=hammer, args=(host, port))
+        worker.start()
+        try:
+            for i in range(30):
+                update = make("alice.labmail.cloud", key)
+                update.add(f"h{i}", 300, "A", f"192.0.2.{i + 1}")
+                assert dns.query.tcp(update, host, port=port, timeout=5).rcode() == dns.rcode.NOERROR
+                after = dns.query.udp(dns.message.make_query(f"h{i}.alice.labmail.cloud", "A"), host, port=port, timeout=2)
+                assert after.rcode() == dns.rcode.NOERROR and after.answer[0][0].address == f"192.0.2.{i + 1}", i
+        finally:
+            stop.set()
+            worker.join(10)
+    assert len(rcodes) > 100 and set(rcodes) <= {dns.rcode.NOERROR, dns.rcode.NXDOMAIN}, (len(rcodes), set(rcodes))
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+def test_an_update_that_fails_to_save_is_never_seen_over_udp(world_lab, monkeypatch):
+    """While an UPDATE is being saved, a query answered by the UDP thread waits for the outcome: when saving fails
+    and the zone is rolled back, no client has seen the record (no read of a change that never happened)."""
+    import threading
+    import time
+
+    import dns.query
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    engine = world_lab.engine("students")
+    key = key_of(world_lab, "alice")
+    saving = threading.Event()
+
+    def slow_full_disk(*args, **kwargs):
+        saving.set()
+        time.sleep(0.5)
+        raise OSError(28, "No space left on device")
+
+    seen: list = []
+    with ThreadedDNS(engine) as (host, port):
+        def ask() -> None:
+            saving.wait(10)
+            seen.append(dns.query.udp(dns.message.make_query("ghost.alice.labmail.cloud", "A"), host, port=port, timeout=5))
+
+        reader = threading.Thread(target=ask)
+        reader.start()
+        monkeypatch.setattr("labmail.lab.zones.atomic_write_text", slow_full_disk)
+        update = make("alice.labmail.cloud", key)
+        update.add("ghost", 300, "A", "192.0.2.66")
+        assert dns.query.tcp(update, host, port=port, timeout=5).rcode() == dns.rcode.SERVFAIL
+        reader.join(10)
+        monkeypatch.undo()
+    assert seen and seen[0].rcode() == dns.rcode.NXDOMAIN and not seen[0].answer, seen
+
+
 def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
-    """More distinct queries at once than the event loop's backlog: the excess is dropped like a full socket
-    buffer drops it, and the next query is answered; stopping frees the port at once."""
+    """More distinct queries at once than the socket buffer holds: the excess is dropped as a full buffer drops it,
+    and the next query is answered; stopping frees the port at once."""
     import socket
     import time
 

@@ -250,10 +250,11 @@ class Lab:
         parent = dns.name.from_text(self.world["parent_domain"])
         zone = self.zones.zones[parent]
         child = dns.name.from_text(origin)
-        with zone.writer() as txn:
-            txn.replace(child, 3600, dns.rdata.from_text("IN", "NS", self.spec.student_ns_host + "."))
-            txn.update_serial(name=parent)
-        self.zones.committed(parent)
+        with self.zones.lock:  # the DNS's UDP threads read the zone meanwhile
+            with zone.writer() as txn:
+                txn.replace(child, 3600, dns.rdata.from_text("IN", "NS", self.spec.student_ns_host + "."))
+                txn.update_serial(name=parent)
+            self.zones.committed(parent)
 
 
 def _serial() -> int:

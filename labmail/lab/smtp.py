@@ -690,30 +690,12 @@ class MailServices:
         self._dns = (engine, loop)
 
     def _exchange(self, query):
-        import concurrent.futures
-
+        """One question to the lab's own DNS engine, asked in the calling thread (a mail worker, or the loop): the
+        engine is thread-safe (zones read under their lock), so no hop through the event loop."""
         import dns.message
 
-        engine, loop = self._dns
-        wire = query.to_wire()
-        peer = ("127.0.0.1", 0)
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def answer() -> None:
-            try:
-                future.set_result(engine.handle(wire, tcp=True, peer=peer))  # TCP semantics: never truncated
-            except BaseException as exc:  # handle() never raises on input; anything else goes to the caller
-                future.set_exception(exc)
-
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:  # asked from the loop's own thread (a handler): waiting for the loop would wait for ever
-            answer()
-        else:
-            loop.call_soon_threadsafe(answer)
-        replies = future.result(timeout=2.0)
+        engine, _loop = self._dns
+        replies = engine.handle(query.to_wire(), tcp=True, peer=("127.0.0.1", 0))  # TCP semantics: never truncated
         if not replies:
             raise dns.exception.Timeout()
         return dns.message.from_wire(replies[0])

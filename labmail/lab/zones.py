@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,10 @@ def zone_filename(origin: dns.name.Name) -> str:
 
 
 class ZoneStore:
-    """All hosted zones, the longest-match lookup, and crash-safe persistence."""
+    """All hosted zones, the longest-match lookup, and crash-safe persistence.
+
+    ``lock`` is held by whoever changes a zone (these methods, an UPDATE, a delegation) and by the DNS engine
+    for every answer: the UDP threads answer plain queries while the event loop changes zones."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -45,9 +49,14 @@ class ZoneStore:
         self.existing: dict[dns.name.Name, frozenset[dns.name.Name]] = {}
         self.generation = 0
         self._max_depth = 0
+        self.lock = threading.RLock()
 
     # -- loading and saving -------------------------------------------------
     def load(self) -> None:
+        with self.lock:
+            self._load()
+
+    def _load(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.directory.glob(".*.tmp"):  # a write cut short by a crash: the old file is intact
             leftover.unlink(missing_ok=True)
@@ -83,8 +92,9 @@ class ZoneStore:
     def add_zone_text(self, origin: str, text: str) -> dns.zone.Zone:
         """Create (or replace) a zone from master-file text and save it."""
         zone = dns.zone.from_text(text, origin=origin, relativize=False, check_origin=True)
-        self.save(zone)
-        self._install(zone)
+        with self.lock:
+            self.save(zone)
+            self._install(zone)
         return zone
 
     def save(self, zone: dns.zone.Zone) -> None:
@@ -93,14 +103,15 @@ class ZoneStore:
 
     def committed(self, origin: dns.name.Name) -> None:
         """Persist a zone after a change; on failure restore the on-disk version and re-raise."""
-        zone = self.zones[origin]
-        try:
-            self.save(zone)
-        except OSError:
-            path = self.directory / zone_filename(origin)
-            self._install(dns.zone.from_file(str(path), origin=origin, relativize=False))
-            raise
-        self._index(zone)
+        with self.lock:
+            zone = self.zones[origin]
+            try:
+                self.save(zone)
+            except OSError:
+                path = self.directory / zone_filename(origin)
+                self._install(dns.zone.from_file(str(path), origin=origin, relativize=False))
+                raise
+            self._index(zone)
 
     # -- lookups ------------------------------------------------------------
     def find_zone(self, name: dns.name.Name, served: Callable[[dns.name.Name], bool] | None = None) -> dns.zone.Zone | None:
