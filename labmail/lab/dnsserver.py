@@ -58,6 +58,7 @@ import dns.tsig
 import dns.update
 import dns.zone
 
+from .limits import start_stream_server
 from .zones import KeyStore, ZoneStore
 
 log = logging.getLogger("labmail.lab.dns")
@@ -897,7 +898,8 @@ async def start_transports(engine: DNSEngine, host: str, port: int) -> tuple[lis
             continue
         chosen = sock.getsockname()[1]
         try:
-            tcp = await asyncio.start_server(lambda r, w: _serve_tcp_client(engine, r, w), host, chosen, reuse_address=True)
+            tcp = await start_stream_server(lambda r, w: _serve_tcp_client(engine, r, w), host, chosen, refusal=None,
+                                            reuse_address=True)
         except OSError as exc:
             sock.close()
             last_error = exc

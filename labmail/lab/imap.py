@@ -26,12 +26,14 @@ from email.header import Header
 
 from twisted.cred import checkers, credentials, error as cred_error, portal
 from twisted.internet import defer, reactor, ssl as tssl, threads
+from twisted.internet.protocol import Factory, Protocol
 from twisted.mail import imap4
 from zope.interface import implementer
 
 from .._files import atomic_write_text
 from ..headers import READ_POLICY
 from .guard import AccountLocked, client_of
+from .limits import IMAP_REFUSAL, budget
 from .mailstore import MAX_MESSAGE_SIZE
 
 log = logging.getLogger("labmail.lab.imap")
@@ -867,6 +869,33 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return super()._cbAppendGotMailbox(mbox, tag, flags or [], date, message)
 
 
+class _Refusal(Protocol):
+    """Beyond the lab's connection budget: ``* BYE [UNAVAILABLE]`` on port 143 (RFC 5530), the connection
+    aborted at once on 993 (nothing can be said before the TLS handshake)."""
+
+    def __init__(self, tls: bool) -> None:
+        self.tls = tls
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        if self.tls:
+            self.transport.abortConnection()
+        else:
+            self.transport.write(IMAP_REFUSAL)
+            self.transport.loseConnection()
+
+
+class _GuardedFactory(Factory):
+    """One IMAP session per connection, within the lab's connection budget (labmail.lab.limits)."""
+
+    def __init__(self, build, *, tls: bool) -> None:
+        self.build, self.tls = build, tls
+
+    def buildProtocol(self, addr):  # noqa: N802 - Twisted's name
+        protocol = self.build() if budget().admit() else _Refusal(self.tls)
+        protocol.factory = self
+        return protocol
+
+
 class IMAPServer:
     """The school's IMAP listeners (Twisted reactor in a thread)."""
 
@@ -919,7 +948,6 @@ class IMAPServer:
 
     def start(self, port_993: int = 0, port_143: int = 0) -> tuple[int, int]:
         """Start the reactor thread (once) and listen; returns the two ports."""
-        from twisted.internet.protocol import Factory
         from twisted.internet.threads import blockingCallFromThread
 
         certificate = tssl.PrivateCertificate.loadPEM(self.pem)
@@ -929,7 +957,7 @@ class IMAPServer:
         def listen():
             out = []
             for port, use_tls in ((port_993, True), (port_143, False)):
-                factory = Factory.forProtocol(lambda: self._protocol(options))
+                factory = _GuardedFactory(lambda: self._protocol(options), tls=use_tls)
                 for candidate in (port, 0):
                     try:
                         if use_tls:

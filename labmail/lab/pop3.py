@@ -328,12 +328,17 @@ class POP3Server:
             await POP3Session(self, reader, writer, tls=False, stls=True).run()
             writer.close()
 
+        from .limits import POP3_REFUSAL, start_stream_server
+
         ports = []
         for handler, port, context in ((implicit, port_995, self.tls_context), (plain, port_110, None)):
+            refusal = None if context is not None else POP3_REFUSAL  # no text before a TLS handshake: dropped
             try:
-                server = await asyncio.start_server(handler, self.listen, port, ssl=context, limit=8192)
+                server = await start_stream_server(handler, self.listen, port, refusal=refusal, ssl=context, limit=8192,
+                                                   ssl_handshake_timeout=20 if context is not None else None)
             except OSError:
-                server = await asyncio.start_server(handler, self.listen, 0, ssl=context, limit=8192)
+                server = await start_stream_server(handler, self.listen, 0, refusal=refusal, ssl=context, limit=8192,
+                                                   ssl_handshake_timeout=20 if context is not None else None)
             self.servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
         return ports[0], ports[1]

@@ -31,6 +31,7 @@ import logging
 import re
 import os
 import signal
+import time
 import sys
 import tempfile
 import threading
@@ -505,6 +506,28 @@ class _BadRequestFilter(logging.Filter):
         return True
 
 
+class _AcceptErrorFilter(logging.Filter):
+    """asyncio logs every failed accept() (no descriptor left) with a traceback, per listener, every second: one
+    line per 10 s is enough to say it (the connection budget, labmail.lab.limits, keeps it from happening)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -1e9
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "out of system resource" not in str(record.msg):
+            return True
+        now = time.monotonic()
+        if now - self._last < 10:
+            self._dropped += 1
+            return False
+        record.msg, record.args = "accept() failed: no file descriptor left (%d similar lines dropped)", (self._dropped,)
+        record.exc_info, record.exc_text = None, None
+        self._last, self._dropped = now, 0
+        return True
+
+
 class _SessionErrorFilter(logging.Filter):
     """aiosmtpd logs a client that vanishes mid-session (during a TLS handshake, say) as an ERROR with a traceback:
     log it on one line, as the ordinary event it is."""
@@ -530,8 +553,12 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
     for handler in logging.getLogger().handlers:
         handler.addFilter(_SafeRecords())
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    logging.getLogger("asyncio").addFilter(_AcceptErrorFilter())
     logging.getLogger("aiohttp.server").addFilter(_BadRequestFilter())
     logging.getLogger("mail.log").addFilter(_SessionErrorFilter())
+    from .limits import budget, raise_open_files_limit
+
+    log.info("open files: %d; connection budget: %d", raise_open_files_limit(), budget().limit)
     lock = _acquire_lock(state_dir)
     if lock is None:
         log.error("another lab is already running on %s", state_dir)

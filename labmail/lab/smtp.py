@@ -31,6 +31,7 @@ from ..errors import LabmailError
 from ..resolver import Outcome, Resolver, _check_type
 from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
+from .limits import SMTP_REFUSAL, guarded
 from .mailstore import MAX_MESSAGE_SIZE
 from .outbound import _domain
 from .receiving import Arrival, _proto, received_header
@@ -619,10 +620,12 @@ class MailServices:
                 self.servers.append(server)
                 continue
             port = int(previous.get(key) or 0)
+            factory = guarded(factory, None if ssl_ctx is not None else SMTP_REFUSAL)  # within the connection budget
+            timeouts = {"ssl_handshake_timeout": 20} if ssl_ctx is not None else {}
             try:
-                server = await loop.create_server(factory, self.listen, port, ssl=ssl_ctx)
+                server = await loop.create_server(factory, self.listen, port, ssl=ssl_ctx, **timeouts)
             except OSError:
-                server = await loop.create_server(factory, self.listen, 0, ssl=ssl_ctx)
+                server = await loop.create_server(factory, self.listen, 0, ssl=ssl_ctx, **timeouts)
             self.ports[key] = server.sockets[0].getsockname()[1]
             self.servers.append(server)
         from .pop3 import POP3Server

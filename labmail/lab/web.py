@@ -28,6 +28,7 @@ from aiohttp import web
 from .._files import atomic_write_text
 from ..state import PROVIDERS
 from .apikeys import api_keys
+from .limits import guarded
 
 log = logging.getLogger("labmail.lab.web")
 
@@ -483,6 +484,20 @@ class WebApp:
 
 
 
+class _GuardedSite(web.TCPSite):
+    """aiohttp's TCP site, each connection admitted by the lab's connection budget first (dropped at accept beyond
+    it: no HTTP can be said before the TLS handshake), and a TLS handshake bounded to 20 s."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner (what TCPSite.start does first)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            guarded(server, None), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port, ssl_handshake_timeout=20)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
 async def start_web(services, ca, previous_port: int = 0):
     """Serve the web app over TLS on loopback; returns (runner, port)."""
     app = WebApp(services)
@@ -495,7 +510,7 @@ async def start_web(services, ca, previous_port: int = 0):
     site = None
     for port in (previous_port, 0):
         try:
-            site = web.TCPSite(runner, services.listen, port, ssl_context=context)
+            site = _GuardedSite(runner, services.listen, port, ssl_context=context)
             await site.start()
             break
         except OSError:
