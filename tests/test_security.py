@@ -513,6 +513,33 @@ def test_imap_and_pop_never_reach_another_mailbox(env):
            f"POP3 login failed for {MILOU}")
 
 
+def test_copy_to_a_missing_folder_says_trycreate_and_never_reaches_another_mailbox(env):
+    """RFC 9051 §6.4.7: COPY to a folder that does not exist gets ``NO [TRYCREATE]`` (the client may create it and
+    try again, as Thunderbird does) — not BAD; another account's folder is one that does not exist."""
+    cfg, passwords, world, log, start = env
+    subject = f"copie {secrets.token_hex(4)}"
+    assert mail.submit(TINTIN, TINTIN, subject, "corps", password=passwords[TINTIN]).accepted
+    host, port = world.connect_address(HOST, 993)
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(TINTIN, passwords[TINTIN])
+        client.select("INBOX")
+        deadline, found = time.monotonic() + 10, [b""]
+        while found == [b""] and time.monotonic() < deadline:
+            client.noop()
+            _typ, found = client.search(None, f'SUBJECT "{subject}"')
+            time.sleep(0.05)
+        number = found[0].split()[-1].decode()
+        folder = f"Copies{secrets.token_hex(3)}"
+        for target in (folder, "../milou/Maildir", "Other Users/milou"):
+            typ, data = client.copy(number, f'"{target}"')
+            assert (typ, data[0][:11]) == ("NO", b"[TRYCREATE]"), (target, typ, data)
+        assert client.create(folder)[0] == "OK"
+        assert client.copy(number, folder)[0] == "OK"
+        client.select(folder)
+        _typ, copied = client.search(None, f'SUBJECT "{subject}"')
+        assert copied[0].split(), copied
+
+
 # -- HTTP: the API and the web server ------------------------------------------------------------------------------------
 def _https(world, method, path, *, key=None, body=None):
     host, port = world.connect_address(HOST, 443)

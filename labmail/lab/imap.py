@@ -780,6 +780,14 @@ class LabIMAP4Server(imap4.IMAP4Server):
     def dispatchCommand(self, tag, cmd, rest, uid=None):  # noqa: N802 - "a1 LOGIN" with nothing after: BAD, not a crash
         return super().dispatchCommand(tag, cmd, b"" if rest is None else rest, uid)
 
+    def _cbCopySelectedMailbox(self, mbox, tag, messages, mailbox, uid):  # noqa: N802 - Twisted's name
+        """COPY to a folder that does not exist: ``NO [TRYCREATE]`` (RFC 9051 §6.4.7: the client may CREATE it and
+        try again, as Thunderbird does). Twisted's own answer mixes text and bytes and came out as BAD server error."""
+        if not mbox:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+            return None
+        return super()._cbCopySelectedMailbox(mbox, tag, messages, mailbox, uid)
+
     def _IMAP4Server__ebLogin(self, failure, tag):  # noqa: N802 - Twisted's private name, to say *why* LOGIN failed
         if failure.check(_Locked):
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] " + str(failure.value).encode("ascii", "replace"))
