@@ -373,6 +373,31 @@ def test_an_update_that_fails_to_save_is_never_seen_over_udp(world_lab, monkeypa
     assert seen and seen[0].rcode() == dns.rcode.NXDOMAIN and not seen[0].answer, seen
 
 
+def test_an_unexpected_error_answering_over_udp_does_not_end_the_udp_thread(world_lab, monkeypatch, caplog):
+    """The UDP thread answers queries itself: whatever goes wrong with one (here: an error injected in the engine) is
+    logged, and the next query is answered — DNS over UDP never silently stops."""
+    import dns.exception
+    import dns.query
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    engine = world_lab.engine("students")
+    original = engine.handle
+
+    def fragile(wire, **kwargs):
+        if b"\x04boom" in wire:
+            raise RuntimeError("injected")
+        return original(wire, **kwargs)
+
+    monkeypatch.setattr(engine, "handle", fragile)
+    with ThreadedDNS(engine) as (host, port):
+        with pytest.raises(dns.exception.Timeout):
+            dns.query.udp(dns.message.make_query("boom.alice.labmail.cloud", "A"), host, port=port, timeout=1)
+        answer = dns.query.udp(dns.message.make_query("alice.labmail.cloud", "SOA"), host, port=port, timeout=3)
+        assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+    assert any("DNS UDP query" in r.getMessage() for r in caplog.records)
+
+
 def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
     """More distinct queries at once than the socket buffer holds: the excess is dropped as a full buffer drops it,
     and the next query is answered; stopping frees the port at once."""

@@ -810,7 +810,12 @@ class _UDP:
                     pass
                 continue
             if off_loop(data):  # a plain query: answered here, zones read under their lock
-                for reply in handle(data, tcp=False, peer=addr):
+                try:
+                    replies = handle(data, tcp=False, peer=addr)
+                except Exception:  # handle() answers SERVFAIL on bad input; anything else must not end this thread
+                    log.exception("DNS UDP query from %s", addr)
+                    continue
+                for reply in replies:
                     try:
                         send(reply, addr)
                     except OSError:
