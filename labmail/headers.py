@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import functools
 import html
@@ -219,6 +220,32 @@ def parse_received(value: str) -> Hop:
     return _fast_received(text) or _full_received(text)
 
 
+_HELO_WORD_RE = re.compile(r"\b(?:HELO|EHLO)\b", re.I)
+_HELO_EQ_RE = re.compile(r"helo=", re.I)
+_SPACE_RE = re.compile(r"\s")
+
+
+def _helo_claims(note: str):
+    """``claimed(i)``: is the address literal starting at ``i`` (a ``[``) in this comment the HELO argument, i.e. would
+    ``helo=\\S*$|\\b(?:HELO|EHLO)\\b`` (re.I) match ``note[:i]``? Answered from positions found once, so a comment
+    holding thousands of literals is read in linear time (searching each prefix was quadratic: 0.5 s for 72 KB)."""
+    word_ends = [m.end() for m in _HELO_WORD_RE.finditer(note)]
+    first_word_end = word_ends[0] if word_ends else None
+    equals = [m.start() for m in _HELO_EQ_RE.finditer(note)]
+    spaces = [m.start() for m in _SPACE_RE.finditer(note)]
+
+    def claimed(i: int) -> bool:
+        if first_word_end is not None and first_word_end <= i:
+            return True  # a HELO or EHLO word before it
+        k = bisect.bisect_right(equals, i - 5) - 1  # the last "helo=" that ends at or before i
+        if k < 0:
+            return False
+        w = bisect.bisect_left(spaces, i) - 1  # the last white space before i
+        return w < 0 or spaces[w] < equals[k]  # "helo=" then no white space up to i
+
+    return claimed
+
+
 def _full_received(text: str) -> Hop:
     """The whole grammar and every server form of :func:`parse_received`, on an unfolded value without its name."""
     findings: list[Text] = []
@@ -292,8 +319,9 @@ def _full_received(text: str) -> Hop:
     ip = port = rdns = helo = None
     # 1. an address in a comment of the from clause: "(rdns [ip])", "([ip]:port helo=x)", "(ip)", "(/ip)"
     for note in from_notes:
+        claimed = _helo_claims(note)
         literal = next((m for m in _LITERAL_RE.finditer(note) if _literal(m)[0]  # not the HELO argument: "helo=[ip]"
-                        and not _rx(r"helo=\S*$|\b(?:HELO|EHLO)\b", re.I).search(note[:m.start()])), None)
+                        and not claimed(m.start())), None)
         if literal is not None:
             ip, port = _literal(literal)
             before = note[:literal.start()].strip().split()

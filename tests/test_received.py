@@ -7,6 +7,7 @@ and test suites of other projects), expectations checked by hand against the hea
 from __future__ import annotations
 
 import doctest
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -283,3 +284,23 @@ def test_the_fast_path_takes_the_forms_the_lab_postfix_and_gmail_write():
         text = headers._NAME_RE.sub("", headers._UNFOLD_RE.sub(" ", header), count=1).strip()
         fast_hop = headers._fast_received(text)
         assert fast_hop is None or _same_hop(fast_hop, headers._full_received(text)), header
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.lists(st.sampled_from(["helo=", "HELO", "ehlo", " ", "x", "[1.2.3.4]", "=", "h", "\t", "é", "HELOx", "(", "[",
+                                 "Helo=", "\u00a0", "EHLO="]), max_size=14).map("".join))
+def test_helo_claims_reads_what_the_prefix_search_read(note):
+    """The literal-by-literal search of a prefix (quadratic on a comment of thousands of literals) replaced by
+    positions found once: the same answer at every literal."""
+    claimed = headers._helo_claims(note)
+    pattern = re.compile(r"helo=\S*$|\b(?:HELO|EHLO)\b", re.I)
+    for i, ch in enumerate(note):
+        if ch == "[":
+            assert claimed(i) == bool(pattern.search(note[:i])), (note, i)
+
+
+def test_thousands_of_literals_after_helo_are_all_the_helo_argument():
+    hop = parse_received("from a (helo=" + "[192.0.2.1]" * 8000 + ") by b; Mon, 1 Jan 2024 00:00:00 +0000")
+    assert hop.from_ip is None and hop.by == "b"
+    hop = parse_received("from a ([192.0.2.9] helo=" + "[192.0.2.1]" * 8000 + ") by b; Mon, 1 Jan 2024 00:00:00 +0000")
+    assert hop.from_ip == "192.0.2.9"
