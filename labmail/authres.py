@@ -187,10 +187,12 @@ _W = r"[ \t\r\n]"
 _FAST_TEXT = r"""[^()\\";]"""
 _FAST_VALUE = r"""[^\s()";\\=][^\s()";\\]*(?<!@)"""
 _FAST_NOTES = rf"(?:{_W}*\({_FAST_TEXT}*\))*"
-_FAST_RESINFO = (rf"{_W}*[A-Za-z0-9][A-Za-z0-9_-]*(?:/[0-9]+)?={_FAST_VALUE}{_FAST_NOTES}(?:{_W}+reason={_FAST_VALUE}{_FAST_NOTES})?"
-                 rf"(?:{_W}+[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+={_FAST_VALUE}{_FAST_NOTES})*{_W}*")
+_FAST_QUOTED = '"[^";\\\\\r\n]*"'  # a quoted value without escape, fold or ";": Gmail's smtp.mailfrom="a+b=c@d"
+_FAST_RESINFO = (rf"{_W}*[A-Za-z0-9][A-Za-z0-9_-]*(?:/[0-9]+)?={_FAST_VALUE}{_FAST_NOTES}"
+                 rf"(?:{_W}+reason=(?:{_FAST_QUOTED}|{_FAST_VALUE}){_FAST_NOTES})?"
+                 rf"(?:{_W}+[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+=(?:{_FAST_QUOTED}|{_FAST_VALUE}){_FAST_NOTES})*{_W}*")
 _FAST_AR = re.compile(rf"""{_W}*(?P<id>[^\s()";\\=]+)(?:{_W}+(?P<version>[0-9]+))?{_W}*;(?P<results>{_FAST_RESINFO}(?:;{_FAST_RESINFO})*)""")
-_FAST_ITEM = re.compile(rf"(?P<key>[^\s()=]+)=(?P<value>{_FAST_VALUE})|\((?P<note>{_FAST_TEXT}*)\)")
+_FAST_ITEM = re.compile(rf"""(?P<key>[^\s()="]+)=(?:"(?P<quoted>[^"]*)"|(?P<value>{_FAST_VALUE}))|\((?P<note>{_FAST_TEXT}*)\)""")
 
 
 def _fast_parse(text: str) -> AuthResults | None:
@@ -217,6 +219,8 @@ def _fast_parse(text: str) -> AuthResults | None:
                     items[-1] = Property(items[-1].ptype, items[-1].name, items[-1].value, items[-1].comments + (note,))
                 continue
             key, value = item.group("key"), item.group("value")
+            if value is None:
+                value = item.group("quoted")
             if method is None:
                 method, _, version = key.partition("/")
                 method, result = method.lower(), value.lower()

@@ -121,8 +121,8 @@ _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?"
 _CTEXT = r"""[^()\\";]"""  # comment text the fast path reads: no nesting, quoting or ";" inside
 _NOTE = rf"\((?:{_CTEXT}|\({_CTEXT}*\))*\)"  # a comment, with at most one level of comments inside
 _FAST_RECEIVED = re.compile(
-    rf"from (?P<name>{_HOST}|\[[0-9.]+\]) +\((?P<first>(?P<rdns>{_HOST}) \[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\])\)"
-    rf"(?P<more>(?: +{_NOTE})*) +by (?P<by>{_HOST})(?: +\((?P<byc>{_CTEXT}*)\))?"
+    rf"(?:from (?P<name>{_HOST}|\[[0-9.]+\]) +\((?P<first>(?P<rdns>{_HOST}) \[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\])\)"
+    rf"(?P<more>(?: +{_NOTE})*) +)?by (?P<by>{_HOST})(?: +\((?P<byc>{_CTEXT}*)\))?"
     rf" +with (?P<proto>[A-Za-z0-9]+)(?: +id (?P<id>[A-Za-z0-9._-]+))?"
     rf"(?: +for <(?P<rcpt>[^\s<>()\\\";]*)>)?(?P<after>(?: +{_NOTE})*)"
     rf" *; *(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), +(?P<day>\d{{1,2}}) +(?P<month>{_MONTHS}) +(?P<year>[1-9]\d{{3}})"
@@ -165,7 +165,7 @@ def _fast_date(year: str, month: str, day: str, hh: str, mm: str, ss: str, sign:
 
 
 def _fast_received(text: str) -> Hop | None:
-    """The hop of a Received in the form Postfix, the lab and Gmail write — ``from HELO (RDNS [IP]) (…) by HOST
+    """The hop of a Received in the form Postfix, the lab and Gmail write — ``[from HELO (RDNS [IP]) (…)] by HOST
     (…) with PROTO id ID for <RCPT> (…); DATE`` — read by one pattern; None for anything else, which
     :func:`_full_received` reads. Gives exactly what the full parser gives (tests compare both on generated and
     real headers): what the pattern accepts is a form where the full parser's heuristics have nothing to decide."""
@@ -179,24 +179,28 @@ def _fast_received(text: str) -> Hop | None:
         return None
     name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, zone = m.group(
         "name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after", "zone")
-    if name.lower() in _CLAUSES or by.lower() in _CLAUSES or proto.lower() in _CLAUSES or (id_ or "").lower() in _CLAUSES:
+    if (name or "").lower() in _CLAUSES or by.lower() in _CLAUSES or proto.lower() in _CLAUSES or (id_ or "").lower() in _CLAUSES:
         return None  # a clause keyword used as a name: the full parser's clause split decides
-    ip = _ip(ip)
     date = _fast_date(*m.group("year", "month", "day", "hh", "mm", "ss", "zone_sign", "zone_hh", "zone_mm"))
-    if ip is None or date is None:
+    if date is None:
         return None
-    rdns = None if rdns.lower() == "unknown" else rdns.rstrip(".")
-    if rdns and (rdns.lower() == "unknown" or _ip(rdns)):
-        rdns = None
+    if name is not None:  # "from HELO (RDNS [IP])"; without it, a hop inside one system ("by HOST with …")
+        ip = _ip(ip)
+        if ip is None:
+            return None
+        rdns = None if rdns.lower() == "unknown" else rdns.rstrip(".")
+        if rdns and (rdns.lower() == "unknown" or _ip(rdns)):
+            rdns = None
     by_notes = [] if byc is None else [_note_text(byc)]
     after_notes = _notes(after)
-    comments = [first, *_notes(more), *by_notes, *after_notes]
+    comments = ([first, *_notes(more)] if name is not None else []) + [*by_notes, *after_notes]
     if zone is not None:
         comments.append(_note_text(zone))
     with_notes = after_notes if id_ is None and rcpt is None else []
     with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, [proto], with_notes + by_notes)
-    return Hop(None if name.lower() == "unknown" else name, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated,
-               tuple(comments), text, name, None, None, tls_version, tls_cipher, auth_user, ())
+    helo = None if name is None or name.lower() == "unknown" else name
+    return Hop(helo, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated, tuple(comments), text, name, None,
+               None, tls_version, tls_cipher, auth_user, ())
 
 
 def parse_received(value: str) -> Hop:

@@ -237,7 +237,8 @@ def _received(draw):
     text = f"from {name} ({rdns} [{ip}])"
     for note in draw(st.lists(st.sampled_from(_GOOD_NOTES if clean else _NOTES), max_size=3)):
         text += s + f"({note})"
-    text += s + "by " + pick(["mx.example.net", "mx.example.net."], ["for", "2001:db8::9"])
+    text = "" if draw(st.integers(0, 3)) == 0 else text + s  # a hop inside one system: "by HOST with …" alone
+    text += "by " + pick(["mx.example.net", "mx.example.net."], ["for", "2001:db8::9"])
     by_note = pick([None, "Postfix", "8.14.7/8.12.4", "TLS1.3", "Exim 4.97"], ["a;b", "x (y)"])
     text += f" ({by_note})" if by_note else ""
     text += s + "with " + pick(["ESMTPS", "ESMTPSA", "SMTP", "esmtp", "LMTP", "UTF8SMTPSA", "SMTPS"], ["with", "Microsoft SMTP"])
@@ -280,6 +281,8 @@ def test_the_fast_path_takes_the_forms_the_lab_postfix_and_gmail_write():
     assert own in fast
     assert {h.split()[2] if h.startswith("Received:") else h.split()[1] for h in fast} >= {
         "ofsar", "mail-sor-f41.google.com", "MTA-244-117.TLL07.ZONEAS.EU", "mail-lf1-x12a.google.com"}, fast
+    inner = "by smtp.kernel.org (Postfix) with ESMTPSA id 27B5C341EAC; Fri, 09 Jan 2026 11:37:13 +0000 (UTC)"
+    assert headers._fast_received(inner) is not None  # a hop inside one system, without "from"
     for header in [own] + real:  # and on every real header, the two agree wherever the pattern answers
         text = headers._NAME_RE.sub("", headers._UNFOLD_RE.sub(" ", header), count=1).strip()
         fast_hop = headers._fast_received(text)
