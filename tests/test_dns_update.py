@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 
+import dns.flags
 import dns.message
+import dns.query
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -396,6 +398,52 @@ def test_an_unexpected_error_answering_over_udp_does_not_end_the_udp_thread(worl
         answer = dns.query.udp(dns.message.make_query("alice.labmail.cloud", "SOA"), host, port=port, timeout=3)
         assert answer.rcode() == dns.rcode.NOERROR and answer.answer
     assert any("DNS UDP query" in r.getMessage() for r in caplog.records)
+
+
+def test_a_student_zone_appears_at_once_never_answered_by_the_registry(world_lab):
+    """While students are provisioned, the registry (ns1) and the students' server answer from their UDP threads:
+    the registry never answers for a student's zone itself — only the delegation (found by an outside review: an
+    authoritative answer from the registry for a moment, 1 to 10 times per provisioning)."""
+    import socket
+    import threading
+
+    from labmail.lab.dnsserver import ThreadedDNS
+
+    registry = world_lab.engine("registry")
+    labels = [f"nouveau{i}" for i in range(6)]
+    wrong: list = []
+    answered = [0]
+    stop = threading.Event()
+
+    def ask(host: str, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            i = 0
+            while not stop.is_set():
+                query = dns.message.make_query(f"{labels[i % len(labels)]}.labmail.cloud", "SOA")
+                sock.sendto(query.to_wire(), (host, port))
+                try:
+                    reply = dns.message.from_wire(sock.recv(4096))
+                except TimeoutError:
+                    continue
+                answered[0] += 1
+                if reply.flags & dns.flags.AA and reply.answer:
+                    wrong.append(reply.to_text())
+                i += 1
+
+    with ThreadedDNS(registry) as (host, port):
+        workers = [threading.Thread(target=ask, args=(host, port)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            world_lab.provision(labels)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+        final = dns.query.udp(dns.message.make_query(f"{labels[0]}.labmail.cloud", "SOA"), host, port=port, timeout=2)
+    assert answered[0] > 50 and not wrong, (answered[0], wrong[:1])
+    assert not final.answer and any(rr.rdtype == dns.rdatatype.NS for rr in final.authority)  # a referral
 
 
 def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):

@@ -65,3 +65,40 @@ def test_a_long_search_does_not_hold_other_users_up_and_finds_what_it_must(searc
     assert alice.search(None, 'BODY "absent-partout"')[1] == [b""]
     alice.logout()
     bob.logout()
+
+
+def test_an_idle_session_that_cannot_take_its_bye_is_aborted():
+    """An IMAP session idle too long gets ``* BYE`` and is closed; when the BYE cannot be written (a client stalled in
+    the middle of a TLS handshake on 993, or after STARTTLS on 143), the connection is aborted 2 s later instead of
+    staying open for good (found by an outside review: 60 such connections still open after 130 s)."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport as _Transport
+
+    from labmail.lab.imap import LabIMAP4Server
+
+    class StringTransport(_Transport):
+        aborted = False
+
+        def abortConnection(self) -> None:
+            self.aborted = True
+            super().abortConnection()
+
+    clock = Clock()
+    server = LabIMAP4Server()
+    server.callLater = clock.callLater
+    transport = StringTransport()
+    server.makeConnection(transport)
+    assert transport.value().startswith(b"* OK")
+    clock.advance(server.timeOut + 0.1)  # the pre-login idle timeout
+    assert b"* BYE" in transport.value() and transport.disconnecting
+    assert not transport.aborted  # a client that reads gets its BYE and goes: nothing more
+    clock.advance(2.1)  # this one never did (loseConnection waits for the write)
+    assert transport.aborted
+    gone = LabIMAP4Server()
+    gone.callLater = clock.callLater
+    closed = StringTransport()
+    gone.makeConnection(closed)
+    clock.advance(gone.timeOut + 0.1)
+    gone.connectionLost(None)  # it did go
+    clock.advance(2.1)
+    assert not closed.aborted

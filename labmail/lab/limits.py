@@ -11,9 +11,12 @@ files, the internal relays, its own DNS lookups). Sessions already open go on; n
 as connections close (an idle one is closed by each protocol's timeout: 60 s before login for IMAP and POP3).
 
 The budget is the soft limit of open files (raised to the hard limit at start, at most 65,536) minus a reserve of an
-eighth (at least 128); ``LABMAIL_MAX_CONNECTIONS`` lowers it (an instructor's choice, and the tests'). What is counted
-is what the kernel counts — the process's open descriptors, read from ``/proc/self/fd`` — so a connection that ends
-in any way (closed, reset, a TLS handshake that never finishes) frees its place without bookkeeping.
+eighth (at least 128) and of what a burst of accepted connections can take before it is asked (:data:`BURST`);
+``LABMAIL_MAX_CONNECTIONS`` lowers it (an instructor's choice, and the tests'). What is counted is what the kernel
+counts — the process's open descriptors, read from ``/proc/self/fd`` (connections, and the ~35 the lab holds itself:
+listeners, log, files) — so a connection that ends in any way (closed, reset, a TLS handshake that never finishes)
+frees its place without bookkeeping. On a host whose hard limit is low (a few thousand), the budget is small: the
+lab says so at start; raise ``ulimit -Hn`` for a class lab.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ log = logging.getLogger("labmail.lab.limits")
 
 NOFILE_TARGET = 65_536
 RESERVE_MIN = 128
+#: the lab's asyncio listeners' backlog: each accepts up to this many waiting connections at once, before the
+#: budget is asked about any of them (Twisted's ask it one by one)
+LISTEN_BACKLOG = 64
+#: descriptors such a burst can take at once, on the lab's dozen asyncio listeners: kept out of the budget too
+BURST = 12 * LISTEN_BACKLOG
 _RECOUNT = 0.25  # seconds between two counts of the open descriptors when far from the budget
 _RECOUNT_NEAR = 0.02  # and when the estimate says the budget is reached
 _LOG_EVERY = 10.0
@@ -78,7 +86,7 @@ class Budget:
 
     def __init__(self, limit: int | None = None) -> None:
         soft = _soft_limit()
-        computed = max(16, soft - max(RESERVE_MIN, soft // 8))
+        computed = max(16, soft - max(RESERVE_MIN, soft // 8) - BURST)
         configured = os.environ.get("LABMAIL_MAX_CONNECTIONS", "").strip()
         if limit is None and configured.isdigit() and int(configured) > 0:
             limit = int(configured)
@@ -164,4 +172,4 @@ async def start_stream_server(handler, host: str, port: int, *, refusal: bytes |
     def factory() -> asyncio.BaseProtocol:
         return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit, loop=loop), handler, loop=loop)
 
-    return await loop.create_server(guarded(factory, refusal), host, port, ssl=ssl, **kwargs)
+    return await loop.create_server(guarded(factory, refusal), host, port, ssl=ssl, backlog=LISTEN_BACKLOG, **kwargs)

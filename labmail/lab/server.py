@@ -178,15 +178,19 @@ class Lab:
             spec = self.spec
             origin = spec.student_zone(label)
             domain = origin.rstrip(".")
-            self.zones.add_zone_text(origin, _world.student_zone_text(spec, label, _serial()))
             entry = self.keys.create(origin, [origin])
             atomic_write_text(self.layout.zone_key(domain), bind_key_file(entry), mode=0o600)
             self._dkim_key(domain, _world.SCHOOL_SELECTOR)
             from .apikeys import ensure_domain_key
 
             ensure_domain_key(self.state_dir, domain)  # the student's domain-admin API key (Mailcow's step 2)
-            self._delegate(origin)
-            self.student_origins.add(dns.name.from_text(origin))
+            # one step for the DNS, which answers from other threads meanwhile: the zone, its delegation and the
+            # server that serves it appear together (the registry answered for the new zone itself for a moment)
+            with self.zones.lock:
+                self.zones.add_zone_text(origin, _world.student_zone_text(spec, label, _serial()))
+                self._delegate(origin)
+                self.student_origins.add(dns.name.from_text(origin))
+                self.zones.touch()
             self._provider_mailboxes(label)
             self.world["students"].append(label)
             self.save_world()
@@ -516,7 +520,8 @@ class _AcceptErrorFilter(logging.Filter):
         self._dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "out of system resource" not in str(record.msg):
+        text = record.getMessage()
+        if "out of system resource" not in text and "EMFILE" not in text:  # asyncio's words, and Twisted's
             return True
         now = time.monotonic()
         if now - self._last < 10:
@@ -554,11 +559,16 @@ def serve(state_dir: Path, *, parent_domain: str, mail_host: str, students: list
         handler.addFilter(_SafeRecords())
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     logging.getLogger("asyncio").addFilter(_AcceptErrorFilter())
+    logging.getLogger("labmail.lab.twisted").addFilter(_AcceptErrorFilter())
     logging.getLogger("aiohttp.server").addFilter(_BadRequestFilter())
     logging.getLogger("mail.log").addFilter(_SessionErrorFilter())
     from .limits import budget, raise_open_files_limit
 
-    log.info("open files: %d; connection budget: %d", raise_open_files_limit(), budget().limit)
+    open_files = raise_open_files_limit()
+    log.info("open files: %d; connection budget: %d", open_files, budget().limit)
+    if budget().limit < 1000:
+        log.warning("low open-files limit (%d): the lab takes %d connections at most; raise 'ulimit -Hn' for a class",
+                    open_files, budget().limit)
     lock = _acquire_lock(state_dir)
     if lock is None:
         log.error("another lab is already running on %s", state_dir)

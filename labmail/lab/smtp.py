@@ -31,7 +31,7 @@ from ..errors import LabmailError
 from ..resolver import Outcome, Resolver, _check_type
 from ..state import PROVIDERS
 from .guard import AccountLocked, client_of
-from .limits import SMTP_REFUSAL, guarded
+from .limits import LISTEN_BACKLOG, SMTP_REFUSAL, guarded
 from .mailstore import MAX_MESSAGE_SIZE
 from .outbound import _domain
 from .receiving import Arrival, _proto, received_header
@@ -622,6 +622,7 @@ class MailServices:
             port = int(previous.get(key) or 0)
             factory = guarded(factory, None if ssl_ctx is not None else SMTP_REFUSAL)  # within the connection budget
             timeouts = {"ssl_handshake_timeout": 20} if ssl_ctx is not None else {}
+            timeouts["backlog"] = LISTEN_BACKLOG
             try:
                 server = await loop.create_server(factory, self.listen, port, ssl=ssl_ctx, **timeouts)
             except OSError:

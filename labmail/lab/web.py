@@ -28,7 +28,7 @@ from aiohttp import web
 from .._files import atomic_write_text
 from ..state import PROVIDERS
 from .apikeys import api_keys
-from .limits import guarded
+from .limits import LISTEN_BACKLOG, guarded
 
 log = logging.getLogger("labmail.lab.web")
 
@@ -493,7 +493,7 @@ class _GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            guarded(server, None), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            guarded(server, None), self._host, self._port, ssl=self._ssl_context, backlog=LISTEN_BACKLOG,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port, ssl_handshake_timeout=20)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 

@@ -97,6 +97,12 @@ class ZoneStore:
             self._install(zone)
         return zone
 
+    def touch(self) -> None:
+        """Say that what the zones answer has changed without a zone changing (which server serves which zone):
+        answers cached before are not given again."""
+        with self.lock:
+            self.generation += 1
+
     def save(self, zone: dns.zone.Zone) -> None:
         path = self.directory / zone_filename(zone.origin)
         atomic_write_text(path, zone.to_text(relativize=False, want_origin=True), mode=0o644)
