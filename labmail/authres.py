@@ -182,7 +182,8 @@ def _finding(fr: str, en: str) -> Text:
 _NAME_RE = re.compile(r"(?is)^\s*(arc-)?authentication-results\s*:")
 _UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
 # The fast path's grammar: the form receivers write (Gmail, rspamd, OpenDMARC, the lab) — "id [version]; method=result
-# (comment) reason=value ptype.property=value (comment) …; …" with no quoting, no nested comments, no CFWS around "=".
+# (comment) reason=value ptype.property=value (comment) …; …" with no nested comment, no CFWS around "=", and quotes
+# only around a whole value holding no escape, fold nor ";".
 _W = r"[ \t\r\n]"
 _FAST_TEXT = r"""[^()\\";]"""
 _FAST_VALUE = r"""[^\s()";\\=][^\s()";\\]*(?<!@)"""
