@@ -102,3 +102,26 @@ def test_an_idle_session_that_cannot_take_its_bye_is_aborted():
     gone.connectionLost(None)  # it did go
     clock.advance(2.1)
     assert not closed.aborted
+
+
+def test_the_parsed_message_cache_stays_within_its_budget(tmp_path):
+    """Parsed messages are kept for the next SEARCH or FETCH, within 64 MiB counted as twice their bytes (the parsed
+    message holds its text again); one bigger than a quarter of that is parsed for the command and not kept."""
+    from labmail.lab.imap import _ParsedCache
+
+    cache = _ParsedCache()
+    cache.LIMIT = 1024 * 1024  # the same rules, on a small budget
+    small = tmp_path / "small"
+    small.write_bytes(b"Subject: petit\r\n\r\n" + b"x" * 20_000 + b"\r\n")
+    raw, message, _pairs = cache.get(("small",), str(small))
+    assert message["Subject"] == "petit" and cache.get(("small",), str(small))[1] is message  # kept, parsed once
+    big = tmp_path / "big"
+    big.write_bytes(b"Subject: gros\r\n\r\n" + b"y" * 200_000 + b"\r\n")  # x2 > a quarter of the budget
+    assert cache.get(("big",), str(big))[1]["Subject"] == "gros"
+    assert ("big",) not in cache._items and cache.get(("big",), str(big))[1] is not cache.get(("big",), str(big))[1]
+    for i in range(60):  # 60 x 2 x 20 kB > 1 MiB: the oldest go
+        path = tmp_path / f"m{i}"
+        path.write_bytes(b"Subject: m\r\n\r\n" + b"z" * 20_000 + b"\r\n")
+        cache.get((f"m{i}",), str(path))
+    assert cache._bytes <= cache.LIMIT and ("small",) not in cache._items and ("m59",) in cache._items
+    assert cache._bytes == sum(2 * len(raw) for raw, _m, _p in cache._items.values())

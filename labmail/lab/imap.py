@@ -186,12 +186,16 @@ class Part:
 
 
 class _ParsedCache:
-    """Parsed messages shared by every session, least recently used first out (64 MiB of message bytes at most).
+    """Parsed messages shared by every session, least recently used first out (64 MiB at most, counted as twice the
+    message's bytes: the parsed message holds its text again).
 
     A Maildir file never changes once delivered (flags live in its name), so a message is read and parsed once,
-    not on every SEARCH or FETCH of every session — Dovecot keeps an index for the same reason."""
+    not on every SEARCH or FETCH of every session — Dovecot keeps an index for the same reason. A message bigger
+    than a quarter of the budget is parsed for the command that asks and not kept: it would push everything else
+    out (and the last one kept could pass the budget)."""
 
     LIMIT = 64 * 1024 * 1024
+    WEIGHT = 2  # bytes held per byte of message: the raw bytes, and the parsed message's text
 
     def __init__(self) -> None:
         from collections import OrderedDict
@@ -210,13 +214,16 @@ class _ParsedCache:
         with open(path, "rb") as fh:
             raw = _crlf(fh.read())
         item = (raw, message_from_bytes(raw, policy=READ_POLICY), [])
+        weight = self.WEIGHT * len(raw)
+        if weight > self.LIMIT // 4:
+            return item
         with self._lock:
             if identity not in self._items:
                 self._items[identity] = item
-                self._bytes += len(raw)
-                while self._bytes > self.LIMIT and len(self._items) > 1:
+                self._bytes += weight
+                while self._bytes > self.LIMIT:
                     _key, (old, _msg, _pairs) = self._items.popitem(last=False)
-                    self._bytes -= len(old)
+                    self._bytes -= self.WEIGHT * len(old)
         return item
 
 
