@@ -26,6 +26,7 @@ from email.header import Header
 
 from twisted.cred import checkers, credentials, error as cred_error, portal
 from twisted.internet import defer, reactor, ssl as tssl, threads
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.mail import imap4
 from zope.interface import implementer
@@ -598,6 +599,7 @@ class _TooBig(imap4.IllegalOperation):
     """An APPEND literal larger than :data:`MAX_APPEND` (answered ``NO [TOOBIG]``, RFC 7889 §3)."""
 
 
+@implementer(IHandshakeListener)
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
 
@@ -646,6 +648,22 @@ class LabIMAP4Server(imap4.IMAP4Server):
         super().sendNegativeResponse(tag, message)
 
     _lost = False
+    _handshake_done = False
+    HANDSHAKE_TIMEOUT = 20  # seconds for a TLS handshake, as on the lab's other TLS ports (SMTP, POP3, HTTPS)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's IHandshakeListener
+        self._handshake_done = True
+
+    def _bound_handshake(self) -> None:
+        """A TLS handshake (993 from the start, 143 after STARTTLS) gets 20 s; a client stalled in it is cut off
+        then, instead of holding its connection for the 60 s of the idle timeout."""
+        self._handshake_done = False
+        self.callLater(self.HANDSHAKE_TIMEOUT, self._abort_if_no_handshake)
+
+    def _abort_if_no_handshake(self) -> None:
+        if not self._handshake_done and not self._lost and self.transport is not None:
+            log.info("IMAP: TLS handshake not done within %d s: connection closed", self.HANDSHAKE_TIMEOUT)
+            self.transport.abortConnection()
 
     def timeoutConnection(self):  # noqa: N802 - Twisted's name
         """Twisted closes an idle session gently (``* BYE``, then ``loseConnection``), which waits for the BYE to be
@@ -688,6 +706,8 @@ class LabIMAP4Server(imap4.IMAP4Server):
                 except (OSError, AttributeError):
                     pass
         super().connectionMade()
+        if ISSLTransport.providedBy(self.transport):  # 993: TLS from the first byte
+            self._bound_handshake()
 
     def do_STARTTLS(self, tag):  # noqa: N802 - Twisted's name
         """Whatever the client sent in clear behind STARTTLS is thrown away once TLS starts: a man in the middle
@@ -697,6 +717,7 @@ class LabIMAP4Server(imap4.IMAP4Server):
         super().do_STARTTLS(tag)
         if self.startedTLS and not started:
             self.clearLineBuffer()
+            self._bound_handshake()
 
     unauth_STARTTLS = (do_STARTTLS,)
 
