@@ -290,13 +290,28 @@ def test_over_udp_an_acknowledged_update_is_seen_by_the_next_query(world_lab):
             assert after.rcode() == dns.rcode.NOERROR and after.answer[0][0].address == f"192.0.2.{i + 1}", i
 
 
+def _ask_until(stop, host: str, port: int, name_of, rdtype: str, seen) -> None:
+    """Ask over UDP until ``stop`` is set — question ``i`` about ``name_of(i)`` — and give every reply to ``seen``."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        i = 0
+        while not stop.is_set():
+            sock.sendto(dns.message.make_query(name_of(i), rdtype).to_wire(), (host, port))
+            try:
+                seen(dns.message.from_wire(sock.recv(4096)))
+            except TimeoutError:
+                pass
+            i += 1
+
+
 def test_udp_threads_answer_while_zones_change_on_the_loop(world_lab, caplog):
     """Plain queries are answered in the UDP thread, zones read under their lock, while UPDATEs change the zone on
     the event loop (over TCP here): a query sent after each UPDATE's reply sees it, and the hundreds of queries in
     flight meanwhile (misses and hits, on the zone being changed) all get a well-formed answer — no SERVFAIL, no
     internal error from a zone read in the middle of a change."""
     import logging
-    import socket
     import threading
 
     import dns.query
@@ -309,17 +324,8 @@ def test_udp_threads_answer_while_zones_change_on_the_loop(world_lab, caplog):
     stop = threading.Event()
 
     def hammer(host: str, port: int) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(2)
-            i = 0
-            while not stop.is_set():
-                name = f"h{i % 40}.alice.labmail.cloud" if i % 3 else f"m{i}.alice.labmail.cloud"
-                sock.sendto(dns.message.make_query(name, "A").to_wire(), (host, port))
-                try:
-                    rcodes.append(dns.message.from_wire(sock.recv(4096)).rcode())
-                except TimeoutError:
-                    pass
-                i += 1
+        _ask_until(stop, host, port, lambda i: f"h{i % 40}.alice.labmail.cloud" if i % 3 else f"m{i}.alice.labmail.cloud",
+                   "A", lambda reply: rcodes.append(reply.rcode()))
 
     caplog.set_level(logging.ERROR, logger="labmail")
     with ThreadedDNS(engine) as (host, port):
@@ -404,7 +410,6 @@ def test_a_student_zone_appears_at_once_never_answered_by_the_registry(world_lab
     """While students are provisioned, the registry (ns1) and the students' server answer from their UDP threads:
     the registry never answers for a student's zone itself — only the delegation (found by an outside review: an
     authoritative answer from the registry for a moment, 1 to 10 times per provisioning)."""
-    import socket
     import threading
 
     from labmail.lab.dnsserver import ThreadedDNS
@@ -415,21 +420,13 @@ def test_a_student_zone_appears_at_once_never_answered_by_the_registry(world_lab
     answered = [0]
     stop = threading.Event()
 
+    def seen(reply) -> None:
+        answered[0] += 1
+        if reply.flags & dns.flags.AA and reply.answer:
+            wrong.append(reply.to_text())
+
     def ask(host: str, port: int) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(2)
-            i = 0
-            while not stop.is_set():
-                query = dns.message.make_query(f"{labels[i % len(labels)]}.labmail.cloud", "SOA")
-                sock.sendto(query.to_wire(), (host, port))
-                try:
-                    reply = dns.message.from_wire(sock.recv(4096))
-                except TimeoutError:
-                    continue
-                answered[0] += 1
-                if reply.flags & dns.flags.AA and reply.answer:
-                    wrong.append(reply.to_text())
-                i += 1
+        _ask_until(stop, host, port, lambda i: f"{labels[i % len(labels)]}.labmail.cloud", "SOA", seen)
 
     with ThreadedDNS(registry) as (host, port):
         workers = [threading.Thread(target=ask, args=(host, port)) for _ in range(2)]
