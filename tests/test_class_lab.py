@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -259,7 +260,9 @@ def test_a_students_key_makes_the_spoofer_forge_their_own_domain_only_and_brings
     zoe = config.Config(prenom="zoe", state_dir=class_lab.state_dir / "classe" / "zoe")
     panel = ZonePanel(world=current(zoe))
     published = [r.value for r in panel.list() if r.name == "_dmarc.zoe.labmail.cloud." and r.type == "TXT"]
-    if not published:  # this test alone (-k): the course's step 11 did not run
+    if not published:  # this test alone (-k): the course's steps 4, 5 and 11 did not run — what they leave, done here
+        panel.add("@", "MX", "10 mailcow.labmail.cloud.")
+        lab.add_mailbox("dmarc@zoe.labmail.cloud", "p" + secrets.token_urlsafe(12), config=zoe)
         panel.add("_dmarc", "TXT", "v=DMARC1; p=reject; rua=mailto:dmarc@zoe.labmail.cloud")
         published = ["v=DMARC1; p=reject"]
     status, reply = lab.spoof("direction@zoe.labmail.cloud", "zoe@gmail.test", subject="Virement", config=zoe)
