@@ -198,8 +198,11 @@ class _Kernel:
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
             "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True}}))
-        texts, deadline = [], time.monotonic() + timeout
-        while True:
+        # Done when both the reply (shell channel) and the kernel's "idle" (IOPub, after every output of the request)
+        # are in: the two channels are not ordered with each other, and an output can arrive after the reply (a CI run
+        # saw a cell's printed lines missing when the reply alone ended the wait).
+        texts, deadline, reply, idle = [], time.monotonic() + timeout, None, False
+        while reply is None or not idle:
             raw = self.loop.run_sync(self.ws.read_message, timeout=max(1.0, deadline - time.monotonic()))
             assert raw is not None, "the kernel's websocket closed"
             message = json.loads(raw)
@@ -212,8 +215,11 @@ class _Kernel:
                 texts.append(f"{content['ename']}: {content['evalue']}")
             elif kind in ("execute_result", "display_data"):
                 texts.append(content.get("data", {}).get("text/plain", ""))
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
             elif kind == "execute_reply":
-                return content["status"], "".join(texts)
+                reply = content["status"]
+        return reply, "".join(texts)
 
 
 def _run_notebook(kernel: _Kernel, name: str) -> None:
