@@ -40,6 +40,15 @@ class Token(NamedTuple):
     closed: bool = True
 
 
+_FOLD_RUN = re.compile(r"\r?\n[ \t]+")
+
+
+def one_line(text: str) -> str:
+    """A folded header value on one line, as headers are shown: each fold (CRLF and the white space after it) becomes
+    one space."""
+    return _FOLD_RUN.sub(" ", text) if "\n" in text else text
+
+
 def unfold(text: str) -> str:
     """RFC 5322 §2.2.3: unfolding removes the CRLF before the WSP of a fold (the WSP stays)."""
     return _FOLD.sub("", text)

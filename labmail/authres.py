@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._rfc5322 import Token, lex
+from ._rfc5322 import Token, lex, one_line
 from .i18n import Text, frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,7 +180,6 @@ def _finding(fr: str, en: str) -> Text:
 
 
 _NAME_RE = re.compile(r"(?is)^\s*(arc-)?authentication-results\s*:")
-_UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
 # The fast path's grammar: the form receivers write (Gmail, rspamd, OpenDMARC, the lab) — "id [version]; method=result
 # (comment) reason=value ptype.property=value (comment) …; …" with no nested comment, no CFWS around "=", and quotes
 # only around a whole value holding no escape, fold nor ";".
@@ -238,7 +237,7 @@ def _fast_parse(text: str) -> AuthResults | None:
         assert method is not None and result is not None  # the pattern holds one method=result per item
         results.append(MethodResult(method, result, version or None, reason, properties, tuple(c for _p, c in positions),
                                     tuple(positions), tuple(items), None))
-    return AuthResults(m.group("id"), m.group("version"), tuple(results), _UNFOLD_RE.sub(" ", text).strip(), None, (), (), (),
+    return AuthResults(m.group("id"), m.group("version"), tuple(results), one_line(text).strip(), None, (), (), (),
                        False)
 
 
@@ -340,7 +339,7 @@ def _full_parse(text: str) -> AuthResults:
         results += _resinfo(stream, before, findings, stray)
     if none and results:
         findings.append(_finding("« none » à côté de résultats : contradictoire", "\"none\" beside results: contradictory"))
-    return AuthResults(authserv, version, tuple(results), _UNFOLD_RE.sub(" ", text).strip(), instance,
+    return AuthResults(authserv, version, tuple(results), one_line(text).strip(), instance,
                        tuple(header_comments), tuple(stray), tuple(findings), none)
 
 

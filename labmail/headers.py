@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from typing import TYPE_CHECKING, Any
 
-from ._rfc5322 import READ_POLICY, Token, lex, read_headers, read_message
+from ._rfc5322 import READ_POLICY, Token, lex, one_line, read_headers, read_message
 from ._rfc5322 import domain_of as _domain_of
 from .authres import (RESULTS, AuthResults, MethodResult, Property, make_authentication_results,  # noqa: F401 - re-exported
                       parse_authentication_results)
@@ -115,7 +115,6 @@ def _ip(text: str | None) -> str | None:
     return candidate
 
 
-_UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
 _NAME_RE = re.compile(r"(?i)^\s*received\s*:")
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?"
 _CTEXT = r"""[^()\\";]"""  # comment text the fast path reads: no nesting, quoting or ";" inside
@@ -217,11 +216,14 @@ def parse_received(value: str) -> Hop:
     >>> hop.from_ip, hop.from_port, hop.from_helo, hop.envelope_from, hop.tls_version, hop.authenticated
     ('95.248.141.113', 63559, '[192.168.178.65]', 'francesco@valla.it', 'TLS1.3', True)
     """
-    text = value if isinstance(value, str) else ("" if value is None else str(value))
-    if "\n" in text:
-        text = _UNFOLD_RE.sub(" ", text)
-    text = _NAME_RE.sub("", text, count=1).strip()
+    text = _received_text(value)
     return _fast_received(text) or _full_received(text)
+
+
+def _received_text(value) -> str:
+    """What both Received parsers read: the value on one line, without a leading ``Received:``."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    return _NAME_RE.sub("", one_line(text), count=1).strip()
 
 
 _HELO_WORD_RE = re.compile(r"\b(?:HELO|EHLO)\b", re.I)
@@ -233,8 +235,8 @@ def _helo_claims(note: str):
     """``claimed(i)``: is the address literal starting at ``i`` (a ``[``) in this comment the HELO argument, i.e. would
     ``helo=\\S*$|\\b(?:HELO|EHLO)\\b`` (re.I) match ``note[:i]``? Answered from positions found once, so a comment
     holding thousands of literals is read in linear time (searching each prefix was quadratic: 0.5 s for 72 KB)."""
-    word_ends = [m.end() for m in _HELO_WORD_RE.finditer(note)]
-    first_word_end = word_ends[0] if word_ends else None
+    word = _HELO_WORD_RE.search(note)
+    first_word_end = word.end() if word else None
     equals = [m.start() for m in _HELO_EQ_RE.finditer(note)]
     spaces = [m.start() for m in _SPACE_RE.finditer(note)]
 
@@ -658,7 +660,7 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
         raise MessageError("Message vide : collez la source complète du message (en-têtes compris).",
                            "Empty message: paste the full source of the message (headers included).")
     msg = read_headers(data)
-    headers = [(k, _UNFOLD_RE.sub(" ", v) if "\n" in v else v) for k, v in ((k, str(v)) for k, v in msg.items())]
+    headers = [(k, one_line(str(v))) for k, v in msg.items()]
     from_domain = _domain_of(msg.get("From"))
     ars = tuple(parse_authentication_results(str(v)) for v in msg.get_all("Authentication-Results", []))
     findings: list[Finding] = []

@@ -91,7 +91,6 @@ class Budget:
         if limit is None and configured.isdigit() and int(configured) > 0:
             limit = int(configured)
         self.limit = min(limit, computed) if limit else computed
-        self.refused = 0
         self._lock = threading.Lock()
         self._counted = 0  # descriptors at the last count
         self._since = 0  # connections admitted since then
@@ -114,7 +113,6 @@ class Budget:
             if estimate < self.limit:
                 self._since += 1
                 return True
-            self.refused += 1
             self._refused_unlogged += 1
             if now - self._logged_at >= _LOG_EVERY:
                 log.warning("too many connections (%d descriptors open, budget %d): %d refused since the last notice",
@@ -137,7 +135,9 @@ def budget() -> Budget:
 
 
 class Refused(Exception):
-    """Raised by a guarded factory on a TLS port: asyncio then closes the accepted socket at once."""
+    """Raised by a guarded factory where nothing can be said (a TLS port, DNS over TCP): asyncio gives up the
+    accepted connection, and its socket — referenced by nothing any more — is closed at once (CPython frees it when
+    the accepting task ends; tests/test_connection_budget.py checks such ports close at once)."""
 
 
 class _Refusal(asyncio.Protocol):

@@ -332,13 +332,12 @@ class POP3Server:
 
         ports = []
         for handler, port, context in ((implicit, port_995, self.tls_context), (plain, port_110, None)):
-            refusal = None if context is not None else POP3_REFUSAL  # no text before a TLS handshake: dropped
+            options = {"refusal": None if context is not None else POP3_REFUSAL,  # no text before a TLS handshake
+                       "ssl": context, "limit": 8192, "ssl_handshake_timeout": 20 if context is not None else None}
             try:
-                server = await start_stream_server(handler, self.listen, port, refusal=refusal, ssl=context, limit=8192,
-                                                   ssl_handshake_timeout=20 if context is not None else None)
+                server = await start_stream_server(handler, self.listen, port, **options)
             except OSError:
-                server = await start_stream_server(handler, self.listen, 0, refusal=refusal, ssl=context, limit=8192,
-                                                   ssl_handshake_timeout=20 if context is not None else None)
+                server = await start_stream_server(handler, self.listen, 0, **options)
             self.servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
         return ports[0], ports[1]

@@ -361,7 +361,7 @@ class LabProcess:
             return ca, mail
 
         self.ca, self.mail = await loop.run_in_executor(self.executor, prepare)
-        self.mail.use_local_dns(self.engines["resolver"], loop)
+        self.mail.use_local_dns(self.engines["resolver"])
         self.lab.on_student = self.mail.add_school_domain
         previous = {k[5:]: v for k, v in self.lab.world.get("ports", {}).items() if k.startswith("mail:")}
         for key, port in (await self.mail.start(previous)).items():

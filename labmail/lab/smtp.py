@@ -507,7 +507,7 @@ class MailServices:
                                                 thread_name_prefix="labmail-auth")
         self.resolver_address = resolver_address
         self.listen = lab.listen  # where real clients connect (loopback, or the class lab's address)
-        self._dns = None  # (engine, loop): the lab's own resolver engine, asked in-process (see use_local_dns)
+        self._dns = None  # the lab's own resolver engine, asked in-process (see use_local_dns)
         self._answers: dict = {}
         self._answers_generation = None
         spec = lab.spec
@@ -621,12 +621,13 @@ class MailServices:
                 continue
             port = int(previous.get(key) or 0)
             factory = guarded(factory, None if ssl_ctx is not None else SMTP_REFUSAL)  # within the connection budget
-            timeouts = {"ssl_handshake_timeout": 20} if ssl_ctx is not None else {}
-            timeouts["backlog"] = LISTEN_BACKLOG
+            options = {"ssl": ssl_ctx, "backlog": LISTEN_BACKLOG}
+            if ssl_ctx is not None:
+                options["ssl_handshake_timeout"] = 20
             try:
-                server = await loop.create_server(factory, self.listen, port, ssl=ssl_ctx, **timeouts)
+                server = await loop.create_server(factory, self.listen, port, **options)
             except OSError:
-                server = await loop.create_server(factory, self.listen, 0, ssl=ssl_ctx, **timeouts)
+                server = await loop.create_server(factory, self.listen, 0, **options)
             self.ports[key] = server.sockets[0].getsockname()[1]
             self.servers.append(server)
         from .pop3 import POP3Server
@@ -686,20 +687,19 @@ class MailServices:
         self.auth_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers used by handlers (run in executor threads) ----------------------
-    def use_local_dns(self, engine, loop) -> None:
+    def use_local_dns(self, engine) -> None:
         """Ask the lab's resolver engine in this process rather than over UDP to its own port (as a mail server asks
         the caching resolver on its host): same answers, same cache — emptied when a zone changes — without two
-        sockets, two trips through the event loop and a datagram per lookup. The engine runs on the loop's thread
-        (where the DNS server and UPDATEs run it), so a zone is never read while an UPDATE changes it."""
-        self._dns = (engine, loop)
+        sockets and a datagram per lookup. The engine is asked in the calling thread: it reads zones under their
+        lock, so a zone is never read while an UPDATE changes it."""
+        self._dns = engine
 
     def _exchange(self, query):
         """One question to the lab's own DNS engine, asked in the calling thread (a mail worker, or the loop): the
         engine is thread-safe (zones read under their lock), so no hop through the event loop."""
         import dns.message
 
-        engine, _loop = self._dns
-        replies = engine.handle(query.to_wire(), tcp=True, peer=("127.0.0.1", 0))  # TCP semantics: never truncated
+        replies = self._dns.handle(query.to_wire(), tcp=True, peer=("127.0.0.1", 0))  # TCP semantics: never truncated
         if not replies:
             raise dns.exception.Timeout()
         return dns.message.from_wire(replies[0])
@@ -707,7 +707,7 @@ class MailServices:
     def answers(self) -> dict:
         """The lab's answer cache for its own lookups: (name, type) → LookupResult, emptied whenever a zone changes
         (the engine's generation), so a student's UPDATE is seen by the next message, as without a cache."""
-        generation = self._dns[0].zones.generation if self._dns is not None else None
+        generation = self._dns.zones.generation if self._dns is not None else None
         if generation != self._answers_generation or len(self._answers) > 20_000:
             self._answers, self._answers_generation = {}, generation
         return self._answers
@@ -753,7 +753,7 @@ class _LabResolver(Resolver):
             key = (str(name).rstrip(".").lower(), int(_check_type(rdtype)))
         except LabmailError:  # a bad type: the base class says so
             return super().query(name, rdtype)
-        forwards = self._services._dns[0].forwards if self._services._dns is not None else {}
+        forwards = self._services._dns.forwards if self._services._dns is not None else {}
         if forwards and _in_zones(key[0], forwards):
             return super().query(name, rdtype)  # a zone served elsewhere (lab_forward): its owner changes it, no cache
         cache = self._services.answers()
