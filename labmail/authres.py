@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._records import maker
 from ._rfc5322 import Token, lex, one_line
 from .i18n import Text, frame
 
@@ -180,6 +181,7 @@ def _finding(fr: str, en: str) -> Text:
 
 
 _NAME_RE = re.compile(r"(?is)^\s*(arc-)?authentication-results\s*:")
+_new_property, _new_result, _new_results = maker(Property), maker(MethodResult), maker(AuthResults)
 # The fast path's grammar: the form receivers write (Gmail, rspamd, OpenDMARC, the lab) — "id [version]; method=result
 # (comment) reason=value ptype.property=value (comment) …; …" with no nested comment, no CFWS around "=", and quotes
 # only around a whole value holding no escape, fold nor ";".
@@ -210,17 +212,15 @@ def _fast_parse(text: str) -> AuthResults | None:
         positions: list[tuple[str, str]] = []
         items: list[Property] = []
         last = "result"
-        for item in _FAST_ITEM.finditer(resinfo):
-            note = item.group("note")
-            if note is not None:
+        for key, quoted, value, note in _FAST_ITEM.findall(resinfo):  # a group that took no part is ""
+            if not key:  # a comment: the key is never empty
                 note = " ".join(note.split())
                 positions.append((last, note))
                 if items and last == items[-1].key:
-                    items[-1] = Property(items[-1].ptype, items[-1].name, items[-1].value, items[-1].comments + (note,))
+                    items[-1] = _new_property(items[-1].ptype, items[-1].name, items[-1].value, items[-1].comments + (note,))
                 continue
-            key, value = item.group("key"), item.group("value")
-            if value is None:
-                value = item.group("quoted")
+            if not value:  # the value is never empty: it was in quotes (which may hold nothing)
+                value = quoted
             if method is None:
                 method, _, version = key.partition("/")
                 method, result = method.lower(), value.lower()
@@ -230,15 +230,15 @@ def _fast_parse(text: str) -> AuthResults | None:
                 reason, last = value, "reason"
             else:
                 ptype, _, name = key.partition(".")
-                prop = Property(ptype.lower(), name.lower(), value, ())
-                items.append(prop)
-                properties.setdefault(prop.key, value)
-                last = prop.key
+                ptype, name = ptype.lower(), name.lower()
+                items.append(_new_property(ptype, name, value, ()))
+                last = f"{ptype}.{name}"  # Property.key: the pattern gives every property a ptype
+                properties.setdefault(last, value)
         assert method is not None and result is not None  # the pattern holds one method=result per item
-        results.append(MethodResult(method, result, version or None, reason, properties, tuple(c for _p, c in positions),
-                                    tuple(positions), tuple(items), None))
-    return AuthResults(m.group("id"), m.group("version"), tuple(results), one_line(text).strip(), None, (), (), (),
-                       False)
+        results.append(_new_result(method, result, version or None, reason, properties,
+                                   tuple([c for _p, c in positions]), tuple(positions), tuple(items), None))
+    return _new_results(m.group("id"), m.group("version"), tuple(results), one_line(text).strip(), None, (), (), (),
+                        False)
 
 
 def parse_authentication_results(value: str) -> AuthResults:

@@ -22,10 +22,11 @@ from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from typing import TYPE_CHECKING, Any
 
-from ._rfc5322 import READ_POLICY, Token, lex, one_line, read_headers, read_message
+from ._rfc5322 import READ_POLICY, Token, lex, one_line, read_headers, read_message  # noqa: F401 - used by mail, replay, course
 from ._rfc5322 import domain_of as _domain_of
 from .authres import (RESULTS, AuthResults, MethodResult, Property, make_authentication_results,  # noqa: F401 - re-exported
                       parse_authentication_results)
+from ._records import maker
 from .errors import LabmailError, MessageError
 from .i18n import Text, frame
 
@@ -118,17 +119,19 @@ def _ip(text: str | None) -> str | None:
 _NAME_RE = re.compile(r"(?i)^\s*received\s*:")
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?"
 _CTEXT = r"""[^()\\";]"""  # comment text the fast path reads: no nesting, quoting or ";" inside
-_NOTE = rf"\((?:{_CTEXT}|\({_CTEXT}*\))*\)"  # a comment, with at most one level of comments inside
+_NOTE = rf"\((?:{_CTEXT}++|\({_CTEXT}*+\))*+\)"  # a comment, with at most one level of comments inside (possessive:
+# the alternatives start with different characters, so giving back never helps — and never goes exponential)
+_new_hop = maker(Hop)
+_NOT_CLAUSE = r"(?!(?i:from|by|via|with|id|for)(?![A-Za-z0-9._-]))"  # a clause keyword used as a name: the full parser decides
 _FAST_RECEIVED = re.compile(
-    rf"(?:from (?P<name>{_HOST}|\[[0-9.]+\]) +\((?P<first>(?P<rdns>{_HOST}) \[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\])\)"
-    rf"(?P<more>(?: +{_NOTE})*) +)?by (?P<by>{_HOST})(?: +\((?P<byc>{_CTEXT}*)\))?"
-    rf" +with (?P<proto>[A-Za-z0-9]+)(?: +id (?P<id>[A-Za-z0-9._-]+))?"
+    rf"(?:from (?P<name>{_NOT_CLAUSE}{_HOST}|\[[0-9.]+\]) +\((?P<first>(?P<rdns>{_HOST}) \[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\])\)"
+    rf"(?P<more>(?: +{_NOTE})*) +)?by (?P<by>{_NOT_CLAUSE}{_HOST})(?: +\((?P<byc>{_CTEXT}*+)\))?"
+    rf" +with (?P<proto>{_NOT_CLAUSE}[A-Za-z0-9]+)(?: +id (?P<id>{_NOT_CLAUSE}[A-Za-z0-9._-]+))?"
     rf"(?: +for <(?P<rcpt>[^\s<>()\\\";]*)>)?(?P<after>(?: +{_NOTE})*)"
     rf" *; *(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), +(?P<day>\d{{1,2}}) +(?P<month>{_MONTHS}) +(?P<year>[1-9]\d{{3}})"
     rf" +(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d) +(?P<zone_sign>[+-])(?P<zone_hh>\d\d)(?P<zone_mm>\d\d)"
     rf"(?: +\((?P<zone>{_CTEXT}*)\))?")
-_FAST_NOTE = re.compile(_NOTE)
-_FAST_DECLINE = ("helo", "ehlo", "port=", "envelope-")  # what the full parser's heuristics read: it decides
+_FAST_NOTE = re.compile(rf"\(((?:{_CTEXT}++|\({_CTEXT}*+\))*+)\)")  # a comment's text
 
 
 def _note_text(raw: str) -> str:
@@ -137,16 +140,22 @@ def _note_text(raw: str) -> str:
 
 
 def _notes(block: str) -> list[str]:
-    return [_note_text(c.group()[1:-1]) for c in _FAST_NOTE.finditer(block)] if block else []
+    return [" ".join(text.split()) for text in _FAST_NOTE.findall(block)] if block else []
 
 
 _MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS.split("|"), 1)}
+_MONTH_DIGITS = {name: f"{number:02d}" for name, number in _MONTH_NUMBERS.items()}
 _ZONES: dict[int, timezone] = {}
 
 
 def _fast_date(year: str, month: str, day: str, hh: str, mm: str, ss: str, sign: str, zone_hh: str, zone_mm: str) -> datetime | None:
     """The date :func:`email.utils.parsedate_to_datetime` gives for these fields of the fast pattern, or None where it
     would give no zone (``-0000``) or fail (a 31 February, an offset of a day or more): the full parser then says why."""
+    if zone_mm < "60" and hh < "24" and not (sign == "-" and zone_hh == zone_mm == "00"):  # the ISO form says the same
+        try:
+            return datetime.fromisoformat(f"{year}-{_MONTH_DIGITS[month]}-{day:0>2}T{hh}:{mm}:{ss}{sign}{zone_hh}:{zone_mm}")
+        except ValueError:
+            return None
     offset = int(zone_hh) * 3600 + int(zone_mm) * 60
     if sign == "-":
         if offset == 0:
@@ -174,12 +183,10 @@ def _fast_received(text: str) -> Hop | None:
     if m is None:
         return None
     lowered = text.lower()
-    if any(word in lowered for word in _FAST_DECLINE):
-        return None
+    if "helo" in lowered or "ehlo" in lowered or "port=" in lowered or "envelope-" in lowered:
+        return None  # what the full parser's heuristics read: it decides
     name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, zone = m.group(
         "name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after", "zone")
-    if (name or "").lower() in _CLAUSES or by.lower() in _CLAUSES or proto.lower() in _CLAUSES or (id_ or "").lower() in _CLAUSES:
-        return None  # a clause keyword used as a name: the full parser's clause split decides
     date = _fast_date(*m.group("year", "month", "day", "hh", "mm", "ss", "zone_sign", "zone_hh", "zone_mm"))
     if date is None:
         return None
@@ -187,8 +194,8 @@ def _fast_received(text: str) -> Hop | None:
         ip = _ip(ip)
         if ip is None:
             return None
-        rdns = None if rdns.lower() == "unknown" else rdns.rstrip(".")
-        if rdns and (rdns.lower() == "unknown" or _ip(rdns)):
+        rdns = rdns.rstrip(".")
+        if (len(rdns) == 7 and rdns.lower() == "unknown") or _ip(rdns):
             rdns = None
     by_notes = [] if byc is None else [_note_text(byc)]
     after_notes = _notes(after)
@@ -197,9 +204,9 @@ def _fast_received(text: str) -> Hop | None:
         comments.append(_note_text(zone))
     with_notes = after_notes if id_ is None and rcpt is None else []
     with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, [proto], with_notes + by_notes)
-    helo = None if name is None or name.lower() == "unknown" else name
-    return Hop(helo, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated, tuple(comments), text, name, None,
-               None, tls_version, tls_cipher, auth_user, ())
+    helo = None if name is None or (len(name) == 7 and name.lower() == "unknown") else name
+    return _new_hop(helo, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated, tuple(comments), text, name, None,
+                    None, tls_version, tls_cipher, auth_user, ())
 
 
 def parse_received(value: str) -> Hop:
@@ -408,34 +415,43 @@ _AUTH_RES = ((re.compile(r"Authenticated sender:\s*([^)\s]+(?:\[[^\]]*\])?)", re
              (re.compile(r"(?:^|\s)AUTH\s+([^\s,]+)"), "AUTH"), (re.compile(r"(?:^|\s)AUTH:\s*\w+\s+([^\s,]+)"), "AUTH"))
 
 
+def _search_from(pattern: re.Pattern[str], text: str, lowered: str, word: str) -> re.Match | None:
+    """``pattern.search(text)`` for a pattern whose matches start with ``word`` (any case; ``lowered`` is the ASCII
+    ``text`` in lower case): the search starts where the word first appears, or is skipped."""
+    start = lowered.find(word)
+    return None if start < 0 else pattern.search(text, start)
+
+
 def _transport(comments: list[str], wt: list[str], by_with_notes: list[str]) -> tuple[str | None, bool, str | None, str | None, bool, str | None]:
     """(with, tls, tls_version, tls_cipher, authenticated, auth_user) of a hop, from its comments, the words of its
     ``with`` clause and the comments of its ``by`` and ``with`` clauses."""
-    with_ = " ".join(w for w in wt if w.strip(",;")).strip() or None
+    if len(wt) == 1:
+        with_ = (wt[0].strip() or None) if wt[0].strip(",;") else None
+    else:
+        with_ = " ".join(w for w in wt if w.strip(",;")).strip() or None
     joined = " ".join(comments)
     lowered = joined.lower()
-    ascii_ = joined.isascii()  # a pattern is skipped when a plain substring it needs is absent (ASCII only: re.I folds ſ to s)
-
-    def may(needle: str) -> bool:
-        return not ascii_ or needle in (joined if needle.isupper() else lowered)
-
+    every = not joined.isascii()  # a pattern is skipped when a plain substring it needs is absent (ASCII only: re.I folds ſ to s)
     tls_version = tls_cipher = None
-    m = _USING_RE.search(joined) if may("using") else None
-    if m:
+    # where a case-insensitive pattern needs a word, the search starts at its first occurrence (no match starts before)
+    m = _USING_RE.search(joined) if every else _search_from(_USING_RE, joined, lowered, "using")
+    if m is None:
+        m = _VERSION_RE.search(joined) if every else _search_from(_VERSION_RE, joined, lowered, "version=")
+    if m is not None:
         tls_version, tls_cipher = m.group(1), m.group(2)
-    m = m or (_VERSION_RE.search(joined) if may("version=") else None)
-    if m and tls_version is None:
-        tls_version, tls_cipher = m.group(1), m.group(2)
-    elif tls_version is None:
-        m = _CIPHER_RE.search(joined) if "cipher=" in joined else None
+    elif "cipher=" in joined:
+        m = _CIPHER_RE.search(joined)
         tls_cipher = m.group(1) if m else None
-    with_notes = " ".join(by_with_notes)
-    m = _TLS_NOTE_RE.search(with_notes) if "TLS" in with_notes else None
-    if m and tls_version is None:
-        tls_version = m.group(1)
-    if "tls" in [w.lower() for w in wt]:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
-        i = [w.lower() for w in wt].index("tls")
-        tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
+    if by_with_notes:
+        with_notes = " ".join(by_with_notes)
+        m = _TLS_NOTE_RE.search(with_notes) if "TLS" in with_notes else None
+        if m and tls_version is None:
+            tls_version = m.group(1)
+    if len(wt) > 1:  # Exim: "with esmtpsa (TLS1.3) tls TLS_AES_256_GCM_SHA384"
+        words = [w.lower() for w in wt]
+        if "tls" in words:
+            i = words.index("tls")
+            tls_cipher = tls_cipher or (wt[i + 1] if i + 1 < len(wt) else None)
     m = _rx(r"/TLS/([\w-]+)").search(with_) if with_ and "/TLS/" in with_ else None
     if m:
         tls_cipher = tls_cipher or m.group(1)
@@ -443,11 +459,12 @@ def _transport(comments: list[str], wt: list[str], by_with_notes: list[str]) -> 
     tls = bool(tls_version or tls_cipher) or proto.startswith(("ESMTPS", "UTF8SMTPS", "LMTPS", "SMTPS")) or "/TLS" in proto \
         or "using tls" in lowered
     auth_user = None
-    for pattern, needle in _AUTH_RES:
-        m = pattern.search(joined) if may(needle) else None
-        if m:
-            auth_user = m.group(1)
-            break
+    for pattern, needle in _AUTH_RES if every or "auth" in lowered else ():  # each needle holds "auth"
+        if every or needle in (joined if needle.isupper() else lowered):
+            m = pattern.search(joined)
+            if m:
+                auth_user = m.group(1)
+                break
     authenticated = proto in ("ESMTPA", "ESMTPSA", "UTF8SMTPA", "UTF8SMTPSA", "LMTPA", "LMTPSA") or auth_user is not None \
         or "authenticated" in lowered
     return with_, tls, tls_version, tls_cipher, authenticated, auth_user
@@ -462,9 +479,11 @@ def hops(raw: bytes | str) -> "pandas.DataFrame":
                                        "enveloppe", "date", "délai_s", "décalage_horloge"])
 
 
-def _hop_rows(raw: bytes | str, msg=None) -> list[dict[str, Any]]:
-    msg = msg if msg is not None else read_message(raw)
-    parsed = [parse_received(str(v)) for v in reversed(msg.get_all("Received", []))]
+def _hop_rows(raw: bytes | str, received=None) -> list[dict[str, Any]]:
+    """The rows of :func:`hops`; ``received``: the message's Received values, top first, when already read."""
+    if received is None:
+        received = read_headers(raw).get_all("Received", [])
+    parsed = [parse_received(str(v)) for v in reversed(received)]
     rows: list[dict[str, Any]] = []
     previous = None
     for index, hop in enumerate(parsed, 1):
@@ -656,13 +675,17 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
     Authentication-Results header (the topmost one, or the one of ``authserv_id``).
     """
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    if not data.strip():
+    if not data or data.isspace():
         raise MessageError("Message vide : collez la source complète du message (en-têtes compris).",
                            "Empty message: paste the full source of the message (headers included).")
-    msg = read_headers(data)
-    headers = [(k, one_line(str(v))) for k, v in msg.items()]
-    from_domain = _domain_of(msg.get("From"))
-    ars = tuple(parse_authentication_results(str(v)) for v in msg.get_all("Authentication-Results", []))
+    fields = read_headers(data).items()
+    named: dict[str, list] = {}  # one pass over the fields; email's get/get_all would walk them once per name
+    headers = []
+    for name, value in fields:
+        named.setdefault(name.lower(), []).append(value)
+        headers.append((name, one_line(str(value))))
+    from_domain = _domain_of(named["from"][0]) if "from" in named else None
+    ars = tuple(parse_authentication_results(str(v)) for v in named.get("authentication-results", ()))
     findings: list[Finding] = []
     checks = None
     if authserv_id:  # RFC 8601 §5: only the results of one's own boundary count; a header of another id is ignored
@@ -705,9 +728,9 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
                            for r in (chosen.all("dkim") if chosen else []) if r.result != "none")
         dmarc_r = chosen.get("dmarc") if chosen else None
         dmarc = dmarc_r.result if dmarc_r else "none"
-    findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope)
+    findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, named, envelope)
     return Report(headers, from_domain, spf, spf_domain, dkim_pairs, dmarc, source, ars, tuple(findings), spf_detail,
-                  dkim_detail, dmarc_detail, tuple(_hop_rows(data, msg)), checks)
+                  dkim_detail, dmarc_detail, tuple(_hop_rows(data, received=named.get("received", ()))), checks)
 
 
 def _world_available() -> bool:
@@ -720,7 +743,8 @@ def _world_available() -> bool:
         return False
 
 
-def _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, msg, envelope) -> list[Finding]:
+def _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, named, envelope) -> list[Finding]:
+    """The findings of a message; ``named`` maps each lower-cased field name to its values."""
     out: list[Finding] = []
     if spf == "pass":
         out.append(Finding("ok", Text(f"SPF pass pour {spf_domain}", f"SPF pass for {spf_domain}"),
@@ -793,7 +817,7 @@ def _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc
             for note in verdict.notes:
                 out.append(Finding("info", note, Text("", ""), Text("", ""), "RFC 9989"))
     for name in ("Message-ID", "Date"):
-        if msg.get(name) is None:
+        if name.lower() not in named:
             out.append(Finding("warning", Text(f"en-tête {name} absent", f"{name} header missing"),
                                Text("les grands fournisseurs y voient un signe de spam", "large providers see it as a spam sign"),
                                Text(f"ajoutez {name} (le MSA le fait d'habitude)", f"add {name} (the MSA usually does)"), "RFC 5322 §3.6"))

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "labmail"
 
 BASE = {"labmail", "labmail.i18n", "labmail.errors", "labmail._files", "labmail.config", "labmail.state", "labmail.roster",
-        "labmail._rfc5322", "labmail.actions", "labmail._nodoh"}
+        "labmail._rfc5322", "labmail._records", "labmail.actions", "labmail._nodoh"}
 CORE = {"labmail.world", "labmail.dns", "labmail.spf", "labmail.dkim", "labmail.dmarc", "labmail.authres", "labmail.headers",
         "labmail.judge", "labmail.checks", "labmail.mail", "labmail.reports", "labmail.autodiscover", "labmail.replay",
         "labmail.quiz", "labmail.interro", "labmail.zonepanel", "labmail.resolver"}
