@@ -17,6 +17,7 @@ import email.utils
 import functools
 import html
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
@@ -129,7 +130,7 @@ _FAST_RECEIVED = re.compile(
     rf" +with (?P<proto>{_NOT_CLAUSE}[A-Za-z0-9]+)(?: +id (?P<id>{_NOT_CLAUSE}[A-Za-z0-9._-]+))?"
     rf"(?: +for <(?P<rcpt>[^\s<>()\\\";]*)>)?(?P<after>(?: +{_NOTE})*)"
     rf" *; *(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), +(?P<day>\d{{1,2}}) +(?P<month>{_MONTHS}) +(?P<year>[1-9]\d{{3}})"
-    rf" +(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d) +(?P<zone_sign>[+-])(?P<zone_hh>\d\d)(?P<zone_mm>\d\d)"
+    rf" +(?P<clock>\d\d:\d\d:\d\d) +(?P<offset>[+-]\d{{4}})"
     rf"(?: +\((?P<zone>{_CTEXT}*)\))?")
 _FAST_NOTE = re.compile(rf"\(((?:{_CTEXT}++|\({_CTEXT}*+\))*+)\)")  # a comment's text
 
@@ -148,14 +149,17 @@ _MONTH_DIGITS = {name: f"{number:02d}" for name, number in _MONTH_NUMBERS.items(
 _ZONES: dict[int, timezone] = {}
 
 
-def _fast_date(year: str, month: str, day: str, hh: str, mm: str, ss: str, sign: str, zone_hh: str, zone_mm: str) -> datetime | None:
-    """The date :func:`email.utils.parsedate_to_datetime` gives for these fields of the fast pattern, or None where it
-    would give no zone (``-0000``) or fail (a 31 February, an offset of a day or more): the full parser then says why."""
-    if zone_mm < "60" and hh < "24" and not (sign == "-" and zone_hh == zone_mm == "00"):  # the ISO form says the same
+def _fast_date(year: str, month: str, day: str, clock: str, offset: str) -> datetime | None:
+    """The date :func:`email.utils.parsedate_to_datetime` gives for these fields of the fast pattern (``clock``
+    ``HH:MM:SS``, ``offset`` ``±HHMM``), or None where it would give no zone (``-0000``) or fail (a 31 February, an
+    offset of a day or more): the full parser then says why."""
+    if offset[3:] < "60" and clock < "24" and offset != "-0000":  # the ISO form says the same
         try:
-            return datetime.fromisoformat(f"{year}-{_MONTH_DIGITS[month]}-{day:0>2}T{hh}:{mm}:{ss}{sign}{zone_hh}:{zone_mm}")
+            return datetime.fromisoformat(f"{year}-{_MONTH_DIGITS[month]}-{day:0>2}T{clock}{offset}")
         except ValueError:
             return None
+    hh, mm, ss = clock.split(":")
+    sign, zone_hh, zone_mm = offset[0], offset[1:3], offset[3:]
     offset = int(zone_hh) * 3600 + int(zone_mm) * 60
     if sign == "-":
         if offset == 0:
@@ -187,7 +191,7 @@ def _fast_received(text: str) -> Hop | None:
         return None  # what the full parser's heuristics read: it decides
     name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, zone = m.group(
         "name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after", "zone")
-    date = _fast_date(*m.group("year", "month", "day", "hh", "mm", "ss", "zone_sign", "zone_hh", "zone_mm"))
+    date = _fast_date(*m.group("year", "month", "day", "clock", "offset"))
     if date is None:
         return None
     if name is not None:  # "from HELO (RDNS [IP])"; without it, a hop inside one system ("by HOST with …")
@@ -195,15 +199,19 @@ def _fast_received(text: str) -> Hop | None:
         if ip is None:
             return None
         rdns = rdns.rstrip(".")
-        if (len(rdns) == 7 and rdns.lower() == "unknown") or _ip(rdns):
-            rdns = None
+        if (len(rdns) == 7 and rdns.lower() == "unknown") or (rdns[-1:].isdigit() and _ip(rdns)):  # the host pattern
+            rdns = None  # holds no ":": an address there is IPv4, ending with a digit
+        comments = [first, *_notes(more)] if more else [first]
+    else:
+        comments = []
     by_notes = [] if byc is None else [_note_text(byc)]
     after_notes = _notes(after)
-    comments = ([first, *_notes(more)] if name is not None else []) + [*by_notes, *after_notes]
+    comments += by_notes
+    comments += after_notes
     if zone is not None:
         comments.append(_note_text(zone))
-    with_notes = after_notes if id_ is None and rcpt is None else []
-    with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, [proto], with_notes + by_notes)
+    with_notes = after_notes + by_notes if id_ is None and rcpt is None else by_notes
+    with_, tls, tls_version, tls_cipher, authenticated, auth_user = _transport(comments, [proto], with_notes)
     helo = None if name is None or (len(name) == 7 and name.lower() == "unknown") else name
     return _new_hop(helo, rdns, ip, by, None, with_, id_, rcpt, date, tls, authenticated, tuple(comments), text, name, None,
                     None, tls_version, tls_cipher, auth_user, ())
@@ -666,6 +674,9 @@ class Report:
                 f"<th>pourquoi</th><th>correction</th><th>RFC</th></tr>{rows}</table></div>")
 
 
+_new_report = maker(Report)
+
+
 def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Resolver | None" = None, world=None,
             recompute: bool = True, authserv_id: str | None = None) -> Report:
     """Analyse a received message: verdicts (recomputed if possible, else read from headers) and a diagnosis.
@@ -679,11 +690,11 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
         raise MessageError("Message vide : collez la source complète du message (en-têtes compris).",
                            "Empty message: paste the full source of the message (headers included).")
     fields = read_headers(data).items()
-    named: dict[str, list] = {}  # one pass over the fields; email's get/get_all would walk them once per name
-    headers = []
-    for name, value in fields:
-        named.setdefault(name.lower(), []).append(value)
-        headers.append((name, one_line(str(value))))
+    named: defaultdict[str, list] = defaultdict(list)  # one pass over the fields; email's get/get_all would walk them
+    headers = []  # once per name
+    for name, value in fields:  # the reading policy gives text
+        named[name.lower()].append(value)
+        headers.append((name, one_line(value) if "\n" in value else value))
     from_domain = _domain_of(named["from"][0]) if "from" in named else None
     ars = tuple(parse_authentication_results(str(v)) for v in named.get("authentication-results", ()))
     findings: list[Finding] = []
@@ -729,8 +740,8 @@ def analyze(raw: bytes | str, envelope: Envelope | None = None, *, resolver: "Re
         dmarc_r = chosen.get("dmarc") if chosen else None
         dmarc = dmarc_r.result if dmarc_r else "none"
     findings += _diagnose(spf, spf_domain, spf_detail, dkim_pairs, dkim_detail, dmarc, dmarc_detail, from_domain, named, envelope)
-    return Report(headers, from_domain, spf, spf_domain, dkim_pairs, dmarc, source, ars, tuple(findings), spf_detail,
-                  dkim_detail, dmarc_detail, tuple(_hop_rows(data, received=named.get("received", ()))), checks)
+    return _new_report(headers, from_domain, spf, spf_domain, dkim_pairs, dmarc, source, ars, tuple(findings), spf_detail,
+                       dkim_detail, dmarc_detail, tuple(_hop_rows(data, received=named.get("received", ()))), checks)
 
 
 def _world_available() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import email.utils
+import re
 from email.parser import BytesParser
 
 import pytest
@@ -159,3 +160,11 @@ def test_maker_refuses_what_it_cannot_build_the_same():
     for cls in (Mutable, Checked, str):
         with pytest.raises(TypeError):
             maker(cls)
+
+
+# --- a folded value on one line -----------------------------------------------------------------------------------------
+@settings(max_examples=examples(1500), deadline=None)
+@given(st.lists(st.sampled_from(["a", " ", "\t", "\r", "\n", "\r\n", "\r\n ", "\n\t", "x;", "é"]), max_size=16).map("".join))
+def test_one_line_folds_each_run_as_the_plain_pattern_does(text):
+    """Each fold — CR LF or LF, then the white space after it — becomes one space (the reference: one pattern)."""
+    assert _rfc5322.one_line(text) == re.sub(r"\r?\n[ \t]+", " ", text)
