@@ -151,29 +151,35 @@ def read_headers(raw: bytes | str):
     return fast if fast is not None else BytesParser(policy=READ_POLICY).parsebytes(data, headersonly=True)
 
 
-_FIELD_SPLIT = re.compile(r"\r\n(?![ \t])")  # a line end not followed by a folded line
+_FIELD_SPLIT = {b"\r\n": re.compile(r"\r\n(?![ \t])"), b"\n": re.compile(r"\n(?![ \t])")}  # a line end not followed by a fold
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]+:")  # RFC 5322 §3.6.8 ftext, as email's feedparser reads it
 
 
 def _fast_headers(data: bytes):
-    """:func:`read_headers`'s message for a well-formed CRLF header section, or None (the feed parser decides)."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0 or data[:1] in (b" ", b"\t", b"\r", b"\n"):
-        return None
-    head = data[:end]
-    crlf = head.count(b"\r\n")
-    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
-        return None  # a bare CR or LF: the feed parser takes each as a line end
-    msg = Message(policy=READ_POLICY)
-    match = _FIELD_NAME.match
-    for field in _FIELD_SPLIT.split(head.decode("ascii", "surrogateescape")):
-        named = match(field)
-        if named is None:
-            return None  # not a field: the feed parser ends the header section there and notes a defect
-        colon = named.end()
-        msg.set_raw(field[:colon - 1], field[colon:].lstrip(" \t"))
-    msg.set_payload(data[end + 4:].decode("ascii", "surrogateescape"))
-    return msg
+    """:func:`read_headers`'s message for a well-formed header section — CRLF line ends (as on the wire) or LF only
+    (a file, a pasted message) — or None: the feed parser decides."""
+    for nl in (b"\r\n", b"\n"):
+        end = data.find(nl + nl)
+        if end <= 0 or data[:1] in (b" ", b"\t", b"\r", b"\n"):
+            continue
+        head = data[:end]
+        if nl == b"\r\n":
+            ends = head.count(nl)
+            if head.count(b"\r") != ends or head.count(b"\n") != ends:
+                continue  # a bare CR or LF: the feed parser takes each as a line end
+        elif b"\r" in head:
+            continue
+        msg = Message(policy=READ_POLICY)
+        match = _FIELD_NAME.match
+        for field in _FIELD_SPLIT[nl].split(head.decode("ascii", "surrogateescape")):
+            named = match(field)
+            if named is None:
+                return None  # not a field: the feed parser ends the header section there and notes a defect
+            colon = named.end()
+            msg.set_raw(field[:colon - 1], field[colon:].lstrip(" \t"))
+        msg.set_payload(data[end + 2 * len(nl):].decode("ascii", "surrogateescape"))
+        return msg
+    return None
 
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 §3.2.3
