@@ -160,16 +160,16 @@ def _fast_date(year: str, month: str, day: str, clock: str, offset: str) -> date
             return None
     hh, mm, ss = clock.split(":")
     sign, zone_hh, zone_mm = offset[0], offset[1:3], offset[3:]
-    offset = int(zone_hh) * 3600 + int(zone_mm) * 60
+    seconds = int(zone_hh) * 3600 + int(zone_mm) * 60
     if sign == "-":
-        if offset == 0:
+        if seconds == 0:
             return None
-        offset = -offset
-    zone = _ZONES.get(offset)
+        seconds = -seconds
+    zone = _ZONES.get(seconds)
     if zone is None:
-        if not -86400 < offset < 86400:
+        if not -86400 < seconds < 86400:
             return None
-        zone = _ZONES.setdefault(offset, timezone(timedelta(seconds=offset)))
+        zone = _ZONES.setdefault(seconds, timezone(timedelta(seconds=seconds)))
     try:
         return datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hh), int(mm), int(ss), tzinfo=zone)
     except ValueError:
