@@ -132,6 +132,8 @@ _FAST_RECEIVED = re.compile(
     rf" *; *(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), +(?P<day>\d{{1,2}}) +(?P<month>{_MONTHS}) +(?P<year>[1-9]\d{{3}})"
     rf" +(?P<clock>\d\d:\d\d:\d\d) +(?P<offset>[+-]\d{{4}})"
     rf"(?: +\((?P<zone>{_CTEXT}*)\))?")
+assert tuple(_FAST_RECEIVED.groupindex) == ("name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after",
+                                            "day", "month", "year", "clock", "offset", "zone")  # m.groups() order
 _FAST_NOTE = re.compile(rf"\(((?:{_CTEXT}++|\({_CTEXT}*+\))*+)\)")  # a comment's text
 
 
@@ -189,9 +191,8 @@ def _fast_received(text: str) -> Hop | None:
     lowered = text.lower()
     if "helo" in lowered or "ehlo" in lowered or "port=" in lowered or "envelope-" in lowered:
         return None  # what the full parser's heuristics read: it decides
-    name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, zone = m.group(
-        "name", "first", "rdns", "ip", "more", "by", "byc", "proto", "id", "rcpt", "after", "zone")
-    date = _fast_date(*m.group("year", "month", "day", "clock", "offset"))
+    name, first, rdns, ip, more, by, byc, proto, id_, rcpt, after, day, month, year, clock, offset, zone = m.groups()
+    date = _fast_date(year, month, day, clock, offset)
     if date is None:
         return None
     if name is not None:  # "from HELO (RDNS [IP])"; without it, a hop inside one system ("by HOST with …")
