@@ -196,7 +196,10 @@ def domain_of(address: str | None) -> str | None:
     simple = _SIMPLE_ADDRESS.fullmatch(address)
     if simple is not None:
         return (simple.group(1) or simple.group(2)).lower()
-    _name, addr = email.utils.parseaddr(address)
+    try:
+        _name, addr = email.utils.parseaddr(address)
+    except RecursionError:  # thousands of nested comments: email's parser recurses once per level
+        return None
     if "@" not in addr:
         return None
     return addr.rsplit("@", 1)[1].strip().rstrip(".").lower() or None

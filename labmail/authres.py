@@ -415,6 +415,19 @@ class _Pair:
     loose: list[str]  # words before the key that belong to no pair
 
 
+def _glued(text: str) -> list[str]:
+    """The words of ``text`` with the white space around "." and "/" removed (``header . d`` → ``header.d``): what
+    ``re.sub(r"\\s*([./])\\s*", r"\\1", text).split()`` gives, in linear time — that pattern tries every position of a
+    long run of white space to its end (a value of 100 KB of spaces took 53 s)."""
+    pieces: list[list[str]] = []
+    for token in text.split():
+        if pieces and (pieces[-1][-1][-1] in "./" or token[0] in "./"):
+            pieces[-1].append(token)
+        else:
+            pieces.append([token])
+    return ["".join(p) for p in pieces]
+
+
 def _pairs(stream: _Stream, findings: list[Text]) -> tuple[list[_Pair], list[str]]:
     """The ``key=value`` pairs of one item, up to ";" or the end (CFWS anywhere the ABNF allows it), and the words
     left over at the end (no "=" after them)."""
@@ -422,7 +435,7 @@ def _pairs(stream: _Stream, findings: list[Text]) -> tuple[list[_Pair], list[str
     while not stream.done() and not stream.at("special", ";"):
         key_positions: list[tuple[str, str]] = []
         words, found = _words_until(stream, "=", key_positions, "")
-        keys = re.sub(r"\s*([./])\s*", r"\1", " ".join(words)).split()
+        keys = _glued(" ".join(words))
         if not found:
             return pairs, keys
         key = keys[-1] if keys else ""

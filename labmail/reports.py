@@ -144,12 +144,18 @@ def _documents(raw: bytes) -> list[bytes]:
 
     msg = message_from_bytes(raw, policy=policy.default)
     found = []
-    for part in msg.walk():
-        payload = part.get_payload(decode=True) if not part.is_multipart() else None
-        name = (part.get_filename() or "").lower()
-        if isinstance(payload, bytes) and payload and (name.endswith((".xml", ".gz", ".zip")) or part.get_content_type() in (
-                "application/gzip", "application/zip", "application/xml", "text/xml")):
-            found.extend(_documents(payload))
+    try:
+        for part in msg.walk():
+            payload = part.get_payload(decode=True) if not part.is_multipart() else None
+            name = (part.get_filename() or "").lower()
+            if isinstance(payload, bytes) and payload and (name.endswith((".xml", ".gz", ".zip")) or part.get_content_type() in (
+                    "application/gzip", "application/zip", "application/xml", "text/xml")):
+                found.extend(_documents(payload))
+    except RecursionError:  # email's header parser recurses once per nested comment: thousands of them exceed the limit
+        raise ReportError("Message illisible : un en-tête contient des milliers de commentaires imbriqués « ( ». Ce n'est "
+                          "pas un rapport envoyé par un vrai destinataire ; ignorez-le.",
+                          "Unreadable message: a header holds thousands of nested comments \"(\". No real receiver sends "
+                          "such a report; ignore it.") from None
     if not found:
         raise ReportError("Ce n'est pas un rapport DMARC : ni XML, ni gzip, ni zip, ni message avec un rapport en pièce "
                            "jointe. Donnez le fichier joint au mail du rapport, ou le mail entier (.eml).",

@@ -173,3 +173,33 @@ def test_maker_refuses_what_it_cannot_build_the_same():
 def test_one_line_folds_each_run_as_the_plain_pattern_does(text):
     """Each fold — CR LF or LF, then the white space after it — becomes one space (the reference: one pattern)."""
     assert _rfc5322.one_line(text) == re.sub(r"\r?\n[ \t]+", " ", text)
+
+
+# --- two patterns made linear (found by an outside review: quadratic on long runs) -------------------------------------
+_RUNS = st.lists(st.sampled_from(["a", "k", "rsa", " ", "\t", "\n", "\u00a0", "=", ";", "1", ".", "/", "é", "p=AB"]),
+                 max_size=16).map("".join)
+
+
+@settings(max_examples=examples(1500), deadline=None)
+@given(_RUNS)
+def test_dkim_tags_are_read_as_the_plain_pattern_reads_them(text):
+    from labmail.checks import _DKIM_TAG
+
+    assert _DKIM_TAG.findall(text) == re.findall(r"\s*([a-z]+)\s*=\s*([^;]*)", text)
+
+
+@settings(max_examples=examples(1500), deadline=None)
+@given(_RUNS)
+def test_ar_key_words_are_glued_as_the_plain_pattern_glues_them(text):
+    from labmail.authres import _glued
+
+    assert _glued(text) == re.sub(r"\s*([./])\s*", r"\1", text).split()
+
+
+def test_a_from_of_thousands_of_nested_comments_has_no_domain_and_no_crash():
+    """email's address parser recurses once per nested comment: past Python's recursion limit it raised RecursionError
+    (through analyze(), and the lab's MX judging a message); now: no From domain, said by the diagnosis."""
+    nested = "(" * 10000 + "a@b.example"
+    assert _rfc5322.domain_of(nested) is None
+    report = headers.analyze(f"From: {nested}\r\nSubject: x\r\n\r\nbody\r\n".encode(), recompute=False)
+    assert report.from_domain is None

@@ -167,3 +167,19 @@ def test_a_tls_handshake_gets_twenty_seconds_a_done_one_is_left_alone():
 
     assert session(handshake=False).aborted
     assert not session(handshake=True).aborted
+
+
+def test_envelope_addresses_have_the_four_fields_of_rfc_3501():
+    """ENVELOPE's addresses are (name adl mailbox host) — RFC 3501 §7.4.2. Twisted's parseAddr gave three fields for a
+    missing header or an address without "@" and one more per extra "@"; the lab's gives what Twisted gave for every
+    plain address, and NIL where there is no address."""
+    from twisted.mail.imap4 import parseAddr
+
+    from labmail.lab.imap import _addresses
+
+    for plain in ("A <a@b.example>", "a@b.example, B <b@c.example>", '"Dupont, Jean" <j@d.example>', "=?utf-8?q?Z?= <z@e.fr>"):
+        assert _addresses(plain) == [list(address) for address in parseAddr(plain)], plain
+    assert _addresses(None) is None and _addresses("") is None and _addresses("undisclosed-recipients:;") is None
+    assert _addresses("Nom <x>") == [["Nom", None, "x", None]]
+    assert _addresses("a@b@c.example") == [[None, None, None, "c.example"]]  # as email reads it: ("", "@c.example")
+    assert all(len(address) == 4 for value in ("x", "a@b@c", "<>", "Nom <x>, y@z") for address in (_addresses(value) or []))

@@ -71,7 +71,10 @@ def test_every_container():
     (b"<html></html>", "<feedback>"),
     # mtime=0: the same bytes on every xdist worker (the gzip header carries a time stamp).
     (gzip.compress(b"<feedback/>", mtime=0)[:-6], "gzip"),
-], ids=["mail", "xml-tronque", "html", "gzip-tronque"])
+    # email's header parser recurses once per nested comment (a RecursionError before)
+    (b"From: a@b.example\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=r.zip "
+     + b"\r\n ".join([b"(" * 900] * 12) + b"\r\n\r\nUEsFBg==\r\n", "commentaires imbriqués"),
+], ids=["mail", "xml-tronque", "html", "gzip-tronque", "commentaires-imbriques"])
 def test_bad_input_says_what_to_do(data, fragment):
     with pytest.raises(errors.ReportError, match=fragment):
         reports.parse(data)

@@ -905,6 +905,52 @@ def test_an_anonymous_message_with_8bit_headers_is_stored_served_and_judged(env,
     assert "Traceback" not in text and "UnicodeEncodeError" not in text
 
 
+def test_an_anonymous_from_of_thousands_of_nested_comments_leaves_the_folder_readable(env):
+    """A From folded over a dozen lines of "(" (RFC 5322 allows comments to nest): email's address parser recursed past
+    Python's limit — the MX answered 500 with a traceback, and a message stored another way (APPEND, local delivery)
+    made every FETCH ENVELOPE of its folder drop the connection. Now: judged and stored; ENVELOPE says NIL for the
+    From it cannot read, the other views give the message as received, the session goes on."""
+    cfg, passwords, world, log, start = env
+    to = "jean-emile@gmail.test"
+    nested = "\r\n ".join(["(" * 900] * 12) + "a@b.example"
+    raw = (f"From: {nested}\r\nTo: {to}\r\nSubject: imbrication {time.monotonic_ns()}\r\n\r\ncorps\r\n").encode()
+    host, port = world.connect_address("gmail-smtp-in.l.gmail.test", 25)
+    with smtplib.SMTP(host, port, local_hostname="mx.exemple.fr", timeout=15) as client:
+        assert client.sendmail("anonyme@exemple.fr", [to], raw) == {}
+    secret = lab.provider_password(to)
+    host, port = world.connect_address("imap.gmail.test", 993)
+    deadline = time.monotonic() + 10
+    with imaplib.IMAP4_SSL(host, port, ssl_context=tls(world), timeout=15) as client:
+        client.login(to, secret)
+        subject = raw.split(b"Subject: imbrication ")[1].split(b"\r\n")[0]  # the unique number: one atom
+        found = False
+        while not found and time.monotonic() < deadline:
+            for folder in ("INBOX", "Junk"):  # where the provider's policy put it is not the point here
+                client.select(folder, readonly=True)
+                typ, ids = client.uid("SEARCH", "SUBJECT", subject)
+                if ids[0]:
+                    found = True
+                    break
+            else:
+                time.sleep(0.1)
+        assert found, "the message was not delivered"
+        uid = ids[0].split()[-1]
+        typ, data = client.uid("FETCH", "1:*", "(ENVELOPE)")  # the whole folder, as a client lists it
+        assert typ == "OK" and data[0], data
+        envelope = client.uid("FETCH", uid, "(ENVELOPE)")[1][0]
+        assert re.search(rb'ENVELOPE \(NIL "imbrication \d+" NIL NIL NIL \(\(NIL NIL "jean-emile" "gmail.test"\)\)', envelope), envelope
+        for query in ("(BODYSTRUCTURE)", "(BODY.PEEK[HEADER.FIELDS (FROM)])", "(BODY.PEEK[])"):
+            typ, data = client.uid("FETCH", uid, query)
+            assert typ == "OK" and data[0], (query, data)
+        assert client.uid("FETCH", uid, "(BODY.PEEK[])")[1][0][1].endswith(raw.split(b"\r\n\r\n", 1)[1])
+        assert client.noop()[0] == "OK"
+    listed = [m for m in mail.imap(to, password=secret, host="imap.gmail.test", folder=folder)
+              if m.subject.startswith("imbrication")]  # labmail's own client, as a notebook lists the folder
+    assert listed and listed[-1].sender.startswith("((((")
+    text = logged(log, start, "delivered", "nested comments read as absent")
+    assert "Traceback" not in text and "RecursionError" not in text
+
+
 def test_an_empty_search_still_answers_with_an_untagged_search(env):
     """RFC 3501 §7.2.5 (RFC 9051 §7.3.4): the untagged SEARCH is sent even when nothing matches."""
     _cfg, passwords, world, _log, _start = env

@@ -559,6 +559,46 @@ class _Locked(cred_error.UnauthorizedLogin):
 _ADDRESS_HEADERS = {"from", "sender", "reply-to", "to", "cc", "bcc"}
 
 
+def _readable(name: str, value: str) -> bool:
+    """False for an address header email's parser cannot read: it recurses once per nested comment, and thousands of
+    them (a From folded over a dozen lines of "(") exceeded Python's recursion limit — Twisted's ENVELOPE then dropped
+    the connection at every FETCH, leaving the folder unreadable to a mail client. Such a header reads as absent
+    (ENVELOPE's NIL); the message itself is untouched (BODY[] gives it as received)."""
+    if name.lower() not in _ADDRESS_HEADERS or value.count("(") < 50:
+        return True
+    try:
+        email.utils.getaddresses([value])
+    except RecursionError:
+        log.warning("IMAP ENVELOPE: a %s header of %d nested comments read as absent", name, value.count("("))
+        return False
+    return True
+
+
+def _addresses(value: str | None) -> list | None:
+    """An ENVELOPE address list (RFC 3501 §7.4.2): ``(name adl mailbox host)`` for each address, NIL when there is
+    none. Twisted's ``parseAddr`` gave three fields for a missing header or an address without "@", and one more per
+    extra "@" — a structure clients may refuse."""
+    if value is None:
+        return None
+    out = []
+    for name, address in email.utils.getaddresses([value]):
+        if not name and not address:
+            continue
+        mailbox, at, host = address.rpartition("@")
+        out.append([name or None, None, (mailbox if at else host) or None, (host if at else None) or None])
+    return out or None
+
+
+def _envelope(msg) -> tuple:
+    """Twisted's ``getEnvelope`` with address lists built by :func:`_addresses`; Sender and Reply-To default to From
+    (RFC 3501 §7.4.2)."""
+    headers = msg.getHeaders(True)
+    from_ = headers.get("from")
+    return (headers.get("date"), headers.get("subject"), _addresses(from_), _addresses(headers.get("sender") or from_),
+            _addresses(headers.get("reply-to") or from_), _addresses(headers.get("to")), _addresses(headers.get("cc")),
+            _addresses(headers.get("bcc")), headers.get("in-reply-to"), headers.get("message-id"))
+
+
 def _ascii(name: str, value: str) -> str:
     """A header value an IMAP4rev1 string can carry: non-ASCII text as RFC 2047 encoded words (display names only,
     for address headers, so that the addresses stay parseable)."""
@@ -585,7 +625,7 @@ class _AsciiView:
         return getattr(self._part, name)
 
     def getHeaders(self, negate, *names):  # noqa: N802 - Twisted's name
-        return _AllHeaders([(k, _ascii(k, v)) for k, v in self._part.getHeaders(negate, *names).items()])
+        return _AllHeaders([(k, _ascii(k, v)) for k, v in self._part.getHeaders(negate, *names).items() if _readable(k, v)])
 
     def getSubPart(self, part):  # noqa: N802 - Twisted's name
         return _AsciiView(self._part.getSubPart(part))
@@ -787,7 +827,7 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return super().sendPositiveResponse(tag, message)
 
     def spew_envelope(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
-        return super().spew_envelope(id, _AsciiView(msg), _w, _f)
+        (_w or self.transport.write)(b"ENVELOPE " + imap4.collapseNestedLists([_envelope(_AsciiView(msg))]))
 
     def spew_bodystructure(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
         return super().spew_bodystructure(id, _AsciiView(msg), _w, _f)
