@@ -142,10 +142,11 @@ def read_headers(raw: bytes | str):
     """The header section of a message as :func:`read_message` reads it; the body is kept as text, not parsed (a
     header analysis need not walk a message's MIME parts and attachments).
 
-    A header section in the form every mail system writes (CRLF line ends, each field ``name:value`` with folded
-    lines starting with white space, an empty line before the body) is split by one pattern; anything else (bare CR
-    or LF, a line that is no field, an mbox ``From`` line, no empty line…) goes through :mod:`email`'s parser, whose
-    defects and recovery rules decide. Both give the same message (tests compare fields, body and defects)."""
+    A header section in the form every mail system writes (CRLF line ends, or LF only for a file or a pasted
+    message; each field ``name:value`` with folded lines starting with white space; an empty line before the body) is
+    split by one pattern; anything else (a bare CR, mixed line ends, a line that is no field, an mbox ``From`` line, no
+    empty line…) goes through :mod:`email`'s parser, whose defects and recovery rules decide. Both give the same
+    message (tests compare fields, body and defects)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     fast = _fast_headers(data)
     return fast if fast is not None else BytesParser(policy=READ_POLICY).parsebytes(data, headersonly=True)
