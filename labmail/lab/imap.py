@@ -576,8 +576,9 @@ def _readable(name: str, value: str) -> bool:
 
 def _addresses(value: str | None) -> list | None:
     """An ENVELOPE address list (RFC 3501 §7.4.2): ``(name adl mailbox host)`` for each address, NIL when there is
-    none. Twisted's ``parseAddr`` gave three fields for a missing header or an address without "@", and one more per
-    extra "@" — a structure clients may refuse."""
+    none. A missing mailbox or host reads ``MISSING_MAILBOX`` / ``MISSING_DOMAIN``, as Dovecot writes them: a NIL host
+    would mark the start of a group. Twisted's ``parseAddr`` gave three fields for a missing header or an address
+    without "@", and one more per extra "@". (A group's members are listed without its markers.)"""
     if value is None:
         return None
     out = []
@@ -585,7 +586,9 @@ def _addresses(value: str | None) -> list | None:
         if not name and not address:
             continue
         mailbox, at, host = address.rpartition("@")
-        out.append([name or None, None, (mailbox if at else host) or None, (host if at else None) or None])
+        if not at:
+            mailbox, host = address, ""
+        out.append([name or None, None, mailbox or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
     return out or None
 
 
