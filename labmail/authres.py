@@ -229,10 +229,9 @@ def _fast_parse(text: str) -> AuthResults | None:
             elif key == "reason":
                 reason, last = value, "reason"
             else:
-                ptype, _, name = key.partition(".")
-                ptype, name = ptype.lower(), name.lower()
+                last = key.lower()  # Property.key: the pattern gives every property a ptype
+                ptype, _, name = last.partition(".")
                 items.append(_new_property(ptype, name, value, ()))
-                last = f"{ptype}.{name}"  # Property.key: the pattern gives every property a ptype
                 properties.setdefault(last, value)
         assert method is not None and result is not None  # the pattern holds one method=result per item
         results.append(_new_result(method, result, version or None, reason, properties,

@@ -238,8 +238,10 @@ def parse_received(value: str) -> Hop:
 
 def _received_text(value) -> str:
     """What both Received parsers read: the value on one line, without a leading ``Received:``."""
-    text = value if isinstance(value, str) else ("" if value is None else str(value))
-    return _NAME_RE.sub("", one_line(text), count=1).strip()
+    text = one_line(value if isinstance(value, str) else ("" if value is None else str(value)))
+    if text.lstrip()[:1] in ("r", "R"):  # the name is rarely there: the pattern only runs where it can match
+        text = _NAME_RE.sub("", text, count=1)
+    return text.strip()
 
 
 _HELO_WORD_RE = re.compile(r"\b(?:HELO|EHLO)\b", re.I)
@@ -492,7 +494,8 @@ def _hop_rows(raw: bytes | str, received=None) -> list[dict[str, Any]]:
     """The rows of :func:`hops`; ``received``: the message's Received values, top first, when already read."""
     if received is None:
         received = read_headers(raw).get_all("Received", [])
-    parsed = [parse_received(str(v)) for v in reversed(received)]
+    texts = [_received_text(v) for v in reversed(received)]
+    parsed = [_fast_received(t) or _full_received(t) for t in texts]  # parse_received, without a call per hop
     rows: list[dict[str, Any]] = []
     previous = None
     for index, hop in enumerate(parsed, 1):
