@@ -143,7 +143,7 @@ def _note_text(raw: str) -> str:
 
 
 def _notes(block: str) -> list[str]:
-    return [" ".join(text.split()) for text in _FAST_NOTE.findall(block)] if block else []
+    return list(map(_note_text, _FAST_NOTE.findall(block))) if block else []
 
 
 _MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS.split("|"), 1)}
@@ -494,8 +494,7 @@ def _hop_rows(raw: bytes | str, received=None) -> list[dict[str, Any]]:
     """The rows of :func:`hops`; ``received``: the message's Received values, top first, when already read."""
     if received is None:
         received = read_headers(raw).get_all("Received", [])
-    texts = [_received_text(v) for v in reversed(received)]
-    parsed = [_fast_received(t) or _full_received(t) for t in texts]  # parse_received, without a call per hop
+    parsed = [parse_received(v) for v in reversed(received)]
     rows: list[dict[str, Any]] = []
     previous = None
     for index, hop in enumerate(parsed, 1):
