@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import imaplib
 import json
+import os
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -181,10 +183,125 @@ def test_envelope_addresses_are_written_as_dovecot_writes_them():
 
     for plain in ("A <a@b.example>", "a@b.example, B <b@c.example>", '"Dupont, Jean" <j@d.example>', "=?utf-8?q?Z?= <z@e.fr>"):
         assert _addresses(plain) == [list(address) for address in parseAddr(plain)], plain
-    assert _addresses(None) is None and _addresses("") is None and _addresses("undisclosed-recipients:;") is None
+    assert _addresses(None) is None and _addresses("") is None
     assert _addresses("Nom <x>") == [["Nom", None, "x", "MISSING_DOMAIN"]]
     assert _addresses("x") == [[None, None, "x", "MISSING_DOMAIN"]]
     assert _addresses("<@c.example>") is None  # email reads no address there (Dovecot: an invalid route)
     assert _addresses("a@b@c.example") == [[None, None, "MISSING_MAILBOX", "c.example"]]  # email reads "@c.example"
-    for value in ("x", "a@b@c", "<>", "Nom <x>, y@z", "Groupe: a@b.example;"):
+    for value in ("x", "a@b@c", "<>", "Nom <x>, y@z"):
         assert all(len(address) == 4 and address[3] for address in (_addresses(value) or [])), value
+
+
+# To: headers with group syntax (RFC 5322 §3.4) and what an IMAP server must answer in ENVELOPE (RFC 3501 §7.4.2): a
+# group start (NIL NIL "name" NIL), its members, a group end (NIL NIL NIL NIL) — what Dovecot 2.3.19 answers for the
+# same messages (its imap binary in PREAUTH mode on a Maildir of them: test_envelope_groups_match_dovecot).
+GROUPS = {
+    "undisclosed-recipients:;": '((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))',
+    'Amis: a@x.example, "B b" <b@y.example>;, c@z.example':
+        '((NIL NIL "Amis" NIL)(NIL NIL "a" "x.example")("B b" NIL "b" "y.example")(NIL NIL NIL NIL)(NIL NIL "c" "z.example"))',
+    "Vide:;, d@w.example": '((NIL NIL "Vide" NIL)(NIL NIL NIL NIL)(NIL NIL "d" "w.example"))',
+    "x@y.example, G:;": '((NIL NIL "x" "y.example")(NIL NIL "G" NIL)(NIL NIL NIL NIL))',
+    "Amis: a@x.example": '((NIL NIL "Amis" NIL)(NIL NIL "a" "x.example")(NIL NIL NIL NIL))',  # left open: closed at the end
+    '"Mes amis" (club): a@x.example;': '((NIL NIL "Mes amis" NIL)(NIL NIL "a" "x.example")(NIL NIL NIL NIL))',
+    ":a@x.example;": '((NIL NIL "" NIL)(NIL NIL "a" "x.example")(NIL NIL NIL NIL))',
+    '"a:b" <c@d.example>, e@f.example': '(("a:b" NIL "c" "d.example")(NIL NIL "e" "f.example"))',  # a quoted ":"
+    "<c@d.example>": '((NIL NIL "c" "d.example"))',
+}
+
+
+def _group_message(n: int, to: str) -> bytes:
+    return (f"From: s@e.example\r\nTo: {to}\r\nSubject: groupe {n}\r\nDate: Mon, 1 Dec 2025 10:00:00 +0000\r\n"
+            f"\r\ncorps\r\n").encode()
+
+
+def _to_field(response: bytes) -> bytes:
+    """The To field of an ENVELOPE: the sixth item, one parenthesised list (or NIL); spaces between its addresses
+    dropped (Twisted writes ") (", Dovecot ")(": both are RFC 3501's 1*address)."""
+    import re
+
+    body = response[response.index(b"ENVELOPE (") + len(b"ENVELOPE ("):]
+    items, i = [], 0
+    while len(items) < 6:
+        while body[i:i + 1] == b" ":
+            i += 1
+        if body[i:i + 1] == b"(":
+            depth, j, quoted = 0, i, False
+            while True:
+                c = body[j:j + 1]
+                if quoted:
+                    quoted = c != b'"' or body[j - 1:j] == b"\\"
+                elif c == b'"':
+                    quoted = True
+                elif c == b"(":
+                    depth += 1
+                elif c == b")":
+                    depth -= 1
+                    if not depth:
+                        break
+                j += 1
+            items.append(body[i:j + 1])
+            i = j + 1
+        elif body[i:i + 1] == b'"':
+            j = body.index(b'"', i + 1)
+            items.append(body[i:j + 1])
+            i = j + 1
+        else:
+            j = i
+            while body[j:j + 1] not in (b" ", b")"):
+                j += 1
+            items.append(body[i:j])
+            i = j
+    return re.sub(rb"\)\s+\(", b")(", items[5])
+
+
+def test_envelope_groups_are_written_as_rfc_3501_says(search_lab):
+    """Through the lab's IMAPS: APPEND, then FETCH ENVELOPE — a To: undisclosed-recipients:; (what a message sent
+    with Bcc only carries) reads as a group, not as no recipient at all."""
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    try:
+        assert client.create("Groupes")[0] == "OK"
+        for n, to in enumerate(GROUPS, 1):
+            assert client.append("Groupes", None, None, _group_message(n, to))[0] == "OK"
+        client.select("Groupes", readonly=True)
+        typ, data = client.fetch(f"1:{len(GROUPS)}", "(ENVELOPE)")
+        assert typ == "OK"
+        for (to, expected), response in zip(GROUPS.items(), data):
+            assert _to_field(response).decode() == expected, to
+    finally:
+        client.logout()
+
+
+DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+
+
+@pytest.mark.skipif(not os.path.exists(DOVECOT_IMAP), reason="Dovecot's imap binary is not installed")
+def test_envelope_groups_match_dovecot(tmp_path):
+    """The expectations above are what Dovecot answers: its imap binary in PREAUTH mode on a Maildir of the same
+    messages (as the running user, or as nobody when root)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="labmail-dovecot-"))
+    try:
+        for part in ("cur", "new", "tmp"):
+            (root / "Maildir" / part).mkdir(parents=True)
+        for n, to in enumerate(GROUPS, 1):
+            (root / "Maildir" / "new" / f"{n:03d}.msg").write_bytes(_group_message(n, to))
+        uid, gid = os.getuid(), os.getgid()
+        if uid == 0:  # Dovecot runs mail processes as a user: nobody, who must be able to read them
+            uid = gid = 65534
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, uid, -1)
+        commands = f"a SELECT INBOX\r\nb FETCH 1:{len(GROUPS)} ENVELOPE\r\nc LOGOUT\r\n".encode()
+        done = subprocess.run([DOVECOT_IMAP, "-o", f"mail_location=maildir:{root}/Maildir", "-o", f"mail_uid={uid}",
+                               "-o", f"mail_gid={gid}"], input=commands, capture_output=True,
+                              env={"USER": "labmail", "HOME": str(root), "PATH": os.environ.get("PATH", "")},
+                              timeout=30)
+        lines = [line for line in done.stdout.split(b"\r\n") if b" FETCH (ENVELOPE" in line]
+        assert len(lines) == len(GROUPS), done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+        for (to, expected), line in zip(GROUPS.items(), lines):
+            assert _to_field(line).decode() == expected, to
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

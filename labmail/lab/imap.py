@@ -19,6 +19,7 @@ import json
 import logging
 import mailbox as _mailbox
 import os
+import re
 import threading
 import time
 from email import message_from_bytes
@@ -577,19 +578,103 @@ def _readable(name: str, value: str) -> bool:
 def _addresses(value: str | None) -> list | None:
     """An ENVELOPE address list (RFC 3501 §7.4.2): ``(name adl mailbox host)`` for each address, NIL when there is
     none. A missing mailbox or host reads ``MISSING_MAILBOX`` / ``MISSING_DOMAIN``, as Dovecot writes them: a NIL host
-    would mark the start of a group. Twisted's ``parseAddr`` gave three fields for a missing header or an address
-    without "@", and one more per extra "@". (A group's members are listed without its markers.)"""
+    marks a group. A group (RFC 5322 §3.4, ``undisclosed-recipients:;``) is written as RFC 3501 says and Dovecot
+    does: ``(NIL NIL "name" NIL)``, its members, then ``(NIL NIL NIL NIL)``. Twisted's ``parseAddr`` gave three
+    fields for a missing header or an address without "@", one more per extra "@", and no group markers."""
     if value is None:
         return None
-    out = []
-    for name, address in email.utils.getaddresses([value]):
+    out: list = []
+    for group, members in _groups(value):
+        if group is not None:
+            out.append([None, None, group, None])
+        out += _members(members)
+        if group is not None:
+            out.append([None, None, None, None])
+    return out or None
+
+
+def _members(text: str) -> list:
+    out: list = []
+    if not text or text.isspace():
+        return out
+    for name, address in email.utils.getaddresses([text]):
         if not name and not address:
             continue
         mailbox, at, host = address.rpartition("@")
         if not at:
             mailbox, host = address, ""
         out.append([name or None, None, mailbox or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
-    return out or None
+    return out
+
+
+_SPECIAL = re.compile(r'[\\"()<>:;]')  # what changes _groups's reading; the rest is skipped at once
+
+
+def _groups(value: str) -> list[tuple[str | None, str]]:
+    """``value`` cut where RFC 5322's group syntax (``phrase ":" [members] ";"``) is, outside quoted strings,
+    comments and angle brackets: [(group name or None, the members' text)], in order. One pass (a header is
+    client text). A group left open at the end is closed there, as Dovecot reads it."""
+    if ":" not in value:
+        return [(None, value)]
+    parts: list[tuple[str | None, str]] = []
+    start, group, depth, quoted, angle = 0, None, 0, False, False
+    i, n = 0, len(value)
+    while True:
+        found = _SPECIAL.search(value, i)
+        if found is None:
+            break
+        i = found.start()
+        c = value[i]
+        if c == "\\":
+            i += 2 if (quoted or depth) else 1
+            continue
+        if quoted:
+            quoted = c != '"'
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            depth = 1
+        elif angle:
+            angle = c != ">"
+        elif c == "<":
+            angle = True
+        elif c == ":" and group is None:
+            boundary = max(value.rfind(",", start, i), value.rfind(";", start, i))
+            if boundary >= start:  # what comes before the group's name is a list of its own
+                parts.append((None, value[start:boundary]))
+            group, start = _phrase(value[max(boundary + 1, start):i]), i + 1
+        elif c == ";" and group is not None:
+            parts.append((group, value[start:i]))
+            group, start = None, i + 1
+        i += 1
+    parts.append((group, value[start:n]))
+    return [(name, text) for name, text in parts if name is not None or text.strip()]
+
+
+def _phrase(text: str) -> str:
+    """A group's name as Dovecot writes it: comments left out, quotes and escapes removed, white space collapsed."""
+    out, depth, quoted, i = [], 0, False, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and (quoted or depth) and i + 1 < len(text):
+            if not depth:
+                out.append(text[i + 1])
+            i += 2
+            continue
+        if depth:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            if not depth:
+                out.append(" ")
+        elif c == '"':
+            quoted = not quoted
+        elif c == "(" and not quoted:
+            depth = 1
+        else:
+            out.append(c)
+        i += 1
+    return " ".join("".join(out).split())
 
 
 def _envelope(msg) -> tuple:
