@@ -139,10 +139,14 @@ def _mount_full_tmpfs(path: Path, options: str = "size=64m,nr_inodes=3") -> None
 
 def test_a_disk_almost_full_refuses_new_mail_before_any_of_it_is_written(env):
     """Postfix's free-space guard: below 1.5 times the largest message (25 MiB) free where mail is written, MAIL FROM
-    gets 452 4.3.1 — the client keeps its message and retries; nothing is half-written."""
+    gets 452 4.3.1 — the client keeps its message and retries; nothing is half-written. Room found is believed for
+    a second (SPACE_RECHECK: the guard runs on the loop at every MAIL FROM), so the disk fills, then a second goes."""
+    from labmail.lab.smtp import SPACE_RECHECK
+
     cfg, passwords = env
     queue = cfg.state_dir / "queue"
     _mount_full_tmpfs(queue, "size=20m")
+    time.sleep(SPACE_RECHECK)
     try:
         result = mail.submit(TINTIN, GMAIL, "presque plein", "x", password=passwords[TINTIN])
         assert not result.accepted and result.reply.startswith("452 4.3.1"), result.reply

@@ -91,3 +91,51 @@ def test_a_guessed_password_locks_the_account_for_every_protocol(store):
         store.authenticate("tintin@jean.labmail.cloud", "le-bon-mot-de-passe", "SMTP")
     store.guard.clock = lambda: 10**9  # five minutes later (and more)
     assert store.authenticate("tintin@jean.labmail.cloud", "le-bon-mot-de-passe", "SMTP") is not None
+
+
+def test_the_same_delivery_arriving_twice_at_once_is_stored_once_and_others_are_not_held_up(store, monkeypatch):
+    """A delivery is written outside the store's lock (its fsync does not hold up other mailboxes); a second copy
+    of the same delivery arriving meanwhile waits for the first and gets its key; if the first fails (disk full),
+    the second stores it."""
+    import threading
+
+    from labmail.lab import mailstore
+
+    store.add_mailbox("milou@jean.labmail.cloud", "un-mot-de-passe")
+    store.add_mailbox("tintin@jean.labmail.cloud", "un-mot-de-passe")
+    writing, release = threading.Event(), threading.Event()
+    real, calls = mailstore._write_durably, []
+
+    def slow(tmp, final, data):
+        calls.append(final)
+        if len(calls) == 1:
+            writing.set()
+            assert release.wait(10)
+            raise OSError(28, "No space left on device")
+        real(tmp, final, data)
+
+    monkeypatch.setattr(mailstore, "_write_durably", slow)
+    outcomes: dict[str, object] = {}
+
+    def deliver(name: str, address: str, digest: str) -> None:
+        try:
+            outcomes[name] = store.deliver(address, b"Subject: un\r\n\r\nx\r\n", dedupe=digest)
+        except OSError as exc:
+            outcomes[name] = exc
+
+    first = threading.Thread(target=deliver, args=("first", "milou@jean.labmail.cloud", "ab" * 32))
+    first.start()
+    assert writing.wait(10)
+    second = threading.Thread(target=deliver, args=("second", "milou@jean.labmail.cloud", "ab" * 32))
+    second.start()
+    deliver("other", "tintin@jean.labmail.cloud", "cd" * 32)  # not held up by the first one's write
+    assert isinstance(outcomes["other"], str)
+    assert "second" not in outcomes  # waiting for the first
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert isinstance(outcomes["first"], OSError) and isinstance(outcomes["second"], str)
+    assert len(store.messages("milou@jean.labmail.cloud")) == 1
+    assert not any((store.root / "jean.labmail.cloud" / "milou" / "Maildir" / "tmp").iterdir())  # nothing half-stored
+    again = store.deliver("milou@jean.labmail.cloud", b"Subject: un\r\n\r\nx\r\n", dedupe="ab" * 32)
+    assert again == outcomes["second"] and len(store.messages("milou@jean.labmail.cloud")) == 1

@@ -77,6 +77,27 @@ class Account:
         return data
 
 
+def _write_durably(tmp: str, final: str, data: bytes) -> None:
+    """A Maildir delivery: ``tmp`` written and fsynced, then renamed to ``final`` (tmp/ and new/ on the same file
+    system: atomic); nothing left in tmp/ if a write fails (disk full…). Through the descriptor, no file object."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # as mailbox.add: umask applies
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 class MailStore:
     """Accounts and Maildirs; safe to use from several threads (one lock around account changes)."""
 
@@ -94,6 +115,9 @@ class MailStore:
         self._ready: set[str] = set()  # Maildir folders known to exist with their siblings (made once)
         self._usage: dict[str, tuple[float, int, int]] = {}  # address → (when counted, messages, bytes)
         self._dedupe: dict[str, dict[str, str]] = {}  # folder path → delivery digest → Maildir key
+        # (folder path, digest) → set when that delivery is written (or failed): written outside the lock, so that
+        # one delivery's fsync does not hold up every other mailbox's
+        self._storing: dict[tuple[str, str], threading.Event] = {}
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -198,23 +222,27 @@ class MailStore:
         """
         box = self.maildir(address, folder)
         if dedupe:
-            key = f"{int(time.time())}.D{dedupe[:40]}.labmail"
-            path = Path(box._path)  # noqa: SLF001 - mailbox has no public path accessor
-            with self._lock:  # the check and the store together: two copies arriving at once are still one
-                existing = self._find_dedupe(box, dedupe[:40])
-                if existing is not None:
-                    return existing
-                tmp = path / "tmp" / key
-                try:
-                    with open(tmp, "wb") as handle:
-                        handle.write(data)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    os.replace(tmp, path / "new" / key)  # tmp/ and new/ on the same file system: atomic
-                except OSError:
-                    tmp.unlink(missing_ok=True)  # disk full…: nothing half-stored
-                    raise
-                self._dedupe[str(path)][dedupe[:40]] = key
+            digest = dedupe[:40]
+            key = f"{int(time.time())}.D{digest}.labmail"
+            path = str(box._path)  # noqa: SLF001 - mailbox has no public path accessor
+            while True:  # the check and the store together: two copies arriving at once are still one
+                with self._lock:
+                    existing = self._find_dedupe(box, digest)
+                    if existing is not None:
+                        return existing
+                    other = self._storing.get((path, digest))
+                    if other is None:
+                        done = self._storing[(path, digest)] = threading.Event()
+                        break
+                other.wait()  # the same delivery being written by another thread: its outcome decides
+            try:
+                _write_durably(os.path.join(path, "tmp", key), os.path.join(path, "new", key), data)
+                with self._lock:
+                    self._dedupe[path][digest] = key
+            finally:
+                with self._lock:
+                    del self._storing[(path, digest)]
+                done.set()
         else:
             key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
         if record is not None:

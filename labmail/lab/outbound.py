@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._files import atomic_write_bytes, atomic_write_text
+from .._files import atomic_write_files, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .smtp import Host, MailServices
@@ -41,6 +41,10 @@ class Outbound:
 
     CACHE_SECONDS = 2.0
 
+    #: at most this many bytes of just-queued messages kept in memory for their first delivery attempt (a burst
+    #: beyond it is read back from the queue folder, as after a restart)
+    FRESH_BYTES = 32 << 20
+
     def __init__(self, services: "MailServices") -> None:
         self.services = services
         self.queue_dir = services.lab.layout.queue_dir
@@ -50,6 +54,8 @@ class Outbound:
         self._lock = threading.Lock()
         self._schedule: dict[str, float] = {}  # qid → when it is due (time.time()), in arrival order
         self._idle: dict[tuple, list[tuple[float, smtplib.SMTP]]] = {}  # (source, relay, MX) → open sessions
+        self._fresh: dict[str, tuple[bytes, dict]] = {}  # qid → (message, envelope) just queued, until its first try
+        self._fresh_bytes = 0
         workers = getattr(services.executor, "_max_workers", 4)
         self.concurrency = max(2, workers // 2)
         # Relays wait on the receiving MX, whose own work runs in the lab's executor: they get threads of their own,
@@ -73,15 +79,18 @@ class Outbound:
                 client.close()  # no QUIT: this runs on the loop that serves the other end, a reply would never come
 
     def enqueue(self, qid: str, mail_from: str, rcpts: list[str], data: bytes) -> None:
-        """Write the message to the queue *before* the 250 reply: an accepted message survives a crash."""
-        atomic_write_bytes(self.queue_dir / f"{qid}.eml", data)
+        """Write the message to the queue *before* the 250 reply: an accepted message survives a crash.
+
+        The message, then its envelope (the sign it is whole: :meth:`_recover_queue`), one fsync of the folder for
+        both; none of them is left if a write fails (disk full…). The first delivery attempt takes both from memory
+        (:attr:`_fresh`, within :data:`FRESH_BYTES`) rather than reading back what was just written."""
         meta = {"mail_from": mail_from, "rcpts": rcpts, "attempts": 0, "next": 0.0, "created": time.time(), "errors": []}
-        try:
-            atomic_write_text(self.queue_dir / f"{qid}.json", json.dumps(meta) + "\n")
-        except OSError:
-            (self.queue_dir / f"{qid}.eml").unlink(missing_ok=True)  # no half-queued message (disk full…)
-            raise
+        atomic_write_files([(self.queue_dir / f"{qid}.eml", data),
+                            (self.queue_dir / f"{qid}.json", (json.dumps(meta) + "\n").encode())])
         with self._lock:
+            if self._fresh_bytes + len(data) <= self.FRESH_BYTES:
+                self._fresh[qid] = (data, meta)
+                self._fresh_bytes += len(data)
             self._schedule[qid] = 0.0
         try:
             self._loop_wakeup()
@@ -144,9 +153,16 @@ class Outbound:
 
     def _deliver_queued(self, qid: str) -> None:
         data_path, meta_path = self.queue_dir / f"{qid}.eml", self.queue_dir / f"{qid}.json"
+        with self._lock:
+            fresh = self._fresh.pop(qid, None)
+            if fresh is not None:
+                self._fresh_bytes -= len(fresh[0])
         try:
-            data = data_path.read_bytes()
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if fresh is not None:  # the queue folder stays the truth: a message removed meanwhile (a course reset) goes
+                meta_path.stat()
+                data, meta = fresh
+            else:
+                data, meta = data_path.read_bytes(), json.loads(meta_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             meta_path.unlink(missing_ok=True)
             data_path.unlink(missing_ok=True)

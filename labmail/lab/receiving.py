@@ -9,6 +9,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -75,6 +76,28 @@ class Receiving:
 
     def __init__(self, services: "MailServices") -> None:
         self.services = services
+        self._keys: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # path → ((inode, mtime, size), PEM)
+
+    def _private_key(self, path) -> bytes | None:
+        """The PEM of a DKIM key of the lab, read once and again only when the file changes (a new key is written
+        to a new file renamed over the old one: another inode): one stat per signature instead of reading it."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._keys.get(str(path))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            with open(path, "rb") as handle:
+                pem = handle.read()
+        except FileNotFoundError:
+            return None
+        if len(self._keys) > 4096:  # a class's domains, several keys each: more means something to forget
+            self._keys.clear()
+        self._keys[str(path)] = (stamp, pem)
+        return pem
 
     def ptr_name(self, ip: str) -> str | None:
         import ipaddress
@@ -113,11 +136,11 @@ class Receiving:
         from ..errors import LabmailError
 
         domain = _domain(mail_from) if mail_from else ""
-        key = self.services.lab.layout.dkim_private(domain)
-        if not domain or not key.exists():
+        pem = self._private_key(self.services.lab.layout.dkim_private(domain)) if domain else None
+        if pem is None:
             return data
         try:
-            return sign(data, domain, "dkim", key.read_bytes(), trusted_key=True)  # made by the lab (generate_key)
+            return sign(data, domain, "dkim", pem, trusted_key=True)  # made by the lab (generate_key)
         except LabmailError as exc:  # no From header (RFC 6376 §5.4 requires it signed): sent unsigned, as rspamd does
             log.info("not DKIM-signed (%s): %s", domain, exc.message("en"))
             return data

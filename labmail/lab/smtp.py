@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 import shutil
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
 
 MAX_SIZE = MAX_MESSAGE_SIZE
+#: seconds during which a disk found with room for mail is not measured again (BaseHandler.storage_refusal)
+SPACE_RECHECK = 1.0
 
 
 def queue_id() -> str:
@@ -261,7 +264,12 @@ class BaseHandler:
 
     def storage_refusal(self) -> str | None:
         """Postfix's guard (``queue_minfree``): no new mail while the lab's disk has less free space than 1.5 times
-        the largest message — a class cannot fill the machine, and what was accepted can still be written."""
+        the largest message — a class cannot fill the machine, and what was accepted can still be written. Enough
+        space found is believed for :data:`SPACE_RECHECK` seconds (this runs on the loop, at every MAIL FROM: two
+        ``statfs`` a message were two moments the loop let go of Python's lock under load); too little is looked
+        at again every time, so mail is taken again as soon as space is freed."""
+        if time.monotonic() < self.services.space_ok_until:
+            return None
         for folder in (self.services.lab.layout.queue_dir, self.services.store.root):  # where a message is written
             try:
                 if shutil.disk_usage(folder).free < MAX_SIZE * 3 // 2:
@@ -269,6 +277,7 @@ class BaseHandler:
                     return "452 4.3.1 Insufficient system storage"
             except OSError:
                 pass
+        self.services.space_ok_until = time.monotonic() + SPACE_RECHECK
         return None
 
     def quota_refusal(self, envelope, address: str) -> str | None:
@@ -499,6 +508,7 @@ class MailServices:
         self.ca = ca
         self.store = store
         self.executor = executor
+        self.space_ok_until = 0.0  # monotonic time until which the disk is believed to have room (storage_refusal)
         # Password hashing (AUTH, new mailboxes): a pool of its own, as wide as the machine, so that a class logging
         # in or creating mailboxes at once neither blocks the event loop nor takes the mail workers.
         from concurrent.futures import ThreadPoolExecutor
