@@ -153,7 +153,6 @@ def sign(message: bytes | str, domain: str, selector: str, private_pem: bytes, *
     return header + data
 
 
-@functools.lru_cache(maxsize=256)
 @functools.lru_cache(maxsize=1024)
 def _signing_key(pem: bytes, trusted: bool = False):
     """The OpenSSL key object (cryptography) for a PEM private key, loaded once and reused for every signature.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import smtplib
 import socket
@@ -535,6 +536,42 @@ def test_mx_resolution_rules(world_lab, dns_thread, tmp_path):
         assert status == "perm" and "RFC 7505" in text
         status, text = services.send(services.hosts["school"], "a@b.test", ["x@amx.arnaque.test"], b"x", "amx.arnaque.test")
         assert status == "temp" and "Connection timed out" in text  # nobody listens there: retried later
+
+
+def test_the_queue_folder_decides_what_is_relayed(world_lab, dns_thread, tmp_path, monkeypatch):
+    """The first delivery attempt takes the message from memory, not from the queue folder it was just written to
+    (one fsync for both files, none read back) — but the folder stays the truth: a message removed meanwhile (a
+    course reset empties the queue) is not sent, and one queued past the memory budget is read back from it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labmail.lab.mailstore import MailStore
+    from labmail.lab.smtp import MailServices
+    from labmail.lab.tls import LabCA
+
+    with ThreadPoolExecutor(2) as executor:
+        services = MailServices(world_lab, LabCA(tmp_path).load_or_create(), MailStore(tmp_path / "mail"), dns_thread,
+                                executor)
+        outbound, sent = services.outbound, []
+        monkeypatch.setattr(outbound, "send", lambda source, mail_from, rcpts, data, domain: (sent.append(data) or
+                                                                                             ("ok", domain)))
+        queue = outbound.queue_dir
+        outbound.enqueue("LMQ1", "a@b.test", ["x@gmail.test"], b"Subject: un\r\n\r\nx\r\n")
+        assert {"LMQ1.eml", "LMQ1.json"} <= {p.name for p in queue.iterdir()}
+        assert json.loads((queue / "LMQ1.json").read_text())["rcpts"] == ["x@gmail.test"]
+        outbound._deliver_queued("LMQ1")
+        assert sent == [b"Subject: un\r\n\r\nx\r\n"]
+        assert not {"LMQ1.eml", "LMQ1.json"} & {p.name for p in queue.iterdir()}
+        outbound.enqueue("LMQ2", "a@b.test", ["x@gmail.test"], b"Subject: deux\r\n\r\nx\r\n")
+        for name in ("LMQ2.eml", "LMQ2.json"):  # what a course reset does to the queue
+            (queue / name).unlink()
+        outbound._deliver_queued("LMQ2")
+        assert len(sent) == 1 and "LMQ2" not in outbound._schedule
+        monkeypatch.setattr(outbound, "FRESH_BYTES", 0)
+        outbound.enqueue("LMQ3", "a@b.test", ["x@gmail.test"], b"Subject: trois\r\n\r\nx\r\n")
+        assert "LMQ3" not in outbound._fresh and outbound._fresh_bytes == 0
+        (queue / "LMQ3.eml").write_bytes(b"Subject: relu\r\n\r\nx\r\n")
+        outbound._deliver_queued("LMQ3")
+        assert sent[-1] == b"Subject: relu\r\n\r\nx\r\n"
 
 
 def test_the_school_server_judges_incoming_mail_too(env, zone):
