@@ -472,8 +472,12 @@ smtpd_sender_restrictions = reject_sender_login_mismatch
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
 smtpd_milters = inet:127.0.0.1:{P['opendkim']}
 non_smtpd_milters =
+# keep relay sessions to the provider open across messages even though they use STARTTLS, as the lab's relay
+# does (labmail/lab/outbound.py); stock Postfix caches only plaintext SMTP connections
+smtp_tls_connection_reuse = yes
 """)
     _write(pfa / "etc/master.cf", master_cf + f"""
+tlsproxy unix - - n - 0 tlsproxy
 127.0.0.1:{P['submission']} inet n - n - - smtpd
   -o syslog_name=postfix-school/submission
   -o milter_macro_daemon_name=ORIGINATING

@@ -539,9 +539,10 @@ def test_mx_resolution_rules(world_lab, dns_thread, tmp_path):
 
 
 def test_the_queue_folder_decides_what_is_relayed(world_lab, dns_thread, tmp_path, monkeypatch):
-    """The first delivery attempt takes the message from memory, not from the queue folder it was just written to
-    (one fsync for both files, none read back) — but the folder stays the truth: a message removed meanwhile (a
-    course reset empties the queue) is not sent, and one queued past the memory budget is read back from it."""
+    """A message just queued goes to a relay thread at once (no pass through the event loop: none runs here) and
+    its first attempt takes it from memory, not from the queue folder it was just written to — but the folder stays
+    the truth: a message removed meanwhile (a course reset empties the queue) is not sent, one queued past the
+    memory budget is read back from it, and one left for later enters the queue worker's schedule."""
     from concurrent.futures import ThreadPoolExecutor
 
     from labmail.lab.mailstore import MailStore
@@ -551,27 +552,37 @@ def test_the_queue_folder_decides_what_is_relayed(world_lab, dns_thread, tmp_pat
     with ThreadPoolExecutor(2) as executor:
         services = MailServices(world_lab, LabCA(tmp_path).load_or_create(), MailStore(tmp_path / "mail"), dns_thread,
                                 executor)
-        outbound, sent = services.outbound, []
+        outbound, sent, answer = services.outbound, [], ["ok"]
         monkeypatch.setattr(outbound, "send", lambda source, mail_from, rcpts, data, domain: (sent.append(data) or
-                                                                                             ("ok", domain)))
+                                                                                             (answer[0], domain)))
         queue = outbound.queue_dir
         outbound.enqueue("LMQ1", "a@b.test", ["x@gmail.test"], b"Subject: un\r\n\r\nx\r\n")
-        assert {"LMQ1.eml", "LMQ1.json"} <= {p.name for p in queue.iterdir()}
-        assert json.loads((queue / "LMQ1.json").read_text())["rcpts"] == ["x@gmail.test"]
-        outbound._deliver_queued("LMQ1")
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert sent == [b"Subject: un\r\n\r\nx\r\n"]
-        assert not {"LMQ1.eml", "LMQ1.json"} & {p.name for p in queue.iterdir()}
+        while {"LMQ1.eml", "LMQ1.json"} & {p.name for p in queue.iterdir()} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not {"LMQ1.eml", "LMQ1.json"} & {p.name for p in queue.iterdir()} and "LMQ1" not in outbound._schedule
+
+        started: list[str] = []
+        monkeypatch.setattr(outbound, "_first_attempt", started.append)  # the attempts below, by hand
         outbound.enqueue("LMQ2", "a@b.test", ["x@gmail.test"], b"Subject: deux\r\n\r\nx\r\n")
+        assert started == ["LMQ2"] and json.loads((queue / "LMQ2.json").read_text())["rcpts"] == ["x@gmail.test"]
         for name in ("LMQ2.eml", "LMQ2.json"):  # what a course reset does to the queue
             (queue / name).unlink()
         outbound._deliver_queued("LMQ2")
-        assert len(sent) == 1 and "LMQ2" not in outbound._schedule
+        assert len(sent) == 1 and "LMQ2" not in outbound._schedule and not outbound._fresh
+
         monkeypatch.setattr(outbound, "FRESH_BYTES", 0)
         outbound.enqueue("LMQ3", "a@b.test", ["x@gmail.test"], b"Subject: trois\r\n\r\nx\r\n")
         assert "LMQ3" not in outbound._fresh and outbound._fresh_bytes == 0
         (queue / "LMQ3.eml").write_bytes(b"Subject: relu\r\n\r\nx\r\n")
+        answer[0] = "temp"  # the MX says later
         outbound._deliver_queued("LMQ3")
-        assert sent[-1] == b"Subject: relu\r\n\r\nx\r\n"
+        assert sent[-1] == b"Subject: relu\r\n\r\nx\r\n" and outbound._schedule["LMQ3"] > time.time()
+        assert json.loads((queue / "LMQ3.json").read_text())["attempts"] == 1
+        outbound.executor.shutdown(wait=True)
 
 
 def test_the_school_server_judges_incoming_mail_too(env, zone):

@@ -91,11 +91,25 @@ class Outbound:
             if self._fresh_bytes + len(data) <= self.FRESH_BYTES:
                 self._fresh[qid] = (data, meta)
                 self._fresh_bytes += len(data)
-            self._schedule[qid] = 0.0
+        self._first_attempt(qid)
+
+    def _first_attempt(self, qid: str) -> None:
+        """A message just queued goes to the relay threads at once, from the thread that queued it: not through
+        the event loop (two wake-ups of the loop and a pass over the schedule per message, which under a burst is
+        as long as the queue). It enters the schedule only if that attempt leaves it for later (or the lab stops
+        first: the queue folder keeps it, :meth:`_recover_queue` schedules it at the next start)."""
         try:
-            self._loop_wakeup()
-        except RuntimeError:
+            self.executor.submit(self._attempt, qid)
+        except RuntimeError:  # the lab is stopping
             pass
+
+    def _attempt(self, qid: str) -> None:
+        try:
+            self._deliver_queued(qid)
+        except Exception:
+            log.exception("queue %s", qid)
+            with self._lock:  # retried by the queue worker, like any message left for later
+                self._schedule.setdefault(qid, time.time() + 1)
 
     def _recover_queue(self) -> None:
         """At start, before any listener: a crash may have left a message body without its envelope (killed between
@@ -193,6 +207,10 @@ class Outbound:
             atomic_write_text(meta_path, json.dumps(meta) + "\n")
             with self._lock:
                 self._schedule[qid] = meta["next"]
+            try:
+                self._loop_wakeup()  # the queue worker recomputes when to look again
+            except RuntimeError:  # the loop is closed: the lab is stopping
+                pass
         else:
             meta_path.unlink(missing_ok=True)
             data_path.unlink(missing_ok=True)
