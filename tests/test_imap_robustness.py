@@ -305,3 +305,86 @@ def test_envelope_groups_match_dovecot(tmp_path):
             assert _to_field(line).decode() == expected, to
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# Messages anybody can send (found by an outside review, each once dropped the IMAP connection at a FETCH item:
+# an 8-bit address, nesting past Python's recursion limit, a malformed Content-Type, a part that does not exist).
+_H = b"Date: Mon, 01 Dec 2025 10:00:00 +0000\r\nFrom: a@example.org\r\nTo: b@example.org\r\n"
+
+
+def _nested_multipart(depth: int) -> bytes:
+    head = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+    tail = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    return _H + b"Subject: deep\r\nMIME-Version: 1.0\r\n" + head + b"Content-Type: text/plain\r\n\r\nx\r\n" + tail
+
+
+HOSTILE = {
+    "utf8 From": _H.replace(b"From: a@example.org", "From: jürgen@exämple.de".encode()) + b"Subject: x\r\n\r\nx\r\n",
+    "utf8 Cc": _H + 'Cc: "Ø" <ø@example.org>\r\nSubject: x\r\n\r\nx\r\n'.encode(),
+    "latin-1 Cc": _H + b"Cc: \xe9@example.org\r\nSubject: x\r\n\r\nx\r\n",
+    "300 nested multiparts": _nested_multipart(300),
+    "300 nested message/rfc822": _H + b"Subject: x\r\nMIME-Version: 1.0\r\n" + b"Content-Type: message/rfc822\r\n\r\n" * 300
+    + b"Subject: in\r\n\r\nx\r\n",
+    "Content-Type garbage": _H + b'Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: ;;;="\r\n\r\nx\r\n',
+    "empty boundary": _H + b'Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=""\r\n\r\n--\r\n\r\nx\r\n----\r\n',
+}
+ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY", "BODY.PEEK[1]", "BODY.PEEK[1.MIME]", "BODY.PEEK[HEADER]", "BODY.PEEK[TEXT]",
+         "BODY.PEEK[2]", "BODY.PEEK[3.1]", "RFC822.SIZE")
+
+
+def test_no_message_can_make_a_fetch_drop_the_connection(search_lab):
+    """Every item of every hostile message is answered (what cannot be made reads as empty: an all-NIL ENVELOPE,
+    the default text/plain structure, "{0}" for a part that does not exist, as Dovecot answers), on one connection,
+    and the folder's ordinary messages are still served after them."""
+    cfg, passwords = search_lab
+    client = _client(cfg, BOB, passwords[BOB])
+    try:
+        assert client.create("Hostile")[0] == "OK"
+        for data in HOSTILE.values():
+            assert client.append("Hostile", None, None, data)[0] == "OK"
+        assert client.append("Hostile", None, None, b"From: ok@example.org\r\nSubject: normal\r\n\r\nbonjour\r\n")[0] == "OK"
+        client.select("Hostile", readonly=True)
+        for number, name in enumerate(HOSTILE, 1):
+            for item in ITEMS:
+                typ, data = client.fetch(str(number), f"({item})")
+                assert typ == "OK", (name, item, data)
+        typ, data = client.fetch("1:*", "(ENVELOPE BODYSTRUCTURE)")
+        assert typ == "OK" and b"ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)" not in data[-1]
+        typ, data = client.fetch(str(len(HOSTILE) + 1), "(BODY.PEEK[TEXT] BODY.PEEK[2])")
+        assert typ == "OK" and data[0][1] == b"bonjour\r\n"
+        assert b"BODY[2] {0}" in b"".join(d if isinstance(d, bytes) else d[0] for d in data)
+        typ, data = client.fetch("1", "(ENVELOPE)")
+        assert b'"jurgen' not in data[0] and b"=?utf-8?" in data[0].lower()  # the 8-bit address, as an encoded word
+    finally:
+        client.logout()
+
+
+def test_a_partial_fetch_sends_the_range_asked_for(search_lab):
+    """BODY[]<origin.length> (RFC 3501 §6.4.5): those octets only, labelled BODY[]<origin> (§7.4.2) — a client
+    fetching a large message in 64 KiB chunks (Thunderbird's default) rebuilds it exactly; a range past the end is
+    empty. Twisted sent the whole message under the request's label: the copy came out three times its size."""
+    import re
+
+    cfg, passwords = search_lab
+    client = _client(cfg, BOB, passwords[BOB])
+    message = b"From: a@example.org\r\nSubject: morceaux\r\n\r\n" + b"".join(
+        b"ligne %06d ......................................\r\n" % i for i in range(2500))
+    try:
+        assert client.create("Morceaux")[0] == "OK"
+        assert client.append("Morceaux", None, None, message)[0] == "OK"
+        client.select("Morceaux", readonly=True)
+        size = int(re.search(rb"RFC822.SIZE (\d+)", client.fetch("1", "(RFC822.SIZE)")[1][0]).group(1))
+        copy, start = b"", 0
+        while start < size:
+            typ, data = client.fetch("1", f"(BODY.PEEK[]<{start}.65536>)")
+            assert typ == "OK" and data[0][0].endswith(b"(BODY[]<%d> {%d}" % (start, min(65536, size - start)))
+            copy += data[0][1]
+            start += 65536
+        assert copy == message
+        typ, data = client.fetch("1", "(BODY.PEEK[TEXT]<6.5> BODY.PEEK[HEADER]<0.4>)")
+        assert data[0][0].endswith(b"BODY[TEXT]<6> {5}") and data[0][1] == b"000000"[:5]
+        assert data[1][0].endswith(b" BODY[HEADER]<0> {4}") and data[1][1] == b"From"
+        typ, data = client.fetch("1", f"(BODY.PEEK[]<{size + 10}.100>)")
+        assert typ == "OK" and data[0][0].endswith(b"BODY[]<%d> {0}" % (size + 10))
+    finally:
+        client.logout()

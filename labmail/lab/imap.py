@@ -271,6 +271,12 @@ class Message(Part):
     def open(self):
         return io.BytesIO(self.raw)  # BODY[] byte-exact
 
+    def getBodyFile(self):  # noqa: N802 - Twisted's name
+        """BODY[TEXT] as stored, byte for byte: what follows the blank line after the header (8-bit, folding and
+        MIME boundaries untouched; email's regenerated text changed them)."""
+        head, sep, body = self.raw.partition(b"\r\n\r\n")
+        return io.BytesIO(body if sep else b"")
+
     def getSize(self):
         return len(self.raw)
 
@@ -375,7 +381,8 @@ class Mailbox:
     # changes
     def addMessage(self, message, flags=(), date=None):
         data = message.read() if hasattr(message, "read") else bytes(message)
-        key = self.folder.box.add(_mailbox.MaildirMessage(data))
+        key = self.folder.box.add(data)  # the bytes as sent: not parsed (a message nested past Python's recursion
+        # limit made APPEND fail with BAD when mailbox.MaildirMessage parsed it)
         flags = [f.decode() if isinstance(f, bytes) else f for f in flags]
         self.folder.set_flags(key, flags)
         self.keys = self.folder.sync()
@@ -698,9 +705,35 @@ def _ascii(name: str, value: str) -> str:
             try:
                 out.append(email.utils.formataddr((display, address), charset="utf-8"))
             except UnicodeError:  # a UTF-8 address (RFC 6531) has no ASCII form: encoded as a whole
-                out.append(Header(email.utils.formataddr((display, address)), "utf-8", maxlinelen=998).encode())
+                whole = f"{display} <{address}>" if display else address
+                out.append(Header(whole, "utf-8", maxlinelen=998).encode())
         return ", ".join(out)
     return Header(value, "utf-8", maxlinelen=998).encode()
+
+
+def _section_label(part) -> bytes:
+    """``BODY[section]`` without the request's ``<origin.length>`` (Twisted's label writes it, or ``<0>``)."""
+    begin = part.partialBegin
+    part.partialBegin = None
+    try:
+        return part.getBytes()
+    finally:
+        part.partialBegin = begin
+
+
+def _empty_item(part, msg) -> bytes:
+    """What a FETCH item says when it cannot be made for a message (:meth:`LabIMAP4Server.spewMessage`)."""
+    kind = getattr(part, "type", "")
+    if kind == "envelope":
+        return b"ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    if kind == "bodystructure" or (kind == "body" and not (part.header or part.mime or part.text or part.empty)):
+        raw = msg.raw if isinstance(msg, Message) else b""
+        body = raw.partition(b"\r\n\r\n")[2]
+        structure = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" %d %d)' % (len(body), body.count(b"\n"))
+        return (b"BODYSTRUCTURE " if kind == "bodystructure" else b"BODY ") + structure
+    if kind == "body":
+        return _section_label(part) + (b"<%d>" % part.partialBegin if part.partialBegin is not None else b"") + b" {0}\r\n"
+    return str(part).upper().encode("ascii", "replace") + b" NIL"
 
 
 class _AsciiView:
@@ -914,6 +947,55 @@ class LabIMAP4Server(imap4.IMAP4Server):
             super().sendUntaggedResponse(b"SEARCH")  # RFC 3501 §7.2.5: the untagged SEARCH is always sent
         return super().sendPositiveResponse(tag, message)
 
+    def spewMessage(self, id, msg, query, uid):  # noqa: N802 - Twisted's name
+        """Twisted's, with each item of the answer made before any of it is written: an item that fails on one
+        message (a malformed MIME header, an address in 8-bit, nesting past Python's recursion limit, a part that
+        does not exist) is answered with what RFC 3501 gives for "nothing there" — an all-NIL ENVELOPE, the
+        RFC 2045 §5.2 default structure (text/plain, us-ascii), an empty string — and a line in the log. Twisted
+        dropped the connection instead, at every FETCH of that folder: one message anybody could send made a
+        classmate's folder unreadable by every mail client that lists it with ENVELOPE or BODYSTRUCTURE."""
+        wbuf = imap4.WriteBuffer(self.transport)
+
+        def spew():
+            seen_uid = False
+            wbuf.write(b"* %d FETCH (" % (id,))
+            for part in query:
+                seen_uid = seen_uid or part.type == "uid"
+                item: list[bytes] = []
+                streamed: list[bool] = []
+
+                def flush(item=item, streamed=streamed):  # a body sent by a producer: what is made goes first
+                    for chunk in item:
+                        wbuf.write(chunk)
+                    item.clear()
+                    streamed.append(True)
+                    wbuf.flush()
+
+                try:
+                    if part.type == "body":
+                        result = self.spew_body(part, id, msg, item.append, flush)
+                    else:
+                        result = getattr(self, "spew_" + part.type)(id, msg, item.append, flush)
+                except Exception as exc:  # noqa: BLE001 - whatever one message does, the session goes on
+                    if streamed:
+                        raise
+                    log.warning("IMAP FETCH %s of message %d answered as empty: %s: %s", str(part).upper(),
+                                id, type(exc).__name__, str(exc)[:120])
+                    item[:] = [_empty_item(part, msg)]
+                    result = None
+                for chunk in item:
+                    wbuf.write(chunk)
+                yield result
+                if part is not query[-1]:
+                    wbuf.write(b" ")
+            if uid and not seen_uid:
+                wbuf.write(b" ")
+                yield self.spew_uid(id, msg, wbuf.write, wbuf.flush)
+            wbuf.write(b")\r\n")
+            wbuf.flush()
+
+        return self._scheduler(spew())
+
     def spew_envelope(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
         (_w or self.transport.write)(b"ENVELOPE " + imap4.collapseNestedLists([_envelope(_AsciiView(msg))]))
 
@@ -923,23 +1005,36 @@ class LabIMAP4Server(imap4.IMAP4Server):
     def spew_rfc822header(self, id, msg, _w=None, _f=None):  # noqa: A002 - the header as stored, 8-bit included
         (_w or self.transport.write)(b"RFC822.HEADER " + imap4._literal(msg.header_bytes()))
 
-    def spew_body(self, part, id, msg, _w=None, _f=None):  # noqa: A002 - header sections as stored, 8-bit included
-        if (part.header or part.mime) and not part.text:
-            target = msg
-            for p in part.part:
-                if target.isMultipart():
-                    target = target.getSubPart(p)
-                elif p > 0:
-                    raise TypeError("Requested subpart of non-multipart message")
-            if part.header:
-                data = target.header_bytes(part.header.negate, part.header.fields or ())
-            else:
-                data = target.header_bytes()
-            (_w or self.transport.write)(part.__bytes__() + b" " + imap4._literal(data))
-            return None
+    def spew_body(self, part, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
+        """BODY[section]<partial>: header sections as stored (8-bit included); a section's bytes made before
+        anything is written (a part that cannot be read fails cleanly: :meth:`spewMessage`); a partial fetch
+        ``<origin.length>`` sends those bytes only, labelled ``BODY[section]<origin>`` (RFC 3501 §6.4.5, §7.4.2) —
+        Twisted sent the whole section under the request's label, so a client fetching a large message in chunks
+        (Thunderbird does) rebuilt it several times over. BODY[] without a range streams the stored file."""
         if not (part.header or part.mime or part.text or part.empty):  # BODY (the structure)
             return super().spew_body(part, id, _AsciiView(msg), _w, _f)
-        return super().spew_body(part, id, msg, _w, _f)
+        if part.empty and not part.part and part.partialBegin is None:
+            return super().spew_body(part, id, msg, _w, _f)
+        target = msg
+        for p in part.part:
+            if target.isMultipart():
+                target = target.getSubPart(p)
+            elif p > 0:
+                raise TypeError("Requested subpart of non-multipart message")
+        if part.header:
+            data = target.header_bytes(part.header.negate, part.header.fields or ())
+        elif part.mime:
+            data = target.header_bytes()
+        elif part.text or part.part:
+            data = target.getBodyFile().read()
+        else:
+            data = msg.raw
+        label = _section_label(part)
+        if part.partialBegin is not None:
+            data = data[part.partialBegin:part.partialBegin + part.partialLength]
+            label += b"<%d>" % part.partialBegin
+        (_w or self.transport.write)(label + b" " + imap4._literal(data))
+        return None
 
     def lookupCommand(self, cmd):  # noqa: N802 - Twisted's name; a non-ASCII command is unknown, not a crash
         try:

@@ -244,7 +244,7 @@ class MailStore:
                     del self._storing[(path, digest)]
                 done.set()
         else:
-            key = box.add(mailbox.MaildirMessage(data))  # mailbox writes tmp/ then renames to new/: atomic
+            key = box.add(data)  # mailbox writes tmp/ then renames to new/: atomic; the bytes are not parsed
         if record is not None:
             record = dict(record, key=key, folder=folder, mailbox=address)
             # atomic, not fsynced: the message is (its 250 promises it); a power cut may lose its diagnostic record.
