@@ -411,6 +411,28 @@ def test_pop3_protocol_rules(env):
     plain.close()
 
 
+def test_pop3_reads_a_message_an_imap_client_has_seen_meanwhile(env):
+    """The seed's step 6 with both protocols at once (Thunderbird on IMAP, a phone on POP): an IMAP SELECT moves
+    the new messages to cur/ and a flag renames the file (Maildir keeps flags in the name); a POP3 session logged
+    in before still reads them (RETR, TOP) and deletes them at QUIT — it answered "expunged by another session"."""
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    assert send(passwords, MILOU, "lu par les deux").accepted
+    wait_for(cfg, MILOU, count=before + 1)
+    client, _ = _pop(world)
+    client.user(MILOU)
+    client.pass_(passwords[MILOU])
+    number = client.stat()[0]
+    with mail.imap_connect(MILOU, password=passwords[MILOU]) as imap:
+        imap.select("INBOX")
+        imap.store(str(number), "+FLAGS", "(\\Flagged)")
+    assert b"Subject: lu par les deux" in b"\r\n".join(client.retr(number)[1])
+    assert b"Subject: lu par les deux" in b"\r\n".join(client.top(number, 0)[1])
+    client.dele(number)
+    client.quit()
+    assert count(cfg, MILOU) == before
+
+
 # --- IMAP -------------------------------------------------------------------------------------------
 def test_imap_reads_and_pushes_and_deletion_is_seen_everywhere(env):
     """The seed's step 6, scenario 2: with IMAP the mail stays on the server and every client sees the same."""

@@ -29,7 +29,7 @@ class POP3Session:
         self.tls, self.stls = tls, stls
         self.user: str | None = None
         self.address: str | None = None
-        self.messages: list[tuple[str, bytes]] = []
+        self.messages: list[tuple[str, Path, int]] = []  # (key, path, size on the wire)
         self.deleted: set[int] = set()
         self.lock: asyncio.Lock | None = None
 
@@ -166,12 +166,27 @@ class POP3Session:
         return number, self.messages[number - 1][2]
 
     async def _read(self, number: int) -> bytes | None:
-        """The message's bytes as POP3 sends them (CRLF), read now; None if it was removed meanwhile (IMAP)."""
-        path = self.messages[number - 1][1]
+        """The message's bytes as POP3 sends them (CRLF), read now; None if it was removed meanwhile (IMAP). A
+        message an IMAP client has seen or flagged since the login was renamed (Maildir keeps flags in the name,
+        and moves it from new/ to cur/): it is found again by its key, as Dovecot does."""
+        key, path, size = self.messages[number - 1]
+        address = self.address
+
+        def read() -> tuple[bytes, Path] | None:
+            try:
+                return _crlf(path.read_bytes()), path
+            except FileNotFoundError:
+                found = self.server.locate(address, key)
+                return None if found is None else (_crlf(found.read_bytes()), found)
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.server.executor, lambda: _crlf(path.read_bytes()))
-        except FileNotFoundError:
+            result = await asyncio.get_running_loop().run_in_executor(self.server.executor, read)
+        except FileNotFoundError:  # renamed again while being read: gone or moved, either way not here now
             return None
+        if result is None:
+            return None
+        self.messages[number - 1] = (key, result[1], size)
+        return result[0]
 
     async def _need_login(self) -> bool:
         if not self.address:
@@ -291,6 +306,19 @@ class POP3Server:
         self.locks: dict[str, asyncio.Lock] = {}
         self.servers: list = []
         self._sizes: dict[tuple[str, int, int], int] = {}  # (path, mtime, size on disk) → size on the wire (CRLF)
+
+    def locate(self, address: str, key: str) -> Path | None:
+        """Where the INBOX message ``key`` is now (new/ or cur/, whatever its flags), or None if it was removed."""
+        for sub in ("cur", "new"):
+            folder = self.store._base(address) / "Maildir" / sub  # noqa: SLF001 - the store's own layout
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.name.split(":", 1)[0] == key:
+                            return Path(entry.path)
+            except FileNotFoundError:
+                pass
+        return None
 
     def maildrop(self, address: str) -> list[tuple[str, Path, int]]:
         """(key, path, size as sent) of every message of the INBOX, oldest first. A message's size on the wire
