@@ -388,3 +388,39 @@ def test_a_partial_fetch_sends_the_range_asked_for(search_lab):
         assert typ == "OK" and data[0][0].endswith(b"BODY[]<%d> {0}" % (size + 10))
     finally:
         client.logout()
+
+
+def test_search_strings_sent_as_literals_and_encoded_headers(search_lab):
+    """A non-ASCII search string is sent as a literal (RFC 3501 §4.3; imaplib and Thunderbird do): the server asks
+    for it (+), then searches for it — the lab searched for "{6}" (every message matched) and took the literal for
+    a new command. Header keys match the decoded text of RFC 2047 encoded words, as Dovecot does."""
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    messages = [
+        "From: a@example.org\r\nSubject: crème brûlée\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nune crème\r\n",
+        "From: =?utf-8?q?Zo=C3=A9?= <z@example.org>\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\n\r\nrien\r\n",
+        "From: b@example.org\r\nSubject: autre\r\n\r\n\"guillemets\" et \\ barre\r\n",
+    ]
+    try:
+        assert client.create("Recherche")[0] == "OK"
+        for text in messages:
+            assert client.append("Recherche", None, None, text.encode())[0] == "OK"
+        client.select("Recherche", readonly=True)
+
+        def search(key: str, value: bytes) -> list[bytes]:
+            client.literal = value
+            typ, data = client.search("UTF-8", key)
+            assert typ == "OK", data
+            return data[0].split()
+
+        assert search("BODY", "crème".encode()) == [b"1"]
+        assert search("BODY", b"zzz-nulle-part") == []
+        assert search("SUBJECT", "Café".encode()) == [b"2"]
+        assert search("FROM", "Zoé".encode()) == [b"2"]
+        assert search("BODY", b'"guillemets" et \\') == [b"3"]
+        client.literal = b"cr\xc3\xa8me"
+        typ, data = client.uid("SEARCH", "CHARSET", "UTF-8", "OR", "SUBJECT", "autre", "BODY")
+        assert typ == "OK" and len(data[0].split()) == 2
+        assert client.noop()[0] == "OK"  # the literal was not taken for a command
+    finally:
+        client.logout()

@@ -13,6 +13,7 @@ EXPUNGE responses in descending order; UIDs kept in a file so that they survive 
 
 from __future__ import annotations
 
+import email.errors
 import email.utils
 import io
 import json
@@ -20,10 +21,11 @@ import logging
 import mailbox as _mailbox
 import os
 import re
+import secrets
 import threading
 import time
 from email import message_from_bytes
-from email.header import Header
+from email.header import Header, decode_header, make_header
 
 from twisted.cred import checkers, credentials, error as cred_error, portal
 from twisted.internet import defer, reactor, ssl as tssl, threads
@@ -711,6 +713,22 @@ def _ascii(name: str, value: str) -> str:
     return Header(value, "utf-8", maxlinelen=998).encode()
 
 
+_TRAILING_LITERAL = re.compile(rb"\{(\d{1,9})\}$")  # a synchronizing literal ends the line
+
+
+def _put_literals(query: list, literals: list[bytes], token: bytes) -> list:
+    """``query`` with each placeholder ``token-N`` replaced by the N-th literal (nested lists included)."""
+    out: list = []
+    for item in query:
+        if isinstance(item, list):
+            out.append(_put_literals(item, literals, token))
+        elif isinstance(item, bytes) and item.startswith(token + b"-") and item[len(token) + 1:].isdigit():
+            out.append(literals[int(item[len(token) + 1:])])
+        else:
+            out.append(item)
+    return out
+
+
 def _section_label(part) -> bytes:
     """``BODY[section]`` without the request's ``<origin.length>`` (Twisted's label writes it, or ``<0>``)."""
     begin = part.partialBegin
@@ -734,6 +752,29 @@ def _empty_item(part, msg) -> bytes:
     if kind == "body":
         return _section_label(part) + (b"<%d>" % part.partialBegin if part.partialBegin is not None else b"") + b" {0}\r\n"
     return str(part).upper().encode("ascii", "replace") + b" NIL"
+
+
+def _decode_words(value: str) -> str:
+    """A header value with its RFC 2047 encoded words decoded (as it is when the value has none, or bad ones)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return value
+
+
+class _DecodedView:
+    """A message whose headers read decoded (SEARCH on header keys)."""
+
+    def __init__(self, msg) -> None:
+        self._msg = msg
+
+    def __getattr__(self, name):
+        return getattr(self._msg, name)
+
+    def getHeaders(self, negate, *names):  # noqa: N802 - Twisted's name
+        return _AllHeaders([(k, _decode_words(v)) for k, v in self._msg.getHeaders(negate, *names).items()])
 
 
 class _AsciiView:
@@ -1036,6 +1077,24 @@ class LabIMAP4Server(imap4.IMAP4Server):
         (_w or self.transport.write)(label + b" " + imap4._literal(data))
         return None
 
+    def arg_searchkeys(self, line):
+        """SEARCH keys with strings sent as literals (RFC 3501 §4.3: how a client sends non-ASCII text — imaplib,
+        Thunderbird): Twisted's parser never asked for the literal, searched for "{5}" (nearly every message
+        matched) and took the literal's bytes for a new command. Each literal is read (``+`` continuation), stands
+        as a placeholder while the rest is parsed, then takes its place in the query."""
+        return self._searchkeys(line, [], secrets.token_hex(8).encode())
+
+    select_SEARCH = (imap4.IMAP4Server.do_SEARCH, imap4.IMAP4Server.opt_charset, arg_searchkeys)
+
+    def _searchkeys(self, line, literals: list, token: bytes):
+        found = _TRAILING_LITERAL.search(line)
+        if found is None:
+            query = imap4.parseNestedParens(line)
+            return (_put_literals(query, literals, token) if literals else query), b""
+        head = line[:found.start()] + b'"%s-%d"' % (token, len(literals))
+        waiting = self._stringLiteral(int(found.group(1)))
+        return waiting.addCallback(lambda got: self._searchkeys(head + got[1], literals + [got[0]], token))
+
     def lookupCommand(self, cmd):  # noqa: N802 - Twisted's name; a non-ASCII command is unknown, not a crash
         try:
             cmd.decode("ascii")
@@ -1096,11 +1155,14 @@ class LabIMAP4Server(imap4.IMAP4Server):
 
     select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_fetchatt)
 
-    def _decoded(self, name, count, query, id, msg):  # SEARCH on header keys: Twisted compares bytes with str
+    def _decoded(self, name, count, query, id, msg):
+        """SEARCH on header keys: the string as text (Twisted compared bytes with str), against the header's text
+        with its RFC 2047 encoded words decoded — ``SUBJECT Café`` finds ``=?utf-8?q?Caf=C3=A9?=``, as Dovecot
+        does (RFC 3501 §6.4.4: a substring of the field's text)."""
         for i in range(count):
             if i < len(query) and isinstance(query[i], bytes):
                 query[i] = query[i].decode("utf-8", "replace")
-        return getattr(imap4.IMAP4Server, f"search_{name}")(self, query, id, msg)
+        return getattr(imap4.IMAP4Server, f"search_{name}")(self, query, id, _DecodedView(msg))
 
     def search_SUBJECT(self, query, id, msg):
         return self._decoded("SUBJECT", 1, query, id, msg)
