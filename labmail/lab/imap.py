@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.errors
 import email.utils
+import functools
 import io
 import json
 import logging
@@ -712,6 +713,54 @@ def _ascii(name: str, value: str) -> str:
         return ", ".join(out)
     return Header(value, "utf-8", maxlinelen=998).encode()
 
+
+def _id_ranges(s: bytes, last) -> tuple:
+    """The merged (low, high) ranges of a sequence set, as Twisted's ``parseIdList`` makes them, in one sort."""
+    pairs = []
+    for p in s.split(b","):
+        try:
+            if b":" in p:
+                low_text, high_text = p.split(b":", 1)
+                low = None if low_text == b"*" else int(low_text)
+                high = None if high_text == b"*" else int(high_text)
+                if low is high is None or (low is not None and low <= 0) or (high is not None and high <= 0):
+                    raise imap4.IllegalIdentifierError(p)
+                low, high = low or last, high or last
+            else:
+                low = None if p == b"*" else int(p)
+                if low is not None and low <= 0:
+                    raise imap4.IllegalIdentifierError(p)
+                low = high = low or last
+        except ValueError:
+            raise imap4.IllegalIdentifierError(p) from None
+        pairs.append((low, high) if _rank(low) <= _rank(high) else (high, low))
+    merged = imap4.MessageSet()
+    merged.ranges = pairs
+    merged.clean()
+    return tuple(merged.ranges)
+
+
+def _rank(value):
+    return float("inf") if value is None else value
+
+
+_cached_id_ranges = functools.lru_cache(maxsize=256)(_id_ranges)
+_TWISTED_PARSE_ID_LIST = imap4.parseIdList
+
+
+def _parse_id_list(s, lastMessageId=None):  # noqa: N803 - Twisted's signature
+    """Twisted's ``parseIdList`` (a FETCH, STORE, COPY or SEARCH sequence set) in one sort of its ranges: Twisted
+    merged them again at each one — 3 s for one 16 KB FETCH line of 3,300 numbers, in the reactor thread, every
+    other user of the lab waiting (found by an outside review) — and, within a SEARCH, once per message. Same
+    result (a new :class:`MessageSet` each call: callers set its ``last``)."""
+    if not isinstance(s, bytes):
+        return _TWISTED_PARSE_ID_LIST(s, lastMessageId)
+    result = imap4.MessageSet()
+    result.ranges = list(_cached_id_ranges(s, lastMessageId))
+    return result
+
+
+imap4.parseIdList = _parse_id_list  # Twisted's own callers (arg_seqset, SEARCH keys) look the name up at call time
 
 _TRAILING_LITERAL = re.compile(rb"\{(\d{1,9})\}$")  # a synchronizing literal ends the line
 
