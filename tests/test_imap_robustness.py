@@ -457,3 +457,19 @@ def test_sequence_sets_are_read_as_twisted_reads_them_in_one_pass():
     first, again = imap._parse_id_list(b"1:*", 10), imap._parse_id_list(b"1:*", 10)
     first.last = 5
     assert first is not again and again.ranges == [(1, 10)]
+
+
+def test_fetching_the_body_structure_does_not_mark_a_message_seen(search_lab):
+    """RFC 3501 §6.4.5: BODY[section] sets \\Seen, BODY (the structure, like BODYSTRUCTURE) does not."""
+    cfg, passwords = search_lab
+    client = _client(cfg, BOB, passwords[BOB])
+    try:
+        assert client.create("Vu")[0] == "OK"
+        assert client.append("Vu", None, None, b"From: a@example.org\r\nSubject: vu\r\n\r\nx\r\n")[0] == "OK"
+        client.select("Vu")
+        client.fetch("1", "(BODY)")
+        assert b"\\Seen" not in client.fetch("1", "(FLAGS)")[1][0]
+        client.fetch("1", "(BODY[TEXT])")
+        assert b"\\Seen" in client.fetch("1", "(FLAGS)")[1][0]
+    finally:
+        client.logout()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import smtplib
@@ -394,6 +395,9 @@ def test_pop3_protocol_rules(env):
     second.close()
     count_, _size = client.stat()
     number = count_
+    with pytest.raises(poplib.error_proto, match="Already logged in"):  # RFC 5034 §4: AUTH in AUTHORIZATION only
+        client._shortcmd("AUTH PLAIN " + base64.b64encode(f"\0{TINTIN}\0{passwords[TINTIN]}".encode()).decode())
+    assert client.stat()[0] == count_  # still milou's maildrop
     lines = client.retr(number)[1]
     assert b".ligne qui commence par un point" in lines  # poplib un-stuffs what the server byte-stuffed
     top = client.top(number, 1)[1]
@@ -402,9 +406,12 @@ def test_pop3_protocol_rules(env):
     client.close()  # connection dropped without QUIT: nothing is deleted (RFC 1939 §6)
     assert count(cfg, MILOU) == before + 1
     plain, context = _pop(world, 110)
+    before_tls = plain.capa()
+    assert "STLS" in before_tls and "USER" not in before_tls and "SASL" not in before_tls  # nothing to log in with yet
     with pytest.raises(poplib.error_proto, match="Plaintext authentication disallowed"):
         plain.user(MILOU)
     plain.stls(context=context)
+    assert {"USER", "SASL"} <= set(plain.capa())
     plain.user(MILOU)
     with pytest.raises(poplib.error_proto, match="Authentication failed"):
         plain.pass_("wrong password")

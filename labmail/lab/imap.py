@@ -1193,7 +1193,8 @@ class LabIMAP4Server(imap4.IMAP4Server):
         super()._IMAP4Server__ebLogin(failure, tag)
 
     def do_FETCH(self, tag, messages, query, uid=0):  # a non-PEEK body fetch sets \Seen (RFC 3501 §6.4.5)
-        sets_seen = any((getattr(q, "type", None) == "body" and not getattr(q, "peek", False))
+        sets_seen = any((getattr(q, "type", None) == "body" and not getattr(q, "peek", False)  # BODY[…], not BODY
+                         and bool(q.header or q.mime or q.text or q.empty))
                         or getattr(q, "type", None) in ("rfc822", "rfc822text") for q in query)
         if sets_seen and self.mbox is not None and self.mbox.isWriteable():
             try:

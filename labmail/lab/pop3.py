@@ -68,7 +68,12 @@ class POP3Session:
         return not self.tls
 
     async def cmd_CAPA(self, arg):
+        """Before STLS on port 110, no login method is announced (they are refused there, RFC 2595 §4 and §7: as
+        Dovecot with disable_plaintext_auth): a client that took "SASL PLAIN" at its word would send its password
+        with AUTH PLAIN's initial response before being told no."""
         caps = CAPS + (["STLS"] if self.stls and not self.tls else [])
+        if self._cleartext_refused():
+            caps = [cap for cap in caps if cap not in ("USER", "SASL PLAIN")]
         await self.send("+OK")
         for cap in caps:
             await self.send(cap)
@@ -102,6 +107,9 @@ class POP3Session:
         await self._login(self.user, arg, "USER")
 
     async def cmd_AUTH(self, arg):
+        if self.address:  # AUTHORIZATION state only (RFC 5034 §4): it logged in again, the first lock kept
+            await self.send("-ERR Already logged in.")
+            return
         mechanism, _, initial = arg.partition(" ")
         if mechanism.upper() != "PLAIN":
             await self.send("-ERR Unsupported authentication mechanism.")
