@@ -473,3 +473,67 @@ def test_fetching_the_body_structure_does_not_mark_a_message_seen(search_lab):
         assert b"\\Seen" in client.fetch("1", "(FLAGS)")[1][0]
     finally:
         client.logout()
+
+
+def test_keywords_are_kept_and_select_says_which_flags_last(search_lab):
+    """Keywords (RFC 3501 §2.3.2: Thunderbird's Junk/NonJunk, $Forwarded, tags) are stored and come back in a new
+    session; \\Recent and a keyword that is not an atom are not kept; SELECT sends PERMANENTFLAGS (with \\*),
+    UIDNEXT and UNSEEN as §6.3.1 requires, EXAMINE an empty PERMANENTFLAGS."""
+    cfg, passwords = search_lab
+    client = _client(cfg, BOB, passwords[BOB])
+    try:
+        assert client.create("Etiquettes")[0] == "OK"
+        for n in range(2):
+            assert client.append("Etiquettes", None, None, b"From: a@example.org\r\nSubject: %d\r\n\r\nx\r\n" % n)[0] == "OK"
+        typ, _ = client.select("Etiquettes")
+        responses = {name: client.response(name)[1] for name in ("PERMANENTFLAGS", "UIDNEXT", "UNSEEN", "UIDVALIDITY")}
+        assert responses["PERMANENTFLAGS"][0] == b"(\\Seen \\Answered \\Flagged \\Deleted \\Draft \\*)"
+        assert responses["UIDNEXT"][0] == b"3" and responses["UNSEEN"][0] == b"1"
+        typ, data = client.store("1", "+FLAGS", "($Forwarded Junk \\Flagged \\Recent)")
+        assert typ == "OK" and b"\\Recent" not in data[0]
+        assert all(flag in data[0] for flag in (b"$Forwarded", b"Junk", b"\\Flagged"))
+        client.logout()
+        client = _client(cfg, BOB, passwords[BOB])
+        client.select("Etiquettes")
+        assert b"$Forwarded" in client.response("FLAGS")[1][0] and b"Junk" in client.response("PERMANENTFLAGS")[1][0]
+        flags = client.fetch("1", "(FLAGS)")[1][0]
+        assert b"$Forwarded" in flags and b"Junk" in flags and b"\\Flagged" in flags
+        client.store("1", "-FLAGS", "(Junk)")
+        client.store("1", "+FLAGS", "(NonJunk)")
+        flags = client.fetch("1", "(FLAGS)")[1][0].split(b"(FLAGS (")[1].rstrip(b")").split()
+        assert b"NonJunk" in flags and b"Junk" not in flags
+        client.select("Etiquettes", readonly=True)  # EXAMINE
+        assert client.response("PERMANENTFLAGS")[1][0] == b"()"
+    finally:
+        client.logout()
+
+
+def test_sequence_sets_select_the_messages_rfc_3501_says(search_lab):
+    """Messages picked range by range (not each message against each range): sequence numbers and UIDs with gaps,
+    reversed ranges, "*" (the last one, also when a range starts past it: RFC 3501 §6.4.8)."""
+    import re
+
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    try:
+        assert client.create("Numeros")[0] == "OK"
+        for n in range(6):
+            assert client.append("Numeros", None, None, b"From: a@example.org\r\nSubject: %d\r\n\r\nx\r\n" % n)[0] == "OK"
+        client.select("Numeros")
+        client.store("2,4", "+FLAGS", "(\\Deleted)")
+        client.expunge()  # UIDs 1 3 5 6 remain, as sequence numbers 1 2 3 4
+
+        def picked(command: str, sequence_set: str) -> list[int]:
+            typ, data = (client.uid("FETCH", sequence_set, "(UID)") if command == "UID"
+                         else client.fetch(sequence_set, "(UID)"))
+            assert typ == "OK", data
+            return sorted(int(re.search(rb"UID (\d+)", d).group(1)) for d in data if d)
+
+        assert picked("UID", "1:*") == [1, 3, 5, 6]
+        assert picked("UID", "2,4:5") == [5]
+        assert picked("UID", "*") == [6] and picked("UID", "100:*") == [6]
+        assert picked("UID", "6:3") == [3, 5, 6]
+        assert picked("SEQ", "2:3") == [3, 5] and picked("SEQ", "*") == [6] and picked("SEQ", "4:1") == [1, 3, 5, 6]
+        assert picked("SEQ", "1,3,1:1") == [1, 5]
+    finally:
+        client.logout()

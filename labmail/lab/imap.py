@@ -13,6 +13,7 @@ EXPUNGE responses in descending order; UIDs kept in a file so that they survive 
 
 from __future__ import annotations
 
+import bisect
 import email.errors
 import email.utils
 import functools
@@ -45,6 +46,10 @@ log = logging.getLogger("labmail.lab.imap")
 FOLDERS = ("INBOX", "Sent", "Junk", "Trash")
 _FLAG_TO_MAILDIR = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
 _MAILDIR_TO_FLAG = {v: k for k, v in _FLAG_TO_MAILDIR.items()}
+#: a keyword is an atom (RFC 3501 §9: no space, control, "(){%*\"\\]", not 8-bit), at most 64 characters
+_KEYWORD = re.compile(r"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]{1,64}")
+MAX_KEYWORDS = 32
+SYSTEM_FLAGS = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
 
 
 def _crlf(data: bytes) -> bytes:
@@ -67,10 +72,13 @@ class Folder:
         except (FileNotFoundError, ValueError):
             data = {"validity": int(time.time()), "next": 1, "uids": {}}
         self.validity, self.next, self.uids = data["validity"], data["next"], dict(data["uids"])
+        # keywords (RFC 3501 §2.3.2: $Forwarded, Junk, NonJunk, $label1…), kept beside the UIDs: Maildir's file
+        # names carry the system flags only
+        self.keywords: dict[str, list[str]] = {k: list(v) for k, v in data.get("keywords", {}).items()}
 
     def _save(self) -> None:
         atomic_write_text(__import__("pathlib").Path(self.path), json.dumps(
-            {"validity": self.validity, "next": self.next, "uids": self.uids}) + "\n")
+            {"validity": self.validity, "next": self.next, "uids": self.uids, "keywords": self.keywords}) + "\n")
 
     def sync(self) -> list[str]:
         """Keys in UID order; new messages get the next UIDs (by arrival), removed ones are forgotten."""
@@ -80,6 +88,7 @@ class Folder:
             changed = False
             for key in [k for k in self.uids if k not in present]:
                 del self.uids[key]
+                self.keywords.pop(key, None)
                 changed = True
             fresh = sorted((k for k in present if k not in self.uids), key=self._mtime)
             for key in fresh:
@@ -102,9 +111,15 @@ class Folder:
     def flags(self, key: str) -> list[str]:
         sub = self.box._lookup(key)  # noqa: SLF001
         info = sub.split(":2,", 1)[1] if ":2," in sub else ""
-        return [_MAILDIR_TO_FLAG[c] for c in info if c in _MAILDIR_TO_FLAG]
+        return [_MAILDIR_TO_FLAG[c] for c in info if c in _MAILDIR_TO_FLAG] + self.keywords.get(key, [])
+
+    def keywords_in_use(self) -> list[str]:
+        return sorted({kw for kws in self.keywords.values() for kw in kws})
 
     def set_flags(self, key: str, flags: list[str]) -> None:
+        """System flags in the file's name, keywords beside the UIDs; \\Recent and unknown system flags are not
+        the client's to set (RFC 3501 §2.3.2), a keyword that is not an atom is ignored, and a message keeps at
+        most :data:`MAX_KEYWORDS` of them."""
         with self.lock:
             old = self.file(key)
             letters = "".join(sorted({_FLAG_TO_MAILDIR[f] for f in flags if f in _FLAG_TO_MAILDIR}))
@@ -112,6 +127,13 @@ class Folder:
             if old != new:
                 os.rename(old, new)
                 self.box._refresh()  # noqa: SLF001
+            keywords = sorted({f for f in flags if _KEYWORD.fullmatch(f)})[:MAX_KEYWORDS]
+            if keywords != self.keywords.get(key, []):
+                if keywords:
+                    self.keywords[key] = keywords
+                else:
+                    self.keywords.pop(key, None)
+                self._save()
 
     def mark_seen_new(self) -> int:
         """Move new/ to cur/ (what a SELECT does); returns how many were new (\\Recent)."""
@@ -304,7 +326,7 @@ class Mailbox:
 
     # info
     def getFlags(self):
-        return ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
+        return SYSTEM_FLAGS + self.folder.keywords_in_use()
 
     def getHierarchicalDelimiter(self):
         return "/"
@@ -323,6 +345,10 @@ class Mailbox:
 
     def getRecentCount(self):
         return self.recent
+
+    def first_unseen(self) -> int:
+        """The sequence number of the first message without \\Seen, 0 if there is none."""
+        return next((seq for seq, k in enumerate(self.keys, 1) if "\\Seen" not in self.folder.flags(k)), 0)
 
     def getUnseenCount(self):
         return sum(1 for k in self.keys if "\\Seen" not in self.folder.flags(k))
@@ -400,12 +426,15 @@ class Mailbox:
             messages.last = last
         except ValueError:
             pass  # write-once in Twisted
-        out = []
-        for seq, key in enumerate(self.keys, 1):
-            number = self.folder.uids[key] if uid else seq
-            if number in messages:
-                out.append((seq, key))
-        return out
+        # by ranges, not by message: each message looked up in every range was messages × ranges
+        numbers = [self.folder.uids[key] for key in self.keys] if uid else range(1, len(self.keys) + 1)
+        chosen: set[int] = set()
+        for low, high in messages.ranges:
+            low, high = (last if low is None else low), (last if high is None else high)
+            if low > high:
+                low, high = high, low
+            chosen.update(range(bisect.bisect_left(numbers, low), bisect.bisect_right(numbers, high)))
+        return [(index + 1, self.keys[index]) for index in sorted(chosen)]
 
     def fetch(self, messages, uid):
         out = []
@@ -424,7 +453,7 @@ class Mailbox:
             current = set(self.folder.flags(key))
             new = set(flags) if mode == 0 else (current | set(flags) if mode == 1 else current - set(flags))
             self.folder.set_flags(key, sorted(new))
-            result[seq] = changes[key] = sorted(new)
+            result[seq] = changes[key] = self.folder.flags(key)  # what was kept (not \\Recent, not a bad keyword)
         self.server.broadcast(self, "flags_changed", changes)
         return result
 
@@ -1125,6 +1154,29 @@ class LabIMAP4Server(imap4.IMAP4Server):
             label += b"<%d>" % part.partialBegin
         (_w or self.transport.write)(label + b" " + imap4._literal(data))
         return None
+
+    def _cbSelectWork(self, mbox, cmdName, tag):  # noqa: N802 - Twisted's name
+        """Twisted's, with the OK responses RFC 3501 §6.3.1 requires and Twisted left out: PERMANENTFLAGS (\\* —
+        keywords may be created — or () for EXAMINE), UIDNEXT, and UNSEEN when a message is unseen. Without
+        PERMANENTFLAGS a client may take every flag for session-only; FLAGS lists the keywords in use."""
+        if mbox is None:
+            self.sendNegativeResponse(tag, b"No such mailbox")
+            return
+        self.sendUntaggedResponse(b"%d EXISTS" % (mbox.getMessageCount(),))
+        self.sendUntaggedResponse(b"%d RECENT" % (mbox.getRecentCount(),))
+        self.sendUntaggedResponse(b"FLAGS (" + " ".join(mbox.getFlags()).encode("ascii") + b")")
+        permanent = " ".join(SYSTEM_FLAGS + mbox.folder.keywords_in_use() + ["\\*"]) if mbox.isWriteable() else ""
+        self.sendPositiveResponse(None, b"[PERMANENTFLAGS (" + permanent.encode("ascii") + b")] Flags permitted.")
+        first_unseen = mbox.first_unseen()
+        if first_unseen:
+            self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen." % first_unseen)
+        self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % (mbox.getUIDValidity(),))
+        self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % (mbox.getUIDNext(),))
+        mbox.addListener(self)
+        state = b"READ-WRITE" if mbox.isWriteable() else b"READ-ONLY"
+        self.sendPositiveResponse(tag, b"[" + state + b"] " + cmdName + b" successful")
+        self.state = "select"
+        self.mbox = mbox
 
     def arg_searchkeys(self, line):
         """SEARCH keys with strings sent as literals (RFC 3501 §4.3: how a client sends non-ASCII text — imaplib,
