@@ -435,9 +435,17 @@ def test_pop3_reads_a_message_an_imap_client_has_seen_meanwhile(env):
         imap.store(str(number), "+FLAGS", "(\\Flagged)")
     assert b"Subject: lu par les deux" in b"\r\n".join(client.retr(number)[1])
     assert b"Subject: lu par les deux" in b"\r\n".join(client.top(number, 0)[1])
-    client.dele(number)
-    client.quit()
-    assert count(cfg, MILOU) == before
+    with mail.imap_connect(MILOU, password=passwords[MILOU]) as imap:
+        imap.select("INBOX")
+        client.dele(number)
+        client.quit()
+        assert count(cfg, MILOU) == before
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "EXPUNGE" not in imap.untagged_responses:
+            imap.noop()  # the IMAP session hears of the deletion (RFC 3501 §7.4.1)
+            time.sleep(0.05)
+        assert imap.response("EXPUNGE")[1] == [str(number).encode()]
+        assert int(imap.select("INBOX")[1][0]) == before
 
 
 # --- IMAP -------------------------------------------------------------------------------------------

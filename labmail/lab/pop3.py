@@ -348,12 +348,16 @@ class POP3Server:
         return out
 
     def remove(self, address: str, keys: list[str]) -> None:
+        """Remove the messages deleted in a session (at QUIT), then tell the IMAP sessions open on that INBOX: they
+        send ``* n EXPUNGE`` (RFC 3501 §7.4.1) — without it a client's sequence numbers shifted silently."""
         box = self.store.maildir(address)
         for key in keys:
             try:
                 box.remove(key)
             except KeyError:
                 pass  # already removed elsewhere (IMAP expunge)
+        if self.store.on_deliver is not None:  # "this folder changed": new mail, or mail gone
+            self.store.on_deliver(address, "INBOX")
 
     async def start(self, port_995: int = 0, port_110: int = 0) -> tuple[int, int]:
         async def implicit(reader, writer):
