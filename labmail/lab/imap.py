@@ -194,7 +194,10 @@ class Part:
         return b"".join(b"\r\n".join(f) + b"\r\n" for f in keep) + b"\r\n"
 
     def getBodyFile(self):
-        payload = self.msg.get_payload(decode=False)
+        """The part's body as it travels (transfer encoding kept), byte for byte for a leaf part: email's
+        ``get_payload(decode=False)`` decodes 8-bit bytes with the part's charset (a latin-1 text came back in
+        UTF-8, a binary part as U+FFFD), so the payload is read as the parser stored it."""
+        payload = self.msg._payload  # noqa: SLF001 - the parser's own text: 8-bit bytes kept as surrogates
         if isinstance(payload, list):
             return io.BytesIO(_crlf(self.msg.as_bytes().split(b"\n\n", 1)[-1]))
         return io.BytesIO(_crlf((payload or "").encode("utf-8", "surrogateescape")))
@@ -807,6 +810,71 @@ def _put_literals(query: list, literals: list[bytes], token: bytes) -> list:
     return out
 
 
+def _imap_text(value) -> str | None:
+    """A MIME field for BODYSTRUCTURE: unfolded; non-ASCII text as an encoded word (an IMAP4rev1 string is 7-bit)."""
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text if text.isascii() else Header(text, "utf-8", maxlinelen=998).encode()
+
+
+def _params(m, header: str = "content-type") -> list | None:
+    """Parameters as (name value …): names lowercased, values unquoted and as sent (a boundary is case-sensitive),
+    RFC 2231 values decoded; NIL when there are none."""
+    out: list = []
+    for name, value in (m.get_params(header=header) or [])[1:]:
+        if isinstance(value, tuple):  # RFC 2231: (charset, language, text)
+            value = email.utils.collapse_rfc2231_value(value)
+        out += [_imap_text(name.lower()), _imap_text(value)]
+    return out or None
+
+
+def _body_bytes(part) -> bytes:
+    """The part's body as it travels (transfer encoding kept), CRLF line ends."""
+    if isinstance(part, Message):
+        return part.raw.partition(b"\r\n\r\n")[2]
+    return part.getBodyFile().read()
+
+
+def _extension(m) -> list:
+    disposition = m.get_content_disposition()
+    languages = [lang.strip() for lang in str(m.get("content-language", "")).split(",") if lang.strip()]
+    return [[_imap_text(disposition), _params(m, "content-disposition")] if disposition else None,
+            [_imap_text(lang) for lang in languages] or None, _imap_text(m.get("content-location"))]
+
+
+def _structure(part, extended: bool) -> list:
+    """BODY / BODYSTRUCTURE (RFC 3501 §7.4.2) from the parsed message: RFC 2045 §5.2's defaults where a field is
+    missing or invalid (text/plain, charset us-ascii, 7bit), sizes of the body in octets, the fields of a
+    message/rfc822 part in the order of §9 (envelope, body, lines, then the extension data). Twisted's split
+    parameters on every ";", lowercased their values, gave NIL for a missing type or encoding and the whole part's
+    size (headers included)."""
+    m = part.msg
+    if m.is_multipart() and isinstance(m.get_payload(), list) and m.get_content_maintype() == "multipart":
+        children = [_structure(Part(child), extended) for child in m.get_payload()]
+        out = [*children, _imap_text(m.get_content_subtype())] if children else \
+            [["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 0, 0], _imap_text(m.get_content_subtype())]
+        if extended:
+            out += [_params(m)] + _extension(m)
+        return out
+    main, sub = m.get_content_maintype(), m.get_content_subtype()
+    params = _params(m)
+    if main == "text" and "charset" not in (params or [])[::2]:  # RFC 2045 §5.2, RFC 2046 §4.1.2; as Dovecot
+        params = ["charset", "us-ascii"] + (params or [])
+    body = _body_bytes(part)
+    out = [_imap_text(main), _imap_text(sub), params, _imap_text(m.get("content-id")),
+           _imap_text(m.get("content-description")),
+           _imap_text(m.get("content-transfer-encoding") or "7bit"), len(body)]
+    if (main, sub) == ("message", "rfc822") and isinstance(m.get_payload(), list) and m.get_payload():
+        inner = Part(m.get_payload()[0])
+        out += [_envelope(_AsciiView(inner)), _structure(inner, extended), body.count(b"\n")]
+    elif main == "text":
+        out.append(body.count(b"\n"))
+    if extended:
+        out += [_imap_text(m.get("content-md5"))] + _extension(m)
+    return out
+
+
 def _section_label(part) -> bytes:
     """``BODY[section]`` without the request's ``<origin.length>`` (Twisted's label writes it, or ``<0>``)."""
     begin = part.partialBegin
@@ -1119,7 +1187,7 @@ class LabIMAP4Server(imap4.IMAP4Server):
         (_w or self.transport.write)(b"ENVELOPE " + imap4.collapseNestedLists([_envelope(_AsciiView(msg))]))
 
     def spew_bodystructure(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
-        return super().spew_bodystructure(id, _AsciiView(msg), _w, _f)
+        (_w or self.transport.write)(b"BODYSTRUCTURE " + imap4.collapseNestedLists([_structure(msg, True)]))
 
     def spew_rfc822header(self, id, msg, _w=None, _f=None):  # noqa: A002 - the header as stored, 8-bit included
         (_w or self.transport.write)(b"RFC822.HEADER " + imap4._literal(msg.header_bytes()))
@@ -1131,7 +1199,8 @@ class LabIMAP4Server(imap4.IMAP4Server):
         Twisted sent the whole section under the request's label, so a client fetching a large message in chunks
         (Thunderbird does) rebuilt it several times over. BODY[] without a range streams the stored file."""
         if not (part.header or part.mime or part.text or part.empty):  # BODY (the structure)
-            return super().spew_body(part, id, _AsciiView(msg), _w, _f)
+            (_w or self.transport.write)(b"BODY " + imap4.collapseNestedLists([_structure(msg, False)]))
+            return None
         if part.empty and not part.part and part.partialBegin is None:
             return super().spew_body(part, id, msg, _w, _f)
         target = msg
