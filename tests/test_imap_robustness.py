@@ -596,3 +596,19 @@ def test_sequence_sets_select_the_messages_rfc_3501_says(search_lab):
         assert picked("SEQ", "1,3,1:1") == [1, 5]
     finally:
         client.logout()
+
+
+def test_envelope_strings_are_unfolded(search_lab):
+    """A folded Subject reads on one line in ENVELOPE, as Dovecot writes it (it kept its CRLF, so it went out as
+    a literal with a line break inside)."""
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    try:
+        assert client.create("Plie")[0] == "OK"
+        message = b"From: a@example.org\r\nSubject: =?UTF-8?Q?un?=\r\n =?UTF-8?Q?deux?=\r\n\r\nx\r\n"
+        assert client.append("Plie", None, None, message)[0] == "OK"
+        client.select("Plie", readonly=True)
+        typ, data = client.fetch("1", "(ENVELOPE)")
+        assert typ == "OK" and b'"=?UTF-8?Q?un?= =?UTF-8?Q?deux?="' in data[0]
+    finally:
+        client.logout()

@@ -724,9 +724,18 @@ def _envelope(msg) -> tuple:
     (RFC 3501 §7.4.2)."""
     headers = msg.getHeaders(True)
     from_ = headers.get("from")
-    return (headers.get("date"), headers.get("subject"), _addresses(from_), _addresses(headers.get("sender") or from_),
-            _addresses(headers.get("reply-to") or from_), _addresses(headers.get("to")), _addresses(headers.get("cc")),
-            _addresses(headers.get("bcc")), headers.get("in-reply-to"), headers.get("message-id"))
+    return (_unfolded(headers.get("date")), _unfolded(headers.get("subject")), _addresses(from_),
+            _addresses(headers.get("sender") or from_), _addresses(headers.get("reply-to") or from_),
+            _addresses(headers.get("to")), _addresses(headers.get("cc")), _addresses(headers.get("bcc")),
+            _unfolded(headers.get("in-reply-to")), _unfolded(headers.get("message-id")))
+
+
+def _unfolded(value: str | None) -> str | None:
+    """A header value on one line (RFC 5322 §2.2.3 unfolding), NUL left out: a folded Subject went into ENVELOPE
+    with its CRLF (Dovecot unfolds), and a NUL is no IMAP character (RFC 3501 §9, CHAR8)."""
+    if value is None:
+        return None
+    return re.sub(r"\r?\n(?=[ \t])", "", value).replace("\x00", "")
 
 
 def _ascii(name: str, value: str) -> str:
