@@ -919,19 +919,6 @@ def _decode_words(value: str) -> str:
         return value
 
 
-class _DecodedView:
-    """A message whose headers read decoded (SEARCH on header keys)."""
-
-    def __init__(self, msg) -> None:
-        self._msg = msg
-
-    def __getattr__(self, name):
-        return getattr(self._msg, name)
-
-    def getHeaders(self, negate, *names):  # noqa: N802 - Twisted's name
-        return _AllHeaders([(k, _decode_words(v)) for k, v in self._msg.getHeaders(negate, *names).items()])
-
-
 class _AsciiView:
     """A message (or part) whose headers read as IMAP4rev1 strings can carry them (ENVELOPE, BODYSTRUCTURE)."""
 
@@ -941,11 +928,25 @@ class _AsciiView:
     def __getattr__(self, name):
         return getattr(self._part, name)
 
+    @staticmethod
+    def _value(name: str, value: str) -> str | None:
+        """The header's value as this view reads it; None: the header reads as absent."""
+        return _ascii(name, value) if _readable(name, value) else None
+
     def getHeaders(self, negate, *names):  # noqa: N802 - Twisted's name
-        return _AllHeaders([(k, _ascii(k, v)) for k, v in self._part.getHeaders(negate, *names).items() if _readable(k, v)])
+        pairs = ((k, self._value(k, v)) for k, v in self._part.getHeaders(negate, *names).items())
+        return _AllHeaders([(k, v) for k, v in pairs if v is not None])
 
     def getSubPart(self, part):  # noqa: N802 - Twisted's name
-        return _AsciiView(self._part.getSubPart(part))
+        return type(self)(self._part.getSubPart(part))
+
+
+class _DecodedView(_AsciiView):
+    """A message whose headers read with their encoded words decoded (SEARCH on header keys)."""
+
+    @staticmethod
+    def _value(name: str, value: str) -> str | None:
+        return _decode_words(value)
 
 
 #: The largest message APPEND takes: what the lab's SMTP takes, announced as APPENDLIMIT (RFC 7889).
