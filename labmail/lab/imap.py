@@ -241,8 +241,8 @@ class _ParsedCache:
             if item is not None:
                 self._items.move_to_end(identity)
                 return item
-        with open(path, "rb") as fh:
-            raw = _crlf(fh.read())
+        with open(path, "rb") as fh:  # NUL is no IMAP character (RFC 3501 §9): 0x80 instead, as Dovecot sends it
+            raw = _crlf(fh.read()).replace(b"\x00", b"\x80")
         item = (raw, message_from_bytes(raw, policy=READ_POLICY), [])
         weight = self.WEIGHT * len(raw)
         if weight > self.LIMIT // 4:
@@ -295,6 +295,14 @@ class Message(Part):
     def _header_block(self) -> bytes:
         head, sep, _body = self.raw.partition(b"\r\n\r\n")
         return head + b"\r\n" if sep else (head if head.endswith(b"\r\n") else head + b"\r\n")
+
+    def header_bytes(self, negate: bool = False, names=()) -> bytes:
+        """BODY[HEADER] as stored: up to and with the blank line — or the whole message when it has none (a message
+        without a body), as Dovecot sends it; HEADER.FIELDS as :meth:`Part.header_bytes`."""
+        if names:
+            return super().header_bytes(negate, names)
+        head, sep, _body = self.raw.partition(b"\r\n\r\n")
+        return head + sep if sep else self.raw
 
     def open(self):
         return io.BytesIO(self.raw)  # BODY[] byte-exact
@@ -884,6 +892,34 @@ def _structure(part, extended: bool) -> list:
     return out
 
 
+def _section_part(msg, numbers: list[int]):
+    """The part a section's numbers name (RFC 3501 §6.4.5; 0-based here): in a multipart, its n-th part; in a
+    message/rfc822 part, the parts of the message it encapsulates (its body, for a single-part one); a part that
+    is not multipart has only a part 1, itself (a single-part message: BODY[1] is its body, BODY[1.1] nothing —
+    what Dovecot answers). Anything else does not exist (LookupError): Twisted took BODY[1.1] of a single-part
+    message for its body and BODY[2.1] of an encapsulated message for all of it."""
+    target, implicit = msg, True  # implicit: the part's own "1" (a part that is not multipart) is still unused
+    for depth, number in enumerate(numbers):
+        m = target.msg
+        if depth and m.get_content_type() == "message/rfc822" and isinstance(m.get_payload(), list):
+            m = m.get_payload()[0]
+            if m.get_content_maintype() != "multipart":
+                if number:
+                    raise LookupError("no such part")
+                target, implicit = Part(m), False
+                continue
+        if m.get_content_maintype() == "multipart" and isinstance(m.get_payload(), list):
+            parts = m.get_payload()
+            if number >= len(parts):
+                raise LookupError("no such part")
+            target, implicit = Part(parts[number]), True
+        elif number or not implicit:  # as Dovecot: a leaf's "1" is itself, once
+            raise LookupError("no such part")
+        else:
+            implicit = False
+    return target
+
+
 def _section_label(part) -> bytes:
     """``BODY[section]`` without the request's ``<origin.length>`` (Twisted's label writes it, or ``<0>``)."""
     begin = part.partialBegin
@@ -1213,17 +1249,17 @@ class LabIMAP4Server(imap4.IMAP4Server):
             return None
         if part.empty and not part.part and part.partialBegin is None:
             return super().spew_body(part, id, msg, _w, _f)
-        target = msg
-        for p in part.part:
-            if target.isMultipart():
-                target = target.getSubPart(p)
-            elif p > 0:
-                raise TypeError("Requested subpart of non-multipart message")
-        if part.header:
-            data = target.header_bytes(part.header.negate, part.header.fields or ())
+        target = _section_part(msg, part.part or [])
+        if part.header or part.text:  # of the message, or of the message a message/rfc822 part encapsulates
+            if part.part:
+                if target.msg.get_content_type() != "message/rfc822" or not isinstance(target.msg.get_payload(), list):
+                    raise LookupError("HEADER and TEXT name a message: this part is none")
+                target = Part(target.msg.get_payload()[0])
+            data = (target.header_bytes(part.header.negate, part.header.fields or ()) if part.header
+                    else target.getBodyFile().read())
         elif part.mime:
             data = target.header_bytes()
-        elif part.text or part.part:
+        elif part.part:
             data = target.getBodyFile().read()
         else:
             data = msg.raw
