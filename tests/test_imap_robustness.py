@@ -619,3 +619,34 @@ def test_envelope_strings_are_unfolded(search_lab):
         assert typ == "OK" and b'"=?UTF-8?Q?un?= =?UTF-8?Q?deux?="' in data[0]
     finally:
         client.logout()
+
+
+def test_search_keys_as_rfc_3501_defines_them(search_lab):
+    """§6.4.4: TEXT is the header or the body; BODY finds the decoded text (quoted-printable here), as Dovecot;
+    HEADER field "" finds the messages that have the field; an unknown CHARSET is NO [BADCHARSET]; no key at all
+    and a key without its argument are BAD, with words a person can read."""
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    messages = [
+        b"From: a@example.org\r\nSubject: dans l'en-tete seulement\r\nX-Vide:\r\n\r\nrien ici\r\n",
+        b"From: b@example.org\r\nSubject: qp\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nune cr=C3=A8me br=C3=BBl=C3=A9e\r\n",
+    ]
+    try:
+        assert client.create("Cles")[0] == "OK"
+        for data in messages:
+            assert client.append("Cles", None, None, data)[0] == "OK"
+        client.select("Cles", readonly=True)
+        assert client.search(None, "TEXT", '"en-tete seulement"')[1][0] == b"1"
+        assert client.search(None, "BODY", "seulement")[1][0] == b""
+        client.literal = "crème brûlée".encode()
+        assert client.search("UTF-8", "BODY")[1][0] == b"2"
+        assert client.search(None, "HEADER", "X-Vide", '""')[1][0] == b"1"
+        typ, data = client._simple_command("SEARCH", "CHARSET", "X-INCONNU", "BODY", "a")
+        assert typ == "NO" and data[0].startswith(b"[BADCHARSET"), data
+        for arguments in ((), ("SUBJECT",)):
+            with pytest.raises(imaplib.IMAP4.error, match="Missing") as refused:
+                client.search(None, *arguments)
+            assert "pop from" not in str(refused.value)
+    finally:
+        client.logout()

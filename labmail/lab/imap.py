@@ -892,6 +892,25 @@ def _structure(part, extended: bool) -> list:
     return out
 
 
+def _body_matches(msg, needle) -> bool:
+    """Whether ``needle`` (bytes or text) is in the message's body, raw or decoded, ignoring case."""
+    raw = needle if isinstance(needle, bytes) else needle.encode("utf-8")
+    if raw.lower() in msg.getBodyFile().read().lower():
+        return True
+    text = raw.decode("utf-8", "replace").lower()
+    for part in msg.msg.walk():
+        if part.get_content_maintype() != "text" or part.is_multipart():
+            continue
+        try:
+            payload = part.get_payload(decode=True) or b""
+            decoded = payload.decode(part.get_content_charset() or "us-ascii", "replace")
+        except (LookupError, ValueError, AssertionError):  # an unknown charset, a broken encoding
+            decoded = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        if text in decoded.lower():
+            return True
+    return False
+
+
 def _section_part(msg, numbers: list[int]):
     """The part a section's numbers name (RFC 3501 §6.4.5; 0-based here): in a multipart, its n-th part; in a
     message/rfc822 part, the parts of the message it encapsulates (its body, for a single-part one); a part that
@@ -1300,7 +1319,28 @@ class LabIMAP4Server(imap4.IMAP4Server):
         as a placeholder while the rest is parsed, then takes its place in the query."""
         return self._searchkeys(line, [], secrets.token_hex(8).encode())
 
-    select_SEARCH = (imap4.IMAP4Server.do_SEARCH, imap4.IMAP4Server.opt_charset, arg_searchkeys)
+    def do_SEARCH(self, tag, charset, query, uid=0):  # noqa: N802 - Twisted's name
+        """RFC 3501 §6.4.4: a charset other than UTF-8 and US-ASCII is ``NO [BADCHARSET (…)]`` (it was taken and
+        ignored); no search key at all is BAD (every message matched)."""
+        if charset is not None and charset.upper() not in (b"UTF-8", b"US-ASCII"):
+            self.sendNegativeResponse(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            return None
+        if not query:
+            self.sendBadResponse(tag, b"Missing search criteria")
+            return None
+        return super().do_SEARCH(tag, charset, query, uid)
+
+    select_SEARCH = (do_SEARCH, imap4.IMAP4Server.opt_charset, arg_searchkeys)
+
+    def _IMAP4Server__ebSearch(self, failure, tag):  # noqa: N802 - Twisted's private name
+        """A malformed search says what is wrong (Twisted sent Python's own words: "pop from empty list")."""
+        if failure.check(IndexError):
+            self.sendBadResponse(tag, b"Missing parameter for a search key")
+        elif failure.check(imap4.IllegalQueryError, imap4.IllegalIdentifierError, ValueError):
+            self.sendBadResponse(tag, b"Invalid search: " + str(failure.value).encode("ascii", "replace")[:200])
+        else:
+            log.error("IMAP SEARCH failed: %s", failure.getTraceback())
+            self.sendBadResponse(tag, b"SEARCH failed")
 
     def _searchkeys(self, line, literals: list, token: bytes):
         found = _TRAILING_LITERAL.search(line)
@@ -1397,7 +1437,26 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return self._decoded("BCC", 1, query, id, msg)
 
     def search_HEADER(self, query, id, msg):
+        """HEADER field "": every message that has the field (RFC 3501 §6.4.4), not every message."""
+        if len(query) >= 2 and query[1] in (b"", ""):
+            name = query.pop(0)
+            query.pop(0)
+            name = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+            return any(k.lower() == name.lower() for k, _v in msg.getHeaders(False, name).items())
         return self._decoded("HEADER", 2, query, id, msg)
+
+    def search_BODY(self, query, id, msg):
+        """The body as stored, or its text once decoded (quoted-printable, base64, the part's charset): ``BODY
+        crème`` finds a message whose text says "cr=C3=A8me" — a substring of the text, RFC 3501 §6.4.4, as Dovecot."""
+        needle = query.pop(0)
+        return _body_matches(msg, needle)
+
+    def search_TEXT(self, query, id, msg):
+        """The header or the body (RFC 3501 §6.4.4; Twisted searched the body only)."""
+        needle = query.pop(0)
+        text = needle.decode("utf-8", "replace") if isinstance(needle, bytes) else needle
+        headers = " ".join(_decode_words(v) for _k, v in msg.getHeaders(True).items())
+        return text.lower() in headers.lower() or _body_matches(msg, needle)
 
     # Date keys (RFC 3501 §6.4.4): "disregarding time and timezone". Twisted parses the date with a str pattern on
     # the bytes it was given, and compares whole time tuples: each SEARCH SINCE from a real client failed with BAD.
