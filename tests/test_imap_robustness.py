@@ -650,3 +650,18 @@ def test_search_keys_as_rfc_3501_defines_them(search_lab):
             assert "pop from" not in str(refused.value)
     finally:
         client.logout()
+
+
+def test_folder_names_with_wildcards_or_control_characters_are_refused(search_lab):
+    """"*" and "%" are LIST wildcards (RFC 3501 §5.1): a folder named with them could not be listed by name; a
+    control character is no name. Refused as Dovecot refuses them; the greeting names the lab, not Twisted."""
+    cfg, passwords = search_lab
+    client = _client(cfg, ALICE, passwords[ALICE])
+    try:
+        assert b"labmail" in client.welcome and b"Twisted" not in client.welcome
+        for name in ("a*b", "cent%", "bip\x7f"):
+            typ, _ = client._simple_command("CREATE", f'"{name}"')
+            assert typ == "NO", name
+        assert not any(b"a*b" in line or b"cent%" in line for line in client.list()[1])
+    finally:
+        client.logout()

@@ -525,7 +525,8 @@ class Account:
 
     def create(self, pathspec):
         name = (pathspec.decode() if isinstance(pathspec, bytes) else pathspec).strip("/")
-        if not name or name.upper() == "INBOX" or "." in name or "/" in name or "\\" in name or len(name) > 100:
+        if (not name or name.upper() == "INBOX" or any(c in name for c in "./\\*%") or len(name) > 100
+                or not name.isprintable()):  # wildcards (RFC 3501 §5.1) and control characters refused, as Dovecot
             log.warning("IMAP %s: CREATE %r refused (invalid name)", self.address, name[:80])
             raise imap4.MailboxException("Invalid mailbox name.")
         self.server.store.maildir(self.address).add_folder(name)
@@ -1015,6 +1016,8 @@ class _TooBig(imap4.IllegalOperation):
 @implementer(IHandshakeListener)
 class LabIMAP4Server(imap4.IMAP4Server):
     """Twisted's server with the fixes the course needs."""
+
+    IDENT = b"labmail IMAP4rev1 ready."  # Twisted's said "Twisted IMAP4rev1 Ready"
 
     #: bytes of command lines a client may send while one of its commands is still running (Twisted queues them)
     MAX_QUEUED_BYTES = 1024 * 1024
