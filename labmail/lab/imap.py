@@ -654,8 +654,14 @@ def _members(text: str) -> list:
         mailbox, at, host = address.rpartition("@")
         if not at:
             mailbox, host = address, ""
-        out.append([name or None, None, mailbox or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
+        out.append([name or None, None, _eight_bit(mailbox) or "MISSING_MAILBOX", _eight_bit(host) or "MISSING_DOMAIN"])
     return out
+
+
+def _eight_bit(text: str):
+    """An address part as ENVELOPE carries it: as is when ASCII; a UTF-8 one (RFC 6531) as a literal of its bytes,
+    as Dovecot sends it (an encoded word is no address, RFC 2047 §5)."""
+    return text if text.isascii() else io.BytesIO(text.encode("utf-8", "replace"))
 
 
 _SPECIAL = re.compile(r'[\\"()<>:;]')  # what changes _groups's reading; the rest is skipped at once
@@ -757,9 +763,9 @@ def _ascii(name: str, value: str) -> str:
         for display, address in email.utils.getaddresses([value]):
             try:
                 out.append(email.utils.formataddr((display, address), charset="utf-8"))
-            except UnicodeError:  # a UTF-8 address (RFC 6531) has no ASCII form: encoded as a whole
-                whole = f"{display} <{address}>" if display else address
-                out.append(Header(whole, "utf-8", maxlinelen=998).encode())
+            except UnicodeError:  # a UTF-8 address (RFC 6531) has no ASCII form: kept as it is (sent as a literal)
+                name = Header(display, "utf-8", maxlinelen=998).encode() if display and not display.isascii() else display
+                out.append(f"{name} <{address}>" if name else address)
         return ", ".join(out)
     return Header(value, "utf-8", maxlinelen=998).encode()
 
