@@ -738,10 +738,17 @@ def _envelope(msg) -> tuple:
     """Twisted's ``getEnvelope`` with address lists built by :func:`_addresses`; Sender and Reply-To default to From
     (RFC 3501 §7.4.2)."""
     headers = msg.getHeaders(True)
-    from_ = headers.get("from")
+    lists: dict[str, list[str]] = {}
+    for name, value in headers.items():  # an address header given twice: both lists, as Dovecot reads them
+        lists.setdefault(name.lower(), []).append(value)
+
+    def addresses(name: str) -> str | None:
+        return ", ".join(lists[name]) if name in lists else None
+
+    from_ = addresses("from")
     return (_unfolded(headers.get("date")), _unfolded(headers.get("subject")), _addresses(from_),
-            _addresses(headers.get("sender") or from_), _addresses(headers.get("reply-to") or from_),
-            _addresses(headers.get("to")), _addresses(headers.get("cc")), _addresses(headers.get("bcc")),
+            _addresses(addresses("sender") or from_), _addresses(addresses("reply-to") or from_),
+            _addresses(addresses("to")), _addresses(addresses("cc")), _addresses(addresses("bcc")),
             _unfolded(headers.get("in-reply-to")), _unfolded(headers.get("message-id")))
 
 
