@@ -169,6 +169,26 @@ def _smtp(world, port):
     return client
 
 
+def test_the_same_bytes_sent_twice_on_port_25_are_two_messages(env):
+    """A client on port 25 sending the same message twice (the netcat exercise, done again) gets two messages, as
+    from Postfix: the exactly-once check is for the lab's own queue retrying, on its internal relays only (it
+    dropped the second copy after a 250). And a header line that is no field (typed by hand on 587) is sent
+    unsigned, not answered "500 … (MessageFormatError)"."""
+    cfg, passwords, world = env
+    before = count(cfg, MILOU) + count(cfg, MILOU, "Junk")
+    raw = b"From: x@arnaque.test\r\nSubject: deux fois\r\n\r\nbonjour\r\n"
+    for _ in range(2):
+        with _smtp(world, 25) as client:
+            client.ehlo("poste.example")
+            assert client.sendmail("x@arnaque.test", [MILOU], raw) == {}
+    deadline = time.monotonic() + 10
+    while count(cfg, MILOU) + count(cfg, MILOU, "Junk") < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count(cfg, MILOU) + count(cfg, MILOU, "Junk") == before + 2
+    typed = mail.submit(TINTIN, MILOU, message=b"juste une ligne de texte\r\n", password=passwords[TINTIN])
+    assert typed.accepted, typed.reply
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}
