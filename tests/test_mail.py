@@ -189,6 +189,21 @@ def test_the_same_bytes_sent_twice_on_port_25_are_two_messages(env):
     assert typed.accepted, typed.reply
 
 
+def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
+    """RFC 4954 §5: MAIL FROM's AUTH= parameter is taken where AUTH is offered (authenticated Exim and sendmail send
+    it; it got 555). RFC 3207 §4.2: STARTTLS inside TLS is refused (554 5.5.1, as Postfix), the session goes on."""
+    cfg, passwords, world = env
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.login(TINTIN, passwords[TINTIN])
+        code, message = client.docmd("STARTTLS")
+        assert code == 554 and b"TLS already active" in message
+        code, message = client.docmd("MAIL", f"FROM:<{TINTIN}> AUTH=<>")
+        assert code == 250, message
+        client.rset()
+        assert client.noop()[0] == 250
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}
