@@ -175,10 +175,48 @@ def test_udp_truncation_and_tcp_fallback(world_lab, engine):
                  [f"big.alice.labmail.cloud. 300 TXT \"{'x' * 200}-{i}\"" for i in range(15)])
     small = ask(engine, "big.alice.labmail.cloud", "TXT", edns=-1)
     assert small.flags & dns.flags.TC and not small.answer
-    edns = ask(engine, "big.alice.labmail.cloud", "TXT", payload=4096)
-    assert not edns.flags & dns.flags.TC and len(edns.answer[0]) == 15  # EDNS payload honoured
+    edns = ask(engine, "big.alice.labmail.cloud", "TXT", payload=4096)  # 3.1 KB: over what the lab sends on UDP
+    assert edns.flags & dns.flags.TC and not edns.answer  # (1232, RFC 6891 §6.2.5, as BIND's max-udp-size)
+    fits = ask(engine, "big.alice.labmail.cloud", "TXT", payload=1232)
+    assert fits.flags & dns.flags.TC
     tcp = ask(engine, "big.alice.labmail.cloud", "TXT", edns=-1, tcp=True)
     assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == 15
+
+
+def test_no_amplification_no_oversized_reply_no_cache_growth(world_lab, engine):
+    """Found by an outside review against BIND 9.18: (1) a client announcing 64 KB got 64 KB over UDP — now at most
+    1232 bytes (a 57-byte ANY query turned into 60 KB: a 1,000× amplifier on a class lab's LAN address); (2) a reply
+    over 64 KB (an ANY at a name with several big RRsets) gave SERVFAIL and a traceback at each query — over TCP
+    the RRsets that fit, as BIND; (3) additional data that does not fit is left out without TC (RFC 2181 §9);
+    (4) the answer caches stay within their byte budget whatever the queries' variations."""
+    from labmail.lab import dnsserver
+
+    _add_records(world_lab, "alice.labmail.cloud",
+                 [f"amp.alice.labmail.cloud. 300 {kind} \"{'y' * 250}-{i}\"" for kind in ("TXT", "SPF") for i in range(60)])
+    udp = engine.handle(dns.message.make_query("amp.alice.labmail.cloud", "ANY", use_edns=0, payload=65535).to_wire())[0]
+    assert len(udp) <= dnsserver.OUR_PAYLOAD and dns.message.from_wire(udp).flags & dns.flags.TC
+    tcp = dns.message.from_wire(engine.handle(dns.message.make_query("amp.alice.labmail.cloud", "ANY").to_wire(),
+                                              tcp=True)[0])
+    assert tcp.rcode() == dns.rcode.NOERROR and tcp.answer
+    for i in range(300):  # one name, many forms of the question
+        name = "".join(c.upper() if (i >> n) & 1 else c for n, c in enumerate("amp.alice.labmail.cloud"))
+        engine.handle(dns.message.make_query(name, "TXT", use_edns=0, payload=1232 + i).to_wire(), tcp=True)
+    assert engine._cache_bytes[True] <= dnsserver.CACHE_BYTES
+
+
+def test_a_reply_over_64_kb_is_cut_to_what_fits(world_lab, engine):
+    names = [f"b{i}.alice.labmail.cloud" for i in range(6)]
+    blob = "ab" * 15000  # five RRsets of 15 KB at one name: an ANY answer of 75 KB
+    _add_records(world_lab, "alice.labmail.cloud",
+                 [f"huge.alice.labmail.cloud. 300 TYPE{65280 + k} \\# 15000 {blob}" for k in range(5)]
+                 + [f"huge.alice.labmail.cloud. 300 MX {n} {name}." for n, name in enumerate(names)]
+                 + [f"{name}. 300 A 192.0.2.{j}" for name in names for j in range(1, 90)])
+    reply = dns.message.from_wire(engine.handle(
+        dns.message.make_query("huge.alice.labmail.cloud", "ANY").to_wire(), tcp=True)[0])
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer
+    mx = dns.message.from_wire(engine.handle(
+        dns.message.make_query("huge.alice.labmail.cloud", "MX", use_edns=0, payload=1232).to_wire())[0])
+    assert mx.rcode() == dns.rcode.NOERROR and len(mx.answer[0]) == 6 and not mx.flags & dns.flags.TC
 
 
 def test_edns_version_1_gets_badvers(engine):

@@ -10,6 +10,7 @@ import dns.query
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
@@ -470,3 +471,31 @@ def test_a_flood_over_udp_neither_wedges_nor_outlives_the_server(world_lab):
     assert time.monotonic() - started < 1.5
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind((host, port))  # the server's socket is closed
+
+
+@pytest.mark.parametrize("rdtype,value", [
+    ("DNAME", "gmail.test."),  # accepted, then never applied: imap.alias.<zone> answered NXDOMAIN (RFC 6672)
+    ("RRSIG", "A 13 3 300 20300101000000 20200101000000 12345 alice.labmail.cloud. AAAA"),  # DNSSEC in an
+    ("NSEC", "next.alice.labmail.cloud. A"),  # unsigned zone: BIND refuses them too
+])
+def test_records_the_server_would_not_apply_are_refused(world_lab, students, rdtype, value):
+    """Found by an outside review against BIND 9.18: refused (and nothing applied), not accepted and ignored."""
+    key = key_of(world_lab, "alice")
+    before = serial(world_lab, "alice.labmail.cloud")
+    u = make("alice.labmail.cloud", key)
+    u.add("r.alice.labmail.cloud.", 300, rdtype, value)
+    assert send(students, u).rcode() == dns.rcode.REFUSED
+    assert serial(world_lab, "alice.labmail.cloud") == before
+
+
+def test_ixfr_is_answered_with_the_whole_zone(world_lab, students):
+    """An IXFR query carries the client's SOA in its authority section (RFC 1995 §3): it got FORMERR; the server
+    may answer with the whole zone, as AXFR does (RFC 1995 §4) — what dig and BIND secondaries then take."""
+    key = key_of(world_lab, "alice")
+    q = dns.message.make_query("alice.labmail.cloud", "IXFR")
+    q.authority.append(dns.rrset.from_text("alice.labmail.cloud.", 0, "IN", "SOA",
+                                           "ns. hostmaster. 1 3600 600 86400 300"))
+    q.use_tsig({key.name: key}, keyname=key.name)
+    r = dns.message.from_wire(students.handle(q.to_wire(), tcp=True)[0], keyring=False, one_rr_per_rrset=True)
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer[0].rdtype == dns.rdatatype.SOA and r.answer[-1].rdtype == dns.rdatatype.SOA and len(r.answer) > 2

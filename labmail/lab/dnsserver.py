@@ -90,6 +90,48 @@ _FORBIDDEN_UPDATE_TYPES = {
     dns.rdatatype.ANY, dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA,
     dns.rdatatype.MAILB, dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY,
 }
+#: not added by UPDATE (REFUSED, nothing applied): DNAME, which this server does not apply (RFC 6672 synthesis: the
+#: names below it answered NXDOMAIN), and DNSSEC records in zones that are not signed (BIND refuses them too)
+_REFUSED_UPDATE_TYPES = {
+    dns.rdatatype.DNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.NSEC3PARAM,
+    dns.rdatatype.DNSKEY,
+}
+#: bytes of replies the answer caches may hold (each, UDP and TCP): a query that differs in one bit is a new entry
+#: (its name's case, its EDNS size), and one client asking for a large answer under many forms grew the lab by
+#: gigabytes; past the budget the cache starts again empty
+CACHE_BYTES = 8 << 20
+
+
+def _to_wire(response: dns.message.Message, limit: int) -> bytes | None:
+    try:
+        out = response.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        return None
+    return out if len(out) <= limit else None
+
+
+def _fit(response: dns.message.Message, limit: int, tcp: bool) -> bytes:
+    """The reply within ``limit`` bytes: the additional section left out first, without TC (RFC 2181 §9: it is
+    extra data); then, over UDP, the header and question with TC (the client asks again over TCP); over TCP, the
+    answer's RRsets that fit (an ANY at a name with 64 KB of records: BIND answers the same). A reply over 64 KB
+    gave SERVFAIL and a traceback in the log at each query."""
+    out = _to_wire(response, limit)
+    if out is not None:
+        return out
+    response.additional = []
+    out = _to_wire(response, limit)
+    if out is not None:
+        return out
+    if tcp:
+        response.authority = []
+        while response.answer:
+            response.answer.pop()
+            out = _to_wire(response, limit)
+            if out is not None:
+                return out
+    response.answer, response.authority, response.additional = [], [], []
+    response.flags |= dns.flags.TC
+    return response.to_wire()
 
 
 @dataclass(frozen=True)
@@ -147,6 +189,7 @@ class DNSEngine:
         #: zones served elsewhere (a real school's BIND): the resolver asks that server for every name in them
         self.forwards = forwards if forwards is not None and not view.authoritative else {}
         self._cache: dict[bool, dict[bytes, bytes]] = {False: {}, True: {}}
+        self._cache_bytes = {False: 0, True: 0}
         self._soa_wire: dict[dns.name.Name, bytes] = {}  # zone → its negative-answer SOA, rendered once
         self._cache_generation = zones.generation
 
@@ -186,6 +229,7 @@ class DNSEngine:
         if self._cache_generation != self.zones.generation:
             self._cache[False].clear()
             self._cache[True].clear()
+            self._cache_bytes = {False: 0, True: 0}
             self._soa_wire.clear()
             self._cache_generation = self.zones.generation
         cache = self._cache[tcp]
@@ -197,14 +241,21 @@ class DNSEngine:
         try:
             fast = self._negative_fast(wire)
             if fast is not None:
-                if len(cache) >= CACHE_LIMIT:
-                    cache.clear()
-                cache[wire[2:]] = fast[2:]  # asked again (a resolver retrying, a class asking the same name): cached
+                self._remember(tcp, wire, fast)  # asked again (a resolver retrying, a class asking one name): cached
                 return [fast]
             return self._handle(wire, tcp, cache, peer)
         except Exception:  # never die on input
             log.exception("internal error on a DNS message from %s", peer)
             return [_header_only_reply(wire, dns.rcode.SERVFAIL, recursion_available=not self.view.authoritative)]
+
+    def _remember(self, tcp: bool, wire: bytes, reply: bytes) -> None:
+        """Keep ``reply`` for the same query (ID aside), within :data:`CACHE_LIMIT` entries and :data:`CACHE_BYTES`."""
+        cache = self._cache[tcp]
+        if len(cache) >= CACHE_LIMIT or self._cache_bytes[tcp] + len(reply) > CACHE_BYTES:
+            cache.clear()
+            self._cache_bytes[tcp] = 0
+        cache[wire[2:]] = reply[2:]
+        self._cache_bytes[tcp] += len(wire) + len(reply)
 
     def _forwarded(self, wire: bytes) -> tuple[str, int] | None:
         """The server of the forwarded zone holding this query's name, if any (a plain query, not a response)."""
@@ -388,7 +439,8 @@ class DNSEngine:
             return [response.to_wire()]
         if opcode == dns.opcode.UPDATE:
             return [self._update(msg, peer)]
-        if len(msg.question) != 1 or msg.answer or msg.authority:
+        ixfr = len(msg.question) == 1 and msg.question[0].rdtype == dns.rdatatype.IXFR
+        if len(msg.question) != 1 or msg.answer or (msg.authority and not ixfr):  # IXFR carries the client's SOA
             # FORMERR, with an OPT record when the query had one (RFC 6891 §7), as BIND answers
             refusal = dns.message.make_response(msg, our_payload=OUR_PAYLOAD,
                                                 recursion_available=not self.view.authoritative)
@@ -411,16 +463,12 @@ class DNSEngine:
             return [response.to_wire()]
 
         self._answer(response, question.name, qtype)
-        out = response.to_wire(max_size=65535)
-        limit = 65535 if tcp else (max(512, msg.payload) if msg.edns >= 0 else 512)
-        if len(out) > limit:
-            response.answer, response.authority, response.additional = [], [], []
-            response.flags |= dns.flags.TC
-            out = response.to_wire()
+        # over UDP, no more than we announce (RFC 6891 §6.2.5, as BIND's max-udp-size): a client asking for 64 KB
+        # turned a 57-byte query into a 60 KB answer, an amplifier in a class lab on a LAN address
+        limit = 65535 if tcp else (max(512, min(msg.payload, OUR_PAYLOAD)) if msg.edns >= 0 else 512)
+        out = _fit(response, limit, tcp)
         if not msg.had_tsig:
-            if len(cache) >= CACHE_LIMIT:
-                cache.clear()
-            cache[wire[2:]] = out[2:]
+            self._remember(tcp, wire, out)
         return [out]
 
     def _serves(self, origin: dns.name.Name) -> bool:
@@ -673,6 +721,8 @@ class DNSEngine:
                 raise _Refuse(dns.rcode.FORMERR, f"cannot delete type {dns.rdatatype.to_text(rr.rdtype)}")
             if rr.deleting == dns.rdataclass.ANY and rr.rdtype in _FORBIDDEN_UPDATE_TYPES - {ANY}:
                 raise _Refuse(dns.rcode.FORMERR, f"cannot delete type {dns.rdatatype.to_text(rr.rdtype)}")
+            if rr.deleting is None and rr.rdtype in _REFUSED_UPDATE_TYPES:
+                raise _Refuse(dns.rcode.REFUSED, f"type {dns.rdatatype.to_text(rr.rdtype)} is not served by the lab")
             if rr.rdtype == SOA or (rr.name == origin and rr.rdtype == NS):
                 raise _Refuse(dns.rcode.REFUSED, f"the zone's SOA and apex NS are managed by the lab ({rr.name})")
 
