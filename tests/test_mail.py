@@ -204,6 +204,29 @@ def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
         assert client.noop()[0] == 250
 
 
+def test_recipients_are_limited_and_each_gets_one_copy(env):
+    """Postfix's smtpd_recipient_limit (1,000: 452 4.5.3) and its cleanup's duplicate removal: one classmate named
+    1,200 times (in any case) gets one copy — it got 1,200, past any quota (found by an outside review)."""
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.login(TINTIN, passwords[TINTIN])
+        client.mail(TINTIN)
+        for address in (MILOU, MILOU.upper(), MILOU):
+            assert client.rcpt(address)[0] == 250
+        for n in range(999):
+            code, _ = client.rcpt(f"personne{n}@gmail.test")
+            assert code == 250, n
+        code, message = client.rcpt("un-de-trop@gmail.test")
+        assert code == 452 and b"4.5.3" in message
+        client.rset()
+        assert client.sendmail(TINTIN, [MILOU, MILOU.upper()], b"Subject: une fois\r\n\r\nx\r\n") == {}
+    wait_for(cfg, MILOU, count=before + 1)
+    time.sleep(0.3)
+    assert count(cfg, MILOU) == before + 1
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}

@@ -41,6 +41,8 @@ log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
 
 MAX_SIZE = MAX_MESSAGE_SIZE
+#: recipients a message may have (Postfix's smtpd_recipient_limit)
+MAX_RECIPIENTS = 1000
 #: seconds during which a disk found with room for mail is not measured again (BaseHandler.storage_refusal)
 SPACE_RECHECK = 1.0
 
@@ -296,6 +298,16 @@ class BaseHandler:
         self.services.space_ok_until = time.monotonic() + SPACE_RECHECK
         return None
 
+    def recipient_refusal(self, envelope, address: str) -> str | None:
+        """Postfix's ``smtpd_recipient_limit`` (1,000 a message: ``452 4.5.3``); a recipient given twice is taken
+        once (Postfix's cleanup does the same): 1,200 RCPT of one classmate's address gave 1,200 copies, past any
+        quota. ``"duplicate"`` when the address is already in the envelope (answered 250, not added)."""
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Error: too many recipients"
+        if any(r.lower() == address.lower() for r in envelope.rcpt_tos):
+            return "duplicate"
+        return None
+
     def quota_refusal(self, envelope, address: str) -> str | None:
         """A local mailbox at its quota (Mailcow's, 3 GiB by default) refuses more mail at RCPT, as Dovecot's
         quota-status service has Postfix do; the size announced in MAIL FROM (SIZE=) counts."""
@@ -421,7 +433,10 @@ class SchoolHandler(BaseHandler):
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.dialogue(server).append(f"C: RCPT TO:<{address}>")
-        refusal = self.address_refusal(envelope, address, recipient=True)
+        refusal = self.address_refusal(envelope, address, recipient=True) or self.recipient_refusal(envelope, address)
+        if refusal == "duplicate":
+            self.dialogue(server).append("S: 250 2.1.5 Ok")
+            return "250 2.1.5 Ok"
         if refusal:
             self.dialogue(server).append("S: " + refusal)
             return refusal
@@ -457,9 +472,15 @@ class SchoolHandler(BaseHandler):
                                      envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, user)
             signed = receiving.dkim_sign(header + data, envelope.mail_from)
             record = receiving.base_record(arrival, rdns)
+            full = []
             for rcpt in local:
+                if self.services.store.over_quota(rcpt, len(signed)):  # full since RCPT: Dovecot's LMTP says 552
+                    full.append(rcpt)
+                    continue
                 self.services.store.deliver(rcpt.lower(), signed, record=dict(record, rcpt=rcpt,
                                             verdict={"folder": "INBOX", "reason": "local delivery of authenticated mail"}))
+            if full:
+                self.services.outbound.bounce(envelope.mail_from, full, "552 5.2.2 Mailbox is full", signed)
             if remote:
                 self.services.outbound.enqueue(qid, envelope.mail_from, remote, signed)
             log.info("%s: from=<%s> user=%s to=%s accepted", qid, envelope.mail_from, user, ",".join(envelope.rcpt_tos))
@@ -484,7 +505,10 @@ class ProviderHandler(BaseHandler):
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.dialogue(server).append(f"C: RCPT TO:<{address}>")
-        refusal = self.address_refusal(envelope, address, recipient=True)
+        refusal = self.address_refusal(envelope, address, recipient=True) or self.recipient_refusal(envelope, address)
+        if refusal == "duplicate":
+            self.dialogue(server).append("S: 250 2.1.5 OK")
+            return "250 2.1.5 OK"
         if refusal:
             reply = refusal
         elif _domain(address) not in self.host.domains:
