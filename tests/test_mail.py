@@ -264,7 +264,22 @@ def test_bounce_to_the_sender(env):
     assert len(messages) == before + 1
     bounce = messages[-1][1]
     assert b"Undelivered Mail Returned to Sender" in bounce and b"personne@gmail.test" in bounce
-    assert b"message/delivery-status" in bounce and b"5.1.1" in bounce
+    assert b"message/delivery-status" in bounce and b"Status: 5.1.1" in bounce
+
+
+def test_a_bounce_names_only_the_recipients_that_were_refused(env):
+    """One message to a provider mailbox that exists and one that does not: the first gets it, and the bounce names
+    only the second, with the MX's status (RFC 3464 §2.3) — it named both, as if neither had got it (found by an
+    outside review)."""
+    cfg, passwords, _world = env
+    before = count(cfg, TINTIN)
+    delivered = count(cfg, "jean-emile@gmail.test") + count(cfg, "jean-emile@gmail.test", "Junk")
+    assert send(passwords, ["jean-emile@gmail.test", "absent@gmail.test"], "un sur deux").accepted
+    messages = wait_for(cfg, TINTIN, count=before + 1)
+    bounce = messages[-1][1]
+    assert b"absent@gmail.test" in bounce and b"Final-Recipient: rfc822; jean-emile@gmail.test" not in bounce
+    assert bounce.count(b"Final-Recipient:") == 1 and b"Status: 5.1.1" in bounce
+    assert count(cfg, "jean-emile@gmail.test") + count(cfg, "jean-emile@gmail.test", "Junk") == delivered + 1
 
 
 @pytest.mark.tools
@@ -648,8 +663,8 @@ def test_the_queue_folder_decides_what_is_relayed(world_lab, dns_thread, tmp_pat
         services = MailServices(world_lab, LabCA(tmp_path).load_or_create(), MailStore(tmp_path / "mail"), dns_thread,
                                 executor)
         outbound, sent, answer = services.outbound, [], ["ok"]
-        monkeypatch.setattr(outbound, "send", lambda source, mail_from, rcpts, data, domain: (sent.append(data) or
-                                                                                             (answer[0], domain)))
+        monkeypatch.setattr(outbound, "send_each", lambda source, mail_from, rcpts, data, domain: (
+            sent.append(data) or {rcpt: (answer[0], domain) for rcpt in rcpts}))
         queue = outbound.queue_dir
         outbound.enqueue("LMQ1", "a@b.test", ["x@gmail.test"], b"Subject: un\r\n\r\nx\r\n")
         deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import re
 import secrets
 import smtplib
 import socket
@@ -24,6 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .smtp import Host, MailServices
 
 log = logging.getLogger("labmail.lab.smtp")
+
+
+_ENHANCED_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def _status(text: str) -> str:
+    """The DSN Status of a failure: the enhanced code the server gave (RFC 3463), else 5.0.0."""
+    found = _ENHANCED_CODE.search(text)
+    return found.group(1) if found and found.group(1)[0] in "45" else "5.0.0"
 
 
 def _domain(address: str) -> str:
@@ -189,19 +199,20 @@ class Outbound:
             by_domain.setdefault(_domain(rcpt), []).append(rcpt)
         for domain, rcpts in by_domain.items():
             try:
-                status, text = self.send(self.services.hosts["school"], meta["mail_from"], rcpts, data, domain)
+                outcomes = self.send_each(self.services.hosts["school"], meta["mail_from"], rcpts, data, domain)
             except Exception as exc:  # a bug must not keep a message in the queue for ever: retried, then returned
                 log.exception("queue %s: delivery to %s failed", qid, domain)
-                status, text = "temp", f"internal error: {type(exc).__name__}"
-            if status == "ok":
-                continue
-            if status == "temp" and meta["attempts"] < 5:
-                remaining += rcpts
-                meta["errors"].append(text)
-            else:
-                bounces.append((rcpts, text))
-        for rcpts, text in bounces:
-            self.bounce(meta["mail_from"], rcpts, text, data)
+                outcomes = {rcpt: ("temp", f"internal error: {type(exc).__name__}") for rcpt in rcpts}
+            for rcpt, (status, text) in outcomes.items():  # each recipient its own outcome, as Postfix's queue
+                if status == "ok":
+                    continue
+                if status == "temp" and meta["attempts"] < 5:
+                    remaining.append(rcpt)
+                    meta["errors"].append(text)
+                else:
+                    bounces.append(([rcpt], text))
+        if bounces:
+            self.bounce_each(meta["mail_from"], {rcpt: text for rcpts, text in bounces for rcpt in rcpts}, data)
         if remaining:
             meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
             atomic_write_text(meta_path, json.dumps(meta) + "\n")
@@ -230,18 +241,42 @@ class Outbound:
         return None
 
     def send(self, source: Host, mail_from: str, rcpts: list[str], data: bytes, domain: str) -> tuple[str, str]:
-        """Deliver to ``domain``'s MX as ``source`` (its simulated address through PROXY). → ("ok"|"temp"|"perm", text)."""
+        """Deliver to ``domain``'s MX as ``source`` (its simulated address through PROXY). → ("ok"|"temp"|"perm", text)
+        for the whole transaction: "perm" if any recipient was refused (:meth:`send_each` says which)."""
+        outcomes = self.send_each(source, mail_from, rcpts, data, domain)
+        failed = [(status, text) for status, text in outcomes.values() if status != "ok"]
+        if not failed:
+            return next(iter(outcomes.values()))
+        if len(failed) == len(outcomes) and all(status == failed[0][0] for status, _t in failed):
+            return failed[0][0], "; ".join(dict.fromkeys(text for _s, text in failed))
+        return "perm", "; ".join(dict.fromkeys(text for _s, text in failed))
+
+    def send_each(self, source: Host, mail_from: str, rcpts: list[str], data: bytes,
+                  domain: str) -> dict[str, tuple[str, str]]:
+        """:meth:`send`, with each recipient's outcome: the MX may take some and refuse others (one unknown address
+        among three) — a bounce names those it refused, with the MX's own words, and a 4xx for one is retried."""
+        status, text, refused = self._send(source, mail_from, rcpts, data, domain)
+        outcomes = {rcpt: (status, text) for rcpt in rcpts}
+        for rcpt, (code, message) in refused.items():
+            said = f"host {text} said: {code} {message.decode(errors='replace')}"
+            outcomes[rcpt] = ("perm" if code >= 500 else "temp", said)
+        return outcomes
+
+    def _send(self, source: Host, mail_from: str, rcpts: list[str], data: bytes,
+              domain: str) -> tuple[str, str, dict]:
+        """(status, text — the MX's name when delivered —, {recipient: (code, message)} refused by an MX that took
+        the others)."""
         targets = self.mx_hosts(domain)
         if targets is None:
-            return "temp", f"Host or domain name not found. Name service error for name={domain} type=MX"
+            return "temp", f"Host or domain name not found. Name service error for name={domain} type=MX", {}
         if not targets:
-            return "perm", f"Domain {domain} does not accept mail (null MX, RFC 7505)"
-        last = ("temp", "no MX reachable")
+            return "perm", f"Domain {domain} does not accept mail (null MX, RFC 7505)", {}
+        last: tuple[str, str, dict] = ("temp", "no MX reachable", {})
         for target in targets:
             addrs = self.services.resolver().query(target, "A").values
             relay = next((self.services.relays.get(f"{k}:relay") for k, h in self.services.hosts.items() if h.ip in addrs), None)
             if relay is None:
-                last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out")
+                last = ("temp", f"connect to {target}[{addrs[0] if addrs else '?'}]:25: Connection timed out", {})
                 continue
             key = (source.name, source.ip, str(relay), target)
             client = None
@@ -260,18 +295,16 @@ class Outbound:
                     refused = _sendmail(client, mail_from, rcpts, data, ["SMTPUTF8"] if utf8 else [], reset=False)
                 self._checkin(key, client)
                 client = None
-                if refused:
-                    return "perm", "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
-                return "ok", target
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, msg = next(iter(exc.recipients.values()))
-                return ("perm" if code >= 500 else "temp"), f"host {target} said: {code} {msg.decode(errors='replace')}"
+                return "ok", target, refused  # taken for the others
+            except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused, each with its own reply
+                return "perm", target, dict(exc.recipients)
             except smtplib.SMTPResponseException as exc:
-                return ("perm" if exc.smtp_code >= 500 else "temp"), f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+                status = "perm" if exc.smtp_code >= 500 else "temp"
+                return status, f"host {target} said: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", {}
             except (OSError, smtplib.SMTPException) as exc:
-                last = ("temp", f"{target}: {exc}")
+                last = ("temp", f"{target}: {exc}", {})
             except UnicodeError as exc:  # an address no SMTP server can take (not UTF-8): returned to the sender
-                return "perm", f"invalid address for {target}: {exc.reason}"
+                return "perm", f"invalid address for {target}: {exc.reason}", {}
             finally:
                 if client is not None:  # a session that failed is not reused
                     _close_quietly(client)
@@ -322,24 +355,34 @@ class Outbound:
 
     def bounce(self, mail_from: str, rcpts: list[str], text: str, original: bytes) -> None:
         """A delivery status notification (RFC 3464) to the sender, when the sender is a local mailbox."""
+        self.bounce_each(mail_from, {rcpt: text for rcpt in rcpts}, original)
+
+    def bounce_each(self, mail_from: str, failures: dict[str, str], original: bytes) -> None:
+        """One DSN (RFC 3464) for the recipients that could not be reached, each with its own reason and status
+        (the enhanced code of the receiving server's reply, RFC 3463; 5.0.0 when it gave none), as Postfix writes
+        them — only those: a bounce listing the recipients who did get the message told the sender they had not."""
+        rcpts = list(failures)
         if not mail_from or mail_from.lower() not in self.services.store.accounts:
-            log.warning("bounce for %s dropped (sender %r not local): %s", rcpts, mail_from, text)
+            log.warning("bounce for %s dropped (sender %r not local): %s", rcpts, mail_from, "; ".join(failures.values()))
             return
         host = self.services.hosts["school"].name
         boundary = secrets.token_hex(8)
         headers_part = original.split(b"\r\n\r\n", 1)[0]
+        lines = "".join(f"{rcpt} : {text}\r\n" for rcpt, text in failures.items())
         body = (f"From: MAILER-DAEMON@{host} (Mail Delivery System)\r\nTo: {mail_from}\r\n"
                 f"Subject: Undelivered Mail Returned to Sender\r\nDate: {email.utils.format_datetime(email.utils.localtime())}\r\n"
                 f"Message-ID: <{secrets.token_hex(8)}@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
                 f"Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"
                 f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
                 f"Ceci est le système de messagerie de {host}.\r\nVotre message n'a pas pu être remis à : {', '.join(rcpts)}\r\n"
-                f"Raison : {text}\r\n\r\nThis is the mail system at {host}. Your message could not be delivered to: "
-                f"{', '.join(rcpts)}\r\nReason: {text}\r\n\r\n"
+                f"{lines}\r\nThis is the mail system at {host}. Your message could not be delivered to: "
+                f"{', '.join(rcpts)}\r\n{lines}\r\n"
                 f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n\r\n"
-                + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {text}\r\n\r\n" for r in rcpts)
+                + "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: {_status(t)}\r\n"
+                          f"Diagnostic-Code: smtp; {t}\r\n\r\n" for r, t in failures.items())
                 + f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode("utf-8", "backslashreplace") + headers_part + f"\r\n\r\n--{boundary}--\r\n".encode()
-        self.services.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce", "reason": text, "rcpts": rcpts})
+        self.services.store.deliver(mail_from.lower(), body, record={"queue_id": "bounce",
+                                                                     "reason": "; ".join(failures.values()), "rcpts": rcpts})
 
     def spoof(self, mail_from: str, header_from: str, rcpt: str, subject: str, body: str) -> tuple[str, str]:
         """Send a message from the spoofer's host (192.0.2.66) forging ``header_from``."""
