@@ -20,6 +20,8 @@ Sources of the rules:
 
 from __future__ import annotations
 
+import email.utils
+
 import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,21 @@ class Checks:
 
     spf_value: str = "none"  # the SPF result used (re-run, or read from the headers)
     spf_domain: str | None = None
+    from_fields: int = 1  # how many From fields the header holds
+    from_mailboxes: int = 1  # how many addresses they name
+
+    @property
+    def from_problem(self) -> str | None:
+        """Why the From section is not the one RFC 5322 §3.6 asks for (exactly one field, one address without a
+        Sender): "none", "several fields", "several addresses" — a message DMARC cannot judge by one domain
+        (RFC 7489 §6.6.1: receivers typically reject it); None when it is."""
+        if self.from_fields == 0 or self.from_mailboxes == 0:
+            return "none"
+        if self.from_fields > 1:
+            return "several fields"
+        if self.from_mailboxes > 1:
+            return "several addresses"
+        return None
 
     @property
     def spf_pass(self) -> bool:
@@ -113,6 +130,11 @@ def judge(data: bytes, *, ip: str | None, mail_from: str = "", helo: str = "", r
         signatures = []
     msg = message_from_bytes(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=READ_POLICY)
     from_domain = domain_of(msg.get("From"))
+    from_fields = [str(v) for v in msg.get_all("From") or []]
+    try:
+        from_mailboxes = len([a for _n, a in email.utils.getaddresses(from_fields) if a])
+    except RecursionError:  # comments nested past Python's limit: no address read
+        from_mailboxes = 0
     verdict = None
     if from_domain:
         verdict = dmarc.evaluate(from_domain, spf_result=spf_value, spf_domain=spf_domain,
@@ -123,7 +145,7 @@ def judge(data: bytes, *, ip: str | None, mail_from: str = "", helo: str = "", r
         iprev, name, names = _iprev(resolver, ip)
         listed = _dnsbl(resolver, ip, dnsbl_zone)
     return Checks(ip or "", helo, mail_from, spf_result, spf_helo, signatures, verdict, from_domain, iprev, name, listed,
-                  names, spf_value, spf_domain)
+                  names, spf_value, spf_domain, len(from_fields), from_mailboxes)
 
 
 def _iprev(resolver, ip: str) -> tuple[str, str | None, tuple[str, ...]]:
@@ -196,11 +218,23 @@ def _dmarc_comment(checks: Checks) -> str:
     return f"p={v.policy.upper()} sp={sp} dis={dis if v.result == 'fail' else 'NONE'}"
 
 
+_FROM_REFUSAL = Text("l'en-tête From n'a pas exactement une adresse (aucun, plusieurs champs ou plusieurs adresses) : "
+                     "DMARC ne peut pas juger le message par un seul domaine (RFC 7489 §6.6.1, RFC 5322 §3.6)",
+                     "the From header does not hold exactly one address (none, several fields or several addresses): "
+                     "DMARC cannot judge the message by one domain (RFC 7489 §6.6.1, RFC 5322 §3.6)")
+
+
 class GmailPolicy(Policy):
     name = "gmail"
     authserv_id = PROVIDERS["gmail"].authserv_id or "mx.gmail.test"
 
     def decide(self, checks: Checks) -> Verdict:
+        if checks.from_problem is not None:  # Google's published refusals (support.google.com/mail/answer/81126)
+            reply = ("550 5.7.1 Messages missing a valid address in From: header, or having no From: header, are not "
+                     "accepted." if checks.from_problem == "none" else
+                     "550 5.7.1 This message is not RFC 5322 compliant. There are multiple From headers or addresses. "
+                     "To reduce the amount of spam sent to Gmail, this message has been blocked.")
+            return Verdict(None, _FROM_REFUSAL, reply)
         dmarc = self.dmarc_verdict(checks, "550 5.7.26 Unauthenticated email from {d} is not accepted due to domain's "
                                            "DMARC policy. Please contact the administrator of {d} domain.",
                                    "DMARC échoue et le domaine demande quarantine : indésirables",
@@ -247,6 +281,9 @@ class OutlookPolicy(Policy):
     name = "outlook"
 
     def decide(self, checks: Checks) -> Verdict:
+        if checks.from_problem is not None:  # Exchange Online's NDR 5.7.512
+            return Verdict(None, _FROM_REFUSAL, "550 5.7.512 Access denied, message must be RFC 5322 section 3.6.2 "
+                                                "compliant and include a valid From address")
         dmarc = self.dmarc_verdict(checks, "550 5.7.509 Access denied, sending domain {d} does not pass DMARC "
                                            "verification and has a DMARC policy of reject.",
                                    "DMARC échoue et le domaine demande quarantine : courrier indésirable",
@@ -292,6 +329,8 @@ class SchoolPolicy(Policy):
         dmarc = self.dmarc_verdict(checks, "550 5.7.1 Rejected by DMARC policy for {d}",
                                    "DMARC échoue et le domaine demande quarantine : indésirables",
                                    "DMARC fails and the domain asks for quarantine: junk")
+        if dmarc is None and checks.from_problem is not None:  # rspamd's MULTIPLE_FROM / MISSING_FROM: spam score
+            return Verdict("Junk", _FROM_REFUSAL)
         return dmarc or Verdict("INBOX", Text("accepté", "accepted"))
 
     def stamp(self, host, checks: Checks, ip: str, mail_from: str, helo: str) -> bytes:

@@ -227,6 +227,31 @@ def test_recipients_are_limited_and_each_gets_one_copy(env):
     assert count(cfg, MILOU) == before + 1
 
 
+@pytest.mark.parametrize("provider,code", [("gmail-smtp-in.l.gmail.test", b"5.7.1"),
+                                            ("outlook-test.mail.protection.outlook.test", b"5.7.512")])
+def test_a_from_section_dmarc_cannot_judge_is_refused(env, provider, code):
+    """RFC 7489 §6.6.1 and RFC 5322 §3.6: two From fields, two addresses in one, or none — a message DMARC cannot
+    judge by one domain. Gmail and Microsoft refuse it (their published replies); it went to Junk with dmarc=none,
+    or to the inbox with dmarc=pass for the first From while the reader saw the second (found by an outside
+    review)."""
+    _cfg, _passwords, world = env
+    host, port = world.connect_address(provider, 25)
+    rcpt = "jean-emile@" + ("gmail.test" if "gmail" in provider else "outlook.test")
+    bad = [b"From: x@arnaque.test\r\nFrom: Tintin <tintin@jean-emile.labmail.cloud>\r\nSubject: a\r\n\r\nx\r\n",
+           b"From: x@arnaque.test, tintin@jean-emile.labmail.cloud\r\nSubject: b\r\n\r\nx\r\n",
+           b"Subject: sans expediteur\r\n\r\nx\r\n",
+           b"une ligne qui n'est pas un champ\r\nFrom: tintin@jean-emile.labmail.cloud\r\n\r\nx\r\n"]
+    for raw in bad:
+        with smtplib.SMTP(host, port, timeout=10) as client:
+            client.ehlo("mx.arnaque.test")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("x@arnaque.test", [rcpt], raw)
+            assert refused.value.smtp_code == 550 and code in refused.value.smtp_error, raw
+    with smtplib.SMTP(host, port, timeout=10) as client:  # one From, one address: judged as before
+        client.ehlo("mx.arnaque.test")
+        assert client.sendmail("x@arnaque.test", [rcpt], b"From: x@arnaque.test\r\nSubject: c\r\n\r\nx\r\n") == {}
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}
