@@ -252,6 +252,35 @@ def test_a_from_section_dmarc_cannot_judge_is_refused(env, provider, code):
         assert client.sendmail("x@arnaque.test", [rcpt], b"From: x@arnaque.test\r\nSubject: c\r\n\r\nx\r\n") == {}
 
 
+def test_authentication_results_claiming_the_receiver_are_removed(env):
+    """RFC 8601 §5: a receiving MTA deletes the Authentication-Results fields that claim its own authserv-id — a
+    sender's forged "mx.gmail.test; dkim=pass; dmarc=pass" was delivered under the real one. Another server's
+    results stay (they are history, RFC 8601 §5 too)."""
+    from labmail.lab.receiving import strip_claimed_results
+
+    raw = (b"Authentication-Results: mx.gmail.test;\r\n dkim=pass header.d=jean-emile.labmail.cloud; dmarc=pass\r\n"
+           b"authentication-results: (commentaire) MX.GMAIL.TEST; spf=pass\r\n"
+           b"Authentication-Results: mx.ailleurs.example; spf=fail\r\nFrom: x@arnaque.test\r\n\r\ncorps\r\n")
+    kept = strip_claimed_results(raw, "mx.gmail.test")
+    assert kept == b"Authentication-Results: mx.ailleurs.example; spf=fail\r\nFrom: x@arnaque.test\r\n\r\ncorps\r\n"
+    assert strip_claimed_results(b"From: a@b\r\n\r\nx", "mx.gmail.test") == b"From: a@b\r\n\r\nx"
+    cfg, _passwords, world = env
+    host, port = world.connect_address("gmail-smtp-in.l.gmail.test", 25)
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        client.ehlo("mx.arnaque.test")
+        assert client.sendmail("x@arnaque.test", ["jean-emile@gmail.test"], raw) == {}
+    store = MailStore(cfg.state_dir / "mail")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stored = [data for folder in ("INBOX", "Junk") for _k, data in store.messages("jean-emile@gmail.test", folder)
+                  if b"mx.ailleurs.example" in data]
+        if stored:
+            break
+        time.sleep(0.05)
+    assert stored and stored[-1].lower().count(b"authentication-results: mx.gmail.test") == 1  # the real one only
+    assert b"dkim=pass header.d=jean-emile" not in stored[-1]
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}
