@@ -745,11 +745,30 @@ def _envelope(msg) -> tuple:
     def addresses(name: str) -> str | None:
         return ", ".join(lists[name]) if name in lists else None
 
+    def listed(value: str | None) -> list | None:  # (addr)(addr): RFC 3501 §9's 1*address, no space between
+        found = _addresses(value)
+        return None if found is None else [_Adjacent(found)]
+
     from_ = addresses("from")
-    return (_unfolded(headers.get("date")), _unfolded(headers.get("subject")), _addresses(from_),
-            _addresses(addresses("sender") or from_), _addresses(addresses("reply-to") or from_),
-            _addresses(addresses("to")), _addresses(addresses("cc")), _addresses(addresses("bcc")),
+    return (_unfolded(headers.get("date")), _unfolded(headers.get("subject")), listed(from_),
+            listed(addresses("sender") or from_), listed(addresses("reply-to") or from_),
+            listed(addresses("to")), listed(addresses("cc")), listed(addresses("bcc")),
             _unfolded(headers.get("in-reply-to")), _unfolded(headers.get("message-id")))
+
+
+class _Adjacent(list):
+    """Items written one after the other, without a space (RFC 3501 §9: ``1*address``, ``1*body``)."""
+
+
+def _sexp(item) -> bytes:
+    """ENVELOPE and BODYSTRUCTURE on the wire: lists in parentheses, their items separated by a space, except in an
+    :class:`_Adjacent` run — where Twisted put a space between every list (``(a) (b)``, not the grammar's ``(a)(b)``);
+    strings, numbers, NIL and literals as Twisted writes them."""
+    if isinstance(item, _Adjacent):
+        return b"".join(_sexp(x) for x in item)
+    if isinstance(item, (list, tuple)):
+        return b"(" + b" ".join(_sexp(x) for x in item) + b")"
+    return imap4.collapseNestedLists([item])
 
 
 def _unfolded(value: str | None) -> str | None:
@@ -882,9 +901,9 @@ def _structure(part, extended: bool) -> list:
     size (headers included)."""
     m = part.msg
     if m.is_multipart() and isinstance(m.get_payload(), list) and m.get_content_maintype() == "multipart":
-        children = [_structure(Part(child), extended) for child in m.get_payload()]
-        out = [*children, _imap_text(m.get_content_subtype())] if children else \
-            [["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 0, 0], _imap_text(m.get_content_subtype())]
+        children = [_structure(Part(child), extended) for child in m.get_payload()] or \
+            [["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 0, 0]]
+        out = [_Adjacent(children), _imap_text(m.get_content_subtype())]
         if extended:
             out += [_params(m)] + _extension(m)
         return out
@@ -1265,10 +1284,10 @@ class LabIMAP4Server(imap4.IMAP4Server):
         return self._scheduler(spew())
 
     def spew_envelope(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
-        (_w or self.transport.write)(b"ENVELOPE " + imap4.collapseNestedLists([_envelope(_AsciiView(msg))]))
+        (_w or self.transport.write)(b"ENVELOPE " + _sexp(_envelope(_AsciiView(msg))))
 
     def spew_bodystructure(self, id, msg, _w=None, _f=None):  # noqa: A002 - Twisted's signature
-        (_w or self.transport.write)(b"BODYSTRUCTURE " + imap4.collapseNestedLists([_structure(msg, True)]))
+        (_w or self.transport.write)(b"BODYSTRUCTURE " + _sexp(_structure(msg, True)))
 
     def spew_rfc822header(self, id, msg, _w=None, _f=None):  # noqa: A002 - the header as stored, 8-bit included
         (_w or self.transport.write)(b"RFC822.HEADER " + imap4._literal(msg.header_bytes()))
@@ -1280,7 +1299,7 @@ class LabIMAP4Server(imap4.IMAP4Server):
         Twisted sent the whole section under the request's label, so a client fetching a large message in chunks
         (Thunderbird does) rebuilt it several times over. BODY[] without a range streams the stored file."""
         if not (part.header or part.mime or part.text or part.empty):  # BODY (the structure)
-            (_w or self.transport.write)(b"BODY " + imap4.collapseNestedLists([_structure(msg, False)]))
+            (_w or self.transport.write)(b"BODY " + _sexp(_structure(msg, False)))
             return None
         if part.empty and not part.part and part.partialBegin is None:
             return super().spew_body(part, id, msg, _w, _f)
