@@ -445,3 +445,55 @@ def test_a_forwarded_zone_is_asked_of_its_own_server_never_cached(world_lab):
     started = _time.monotonic()
     assert ask(resolver, "mail.ecole.test", "A").rcode() == dns.rcode.SERVFAIL
     assert _time.monotonic() - started < 3
+
+
+def test_dns_over_tcp_holds_a_bounded_number_of_connections(engine, monkeypatch):
+    """BIND's tcp-clients: past MAX_TCP_CLIENTS open connections a new one is closed at once, so that DNS over TCP
+    cannot take the connection budget SMTP and IMAP share (113 held open locked the class out of its mail); a
+    connection that closes frees its place; UDP is not affected."""
+    import asyncio
+    import socket
+    import struct
+
+    from labmail.lab import dnsserver
+
+    monkeypatch.setattr(dnsserver, "MAX_TCP_CLIENTS", 3)
+    query = dns.message.make_query("labmail.cloud", "SOA").to_wire()
+
+    def ask_tcp(sock) -> bytes:
+        try:
+            sock.sendall(struct.pack("!H", len(query)) + query)
+            head = sock.recv(2)
+            return sock.recv(struct.unpack("!H", head)[0]) if len(head) == 2 else b""
+        except ConnectionResetError:  # closed by the server as soon as accepted
+            return b""
+
+    async def scenario():
+        servers, port = await dnsserver.start_transports(engine, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        try:
+            held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+            for sock in held:
+                assert await loop.run_in_executor(None, ask_tcp, sock)
+            extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+            assert await loop.run_in_executor(None, ask_tcp, extra) == b""  # closed: no answer
+            extra.close()
+            held.pop().close()
+            await asyncio.sleep(0.2)
+            again = socket.create_connection(("127.0.0.1", port), timeout=5)
+            assert await loop.run_in_executor(None, ask_tcp, again)
+            again.close()
+            for sock in held:
+                sock.close()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.settimeout(5)
+            udp.sendto(query, ("127.0.0.1", port))
+            assert udp.recvfrom(4096)[0]
+            udp.close()
+        finally:
+            for server in servers:
+                close = getattr(server, "close", None)
+                if close:
+                    close()
+
+    asyncio.run(scenario())

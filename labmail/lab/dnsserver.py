@@ -907,8 +907,21 @@ class _UDP:
         self.sock.close()
 
 
+#: DNS-over-TCP connections the lab's DNS servers hold at once (BIND's ``tcp-clients`` default); beyond, closed at
+#: once: 113 held open with a query every 5 s took the lab's whole connection budget, and SMTP and IMAP refused
+#: everyone (found by an outside review) — UDP, what resolvers use, is not affected
+MAX_TCP_CLIENTS = 150
+_tcp_clients = 0
+
+
 async def _serve_tcp_client(engine: DNSEngine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    global _tcp_clients
     peer = writer.get_extra_info("peername")
+    if _tcp_clients >= MAX_TCP_CLIENTS:
+        log.warning("DNS over TCP: %d connections open, %s refused", _tcp_clients, peer)
+        writer.close()
+        return
+    _tcp_clients += 1
     try:
         while True:
             try:
@@ -923,6 +936,7 @@ async def _serve_tcp_client(engine: DNSEngine, reader: asyncio.StreamReader, wri
     except Exception:
         log.exception("TCP client %s", peer)
     finally:
+        _tcp_clients -= 1
         writer.close()
 
 
