@@ -134,13 +134,20 @@ def test_cname_chain_followed_across_zones(world_lab, engine):
     assert r.answer[-1][0].address == "203.0.113.10"
 
 
-def test_cname_loop_terminates(world_lab, engine):
+def test_cname_loop_terminates(world_lab, engine, students):
+    """The authoritative server gives the chain as its zone holds it; the resolver, asked to recurse, fails
+    (SERVFAIL, as BIND and Unbound do): NOERROR with a loop read as "no address" to a mail server."""
     _add_records(world_lab, "alice.labmail.cloud", [
         "a.alice.labmail.cloud. 300 CNAME b.alice.labmail.cloud.",
         "b.alice.labmail.cloud. 300 CNAME a.alice.labmail.cloud.",
-    ])
-    r = ask(engine, "a.alice.labmail.cloud", "A")
+    ] + [f"c{i}.alice.labmail.cloud. 300 CNAME c{i + 1}.alice.labmail.cloud." for i in range(20)]
+      + ["c20.alice.labmail.cloud. 300 A 192.0.2.20"])
+    r = ask(students, "a.alice.labmail.cloud", "A")
     assert len(r.answer) == 2 and all(rr.rdtype == dns.rdatatype.CNAME for rr in r.answer)
+    r = ask(engine, "a.alice.labmail.cloud", "A")
+    assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
+    assert ask(engine, "c0.alice.labmail.cloud", "A").rcode() == dns.rcode.SERVFAIL  # 20 links: past the limit
+    assert ask(engine, "c15.alice.labmail.cloud", "A").answer[-1][0].address == "192.0.2.20"
 
 
 def test_wildcard_synthesis(world_lab, engine):
@@ -162,6 +169,8 @@ def test_referral_with_glue_for_a_delegation_not_hosted_here(world_lab, engine):
     assert not r.flags & dns.flags.AA
     assert r.authority[0].rdtype == dns.rdatatype.NS
     assert r.additional[0][0].address == "203.0.113.99"
+    # asked to recurse, the resolver cannot reach that server: SERVFAIL, not a referral a stub reads as NODATA
+    assert ask(engine, "www.ailleurs.labmail.cloud", "A").rcode() == dns.rcode.SERVFAIL
 
 
 def test_students_zones_are_delegated_from_the_parent(engine, registry):

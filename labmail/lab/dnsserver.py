@@ -483,6 +483,9 @@ class DNSEngine:
             return
         cut = self._delegation(zone, qname)
         if cut is not None and not (qtype == DS and cut == qname):
+            if self._recursing(response):  # a resolver asked to recurse answers or fails, it does not refer
+                response.set_rcode(dns.rcode.SERVFAIL)  # (RFC 1034 §4.3.1): the delegated server is out of reach
+                return
             self._referral(response, zone, cut)
             return
         if self.view.authoritative:
@@ -516,11 +519,23 @@ class DNSEngine:
             self._add(response.answer, owner, cname)
             target = cname[0].target
             if target in seen:
+                if self._recursing(response):  # the resolver: a loop is a failure (SERVFAIL, as resolvers say it)
+                    response.answer = []
+                    response.set_rcode(dns.rcode.SERVFAIL)
                 return  # a CNAME loop: give the chain, the resolver reports the loop
             next_zone = zones.find_zone(target, served)
             if next_zone is None or self._delegation(next_zone, target) is not None:
                 return  # outside what we serve: the resolver continues from here
             current, zone = target, next_zone
+        if self._recursing(response):  # a chain longer than MAX_CNAME_CHAIN: the resolver gives up, SERVFAIL
+            response.answer = []
+            response.set_rcode(dns.rcode.SERVFAIL)
+
+    def _recursing(self, response: dns.message.Message) -> bool:
+        """The resolver asked for recursion (RD): it gives an answer or SERVFAIL — NOERROR with a half chain or a
+        referral read as "no such data" to a mail server (found by an outside review). Without RD, or on an
+        authoritative server, what the zones hold is given as it is."""
+        return not self.view.authoritative and bool(response.flags & dns.flags.RD)
 
     @staticmethod
     def _add(section: list, owner: dns.name.Name, rds: dns.rdataset.Rdataset) -> None:
