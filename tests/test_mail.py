@@ -281,6 +281,43 @@ def test_authentication_results_claiming_the_receiver_are_removed(env):
     assert b"dkim=pass header.d=jean-emile" not in stored[-1]
 
 
+def test_submission_ends_bare_lf_lines_and_relays_8bit_as_8bitmime(env):
+    """A client writing bare LF on 587 (a script's "\\n"): lines end in CRLF before the message is completed and
+    DKIM-signed (RFC 6376 §5.3; Postfix reads a bare LF as a line end) — it was signed and relayed as sent. An 8-bit
+    message is relayed with BODY=8BITMIME when the MX announces it (RFC 6152 §3)."""
+    from labmail.lab.outbound import _mail_options
+
+    class _Client:
+        def __init__(self, *extensions):
+            self.extensions = extensions
+
+        def has_extn(self, name):
+            return name in self.extensions
+
+    assert _mail_options(_Client("8bitmime", "smtputf8"), "a@b.test", ["c@d.test"], "été".encode()) == ["BODY=8BITMIME"]
+    assert _mail_options(_Client("8bitmime"), "a@b.test", ["c@d.test"], b"ascii") == []
+    assert _mail_options(_Client("smtputf8"), "a@b.test", ["zoé@d.test"], "été".encode()) == ["SMTPUTF8"]
+    cfg, passwords, world = env
+    before = count(cfg, MILOU)
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.login(TINTIN, passwords[TINTIN])
+        client.mail(TINTIN)
+        client.rcpt(MILOU)
+        assert client.docmd("DATA")[0] == 354
+        client.send(f"From: {TINTIN}\nTo: {MILOU}\nSubject: fins de ligne\n\nligne 1\nligne 2\r\n.\r\n".encode())
+        assert client.getreply()[0] == 250
+    messages = wait_for(cfg, MILOU, count=before + 1)
+    stored = messages[-1][1]
+    assert b"Subject: fins de ligne\r\n\r\nligne 1\r\nligne 2\r\n" in stored
+    import dkim as dkimpy  # the reference verifier, with the lab's published record for the school's key
+
+    from labmail.state import Layout
+
+    record = Layout(cfg.state_dir).dkim_record(DOMAIN).read_bytes()
+    assert dkimpy.verify(stored, dnsfunc=lambda name, timeout=5: record)
+
+
 def test_refusals_deliver_nothing(env):
     cfg, passwords, world = env
     before = {a: count(cfg, a) for a in (MILOU, "jean-emile@gmail.test")}

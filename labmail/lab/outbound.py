@@ -36,6 +36,17 @@ def _status(text: str) -> str:
     return found.group(1) if found and found.group(1)[0] in "45" else "5.0.0"
 
 
+def _mail_options(client: smtplib.SMTP, mail_from: str, rcpts: list[str], data: bytes) -> list[str]:
+    """MAIL FROM's parameters, as Postfix's SMTP client sets them: ``BODY=8BITMIME`` for a message with 8-bit
+    bytes (RFC 6152 §3), ``SMTPUTF8`` for UTF-8 addresses (RFC 6531) — when the MX announces them."""
+    options = []
+    if not data.isascii() and client.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8"):
+        options.append("SMTPUTF8")
+    return options
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -285,14 +296,15 @@ class Outbound:
                 reused = client is not None
                 if client is None:
                     client = self._connect(source, addrs[0], relay, target)
-                utf8 = not all(a.isascii() for a in [mail_from, *rcpts]) and client.has_extn("smtputf8")
                 try:
-                    refused = _sendmail(client, mail_from, rcpts, data, ["SMTPUTF8"] if utf8 else [], reset=reused)
+                    refused = _sendmail(client, mail_from, rcpts, data, _mail_options(client, mail_from, rcpts, data),
+                                        reset=reused)
                 except _NoReply:  # a kept session the MX had closed meanwhile: nothing was taken, a new one
                     _close_quietly(client)
                     client = None
                     client = self._connect(source, addrs[0], relay, target)
-                    refused = _sendmail(client, mail_from, rcpts, data, ["SMTPUTF8"] if utf8 else [], reset=False)
+                    refused = _sendmail(client, mail_from, rcpts, data, _mail_options(client, mail_from, rcpts, data),
+                                        reset=False)
                 self._checkin(key, client)
                 client = None
                 return "ok", target, refused  # taken for the others

@@ -41,6 +41,7 @@ log = logging.getLogger("labmail.lab.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns "Session.login_data is deprecated" on every AUTH
 
 MAX_SIZE = MAX_MESSAGE_SIZE
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 #: recipients a message may have (Postfix's smtpd_recipient_limit)
 MAX_RECIPIENTS = 1000
 #: seconds during which a disk found with room for mail is not measured again (BaseHandler.storage_refusal)
@@ -467,7 +468,9 @@ class SchoolHandler(BaseHandler):
             rdns = receiving.client_name(arrival.server, ip)
             local = [r for r in envelope.rcpt_tos if _domain(r) in self.host.domains]
             remote = [r for r in envelope.rcpt_tos if _domain(r) not in self.host.domains]
-            data = receiving.msa_fixups(data, envelope.mail_from)
+            # a bare LF ends a line, as Postfix's smtpd reads it: made CRLF before the header is completed and signed
+            # (RFC 6376 §5.3) — it was signed, stored and relayed as sent
+            data = receiving.msa_fixups(_BARE_LF.sub(b"\r\n", data), envelope.mail_from)
             header = received_header(session.host_name, ip, rdns, self.host.name, _proto(session, bool(tls)), qid,
                                      envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, tls, user)
             signed = receiving.dkim_sign(header + data, envelope.mail_from)
