@@ -66,6 +66,7 @@ def test_a_connection_flood_is_refused_politely_and_the_lab_keeps_serving(small_
     assert before.ehlo()[0] == 250
     held: list[socket.socket] = []
     peak = 0
+    own = _descriptors(pid)  # the lab's own (listeners, files, its internal relays' sessions): the budget counts them
     try:
         for i in range(300):  # one client, 300 idle connections: twice the budget
             held.append(socket.create_connection(("127.0.0.1", ports["mail:school:25"]), timeout=5))
@@ -78,7 +79,8 @@ def test_a_connection_flood_is_refused_politely_and_the_lab_keeps_serving(small_
         # the reserve below the open-files limit is for (at least 128)
         assert peak <= BUDGET + 128, peak
         greetings = [_first_bytes(sock, 0.3) for sock in held]
-        assert sum(g.startswith(b"220 ") for g in greetings) >= BUDGET // 2  # those within the budget are served
+        served = sum(g.startswith(b"220 ") for g in greetings)  # those within the budget are served
+        assert served >= min(BUDGET // 2, BUDGET - own - 10), (served, own)
         assert sum(g.startswith(b"421 4.3.2 ") for g in greetings) >= 100, greetings[-3:]  # the rest told why
         for _ in range(50):  # the refused ones' sockets closed meanwhile: fill the last places, until told it is full
             sock = socket.create_connection(("127.0.0.1", ports["mail:school:25"]), timeout=5)
