@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import smtplib
@@ -169,6 +170,15 @@ def _smtp(world, port):
     return client
 
 
+@contextlib.contextmanager
+def _submission(world, passwords, login=TINTIN):
+    """A session on 587, STARTTLS done, logged in as ``login``."""
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.login(login, passwords[login])
+        yield client
+
+
 def test_the_same_bytes_sent_twice_on_port_25_are_two_messages(env):
     """A client on port 25 sending the same message twice (the netcat exercise, done again) gets two messages, as
     from Postfix: the exactly-once check is for the lab's own queue retrying, on its internal relays only (it
@@ -193,9 +203,7 @@ def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
     """RFC 4954 §5: MAIL FROM's AUTH= parameter is taken where AUTH is offered (authenticated Exim and sendmail send
     it; it got 555). RFC 3207 §4.2: STARTTLS inside TLS is refused (554 5.5.1, as Postfix), the session goes on."""
     cfg, passwords, world = env
-    with _smtp(world, 587) as client:
-        client.starttls(context=world.tls_context())
-        client.login(TINTIN, passwords[TINTIN])
+    with _submission(world, passwords) as client:
         code, message = client.docmd("STARTTLS")
         assert code == 554 and b"TLS already active" in message
         code, message = client.docmd("MAIL", f"FROM:<{TINTIN}> AUTH=<>")
@@ -209,9 +217,7 @@ def test_recipients_are_limited_and_each_gets_one_copy(env):
     1,200 times (in any case) gets one copy — it got 1,200, past any quota (found by an outside review)."""
     cfg, passwords, world = env
     before = count(cfg, MILOU)
-    with _smtp(world, 587) as client:
-        client.starttls(context=world.tls_context())
-        client.login(TINTIN, passwords[TINTIN])
+    with _submission(world, passwords) as client:
         client.mail(TINTIN)
         for address in (MILOU, MILOU.upper(), MILOU):
             assert client.rcpt(address)[0] == 250
@@ -299,9 +305,7 @@ def test_submission_ends_bare_lf_lines_and_relays_8bit_as_8bitmime(env):
     assert _mail_options(_Client("smtputf8"), "a@b.test", ["zoé@d.test"], "été".encode()) == ["SMTPUTF8"]
     cfg, passwords, world = env
     before = count(cfg, MILOU)
-    with _smtp(world, 587) as client:
-        client.starttls(context=world.tls_context())
-        client.login(TINTIN, passwords[TINTIN])
+    with _submission(world, passwords) as client:
         client.mail(TINTIN)
         client.rcpt(MILOU)
         assert client.docmd("DATA")[0] == 354
