@@ -201,7 +201,8 @@ def test_the_same_bytes_sent_twice_on_port_25_are_two_messages(env):
 
 def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
     """RFC 4954 §5: MAIL FROM's AUTH= parameter is taken where AUTH is offered (authenticated Exim and sendmail send
-    it; it got 555). RFC 3207 §4.2: STARTTLS inside TLS is refused (554 5.5.1, as Postfix), the session goes on."""
+    it; it got 555). RFC 3207 §4.2: STARTTLS inside TLS is refused (554 5.5.1, as Postfix), the session goes on. The
+    null sender (RFC 5321 §4.5.5) is anyone's, as with Postfix: it was refused as "<<>>: not owned by user"."""
     cfg, passwords, world = env
     with _submission(world, passwords) as client:
         code, message = client.docmd("STARTTLS")
@@ -209,7 +210,17 @@ def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
         code, message = client.docmd("MAIL", f"FROM:<{TINTIN}> AUTH=<>")
         assert code == 250, message
         client.rset()
+        code, message = client.docmd("MAIL", "FROM:<>")  # the null sender: a read receipt, an auto-reply
+        assert code == 250, message
+        client.rset()
+        gmail = "jean-emile@gmail.test"
+        before = count(cfg, gmail) + count(cfg, gmail, "Junk")
+        assert client.sendmail("", [gmail], f"From: {TINTIN}\r\nSubject: accuse de lecture\r\n\r\nlu\r\n".encode()) == {}
         assert client.noop()[0] == 250
+    deadline = time.monotonic() + 10
+    while count(cfg, gmail) + count(cfg, gmail, "Junk") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count(cfg, gmail) + count(cfg, gmail, "Junk") == before + 1  # relayed and judged like any message
 
 
 def test_recipients_are_limited_and_each_gets_one_copy(env):

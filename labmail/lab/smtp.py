@@ -422,7 +422,9 @@ class SchoolHandler(BaseHandler):
             return refusal
         if self.submission:
             user = session.auth_data
-            if address and address.lower() != str(user).lower():
+            # the null sender (<>: a read receipt, an auto-reply, RFC 5321 §4.5.5) is anyone's, as with Postfix's
+            # reject_sender_login_mismatch; it was refused as "<<>>: not owned by user"
+            if address and address != "<>" and address.lower() != str(user).lower():
                 reply = f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}"
                 self.dialogue(server).append("S: " + reply)
                 log.warning("sender %s refused for user %s", address, user)
