@@ -223,6 +223,30 @@ def test_submission_takes_auth_parameter_and_refuses_a_second_starttls(env):
     assert count(cfg, gmail) + count(cfg, gmail, "Junk") == before + 1  # relayed and judged like any message
 
 
+def test_auth_plain_refuses_another_authorization_identity(env):
+    """RFC 4616 §2: AUTH PLAIN's authorization identity, when given, must be one the login may act as — here only
+    itself (as Dovecot): "milou\\0tintin\\0…" was taken as tintin, the authzid ignored. With the challenge too."""
+    _cfg, passwords, world = env
+
+    def plain(authzid: str, login: str) -> str:
+        return base64.b64encode(f"{authzid}\0{login}\0{passwords[login]}".encode()).decode()
+
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.ehlo("poste")
+        code, message = client.docmd("AUTH", "PLAIN " + plain(MILOU, TINTIN))
+        assert code == 535 and b"authorization identity" in message
+        code, _ = client.docmd("AUTH", "PLAIN")
+        assert code == 334
+        code, message = client.docmd(plain(MILOU, TINTIN))
+        assert code == 535
+        assert client.docmd("AUTH", "PLAIN " + plain(TINTIN, TINTIN))[0] == 235  # itself: fine
+    with _smtp(world, 587) as client:
+        client.starttls(context=world.tls_context())
+        client.ehlo("poste")
+        assert client.docmd("AUTH", "PLAIN " + plain("", TINTIN))[0] == 235  # none given: the login
+
+
 def test_recipients_are_limited_and_each_gets_one_copy(env):
     """Postfix's smtpd_recipient_limit (1,000: 452 4.5.3) and its cleanup's duplicate removal: one classmate named
     1,200 times (in any case) gets one copy — it got 1,200, past any quota (found by an outside review)."""

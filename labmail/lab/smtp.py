@@ -14,6 +14,7 @@ deliver to Inbox or Junk, or reject at SMTP time, following the provider's publi
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import logging
 import re
@@ -178,7 +179,27 @@ class _LabSMTP(SMTP):
     # a class logging in at once would stall every session. The check runs in the lab's small pool of password
     # threads instead (see MailServices.auth_executor), and the loop serves everyone meanwhile.
     async def auth_PLAIN(self, _, args):  # noqa: N802 - aiosmtpd's name
-        return await self._off_loop(await super().auth_PLAIN(_, args))
+        """aiosmtpd's, but an authorization identity other than the login is refused (RFC 4616 §2: the server MUST
+        check that the login may act as it; nobody may here, as with Dovecot) — it was ignored."""
+        if len(args) == 1:
+            raw = await self.challenge_auth("")
+            if raw is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                raw = base64.b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            authzid, login, password = raw.split(b"\x00")
+        except ValueError:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        if authzid and authzid != login:
+            await self.push("535 5.7.8 Error: authentication failed: authorization identity refused")
+            return AuthResult(success=False, handled=True)
+        return await self._off_loop(self._authenticate("PLAIN", LoginPassword(login, password)))
 
     async def auth_LOGIN(self, _, args):  # noqa: N802 - aiosmtpd's name
         return await self._off_loop(await super().auth_LOGIN(_, args))
