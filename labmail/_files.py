@@ -18,21 +18,26 @@ def _temp_beside(path: Path, data: bytes, mode: int, durable: bool) -> str:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fchmod(fd, mode)
             if durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     return tmp
 
 
-def _unlink_quietly(path: str) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` through the descriptor ``fd``, to the last byte."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -75,9 +80,9 @@ def atomic_write_files(files: list[tuple[Path, bytes]], *, mode: int = 0o600, du
             done.append(path)
     except BaseException:
         for tmp in temps[len(done):]:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
         for path in done:  # a set is whole or absent
-            _unlink_quietly(str(path))
+            unlink_quietly(str(path))
         raise
     if durable:
         for folder in dict.fromkeys(path.parent for path, _data in files):

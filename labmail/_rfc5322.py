@@ -183,6 +183,15 @@ def _fast_headers(data: bytes):
     return None
 
 
+_RAW_FIELD_SPLIT = re.compile(rb"\r\n(?![ \t])")
+
+
+def raw_fields(head: bytes) -> list[bytes]:
+    """A header section's fields as stored (CRLF line ends, the blank line left out), each with its folded lines —
+    for the servers that must keep, drop or send fields byte for byte."""
+    return _RAW_FIELD_SPLIT.split(head) if head else []
+
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 §3.2.3
 _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_ADDRESS = re.compile(rf"(?:(?:{_ATEXT} )*<{_ATEXT}(?:\.{_ATEXT})*@({_DOMAIN})>|{_ATEXT}(?:\.{_ATEXT})*@({_DOMAIN}))")

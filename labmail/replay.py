@@ -20,6 +20,7 @@ from email import message_from_bytes
 from typing import TYPE_CHECKING
 
 from .errors import MessageError, UsageError
+from ._rfc5322 import raw_fields
 from .headers import READ_POLICY
 from .i18n import Text, frame, tr
 from .state import PROVIDERS
@@ -129,20 +130,14 @@ def replay(raw: bytes | str, envelope: "Envelope | None" = None, *, receiver: st
 def _strip_receiver_headers(data: bytes) -> bytes:
     """Drop the headers the receiving server prepended (its verdict), so the replay judges what it received."""
     head, sep, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    fields: list[list[bytes]] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1].append(line)
-        else:
-            fields.append([line])
+    fields = raw_fields(head)
     added = (b"authentication-results:", b"received-spf:", b"x-ms-exchange-", b"received:")
     start = 0
-    while start < len(fields) and fields[start][0].lower().startswith(added):
+    while start < len(fields) and fields[start].lower().startswith(added):
         start += 1
-        if fields[start - 1][0].lower().startswith(b"received:"):
+        if fields[start - 1].lower().startswith(b"received:"):
             break  # the receiver's own Received header is the last one it added
-    return b"\r\n".join(b"\r\n".join(f) for f in fields[start:]) + sep + body
+    return b"\r\n".join(fields[start:]) + sep + body
 
 
 def _smtp_steps(checks, envelope, rcpt: str, size: int) -> list[Step]:

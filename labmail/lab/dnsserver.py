@@ -102,12 +102,17 @@ _REFUSED_UPDATE_TYPES = {
 CACHE_BYTES = 8 << 20
 
 
+def _give_up(response: dns.message.Message) -> None:
+    """A resolver's failure: SERVFAIL, no partial answer."""
+    response.answer = []
+    response.set_rcode(dns.rcode.SERVFAIL)
+
+
 def _to_wire(response: dns.message.Message, limit: int) -> bytes | None:
     try:
-        out = response.to_wire(max_size=limit)
+        return response.to_wire(max_size=limit)
     except dns.exception.TooBig:
         return None
-    return out if len(out) <= limit else None
 
 
 def _fit(response: dns.message.Message, limit: int, tcp: bool) -> bytes:
@@ -484,7 +489,7 @@ class DNSEngine:
         cut = self._delegation(zone, qname)
         if cut is not None and not (qtype == DS and cut == qname):
             if self._recursing(response):  # a resolver asked to recurse answers or fails, it does not refer
-                response.set_rcode(dns.rcode.SERVFAIL)  # (RFC 1034 §4.3.1): the delegated server is out of reach
+                _give_up(response)  # (RFC 1034 §4.3.1): the delegated server is out of reach
                 return
             self._referral(response, zone, cut)
             return
@@ -520,16 +525,14 @@ class DNSEngine:
             target = cname[0].target
             if target in seen:
                 if self._recursing(response):  # the resolver: a loop is a failure (SERVFAIL, as resolvers say it)
-                    response.answer = []
-                    response.set_rcode(dns.rcode.SERVFAIL)
+                    _give_up(response)
                 return  # a CNAME loop: give the chain, the resolver reports the loop
             next_zone = zones.find_zone(target, served)
             if next_zone is None or self._delegation(next_zone, target) is not None:
                 return  # outside what we serve: the resolver continues from here
             current, zone = target, next_zone
         if self._recursing(response):  # a chain longer than MAX_CNAME_CHAIN: the resolver gives up, SERVFAIL
-            response.answer = []
-            response.set_rcode(dns.rcode.SERVFAIL)
+            _give_up(response)
 
     def _recursing(self, response: dns.message.Message) -> bool:
         """The resolver asked for recursion (RD): it gives an answer or SERVFAIL — NOERROR with a half chain or a

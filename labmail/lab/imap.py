@@ -37,6 +37,7 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from .._files import atomic_write_text
+from .._rfc5322 import raw_fields, unfold
 from ..headers import READ_POLICY
 from .guard import AccountLocked, client_of
 from .limits import IMAP_REFUSAL, budget
@@ -182,16 +183,10 @@ class Part:
     def header_bytes(self, negate: bool = False, names=()) -> bytes:
         """The header fields as stored, byte for byte (8-bit included), with the blank line that ends them
         (RFC 3501 §6.4.5) — all of them, or those named (HEADER.FIELDS), or all but those (HEADER.FIELDS.NOT)."""
-        fields: list[list[bytes]] = []
-        for line in self._header_block().split(b"\r\n")[:-1]:
-            if line[:1] in (b" ", b"\t") and fields:
-                fields[-1].append(line)
-            else:
-                fields.append([line])
         wanted = _names(names)
-        keep = [f for f in fields if not names
-                or ((f[0].split(b":", 1)[0].strip().decode("ascii", "replace").lower() in wanted) != bool(negate))]
-        return b"".join(b"\r\n".join(f) + b"\r\n" for f in keep) + b"\r\n"
+        keep = [f for f in raw_fields(self._header_block()[:-2]) if not names
+                or ((f.split(b":", 1)[0].strip().decode("ascii", "replace").lower() in wanted) != bool(negate))]
+        return b"".join(f + b"\r\n" for f in keep) + b"\r\n"
 
     def getBodyFile(self):
         """The part's body as it travels (transfer encoding kept), byte for byte for a leaf part: email's
@@ -772,11 +767,9 @@ def _sexp(item) -> bytes:
 
 
 def _unfolded(value: str | None) -> str | None:
-    """A header value on one line (RFC 5322 §2.2.3 unfolding), NUL left out: a folded Subject went into ENVELOPE
-    with its CRLF (Dovecot unfolds), and a NUL is no IMAP character (RFC 3501 §9, CHAR8)."""
-    if value is None:
-        return None
-    return re.sub(r"\r?\n(?=[ \t])", "", value).replace("\x00", "")
+    """A header value on one line (RFC 5322 §2.2.3 unfolding): a folded Subject went into ENVELOPE with its CRLF
+    (Dovecot unfolds). (A NUL never gets here: messages are read with NUL as 0x80, _ParsedCache.get.)"""
+    return None if value is None else unfold(value)
 
 
 def _ascii(name: str, value: str) -> str:
@@ -879,13 +872,6 @@ def _params(m, header: str = "content-type") -> list | None:
     return out or None
 
 
-def _body_bytes(part) -> bytes:
-    """The part's body as it travels (transfer encoding kept), CRLF line ends."""
-    if isinstance(part, Message):
-        return part.raw.partition(b"\r\n\r\n")[2]
-    return part.getBodyFile().read()
-
-
 def _extension(m) -> list:
     disposition = m.get_content_disposition()
     languages = [lang.strip() for lang in str(m.get("content-language", "")).split(",") if lang.strip()]
@@ -911,7 +897,7 @@ def _structure(part, extended: bool) -> list:
     params = _params(m)
     if main == "text" and "charset" not in (params or [])[::2]:  # RFC 2045 §5.2, RFC 2046 §4.1.2; as Dovecot
         params = ["charset", "us-ascii"] + (params or [])
-    body = _body_bytes(part)
+    body = part.getBodyFile().read()  # as it travels (transfer encoding kept), CRLF line ends
     out = [_imap_text(main), _imap_text(sub), params, _imap_text(m.get("content-id")),
            _imap_text(m.get("content-description")),
            _imap_text(m.get("content-transfer-encoding") or "7bit"), len(body)]

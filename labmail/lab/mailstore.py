@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._files import atomic_write_text
+from .._files import atomic_write_text, unlink_quietly, write_all
 from ..errors import LabError
 from .guard import AccountLocked, LoginGuard  # noqa: F401 - AccountLocked is re-exported for the protocols
 
@@ -83,18 +83,13 @@ def _write_durably(tmp: str, final: str, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # as mailbox.add: umask applies
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, final)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(tmp)
         raise
 
 

@@ -27,13 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("labmail.lab.smtp")
 
 
-_ENHANCED_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_FAILURE_CODE = re.compile(r"\b([45]\.\d{1,3}\.\d{1,3})\b")
 
 
 def _status(text: str) -> str:
     """The DSN Status of a failure: the enhanced code the server gave (RFC 3463), else 5.0.0."""
-    found = _ENHANCED_CODE.search(text)
-    return found.group(1) if found and found.group(1)[0] in "45" else "5.0.0"
+    found = _FAILURE_CODE.search(text)
+    return found.group(1) if found else "5.0.0"
 
 
 def _mail_options(client: smtplib.SMTP, mail_from: str, rcpts: list[str], data: bytes) -> list[str]:
@@ -204,7 +204,8 @@ class Outbound:
             with self._lock:
                 self._schedule.pop(qid, None)
             return
-        remaining, bounces = [], []
+        remaining: list[str] = []
+        bounces: dict[str, str] = {}
         by_domain: dict[str, list[str]] = {}
         for rcpt in meta["rcpts"]:
             by_domain.setdefault(_domain(rcpt), []).append(rcpt)
@@ -221,9 +222,9 @@ class Outbound:
                     remaining.append(rcpt)
                     meta["errors"].append(text)
                 else:
-                    bounces.append(([rcpt], text))
+                    bounces[rcpt] = text
         if bounces:
-            self.bounce_each(meta["mail_from"], {rcpt: text for rcpts, text in bounces for rcpt in rcpts}, data)
+            self.bounce_each(meta["mail_from"], bounces, data)
         if remaining:
             meta.update(rcpts=remaining, attempts=meta["attempts"] + 1, next=time.time() + 2 ** meta["attempts"])
             atomic_write_text(meta_path, json.dumps(meta) + "\n")

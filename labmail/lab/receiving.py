@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._files import atomic_write_text
+from .._rfc5322 import raw_fields
 from .outbound import _domain
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,23 +83,16 @@ def strip_claimed_results(data: bytes, authserv_id: str) -> bytes:
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep or b"authentication-results" not in head.lower():
         return data
-    fields: list[list[bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1].append(line)
-        else:
-            fields.append([line])
     wanted = authserv_id.lower().encode("ascii", "replace")
     kept = []
-    for field in fields:
-        name = _AR_NAME.match(field[0])
+    for field in raw_fields(head):
+        name = _AR_NAME.match(field)
         if name is not None:
-            value = b" ".join([field[0][name.end():], *field[1:]])
-            claimed = re.sub(rb"\([^()]*\)", b" ", value).split(b";", 1)[0].strip().lower()
+            claimed = re.sub(rb"\([^()]*\)", b" ", field[name.end():]).split(b";", 1)[0].strip().lower()
             if claimed == wanted:
                 log.info("Authentication-Results claiming %s removed from an incoming message (RFC 8601 §5)", authserv_id)
                 continue
-        kept.append(b"\r\n".join(field))
+        kept.append(field)
     return b"\r\n".join(kept) + sep + body
 
 
